@@ -1,0 +1,73 @@
+//! The request a task is serving, so errors and outgoing calls can name it without threading a
+//! parameter through every function.
+//!
+//! The request middleware ([`crate::server`]) runs each handler inside [`scope`]; the chassis
+//! client reads [`current`] to forward `x-request-id`, and [`crate::error::HttpError`] to fill
+//! `request_id` and `instance` in problem bodies. A task spawned from a handler does not inherit
+//! the scope; wrap its future in [`scope`] again if it makes calls on the request's behalf.
+
+use std::future::Future;
+
+tokio::task_local! {
+    static CURRENT: RequestContext;
+}
+
+/// What identifies the request being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    /// Correlation id, from the incoming `x-request-id` or generated at the edge.
+    pub request_id: String,
+    /// Path of the request, for problem bodies.
+    pub path: String,
+}
+
+/// The request the current task serves, if any.
+pub fn current() -> Option<RequestContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// The current request id, if any.
+pub fn request_id() -> Option<String> {
+    CURRENT.try_with(|c| c.request_id.clone()).ok()
+}
+
+/// Runs `future` as part of the request `context`.
+pub async fn scope<F: Future>(context: RequestContext, future: F) -> F::Output {
+    CURRENT.scope(context, future).await
+}
+
+/// A fresh request id: a UUIDv7, so ids sort by time.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Whether an incoming request id is acceptable to keep: short and made of safe characters, so
+/// it can go into logs and headers unescaped.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert!(is_valid_request_id(&new_request_id()));
+        assert!(is_valid_request_id("req-42.a_b:c"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("has space"));
+        assert!(!is_valid_request_id("new\nline"));
+        assert!(!is_valid_request_id(&"x".repeat(129)));
+    }
+
+    #[tokio::test]
+    async fn scope_is_visible_inside_only() {
+        assert_eq!(current(), None);
+        let context = RequestContext { request_id: "abc".into(), path: "/x".into() };
+        let seen = scope(context.clone(), async { current() }).await;
+        assert_eq!(seen, Some(context));
+    }
+}

@@ -1,0 +1,197 @@
+//! The service's own database: SQLite (a file per service, the default) or PostgreSQL, chosen by
+//! the URL, behind one sqlx `AnyPool` so every query is written once.
+//!
+//! Rules that keep one SQL code path valid on both: `$1` placeholders; ids as TEXT (UUIDv7
+//! strings); times as BIGINT milliseconds since the Unix epoch; no booleans (use nullable
+//! timestamps); `INSERT ... ON CONFLICT ... DO NOTHING` for idempotent inserts.
+//!
+//! SQLite runs in WAL mode with `synchronous = NORMAL` (a killed process loses nothing
+//! committed). Transactions that write should start with [`Db::begin_write`]: on SQLite that is
+//! `BEGIN IMMEDIATE`, which takes the write lock up front and waits for it (busy timeout)
+//! instead of failing when two read-then-write transactions race.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
+
+use crate::config::DatabaseConfig;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL selects, if any.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error("database.url must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    /// The SQLite file's folder could not be created.
+    #[error("creating the database folder {path}")]
+    CreateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting, creating the database or migrating failed.
+    #[error("{context}")]
+    Sqlx {
+        /// What was being done.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("running migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn sqlx_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    move |source| DbError::Sqlx { context, source }
+}
+
+/// A pool of connections to the service's database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens the database at `url` (creating it if allowed and missing) and runs `migrator`.
+    pub async fn connect(
+        url: &SecretString,
+        config: &DatabaseConfig,
+        migrator: &Migrator,
+    ) -> Result<Self, DbError> {
+        install_default_drivers();
+        let url = url.expose_secret();
+        let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
+        match backend {
+            Backend::Sqlite => prepare_sqlite(url).await?,
+            Backend::Postgres if config.create_if_missing => create_postgres(url).await?,
+            Backend::Postgres => {}
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per connection: WAL makes NORMAL safe against process crashes.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(sqlx_error("connecting to the database"))?;
+        migrator.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The connection pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that will write. See the module docs for why this differs by engine.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await
+    }
+
+    /// Closes every connection; later queries fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the SQLite file and its folder if missing and switches it to WAL, which is a property
+/// of the file and so needs setting only once, before the pool opens.
+async fn prepare_sqlite(url: &str) -> Result<(), DbError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(sqlx_error("parsing the SQLite URL"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|source| DbError::CreateDir {
+            path: folder.display().to_string(),
+            source,
+        })?;
+    }
+    let conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(sqlx_error("opening the SQLite database"))?;
+    conn.close().await.map_err(sqlx_error("opening the SQLite database"))
+}
+
+/// Creates the PostgreSQL database named in `url` if it does not exist. Two replicas may race
+/// here: losing the race is fine, so a failure is rechecked before it is reported.
+async fn create_postgres(url: &str) -> Result<(), DbError> {
+    if Any::database_exists(url).await.map_err(sqlx_error("checking the database exists"))? {
+        return Ok(());
+    }
+    if let Err(error) = Any::create_database(url).await {
+        let exists = Any::database_exists(url).await.unwrap_or(false);
+        if !exists {
+            return Err(DbError::Sqlx { context: "creating the database", source: error });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `error` is a unique-constraint violation (a duplicate key), on either engine.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+/// Milliseconds since the Unix epoch, the representation of times in every table.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Converts a stored time back to a UTC timestamp.
+pub fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}

@@ -1,0 +1,398 @@
+//! Finding instances of a service, and picking one for each request.
+//!
+//! Each service a process calls gets a watch: a task that holds a blocking query open against
+//! the registry (`?index=N&wait=30s`), so the cached list of passing instances changes within
+//! moments of a registration, a failed health check or a deregistration, without polling.
+//! Lookups read the cache and never wait on the network once it is filled.
+//!
+//! Picking uses the power of two choices: two random instances, the one with fewer requests in
+//! flight wins. It needs no coordination, avoids the herd that "least loaded" causes, and adapts
+//! to a slow instance as fast as its queue grows. An instance a call could not connect to is
+//! ejected locally for a few seconds, so traffic moves on before the registry notices.
+//!
+//! Services listed under `discovery.static` resolve to fixed addresses instead, which is how a
+//! process runs without a registry (tests, or a platform that does discovery by DNS).
+//!
+//! # Layout
+//! - [`registry_api`]: typed client of the registry's HTTP API.
+//! - [`registration`]: register, heartbeat, deregister.
+
+pub mod registration;
+pub mod registry_api;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use contracts::discovery::Instance;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use registration::Registrar;
+pub use registry_api::{Heartbeat, RegistryClient, RegistryError};
+
+use crate::client::Transport;
+use crate::config::DiscoveryConfig;
+
+/// How long a blocking query waits for a change before the registry answers anyway.
+const WATCH_WAIT: Duration = Duration::from_secs(30);
+/// How long the first lookup of a service waits for the registry's answer.
+const FIRST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an instance that refused a connection is avoided.
+pub const EJECTION: Duration = Duration::from_secs(5);
+
+/// Why no instance could be picked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DiscoveryError {
+    /// The service has no passing instance (or is unknown).
+    #[error("no healthy instance of {0}")]
+    NoInstances(String),
+    /// Neither a registry nor a static entry can resolve the service.
+    #[error("{0} is not in discovery.static and no registry is configured")]
+    Unresolvable(String),
+}
+
+/// One instance of a service, with the state the balancer keeps about it.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Instance id (`users-1`).
+    pub id: String,
+    /// Base URL (`http://127.0.0.1:7711`).
+    pub address: String,
+    /// Version the instance runs.
+    pub version: String,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` until which this endpoint is avoided; 0 when it is not.
+    ejected_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Endpoint {
+    fn new(id: String, address: String, version: String, epoch: Instant) -> Self {
+        Self { id, address, version, in_flight: AtomicUsize::new(0), ejected_until: AtomicU64::new(0), epoch }
+    }
+
+    /// Requests sent to this instance that have not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Avoids this instance for `duration` (it refused a connection).
+    pub fn eject(&self, duration: Duration) {
+        let until = self.now().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether the instance is being avoided.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > self.now()
+    }
+}
+
+/// An instance picked for one request; counts as in flight until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+}
+
+impl Lease {
+    fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { endpoint }
+    }
+
+    /// The picked instance.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks by power of two choices among `endpoints`, skipping `exclude` and ejected instances
+/// while any other remains. Pure apart from the random draw, so it is tested directly.
+pub fn pick(endpoints: &[Arc<Endpoint>], exclude: &[String]) -> Option<Arc<Endpoint>> {
+    let allowed: Vec<&Arc<Endpoint>> =
+        endpoints.iter().filter(|e| !exclude.contains(&e.id)).collect();
+    let healthy: Vec<&Arc<Endpoint>> = allowed.iter().copied().filter(|e| !e.is_ejected()).collect();
+    // All ejected: trying one beats failing outright; the ejection may be stale.
+    let candidates = if healthy.is_empty() { allowed } else { healthy };
+    match candidates.len() {
+        0 => None,
+        1 => Some(Arc::clone(candidates[0])),
+        n => {
+            let a = rand::random_range(0..n);
+            let b = (a + rand::random_range(1..n)) % n;
+            let (first, second) = (candidates[a], candidates[b]);
+            Some(Arc::clone(if second.in_flight() < first.in_flight() { second } else { first }))
+        }
+    }
+}
+
+/// The cached instances of one service.
+#[derive(Debug)]
+struct ServiceCache {
+    endpoints: RwLock<Arc<[Arc<Endpoint>]>>,
+    /// Becomes `true` once the first answer arrived.
+    loaded: watch::Sender<bool>,
+}
+
+impl ServiceCache {
+    fn new(endpoints: Vec<Arc<Endpoint>>, loaded: bool) -> Self {
+        Self { endpoints: RwLock::new(endpoints.into()), loaded: watch::Sender::new(loaded) }
+    }
+
+    fn snapshot(&self) -> Arc<[Arc<Endpoint>]> {
+        match self.endpoints.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the list, keeping the balancer state of instances that stay.
+    fn replace(&self, instances: &[Instance], epoch: Instant) {
+        let current = self.snapshot();
+        let next: Vec<Arc<Endpoint>> = instances
+            .iter()
+            .map(|instance| {
+                current
+                    .iter()
+                    .find(|e| e.id == instance.id && e.address == instance.address)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint::new(
+                            instance.id.clone(),
+                            instance.address.clone(),
+                            instance.version.clone(),
+                            epoch,
+                        ))
+                    })
+            })
+            .collect();
+        match self.endpoints.write() {
+            Ok(mut guard) => *guard = next.into(),
+            Err(poisoned) => *poisoned.into_inner() = next.into(),
+        }
+        self.loaded.send_replace(true);
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Option<RegistryClient>,
+    services: Mutex<HashMap<String, Arc<ServiceCache>>>,
+    epoch: Instant,
+    /// Stops the watches when the last handle is dropped or the process shuts down.
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Resolves service names to instances. Cheap to clone; clones share the cache.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+impl Discovery {
+    /// Discovery per `config`, whose watches stop when `shutdown` is cancelled.
+    pub fn new(config: &DiscoveryConfig, transport: Transport, shutdown: &CancellationToken) -> Self {
+        let epoch = Instant::now();
+        let services = config
+            .static_instances
+            .iter()
+            .map(|(service, addresses)| {
+                let endpoints = addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, address)| {
+                        let address = address.trim_end_matches('/').to_owned();
+                        Arc::new(Endpoint::new(format!("{service}-static-{i}"), address, "static".into(), epoch))
+                    })
+                    .collect();
+                (service.clone(), Arc::new(ServiceCache::new(endpoints, true)))
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                registry: config.registry.as_deref().map(|url| RegistryClient::new(url, transport)),
+                services: Mutex::new(services),
+                epoch,
+                stop: shutdown.child_token(),
+            }),
+        }
+    }
+
+    /// The registry client, when a registry is configured.
+    pub fn registry(&self) -> Option<&RegistryClient> {
+        self.inner.registry.as_ref()
+    }
+
+    /// Picks an instance of `service` for one request.
+    pub async fn pick(&self, service: &str) -> Result<Lease, DiscoveryError> {
+        self.pick_excluding(service, &[]).await
+    }
+
+    /// Picks an instance of `service` other than those in `exclude` (already tried).
+    pub async fn pick_excluding(
+        &self,
+        service: &str,
+        exclude: &[String],
+    ) -> Result<Lease, DiscoveryError> {
+        let endpoints = self.endpoints(service).await?;
+        pick(&endpoints, exclude)
+            .map(Lease::new)
+            .ok_or_else(|| DiscoveryError::NoInstances(service.to_owned()))
+    }
+
+    /// The current instances of `service`, starting its watch on first use.
+    pub async fn endpoints(&self, service: &str) -> Result<Arc<[Arc<Endpoint>]>, DiscoveryError> {
+        let cache = self.cache(service)?;
+        let mut loaded = cache.loaded.subscribe();
+        // Only the first lookup waits, and only until the first answer (or a bounded time).
+        let _ = tokio::time::timeout(FIRST_LOOKUP_TIMEOUT, loaded.wait_for(|l| *l)).await;
+        Ok(cache.snapshot())
+    }
+
+    fn cache(&self, service: &str) -> Result<Arc<ServiceCache>, DiscoveryError> {
+        let mut services = match self.inner.services.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(cache) = services.get(service) {
+            return Ok(Arc::clone(cache));
+        }
+        let registry = self
+            .inner
+            .registry
+            .clone()
+            .ok_or_else(|| DiscoveryError::Unresolvable(service.to_owned()))?;
+        let cache = Arc::new(ServiceCache::new(Vec::new(), false));
+        services.insert(service.to_owned(), Arc::clone(&cache));
+        tokio::spawn(watch_service(
+            registry,
+            service.to_owned(),
+            Arc::clone(&cache),
+            self.inner.epoch,
+            self.inner.stop.clone(),
+        ));
+        Ok(cache)
+    }
+}
+
+/// Keeps `cache` equal to the registry's passing instances of `service`.
+async fn watch_service(
+    registry: RegistryClient,
+    service: String,
+    cache: Arc<ServiceCache>,
+    epoch: Instant,
+    stop: CancellationToken,
+) {
+    let mut index: Option<u64> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let query = registry.service(&service, index, WATCH_WAIT);
+        let answer = tokio::select! {
+            () = stop.cancelled() => return,
+            answer = query => answer,
+        };
+        match answer {
+            Ok(answer) => {
+                backoff = Duration::from_millis(200);
+                // A registry restart resets its index; start over rather than wait forever.
+                let moved = index.is_none_or(|i| answer.index != i);
+                if moved {
+                    cache.replace(&answer.instances, epoch);
+                    tracing::debug!(%service, instances = answer.instances.len(), index = answer.index, "instances changed");
+                }
+                index = Some(answer.index);
+            }
+            Err(error) => {
+                tracing::debug!(%service, error = %crate::error::ErrorChain(&error), "watch failed; keeping the last known instances");
+                index = None;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
+        let epoch = Instant::now();
+        (0..n)
+            .map(|i| Arc::new(Endpoint::new(format!("svc-{i}"), format!("http://127.0.0.1:{}", 9000 + i), "1".into(), epoch)))
+            .collect()
+    }
+
+    #[test]
+    fn picks_the_less_loaded_of_two() {
+        let all = endpoints(2);
+        let _busy: Vec<Lease> = (0..5).map(|_| Lease::new(Arc::clone(&all[0]))).collect();
+        for _ in 0..50 {
+            assert_eq!(pick(&all, &[]).map(|e| e.id.clone()), Some("svc-1".to_owned()));
+        }
+    }
+
+    #[test]
+    fn spreads_load_across_instances() {
+        let all = endpoints(4);
+        let mut leases = Vec::new();
+        for _ in 0..400 {
+            let endpoint = pick(&all, &[]).expect("one");
+            leases.push(Lease::new(endpoint));
+        }
+        // With the power of two choices the spread stays tight: never more than a few apart.
+        let loads: Vec<usize> = all.iter().map(|e| e.in_flight()).collect();
+        let (min, max) = (loads.iter().min().copied(), loads.iter().max().copied());
+        assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 4), "{loads:?}");
+        drop(leases);
+        assert!(all.iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn skips_excluded_and_ejected_instances() {
+        let all = endpoints(3);
+        all[0].eject(Duration::from_secs(60));
+        for _ in 0..50 {
+            let picked = pick(&all, &["svc-1".to_owned()]).expect("one left");
+            assert_eq!(picked.id, "svc-2");
+        }
+        // Everything ejected: still try one rather than fail.
+        all[2].eject(Duration::from_secs(60));
+        assert!(pick(&all, &["svc-1".to_owned()]).is_some());
+        assert!(pick(&all, &["svc-0".into(), "svc-1".into(), "svc-2".into()]).is_none());
+    }
+
+    #[tokio::test]
+    async fn static_instances_resolve_without_a_registry() {
+        let mut config = DiscoveryConfig { registry: None, ..DiscoveryConfig::default() };
+        config.static_instances.insert("users".into(), vec!["http://127.0.0.1:1/".into()]);
+        let discovery = Discovery::new(&config, Transport::http(), &CancellationToken::new());
+        let lease = discovery.pick("users").await.expect("static");
+        assert_eq!(lease.endpoint().address, "http://127.0.0.1:1");
+        assert_eq!(
+            discovery.pick("orders").await.expect_err("unknown"),
+            DiscoveryError::Unresolvable("orders".into())
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! The microservice chassis: what every Bazaar process shares, so a service's own code is
+//! only its business.
+//!
+//! A service's `Application::build` loads its [`config`], opens its [`db`], binds a
+//! [`server::Server`], builds its router from [`extract`]ors and [`error::HttpError`]s, and
+//! calls `serve` with a shutdown token. The server adds [`health`], [`metrics`], request ids and
+//! logs ([`telemetry`]), registers with the registry and deregisters on the way out
+//! ([`discovery`]). Calls to other services go through the [`client`].
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod discovery;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod ports;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use error::HttpError;
+pub use server::{Server, ServiceInfo, StartError};

@@ -1,0 +1,160 @@
+//! Prometheus metrics: the registry every process exposes at `/metrics`, and the RED metrics
+//! (rate, errors, duration) the chassis records for every HTTP request.
+//!
+//! Built on `prometheus-client`, whose registries are plain values: each service instance owns
+//! one and passes it where metrics are registered, so tests (and several services in one
+//! process) never share counters through a global.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::ServiceInfo;
+
+/// Latency buckets in seconds, from a fast in-memory answer to a request near its timeout.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A histogram family constructor with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Labels of the per-route request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/users/me`), never the raw path, to keep cardinality bounded.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Request count and latency per route and status.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RouteLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+impl HttpMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "http_server_requests",
+            "HTTP requests served, by method, route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Time to produce the response head, by method, route and status",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "http_server_requests_in_flight",
+            "Requests being served now",
+            metrics.in_flight.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a request as started; the guard counts it finished when dropped.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, labels: RouteLabels, elapsed: Duration) {
+        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// Decrements the in-flight gauge when dropped, even if the request future is cancelled.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Labels of the build info metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    service: String,
+    version: String,
+    instance: String,
+}
+
+/// Registers `bazaar_build_info{service,version,instance} 1`, so dashboards can join on it.
+pub fn register_build_info(registry: &mut Registry, service: &ServiceInfo) {
+    let info: Family<BuildLabels, Gauge> = Family::default();
+    info.get_or_create(&BuildLabels {
+        service: service.name.clone(),
+        version: service.version.clone(),
+        instance: service.instance_id.clone(),
+    })
+    .set(1);
+    registry.register("bazaar_build_info", "Service, version and instance of this process", info);
+}
+
+/// Renders a registry in the Prometheus/OpenMetrics text format.
+pub fn render(registry: &Arc<Registry>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => (
+            [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_counts_and_histograms_per_route() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        let labels = RouteLabels { method: "GET".into(), route: "/users/me".into(), status: 200 };
+        metrics.observe(labels.clone(), Duration::from_millis(3));
+        metrics.observe(labels, Duration::from_millis(30));
+        let response = render(&Arc::new(registry));
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert!(
+            text.contains(r#"http_server_requests_total{method="GET",route="/users/me",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_server_request_duration_seconds_bucket{le="0.005",method="GET",route="/users/me",status="200"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Start-up, serving and graceful shutdown of a service's HTTP listener.
+//!
+//! Every Bazaar process starts the same way: [`Server::bind`] binds the listener (port 0 is
+//! fine) and logs `listening on http://…`, the one stable line tools read to learn the address;
+//! the service builds its router and state; [`Server::serve`] adds the health and metrics
+//! routes and the request middleware, registers with the registry and serves until `shutdown`
+//! is cancelled. Shutdown then runs in this order: stop reporting ready, deregister (so gateways
+//! stop sending), stop accepting, let in-flight requests finish within `http.shutdown_grace`,
+//! return.
+//!
+//! # Layout
+//! - [`middleware`]: request id, request span, metrics, access log, timeout, problem bodies.
+
+pub mod middleware;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use contracts::discovery::Registration;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::client::Transport;
+use crate::config::{ChassisConfig, ConfigError, DiscoveryConfig, HttpConfig};
+use crate::db::{Db, DbError};
+use crate::discovery::{Registrar, RegistryClient};
+use crate::health::{self, Readiness};
+use crate::metrics::{self, HttpMetrics};
+
+/// The wording of the line that announces the listener; `bazaar up` matches on it.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
+/// Who this process is: logged on every line, registered, exported as a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Service name (`users`).
+    pub name: String,
+    /// Version of the code, or the configured override.
+    pub version: String,
+    /// Unique id of this instance (`users-1`).
+    pub instance_id: String,
+}
+
+impl ServiceInfo {
+    /// The identity of an instance of `name` built from code at `version`, with the overrides
+    /// of `config`.
+    pub fn new(name: &str, version: &str, config: &ChassisConfig) -> Self {
+        let instance_id = config.instance_id.clone().unwrap_or_else(|| {
+            let suffix: u32 = rand::random_range(0..0x100_0000);
+            format!("{name}-{suffix:06x}")
+        });
+        Self {
+            name: name.to_owned(),
+            version: config.version.clone().unwrap_or_else(|| version.to_owned()),
+            instance_id,
+        }
+    }
+}
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (exit code 64).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("opening the database")]
+    Database(#[from] DbError),
+    /// The listener could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving HTTP")]
+    Serve(#[source] std::io::Error),
+    /// A service-specific start-up step failed.
+    #[error("{context}")]
+    Other {
+        /// The step.
+        context: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StartError {
+    /// Wraps a service-specific failure.
+    pub fn other(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other { context, source: source.into() }
+    }
+}
+
+/// A bound listener with everything the chassis adds around a service's routes.
+#[derive(Debug)]
+pub struct Server {
+    info: ServiceInfo,
+    http: HttpConfig,
+    discovery: DiscoveryConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    url: String,
+    metrics: Registry,
+    database: Option<Db>,
+    registers: bool,
+}
+
+impl Server {
+    /// Binds the listener of `config.http` and logs its address.
+    pub async fn bind(info: ServiceInfo, config: &ChassisConfig) -> Result<Self, StartError> {
+        let addr = SocketAddr::new(config.http.host, config.http.port);
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let url = match &config.http.advertise_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if local_addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", local_addr.port()),
+            None => format!("http://{local_addr}"),
+        };
+        tracing::info!(address = %url, "{LISTENING_PREFIX}{url}");
+        let mut metrics = Registry::with_prefix("bazaar");
+        metrics::register_build_info(&mut metrics, &info);
+        Ok(Self {
+            info,
+            http: config.http.clone(),
+            discovery: config.discovery.clone(),
+            listener,
+            local_addr,
+            url,
+            metrics,
+            database: None,
+            registers: config.discovery.registry.is_some(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL other processes reach this one on.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Who this process is.
+    pub fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+
+    /// The metrics registry, for the service to register its own metrics before serving.
+    pub fn metrics_registry(&mut self) -> &mut Registry {
+        &mut self.metrics
+    }
+
+    /// Makes readiness depend on `db` answering.
+    #[must_use]
+    pub fn with_database(mut self, db: Db) -> Self {
+        self.database = Some(db);
+        self
+    }
+
+    /// Serves without registering (the registry itself).
+    #[must_use]
+    pub fn without_registration(mut self) -> Self {
+        self.registers = false;
+        self
+    }
+
+    /// Serves `app` until `shutdown` is cancelled, then shuts down gracefully.
+    ///
+    /// `app` must not set a fallback: the chassis answers unknown routes with a problem body.
+    pub async fn serve(self, app: Router, shutdown: CancellationToken) -> Result<(), StartError> {
+        let registrar = if self.registers { self.registrar() } else { None };
+        let readiness = Arc::new(Readiness::new(self.database, self.registers));
+        let mut metrics_registry = self.metrics;
+        let http_metrics = HttpMetrics::register(&mut metrics_registry);
+        let metrics_registry = Arc::new(metrics_registry);
+        let observer = Arc::new(middleware::Observer::new(http_metrics, self.http.request_timeout));
+
+        let app = app
+            .merge(health::routes(Arc::clone(&readiness)))
+            .route("/metrics", get(move || std::future::ready(metrics::render(&metrics_registry))))
+            .fallback(middleware::not_found)
+            .method_not_allowed_fallback(middleware::method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.http.body_limit))
+            .layer(RequestBodyLimitLayer::new(self.http.body_limit))
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
+            .layer(axum::middleware::from_fn_with_state(observer, middleware::observe));
+
+        let registration_stop = CancellationToken::new();
+        if let Some(registrar) = registrar.clone() {
+            tokio::spawn(registrar.run(Arc::clone(&readiness), registration_stop.clone()));
+        }
+
+        let stop_accepting = CancellationToken::new();
+        let serving = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let mut serving = std::pin::pin!(serving.into_future());
+        tokio::select! {
+            result = &mut serving => return result.map_err(StartError::Serve),
+            () = shutdown.cancelled() => {}
+        }
+
+        tracing::info!("shutting down: deregistering, then draining in-flight requests");
+        readiness.set_draining();
+        registration_stop.cancel();
+        if let Some(registrar) = registrar {
+            registrar.deregister(Duration::from_secs(2)).await;
+        }
+        stop_accepting.cancel();
+        let grace = self.http.shutdown_grace;
+        match tokio::time::timeout(grace, serving).await {
+            Ok(result) => result.map_err(StartError::Serve)?,
+            Err(_) => tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period; closing them"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    fn registrar(&self) -> Option<Registrar> {
+        let registry = self.discovery.registry.as_deref()?;
+        let client = RegistryClient::new(registry, Transport::http());
+        let registration = Registration {
+            service: self.info.name.clone(),
+            address: self.url.clone(),
+            version: self.info.version.clone(),
+            health_url: format!("{}/health/ready", self.url),
+            ttl_ms: u64::try_from(self.discovery.ttl.as_millis()).ok(),
+            meta: BTreeMap::from([("pid".to_owned(), std::process::id().to_string())]),
+        };
+        Some(Registrar::new(client, self.info.instance_id.clone(), registration, self.discovery.heartbeat))
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM, for binaries.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("received SIGINT"),
+                _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            }
+        }
+        _ => {
+            // Without signal handlers (should not happen on Unix), fall back to Ctrl-C.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

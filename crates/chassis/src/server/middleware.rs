@@ -1,0 +1,164 @@
+//! The request middleware every Bazaar process runs, in one place so its order is plain:
+//!
+//! 1. take the incoming `x-request-id` if it is well-formed, or make one (the edge is wherever a
+//!    request first enters Bazaar), and echo it on the response;
+//! 2. open the request span (`request_id`, `method`, `route`) and the request context;
+//! 3. hold the handler to `http.request_timeout` (503 when it overruns);
+//! 4. give any bare error response from a lower layer (404, 405, 413) a problem body;
+//! 5. record RED metrics and write the access log line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use contracts::headers::{PROBLEM_JSON, REQUEST_ID};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
+use tracing::Instrument;
+
+use crate::context::{self, RequestContext};
+use crate::error::HttpError;
+use crate::metrics::{HttpMetrics, RouteLabels};
+
+/// Overrides the `route` label of a response's metrics and log line. The gateway sets it to the
+/// route table entry a request matched, since its own router has a single catch-all route.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+/// Shared state of the middleware.
+#[derive(Debug)]
+pub struct Observer {
+    metrics: HttpMetrics,
+    timeout: Duration,
+}
+
+impl Observer {
+    /// Middleware state recording into `metrics`, timing requests out after `timeout`.
+    pub fn new(metrics: HttpMetrics, timeout: Duration) -> Self {
+        Self { metrics, timeout }
+    }
+}
+
+/// The middleware function; see the module docs.
+pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let _in_flight = observer.metrics.start();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| context::is_valid_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(context::new_request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = matched.as_deref().unwrap_or("unmatched"),
+    );
+    let context = RequestContext { request_id: request_id.clone(), path: path.clone() };
+    let timeout = observer.timeout;
+    let handle = async move {
+        let response = match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => timed_out(timeout),
+        };
+        with_problem_body(response)
+    };
+    let mut response = context::scope(context, handle.instrument(span.clone())).await;
+
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|label| label.0.clone())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status();
+    let elapsed = started.elapsed();
+    observer.metrics.observe(
+        RouteLabels { method: method.to_string(), route: route.clone(), status: status.as_u16() },
+        elapsed,
+    );
+    span.in_scope(|| {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        // Probes and scrapes arrive every few seconds; keep them out of the default log.
+        if path.starts_with("/health/") || path == "/metrics" {
+            tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
+        } else if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), latency_ms, %path, route, "request finished");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, %path, route, "request finished");
+        }
+    });
+    response
+}
+
+fn timed_out(timeout: Duration) -> Response {
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out")
+        .with_detail(format!("the request took longer than {}", humantime::format_duration(timeout)))
+        .into_response()
+}
+
+/// Replaces the body of an error response that is not JSON (one made by axum or a tower layer)
+/// with a problem body, so every error a client sees has the same shape.
+fn with_problem_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON) || ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (slug, title) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "Request timed out"),
+        s if s.is_server_error() => ("internal", "Internal error"),
+        _ => ("bad-request", "Bad request"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut fresh = HttpError::new(status, slug, title).into_response();
+    // Keep headers such as Allow or Retry-After, but not the old body's length or type.
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fresh
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(request: Request) -> HttpError {
+    HttpError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// Fallback for a known route with the wrong method.
+pub async fn method_not_allowed(request: Request) -> HttpError {
+    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+        .with_detail(format!("{} is not allowed on {}", request.method(), request.uri().path()))
+}
+
+/// Turns a handler panic into a 500 problem; the panic message is logged, never sent.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    HttpError::internal(format!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,121 @@
+//! Helpers for tests of services built on the chassis (feature `test-util`).
+//!
+//! Every test gets its own database: a SQLite file in a temporary folder, or a freshly created
+//! PostgreSQL database that is dropped when the test ends. [`database_tests!`](crate::database_tests)
+//! turns one async test function into both variants; the PostgreSQL one is `#[ignore]`d so
+//! `cargo test` passes on a machine without a server, and `.ci/run` runs it with
+//! `--include-ignored`.
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// Environment variable naming the PostgreSQL server tests create their databases on.
+pub const POSTGRES_URL_VAR: &str = "BAZAAR_TEST_POSTGRES_URL";
+/// Server used when [`POSTGRES_URL_VAR`] is unset.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    /// Keeps the SQLite folder alive; removed on drop.
+    _dir: Option<tempfile::TempDir>,
+    /// For PostgreSQL: the server's maintenance URL and the database to drop afterwards.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A SQLite file in a fresh temporary folder.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder for the test database");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self { url, _dir: Some(dir), postgres: None }
+    }
+
+    /// A new, empty PostgreSQL database on the test server.
+    pub async fn postgres() -> Self {
+        let server = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let name = format!("bazaar_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {server} ({POSTGRES_URL_VAR}): {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("creating the test database");
+        let _ = admin.close().await;
+        let url = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => format!("{server}/{name}"),
+        };
+        Self { url, _dir: None, postgres: Some((server, name)) }
+    }
+
+    /// The database URL, as a service's `database.url` takes it.
+    pub fn url(&self) -> SecretString {
+        SecretString::from(self.url.clone())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.postgres.take() else { return };
+        // Drop runs outside any runtime guarantee; use a thread with its own small runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let mut admin = PgConnection::connect(&server).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await
+                    .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("warning: could not drop a test database; it will be left behind");
+        }
+    }
+}
+
+/// Generates a SQLite and a PostgreSQL test for each named async function taking a
+/// [`TestDatabase`]: `name::sqlite` and `name::postgres` (ignored unless asked for).
+#[macro_export]
+macro_rules! database_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::testing::TestDatabase::sqlite()).await;
+                }
+
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
+                async fn postgres() {
+                    super::$name($crate::testing::TestDatabase::postgres().await).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Polls `url` (a `/health/ready` address) until it answers 2xx, panicking after `within`.
+pub async fn wait_ready(url: &str, within: Duration) {
+    let transport = crate::client::Transport::http();
+    let deadline = Instant::now() + within;
+    loop {
+        let request = http::Request::get(url).body(axum::body::Body::empty()).expect("a valid URL");
+        if let Ok(response) = transport.send(request).await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} not ready within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
