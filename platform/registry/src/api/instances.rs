@@ -1,0 +1,177 @@
+//! Instance registration and queries.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use chassis::HttpError;
+use chassis::error::Validation;
+use chassis::extract::{Json, Path, Query};
+use contracts::discovery::{InstanceList, Registration, ServiceInstances, ServiceList};
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{AppState, Blocking, index_header};
+
+/// Shortest TTL an instance may ask for.
+const MIN_TTL_MS: u64 = 100;
+/// Longest TTL an instance may ask for (one hour).
+const MAX_TTL_MS: u64 = 3_600_000;
+
+/// `PUT /v1/instances/{id}`.
+pub async fn register(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(registration): Json<Registration>,
+) -> Result<Response, HttpError> {
+    validate(&id, &registration)?;
+    let instance = state.catalog.register(&id, registration, Instant::now());
+    tracing::info!(instance = %id, service = %instance.service, address = %instance.address, version = %instance.version, "registered");
+    Ok(Json(instance).into_response())
+}
+
+/// `DELETE /v1/instances/{id}`.
+pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, HttpError> {
+    if state.catalog.deregister(&id) {
+        tracing::info!(instance = %id, "deregistered");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(HttpError::not_found(format!("no instance {id:?}")))
+    }
+}
+
+/// `PUT /v1/instances/{id}/heartbeat`.
+pub async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, HttpError> {
+    match state.catalog.heartbeat(&id, Instant::now()) {
+        Some(status) => Ok(Json(serde_json::json!({ "status": status })).into_response()),
+        None => Err(HttpError::not_found(format!("no instance {id:?}; register again"))),
+    }
+}
+
+/// `GET /v1/instances`.
+pub async fn list(State(state): State<AppState>) -> Response {
+    let index = state.kv.index().current();
+    (index_header(index), Json(InstanceList { index, instances: state.catalog.all() })).into_response()
+}
+
+/// `GET /v1/services`.
+pub async fn services(State(state): State<AppState>) -> Response {
+    let index = state.kv.index().current();
+    (index_header(index), Json(ServiceList { index, services: state.catalog.services() })).into_response()
+}
+
+/// Query of `GET /v1/services/{service}`.
+#[derive(Debug, Deserialize)]
+pub struct ServiceQuery {
+    /// Only passing instances (the default).
+    #[serde(default = "yes")]
+    passing: bool,
+    /// See [`Blocking`]; not flattened, since flattening turns numbers into strings.
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `GET /v1/services/{service}`: blocks while the service's index equals `?index`.
+pub async fn service(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    Query(query): Query<ServiceQuery>,
+) -> Result<Response, HttpError> {
+    let blocking = Blocking { index: query.index, wait: query.wait };
+    if let Some((index, wait)) = blocking.wait(state.max_wait)? {
+        let catalog = &state.catalog;
+        state.kv.index().wait_until(wait, || catalog.service_index(&service) != index).await;
+    }
+    let (index, instances) = state.catalog.service(&service, query.passing);
+    Ok((index_header(index), Json(ServiceInstances { service, index, instances })).into_response())
+}
+
+/// Checks a registration field by field.
+fn validate(id: &str, registration: &Registration) -> Result<(), HttpError> {
+    let mut v = Validation::new();
+    v.check("id", check_name(id, 128));
+    v.check("service", check_service(&registration.service));
+    v.check("address", check_url(&registration.address));
+    v.check("health_url", check_url(&registration.health_url));
+    if registration.version.is_empty()
+        || registration.version.len() > 64
+        || registration.version.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        v.add("version", "must be 1 to 64 characters without spaces");
+    }
+    if let Some(ttl) = registration.ttl_ms {
+        if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl) {
+            v.add("ttl_ms", format!("must be between {MIN_TTL_MS} and {MAX_TTL_MS}"));
+        }
+    }
+    if registration.meta.len() > 32
+        || registration.meta.iter().any(|(k, val)| k.is_empty() || k.len() > 64 || val.len() > 512)
+    {
+        v.add("meta", "at most 32 entries, keys of 1 to 64 bytes, values up to 512 bytes");
+    }
+    v.finish()
+}
+
+fn check_name(name: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(format!("must be 1 to {max} letters, digits, '-', '_' or '.'")) }
+}
+
+fn check_service(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok { Ok(()) } else { Err("must be lowercase letters, digits and '-', starting with a letter".into()) }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(authority)) if !authority.host().is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an absolute http(s) URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration() -> Registration {
+        Registration {
+            service: "users".into(),
+            address: "http://127.0.0.1:7711".into(),
+            version: "0.1.0".into(),
+            health_url: "http://127.0.0.1:7711/health/ready".into(),
+            ttl_ms: Some(10_000),
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_well_formed_registration() {
+        assert!(validate("users-1", &registration()).is_ok());
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let bad = Registration {
+            service: "Users!".into(),
+            address: "not a url".into(),
+            version: "".into(),
+            health_url: "ftp://x/y".into(),
+            ttl_ms: Some(5),
+            meta: Default::default(),
+        };
+        let error = validate("bad id", &bad).expect_err("invalid");
+        let problem = error.to_problem();
+        let fields: Vec<&str> = problem.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["id", "service", "address", "health_url", "version", "ttl_ms"]);
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

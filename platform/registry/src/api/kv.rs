@@ -1,0 +1,98 @@
+//! The key-value store's routes.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chassis::HttpError;
+use chassis::extract::{Json, Path, Query};
+use contracts::discovery::KvWrite;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{AppState, Blocking, index_header};
+use crate::kv::{KvError, MAX_VALUE_LEN, validate_key};
+
+/// Query of `GET /v1/kv`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Keys starting with this; all keys when absent.
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `GET /v1/kv?prefix=`.
+pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+    let index = state.kv.index().current();
+    let entries = state.kv.list(&query.prefix);
+    (index_header(index), Json(serde_json::json!({ "index": index, "entries": entries }))).into_response()
+}
+
+/// `GET /v1/kv/{key}`: blocks while the key's modify index equals `?index` (0: absent).
+pub async fn get(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(blocking): Query<Blocking>,
+) -> Result<Response, HttpError> {
+    key_is_valid(&key)?;
+    if let Some((index, wait)) = blocking.wait(state.max_wait)? {
+        let kv = &state.kv;
+        let modify_index = || kv.get(&key).map_or(0, |e| e.modify_index);
+        kv.index().wait_until(wait, || modify_index() != index).await;
+    }
+    match state.kv.get(&key) {
+        Some(entry) => Ok((index_header(entry.modify_index), Json(entry)).into_response()),
+        None => {
+            let mut response = HttpError::not_found(format!("no key {key:?}")).into_response();
+            response.headers_mut().extend(index_header(0));
+            Ok(response)
+        }
+    }
+}
+
+/// `?cas=` of writes.
+#[derive(Debug, Deserialize)]
+pub struct WriteQuery {
+    /// Write only if the key's modify index is this (0: only if absent).
+    cas: Option<u64>,
+}
+
+/// `PUT /v1/kv/{key}?cas=`: the body is the value, UTF-8 text.
+pub async fn put(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<WriteQuery>,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    key_is_valid(&key)?;
+    if body.len() > MAX_VALUE_LEN {
+        return Err(HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
+            .with_detail(format!("values are at most {MAX_VALUE_LEN} bytes")));
+    }
+    let value = std::str::from_utf8(&body).map_err(|_| HttpError::bad_request("the value must be UTF-8 text"))?;
+    let entry = state.kv.put(&key, value, query.cas).await.map_err(write_error)?;
+    Ok((index_header(entry.modify_index), Json(KvWrite { index: entry.modify_index })).into_response())
+}
+
+/// `DELETE /v1/kv/{key}?cas=`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<WriteQuery>,
+) -> Result<StatusCode, HttpError> {
+    key_is_valid(&key)?;
+    match state.kv.delete(&key, query.cas).await.map_err(write_error)? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(HttpError::not_found(format!("no key {key:?}"))),
+    }
+}
+
+fn key_is_valid(key: &str) -> Result<(), HttpError> {
+    validate_key(key).map_err(|reason| HttpError::bad_request(format!("key {key:?} {reason}")))
+}
+
+fn write_error(error: KvError) -> HttpError {
+    match error {
+        KvError::CasMismatch { .. } => HttpError::conflict("cas-mismatch", error.to_string()),
+        KvError::Db(source) => HttpError::internal(source),
+    }
+}

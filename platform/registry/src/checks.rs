@@ -1,0 +1,48 @@
+//! The registry's active side: HTTP health checks of every instance, and TTL expiry.
+//!
+//! A sweep runs four times a second: it expires TTLs and removes instances that stayed critical
+//! too long (both in memory, cheap), and starts the HTTP checks that are due, each in its own
+//! task so one slow instance never delays the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use chassis::client::Transport;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, DueCheck};
+
+/// How often the sweep runs.
+pub const SWEEP: Duration = Duration::from_millis(250);
+
+/// Runs sweeps until `stop` is cancelled.
+pub async fn run(catalog: Arc<Catalog>, transport: Transport, timeout: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        catalog.expire(now);
+        for due in catalog.due_checks(now) {
+            tokio::spawn(check(Arc::clone(&catalog), transport.clone(), due, timeout));
+        }
+    }
+}
+
+async fn check(catalog: Arc<Catalog>, transport: Transport, due: DueCheck, timeout: Duration) {
+    let failure = match http::Request::get(&due.url).body(Body::empty()) {
+        Err(error) => Some(format!("invalid health URL: {error}")),
+        Ok(request) => match tokio::time::timeout(timeout, transport.send(request)).await {
+            Err(_) => Some(format!("no answer within {}", humantime::format_duration(timeout))),
+            Ok(Err(error)) => Some(chassis::error::ErrorChain(&error).to_string()),
+            Ok(Ok(response)) if response.status().is_success() => None,
+            Ok(Ok(response)) => Some(format!("health check answered {}", response.status())),
+        },
+    };
+    catalog.record_check(&due.id, failure, Instant::now());
+}
