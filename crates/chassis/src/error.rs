@@ -97,6 +97,13 @@ impl HttpError {
             .with_cause(cause)
     }
 
+    /// Replaces the slug, keeping status and title (a specific kind of 401, say).
+    #[must_use]
+    pub fn with_slug(mut self, slug: &'static str) -> Self {
+        self.slug = slug;
+        self
+    }
+
     /// Adds what went wrong this time.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

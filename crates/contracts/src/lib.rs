@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod discovery;
 pub mod headers;
 pub mod problem;

@@ -1,0 +1,270 @@
+//! SQL for accounts and refresh tokens. One code path for SQLite and PostgreSQL (see
+//! `chassis::db` for the rules that make that work).
+
+use chassis::db::{Db, is_unique_violation};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another account has this email.
+    #[error("the email is already registered")]
+    EmailTaken,
+    /// The database failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// A stored row does not parse (a bug or manual edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A stored account.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Email as given.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser<'a> {
+    /// Id (UUIDv7).
+    pub id: Uuid,
+    /// Email as given.
+    pub email: &'a str,
+    /// Lowercased email.
+    pub email_normalized: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Argon2id PHC string.
+    pub password_hash: &'a str,
+    /// Roles.
+    pub roles: &'a [String],
+    /// Creation time, ms since the epoch.
+    pub now: i64,
+}
+
+/// A stored refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// Id.
+    pub id: String,
+    /// The login it belongs to.
+    pub family_id: String,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Expiry, ms since the epoch.
+    pub expires_at: i64,
+    /// Set once exchanged for a newer token.
+    pub rotated_at: Option<i64>,
+    /// Set once the family was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A refresh token to store.
+#[derive(Debug, Clone)]
+pub struct NewRefresh<'a> {
+    /// Login it belongs to.
+    pub family_id: &'a str,
+    /// Owner.
+    pub user_id: Uuid,
+    /// SHA-256 of the token.
+    pub token_hash: &'a str,
+    /// Issue time, ms since the epoch.
+    pub now: i64,
+    /// Expiry, ms since the epoch.
+    pub expires_at: i64,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, roles, created_at, updated_at";
+
+/// The users database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Creates an account; `EmailTaken` if the normalized email exists.
+    pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, email_normalized, name, password_hash, roles, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.email)
+        .bind(user.email_normalized)
+        .bind(user.name)
+        .bind(user.password_hash)
+        .bind(user.roles.join(","))
+        .bind(user.now)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account with this normalized email.
+    pub async fn find_by_email(&self, email_normalized: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1")))
+            .bind(email_normalized)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    /// The account with this id.
+    pub async fn find_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    /// Replaces name and email of an account; `None` if it does not exist.
+    pub async fn update_profile(
+        &self,
+        id: Uuid,
+        name: &str,
+        email: &str,
+        email_normalized: &str,
+        now: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let result = sqlx::query(
+            "UPDATE users SET name = $1, email = $2, email_normalized = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(email_normalized)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(done) if done.rows_affected() == 0 => Ok(None),
+            Ok(_) => self.find_by_id(id).await,
+            Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a refresh token; returns its id.
+    pub async fn insert_refresh(&self, token: &NewRefresh<'_>) -> Result<String, StoreError> {
+        let id = Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(token.family_id)
+        .bind(token.user_id.to_string())
+        .bind(token.token_hash)
+        .bind(token.now)
+        .bind(token.expires_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// The refresh token with this hash.
+    pub async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(RefreshRecord {
+                id: r.try_get("id")?,
+                family_id: r.try_get("family_id")?,
+                user_id: parse_id(&r.try_get::<String, _>("user_id")?)?,
+                expires_at: r.try_get("expires_at")?,
+                rotated_at: r.try_get("rotated_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Exchanges token `old_id` for `new`, atomically. `false` if `old_id` was already rotated
+    /// or revoked (a concurrent refresh won, or the token is being replayed).
+    pub async fn rotate_refresh(&self, old_id: &str, new: &NewRefresh<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let rotated = sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = $1 WHERE id = $2 AND rotated_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(new.now)
+        .bind(old_id)
+        .execute(&mut *tx)
+        .await?;
+        if rotated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(new.family_id)
+        .bind(new.user_id.to_string())
+        .bind(new.token_hash)
+        .bind(new.now)
+        .bind(new.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes every live token of a login; returns how many.
+    pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(raw).map_err(|_| StoreError::Corrupt(format!("id {raw:?}")))
+}
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
+    let roles: String = row.try_get("roles")?;
+    Ok(UserRecord {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
