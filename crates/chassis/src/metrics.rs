@@ -105,7 +105,7 @@ struct BuildLabels {
     instance: String,
 }
 
-/// Registers `bazaar_build_info{service,version,instance} 1`, so dashboards can join on it.
+/// Registers `build_info{service,version,instance} 1` (`bazaar_build_info` with the prefix), so dashboards can join on it.
 pub fn register_build_info(registry: &mut Registry, service: &ServiceInfo) {
     let info: Family<BuildLabels, Gauge> = Family::default();
     info.get_or_create(&BuildLabels {
@@ -114,7 +114,7 @@ pub fn register_build_info(registry: &mut Registry, service: &ServiceInfo) {
         instance: service.instance_id.clone(),
     })
     .set(1);
-    registry.register("bazaar_build_info", "Service, version and instance of this process", info);
+    registry.register("build_info", "Service, version and instance of this process", info);
 }
 
 /// Renders a registry in the Prometheus/OpenMetrics text format.

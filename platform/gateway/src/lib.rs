@@ -1,1 +1,171 @@
-//! placeholder
+//! The API gateway: the one door into Bazaar.
+//!
+//! Every request under the route table (`routes.toml`, extended by configuration) is matched
+//! to an upstream service, its caller checked as the route requires (access tokens verified
+//! against the users JWKS), and forwarded to an instance found through discovery, with the
+//! verified identity in headers the client cannot forge. A dead instance costs a retry, not an
+//! error. The gateway's metrics count requests per route and per upstream version and instance.
+//!
+//! # Layout
+//! - [`routes`]: the route table and its matching (no I/O).
+//! - [`auth`]: token verification and the JWKS cache.
+//! - [`proxy`]: the handler.
+//! - [`metrics`]: upstream and auth metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any;
+use chassis::client::{ServiceClient, Transport};
+use chassis::config::{ChassisConfig, ConfigError, Loader};
+use chassis::discovery::Discovery;
+use chassis::{Server, ServiceInfo, StartError};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::{RouteConfig, RouteTable};
+
+/// The service name.
+pub const SERVICE: &str = "gateway";
+
+/// The gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What every process has.
+    pub chassis: ChassisConfig,
+    /// The `[gateway]` section.
+    pub gateway: Settings,
+}
+
+impl Config {
+    /// Loads the configuration from `loader`.
+    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
+        Ok(Self {
+            chassis: ChassisConfig::load(loader, chassis::ports::GATEWAY)?,
+            gateway: loader.section("gateway", &Settings::default())?,
+        })
+    }
+}
+
+/// The `[gateway]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The route table; defaults to the shipped `routes.toml`.
+    pub routes: Vec<RouteConfig>,
+    /// Routes added to `routes`, for deployments that extend rather than replace the table.
+    pub extra_routes: Vec<RouteConfig>,
+    /// Upstream deadline of routes that set none.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Most instances one request is tried on.
+    pub max_attempts: usize,
+    /// Service that issues access tokens and serves the JWKS.
+    pub token_service: String,
+    /// Expected `iss` of access tokens.
+    pub issuer: String,
+    /// Expected `aud` of access tokens.
+    pub audience: String,
+    /// How often the JWKS is fetched even when no unknown key appears.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            routes: routes::default_routes(),
+            extra_routes: Vec::new(),
+            upstream_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            token_service: "users".to_owned(),
+            issuer: "bazaar-users".to_owned(),
+            audience: "bazaar".to_owned(),
+            jwks_refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A gateway ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: Server,
+    gateway: Arc<proxy::Gateway>,
+    jwks_refresh: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Checks the route table and binds the listener. `shutdown` also stops the discovery
+    /// watches, so pass the token that [`Self::run_until_stopped`] gets.
+    pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let settings = &config.gateway;
+        let table = RouteTable::new(
+            &[("gateway.routes", &settings.routes), ("gateway.extra_routes", &settings.extra_routes)],
+            settings.upstream_timeout,
+        )?;
+        if settings.max_attempts == 0 {
+            return Err(ConfigError::invalid("gateway.max_attempts", 0, "must be at least 1").into());
+        }
+        let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
+        let transport = Transport::http();
+        let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
+        let client = ServiceClient::new(discovery.clone(), transport.clone(), &config.chassis.discovery, SERVICE);
+        let verifier = auth::Verifier::new(client, &settings.token_service, &settings.issuer, &settings.audience);
+
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let metrics = metrics::GatewayMetrics::register(server.metrics_registry());
+        let gateway = proxy::Gateway {
+            table,
+            discovery,
+            transport,
+            verifier: Arc::new(verifier),
+            metrics,
+            max_attempts: settings.max_attempts,
+            body_limit: config.chassis.http.body_limit,
+        };
+        Ok(Self { server, gateway: Arc::new(gateway), jwks_refresh: settings.jwks_refresh, shutdown: shutdown.clone() })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, refreshing the token keys meanwhile.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let verifier = Arc::clone(&self.gateway.verifier);
+        let stop = shutdown.child_token();
+        let every = self.jwks_refresh;
+        let refresher = tokio::spawn(async move {
+            loop {
+                // The first fetch happens at start, so the first signed-in request is fast.
+                if let Err(error) = verifier.refetch().await {
+                    tracing::debug!(%error, "token keys not fetched yet");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+        let router = Router::new()
+            .route("/", any(proxy::handle))
+            .route("/{*path}", any(proxy::handle))
+            .with_state(self.gateway);
+        let result = self.server.serve(router, shutdown.clone()).await;
+        shutdown.cancel();
+        self.shutdown.cancel();
+        let _ = refresher.await;
+        result
+    }
+}

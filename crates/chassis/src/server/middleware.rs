@@ -64,6 +64,8 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
         request_id = %request_id,
         method = %method,
         route = matched.as_deref().unwrap_or("unmatched"),
+        // Filled by proxies (the gateway) with the instance that served the request.
+        upstream = tracing::field::Empty,
     );
     let context = RequestContext { request_id: request_id.clone(), path: path.clone() };
     let timeout = observer.timeout;

@@ -1,0 +1,72 @@
+//! The gateway's own metrics: requests per upstream service, version and instance (what a
+//! canary analysis compares), and refused tokens by reason.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of upstream metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Upstream service.
+    pub service: String,
+    /// Version of the instance that answered.
+    pub version: String,
+    /// Instance that answered.
+    pub instance: String,
+    /// Status it answered with, or 502/504 when it did not.
+    pub status: u16,
+}
+
+/// Labels of auth failures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// Why the token was refused.
+    pub reason: String,
+}
+
+/// Upstream and auth metrics.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    auth_failures: Family<AuthLabels, Counter>,
+}
+
+impl GatewayMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(chassis::metrics::latency_histogram),
+            auth_failures: Family::default(),
+        };
+        registry.register(
+            "gateway_upstream_requests",
+            "Requests forwarded, by upstream service, version, instance and status",
+            metrics.upstream_requests.clone(),
+        );
+        registry.register(
+            "gateway_upstream_request_duration_seconds",
+            "Time until the upstream's response head, by service, version, instance and status",
+            metrics.upstream_duration.clone(),
+        );
+        registry.register("gateway_auth_failures", "Access tokens refused, by reason", metrics.auth_failures.clone());
+        metrics
+    }
+
+    /// Records one upstream exchange.
+    pub fn upstream(&self, labels: UpstreamLabels, elapsed: Duration) {
+        self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.upstream_requests.get_or_create(&labels).inc();
+    }
+
+    /// Records a refused token.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.get_or_create(&AuthLabels { reason: reason.to_owned() }).inc();
+    }
+}

@@ -1,0 +1,304 @@
+//! The one handler of the gateway: match the route, check the caller, forward to an instance,
+//! fail over to another when one is down.
+//!
+//! Failover: a request whose connection was refused never reached the upstream, so it moves to
+//! another instance whatever its method, and the refusing instance is ejected locally for a few
+//! seconds. A request that failed after it was sent moves on only if its method is idempotent.
+//! Bodies are buffered (they are bounded by `http.body_limit`) so they can be sent again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use chassis::HttpError;
+use chassis::client::Transport;
+use chassis::discovery::{Discovery, EJECTION, Endpoint};
+use chassis::server::middleware::RouteLabel;
+use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::metrics::{GatewayMetrics, UpstreamLabels};
+use crate::routes::{AuthMode, Match, Route, RouteTable};
+
+/// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// What the handler needs.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Routes.
+    pub table: RouteTable,
+    /// Instances.
+    pub discovery: Discovery,
+    /// The wire.
+    pub transport: Transport,
+    /// Token checks.
+    pub verifier: Arc<Verifier>,
+    /// Upstream and auth metrics.
+    pub metrics: GatewayMetrics,
+    /// Most instances one request is tried on.
+    pub max_attempts: usize,
+    /// Largest body buffered.
+    pub body_limit: usize,
+}
+
+/// Handles every request that is not the gateway's own health or metrics.
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
+        Match::Found(route) => (route.prefix.clone(), forward(&gateway, route, parts, body, peer).await),
+        Match::MethodNotAllowed => (
+            "unmatched".to_owned(),
+            Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+                .with_detail(format!("{} is not allowed on {}", parts.method, parts.uri.path()))),
+        ),
+        Match::NotFound => {
+            ("unmatched".to_owned(), Err(HttpError::not_found(format!("no route for {}", parts.uri.path()))))
+        }
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+async fn forward(
+    gateway: &Gateway,
+    route: &Route,
+    parts: http::request::Parts,
+    body: Body,
+    peer: SocketAddr,
+) -> Result<Response, HttpError> {
+    let identity = authenticate(gateway, route, &parts.headers).await?;
+    let body = axum::body::to_bytes(body, gateway.body_limit).await.map_err(|_| {
+        HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
+            .with_detail(format!("request bodies are at most {} bytes", gateway.body_limit))
+    })?;
+    let path = route.upstream_path(parts.uri.path(), parts.uri.query());
+    let headers = upstream_headers(&parts.headers, identity.as_ref(), peer);
+    let idempotent = parts.method.is_idempotent();
+
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_failure = String::new();
+    while tried.len() < gateway.max_attempts {
+        let Ok(lease) = gateway.discovery.pick_excluding(&route.service, &tried).await else {
+            if tried.is_empty() {
+                return Err(HttpError::unavailable(format!("no healthy instance of {}", route.service), 1)
+                    .with_slug("no-upstream"));
+            }
+            break;
+        };
+        let endpoint = Arc::clone(lease.endpoint());
+        let request = build_request(&parts.method, &endpoint.address, &path, &headers, body.clone())?;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(Ok(response)) => {
+                record(gateway, route, &endpoint, response.status(), elapsed);
+                tracing::Span::current().record("upstream", endpoint.id.as_str());
+                return Ok(downstream_response(response));
+            }
+            Ok(Err(error)) => {
+                record(gateway, route, &endpoint, StatusCode::BAD_GATEWAY, elapsed);
+                last_failure = format!("{}: {}", endpoint.id, chassis::error::ErrorChain(&error));
+                let retry = error.is_connect() || idempotent;
+                if error.is_connect() {
+                    endpoint.eject(EJECTION);
+                }
+                tracing::warn!(instance = %endpoint.id, error = %last_failure, retry, "upstream failed");
+                if !retry {
+                    break;
+                }
+                tried.push(endpoint.id.clone());
+            }
+            Err(_) => {
+                record(gateway, route, &endpoint, StatusCode::GATEWAY_TIMEOUT, elapsed);
+                tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
+                return Err(HttpError::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
+                    .with_detail(format!("{} did not answer within {}", route.service, humantime::format_duration(route.timeout))));
+            }
+        }
+    }
+    Err(HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+        .with_detail(format!("{} could not be reached", route.service))
+        .with_cause(last_failure))
+}
+
+/// Checks the caller as the route requires; `None` is an anonymous caller.
+async fn authenticate(gateway: &Gateway, route: &Route, headers: &HeaderMap) -> Result<Option<Identity>, HttpError> {
+    if route.auth == AuthMode::None {
+        return Ok(None);
+    }
+    let token = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|t| !t.is_empty());
+            match token {
+                Some(token) => Some(token),
+                None => {
+                    gateway.metrics.auth_failure("malformed_header");
+                    return Err(HttpError::unauthorized("the Authorization header must be `Bearer <access token>`")
+                        .with_slug("invalid-token"));
+                }
+            }
+        }
+    };
+    let identity = match token {
+        None if route.auth == AuthMode::Required => {
+            return Err(HttpError::unauthorized("sign in to use this route"));
+        }
+        None => return Ok(None),
+        Some(token) => match gateway.verifier.verify(token).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                gateway.metrics.auth_failure(error.reason());
+                return Err(match error {
+                    AuthError::KeysUnavailable(_) => {
+                        HttpError::unavailable("tokens cannot be verified right now", 2).with_cause(error)
+                    }
+                    AuthError::Expired => HttpError::unauthorized(error.to_string()).with_slug("token-expired"),
+                    AuthError::Invalid(_) => HttpError::unauthorized(error.to_string()).with_slug("invalid-token"),
+                });
+            }
+        },
+    };
+    if let Some(missing) = route.roles.iter().find(|role| !identity.roles.contains(role)) {
+        return Err(HttpError::forbidden(format!("requires the {missing} role")));
+    }
+    Ok(Some(identity))
+}
+
+/// The headers sent upstream: the client's, minus hop-by-hop headers, credentials and any
+/// identity headers the client tried to set, plus the verified identity and forwarding info.
+fn upstream_headers(incoming: &HeaderMap, identity: Option<&Identity>, peer: SocketAddr) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+    let listed: Vec<String> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in incoming {
+        let drop = HOP_BY_HOP.contains(name)
+            || listed.iter().any(|h| h == name.as_str())
+            || name == header::HOST
+            || name == header::AUTHORIZATION
+            || name.as_str().starts_with(IDENTITY_PREFIX);
+        if !drop {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(identity) = identity {
+        if let Ok(id) = HeaderValue::from_str(&identity.user_id) {
+            headers.insert(USER_ID, id);
+        }
+        if let Ok(roles) = HeaderValue::from_str(&identity.roles.join(",")) {
+            headers.insert(USER_ROLES, roles);
+        }
+    }
+    let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(chain) => format!("{chain}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Some(host) = incoming.get(header::HOST) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers
+}
+
+fn build_request(
+    method: &http::Method,
+    address: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<Body>, HttpError> {
+    let mut request = http::Request::builder()
+        .method(method.clone())
+        .uri(format!("{address}{path}"))
+        .body(Body::from(body))
+        .map_err(|e| HttpError::bad_request(format!("the request cannot be forwarded: {e}")))?;
+    *request.headers_mut() = headers.clone();
+    Ok(request)
+}
+
+fn downstream_response(response: http::Response<Body>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    for name in &HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(parts, body)
+}
+
+fn record(gateway: &Gateway, route: &Route, endpoint: &Endpoint, status: StatusCode, elapsed: Duration) {
+    gateway.metrics.upstream(
+        UpstreamLabels {
+            service: route.service.clone(),
+            version: endpoint.version.clone(),
+            instance: endpoint.id.clone(),
+            status: status.as_u16(),
+        },
+        elapsed,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_credentials_forged_identity_and_hop_by_hop_headers() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        incoming.insert("x-bazaar-user-id", HeaderValue::from_static("forged"));
+        incoming.insert("X-Bazaar-User-Roles", HeaderValue::from_static("admin"));
+        incoming.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        incoming.insert("x-private", HeaderValue::from_static("1"));
+        incoming.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        incoming.insert("x-request-id", HeaderValue::from_static("abc"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
+
+        let anonymous = upstream_headers(&incoming, None, peer);
+        assert!(anonymous.get(header::AUTHORIZATION).is_none());
+        assert!(anonymous.get(USER_ID).is_none());
+        assert!(anonymous.get(USER_ROLES).is_none());
+        assert!(anonymous.get("x-private").is_none());
+        assert!(anonymous.get(header::CONNECTION).is_none());
+        assert_eq!(anonymous["x-request-id"], "abc");
+        assert_eq!(anonymous["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(anonymous["x-forwarded-host"], "shop.example");
+
+        let identity = Identity { user_id: "u-1".into(), roles: vec!["customer".into(), "admin".into()] };
+        let signed_in = upstream_headers(&incoming, Some(&identity), peer);
+        assert_eq!(signed_in[USER_ID], "u-1");
+        assert_eq!(signed_in[USER_ROLES], "customer,admin");
+    }
+}

@@ -1,0 +1,252 @@
+//! The route table: which upstream service serves a path, and what a caller needs to reach it.
+//! Pure data and matching, no I/O.
+
+use std::time::Duration;
+
+use chassis::config::ConfigError;
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+/// The default table, shipped as configuration (`platform/gateway/routes.toml`).
+pub const DEFAULT_ROUTES: &str = include_str!("../routes.toml");
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Public; the Authorization header is dropped unread.
+    #[default]
+    None,
+    /// A token is optional, but must be valid if sent.
+    Optional,
+    /// A valid token is required.
+    Required,
+}
+
+/// One entry of the table, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// Path prefix, matched on a segment boundary (`/api/auth` matches `/api/auth/login`).
+    pub prefix: String,
+    /// Upstream service name.
+    pub service: String,
+    /// Replacement for the prefix upstream; default: the prefix without `/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Roles the caller must have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Allowed methods; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Upstream deadline; the gateway default when absent.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// The parsed default table.
+pub fn default_routes() -> Vec<RouteConfig> {
+    #[derive(Deserialize)]
+    struct File {
+        routes: Vec<RouteConfig>,
+    }
+    // The file is part of the binary and checked by a unit test, so this cannot fail at runtime.
+    toml::from_str::<File>(DEFAULT_ROUTES).map(|f| f.routes).unwrap_or_default()
+}
+
+/// A checked route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Prefix, without a trailing `/`.
+    pub prefix: String,
+    /// Upstream service.
+    pub service: String,
+    /// Upstream replacement for the prefix.
+    pub rewrite: String,
+    /// Authentication.
+    pub auth: AuthMode,
+    /// Roles required.
+    pub roles: Vec<String>,
+    /// Allowed methods; empty means all.
+    pub methods: Vec<Method>,
+    /// Upstream deadline.
+    pub timeout: Duration,
+}
+
+impl Route {
+    fn matches_path(&self, path: &str) -> bool {
+        path.strip_prefix(&self.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    /// The upstream path and query for `path_and_query` (which matched this route).
+    pub fn upstream_path(&self, path: &str, query: Option<&str>) -> String {
+        let rest = path.strip_prefix(&self.prefix).unwrap_or("");
+        let mut upstream = format!("{}{rest}", self.rewrite);
+        if upstream.is_empty() {
+            upstream.push('/');
+        }
+        if let Some(query) = query {
+            upstream.push('?');
+            upstream.push_str(query);
+        }
+        upstream
+    }
+}
+
+/// What the table says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match<'a> {
+    /// This route serves it.
+    Found(&'a Route),
+    /// A route has the path, but not for this method.
+    MethodNotAllowed,
+    /// No route has the path.
+    NotFound,
+}
+
+/// The checked table.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Checks every entry of every `(config key, entries)` section; an error names the entry
+    /// (`gateway.extra_routes[2].prefix`).
+    pub fn new(sections: &[(&str, &[RouteConfig])], default_timeout: Duration) -> Result<Self, ConfigError> {
+        let mut routes = Vec::new();
+        let entries = sections.iter().flat_map(|(section, configs)| configs.iter().enumerate().map(move |(i, c)| (*section, i, c)));
+        for (section, i, config) in entries {
+            let key = |field: &str| format!("{section}[{i}].{field}");
+            let prefix = config.prefix.trim_end_matches('/').to_owned();
+            if !config.prefix.starts_with('/') || prefix.is_empty() || prefix.contains(['?', '#', ' ']) {
+                return Err(ConfigError::invalid(&key("prefix"), format!("{:?}", config.prefix), "expected a path such as /api/orders"));
+            }
+            let service_ok = config.service.starts_with(|c: char| c.is_ascii_lowercase())
+                && config.service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !service_ok {
+                return Err(ConfigError::invalid(&key("service"), format!("{:?}", config.service), "expected a service name"));
+            }
+            let rewrite = match &config.rewrite {
+                Some(rewrite) if rewrite.is_empty() || rewrite.starts_with('/') => rewrite.trim_end_matches('/').to_owned(),
+                Some(rewrite) => {
+                    return Err(ConfigError::invalid(&key("rewrite"), format!("{rewrite:?}"), "expected a path starting with /"));
+                }
+                None => prefix.strip_prefix("/api").map_or_else(|| prefix.clone(), str::to_owned),
+            };
+            let mut methods = Vec::new();
+            for method in &config.methods {
+                let parsed = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| ConfigError::invalid(&key("methods"), format!("{method:?}"), "expected an HTTP method"))?;
+                methods.push(parsed);
+            }
+            routes.push(Route {
+                prefix,
+                service: config.service.clone(),
+                rewrite,
+                auth: if config.roles.is_empty() { config.auth } else { AuthMode::Required },
+                roles: config.roles.clone(),
+                methods,
+                timeout: config.timeout.unwrap_or(default_timeout),
+            });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Self { routes })
+    }
+
+    /// The route for `method` on `path`.
+    pub fn find(&self, method: &Method, path: &str) -> Match<'_> {
+        let mut path_known = false;
+        for route in self.routes.iter().filter(|r| r.matches_path(path)) {
+            if route.allows(method) {
+                return Match::Found(route);
+            }
+            path_known = true;
+        }
+        if path_known { Match::MethodNotAllowed } else { Match::NotFound }
+    }
+
+    /// Every route, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let mut configs = default_routes();
+        configs.push(RouteConfig {
+            prefix: "/api/products".into(),
+            service: "catalog".into(),
+            rewrite: None,
+            auth: AuthMode::Optional,
+            roles: vec![],
+            methods: vec!["GET".into()],
+            timeout: None,
+        });
+        configs.push(RouteConfig {
+            prefix: "/api/products".into(),
+            service: "catalog".into(),
+            rewrite: None,
+            auth: AuthMode::None,
+            roles: vec!["admin".into()],
+            methods: vec!["post".into()],
+            timeout: Some(Duration::from_secs(2)),
+        });
+        RouteTable::new(&[("gateway.routes", &configs)], Duration::from_secs(10)).expect("valid")
+    }
+
+    #[test]
+    fn the_shipped_table_parses() {
+        let routes = default_routes();
+        assert!(routes.iter().any(|r| r.prefix == "/api/auth" && r.service == "users"));
+        assert!(RouteTable::new(&[("gateway.routes", &routes)], Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn matches_on_segment_boundaries_and_rewrites() {
+        let table = table();
+        let Match::Found(route) = table.find(&Method::POST, "/api/auth/login") else { panic!("no match") };
+        assert_eq!(route.service, "users");
+        assert_eq!(route.upstream_path("/api/auth/login", Some("x=1")), "/auth/login?x=1");
+        assert_eq!(table.find(&Method::GET, "/api/authorize"), Match::NotFound);
+        let Match::Found(jwks) = table.find(&Method::GET, "/.well-known/jwks.json") else { panic!("no match") };
+        assert_eq!(jwks.upstream_path("/.well-known/jwks.json", None), "/.well-known/jwks.json");
+        assert_eq!(table.find(&Method::POST, "/.well-known/jwks.json"), Match::MethodNotAllowed);
+    }
+
+    #[test]
+    fn methods_pick_between_routes_and_roles_imply_auth() {
+        let table = table();
+        let Match::Found(read) = table.find(&Method::GET, "/api/products/sku-1") else { panic!("no match") };
+        assert_eq!(read.auth, AuthMode::Optional);
+        let Match::Found(write) = table.find(&Method::POST, "/api/products") else { panic!("no match") };
+        assert_eq!(write.auth, AuthMode::Required);
+        assert_eq!(write.timeout, Duration::from_secs(2));
+        assert_eq!(table.find(&Method::DELETE, "/api/products/1"), Match::MethodNotAllowed);
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let defaults = default_routes();
+        let mut extra = default_routes();
+        extra[1].prefix = "api/users".into();
+        let error = RouteTable::new(&[("gateway.routes", &defaults), ("gateway.extra_routes", &extra)], Duration::from_secs(1))
+            .expect_err("invalid");
+        assert!(error.to_string().starts_with("invalid config: gateway.extra_routes[1].prefix = \"api/users\""), "{error}");
+        extra = default_routes();
+        extra[0].methods = vec!["GE T".into()];
+        assert!(RouteTable::new(&[("gateway.routes", &extra)], Duration::from_secs(1)).is_err());
+    }
+}

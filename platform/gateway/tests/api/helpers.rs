@@ -1,0 +1,131 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::any;
+use chassis::config::ChassisConfig;
+use chassis::testing::TestDatabase;
+use gateway::Settings;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Processes started for one test; all stop when it is dropped.
+pub(crate) struct Stack {
+    pub(crate) gateway: String,
+    pub(crate) http: reqwest::Client,
+    shutdown: CancellationToken,
+    _keep: Vec<Box<dyn Send>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A real users service; returns its URL and data folder (for its signing keys).
+pub(crate) async fn spawn_users(shutdown: &CancellationToken) -> (String, PathBuf, Vec<Box<dyn Send>>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDatabase::sqlite();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut config = ChassisConfig::with_port(0);
+    config.data_dir = data.path().to_path_buf();
+    config.database.url = Some(db.url());
+    config.discovery.registry = None;
+    let app = users::Application::build(users::Config { chassis: config, users: users::Settings::default() })
+        .await
+        .expect("users starts");
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    chassis::testing::wait_ready(&format!("{url}/health/ready"), Duration::from_secs(10)).await;
+    let path = data.path().to_path_buf();
+    (url, path, vec![Box::new(db), Box::new(data)])
+}
+
+/// An upstream that answers every request with what it received, and its own name.
+pub(crate) async fn spawn_echo(name: &'static str) -> String {
+    let echo = move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: String| async move {
+        let headers: BTreeMap<String, String> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect();
+        axum::Json(json!({"name": name, "method": method.as_str(), "uri": uri.to_string(), "headers": headers, "body": body}))
+    };
+    let app = Router::new().route("/", any(echo)).route("/{*path}", any(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// An address nothing listens on.
+pub(crate) async fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    url
+}
+
+impl Stack {
+    /// A gateway with `settings`, resolving each service to the given addresses.
+    pub(crate) async fn start(
+        upstreams: &[(&str, Vec<String>)],
+        settings: Settings,
+        shutdown: CancellationToken,
+        keep: Vec<Box<dyn Send>>,
+    ) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = ChassisConfig::with_port(0);
+        config.discovery.registry = None;
+        config.discovery.static_instances =
+            upstreams.iter().map(|(service, urls)| ((*service).to_owned(), urls.clone())).collect();
+        let app = gateway::Application::build(gateway::Config { chassis: config, gateway: settings }, &shutdown)
+            .await
+            .expect("gateway starts");
+        let gateway = format!("http://{}", app.local_addr());
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        chassis::testing::wait_ready(&format!("{gateway}/health/ready"), Duration::from_secs(10)).await;
+        Self { gateway, http: reqwest::Client::new(), shutdown, _keep: keep }
+    }
+
+    pub(crate) fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
+        self.http.get(self.at(path)).send().await.expect("gateway answers").json().await.expect("json")
+    }
+}
+
+/// Settings with an extra public route to `echo` and an admin-only one.
+pub(crate) fn settings_with_echo() -> Settings {
+    let mut settings = Settings::default();
+    settings.extra_routes = toml_routes(
+        r#"
+        [[routes]]
+        prefix = "/api/echo"
+        service = "echo"
+        auth = "optional"
+
+        [[routes]]
+        prefix = "/api/admin-echo"
+        service = "echo"
+        roles = ["admin"]
+        "#,
+    );
+    settings
+}
+
+pub(crate) fn toml_routes(text: &str) -> Vec<gateway::routes::RouteConfig> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        routes: Vec<gateway::routes::RouteConfig>,
+    }
+    toml::from_str::<File>(text).expect("valid routes").routes
+}
+
+/// Reads a problem body and checks its content type.
+pub(crate) async fn problem(response: reqwest::Response) -> Value {
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    response.json().await.expect("problem json")
+}

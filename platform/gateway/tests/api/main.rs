@@ -1,0 +1,7 @@
+//! Integration tests of the gateway: the gateway on port 0 with static discovery, in front of a
+//! real users service, small axum upstreams that echo what they receive, and wiremock servers
+//! that misbehave on purpose.
+
+mod auth;
+mod helpers;
+mod routing;
