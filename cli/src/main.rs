@@ -1,1 +1,40 @@
-fn main() {}
+//! The `bazaar` command. See `bazaar --help`; the README has the tour.
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod console;
+mod reset;
+mod serve;
+mod state;
+mod status;
+mod table;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    // One TLS provider for the whole process (reqwest, sqlx): ring, never aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            args::Command::Up(args) => up::run(args).await,
+            args::Command::Serve(args) => serve::run(args).await,
+            args::Command::Status(args) => status::run(args).await,
+            args::Command::Reset(args) => reset::run(&args),
+        }
+    });
+    // Do not wait for blocking readers (a child's watch on its standard input) to finish.
+    runtime.shutdown_background();
+    code
+}

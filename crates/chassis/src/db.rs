@@ -93,11 +93,16 @@ impl Db {
         install_default_drivers();
         let url = url.expose_secret();
         let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
-        match backend {
-            Backend::Sqlite => prepare_sqlite(url).await?,
-            Backend::Postgres if config.create_if_missing => create_postgres(url).await?,
-            Backend::Postgres => {}
-        }
+        // Replicas sharing a SQLite file must not set it up or migrate it at the same time;
+        // on PostgreSQL the migrator takes an advisory lock itself.
+        let _setup_lock = match backend {
+            Backend::Sqlite => Some(prepare_sqlite(url).await?),
+            Backend::Postgres if config.create_if_missing => {
+                create_postgres(url).await?;
+                None
+            }
+            Backend::Postgres => None,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -148,22 +153,38 @@ impl Db {
 }
 
 /// Creates the SQLite file and its folder if missing and switches it to WAL, which is a property
-/// of the file and so needs setting only once, before the pool opens.
-async fn prepare_sqlite(url: &str) -> Result<(), DbError> {
+/// of the file and so needs setting only once, before the pool opens. Returns the held setup
+/// lock (`<file>.lock`): keep it until the migrations have run.
+async fn prepare_sqlite(url: &str) -> Result<std::fs::File, DbError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(sqlx_error("parsing the SQLite URL"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal);
-    if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|source| DbError::CreateDir {
-            path: folder.display().to_string(),
-            source,
-        })?;
+    let filename = options.get_filename().to_path_buf();
+    let folder_error = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| DbError::CreateDir { path, source }
+    };
+    if let Some(folder) = filename.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(folder_error(folder))?;
     }
+    let lock_path = filename.with_extension("lock");
+    let lock = tokio::task::spawn_blocking({
+        let lock_path = lock_path.clone();
+        move || {
+            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        }
+    })
+    .await
+    .map_err(|e| folder_error(&lock_path)(std::io::Error::other(e)))?
+    .map_err(folder_error(&lock_path))?;
     let conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .map_err(sqlx_error("opening the SQLite database"))?;
-    conn.close().await.map_err(sqlx_error("opening the SQLite database"))
+    conn.close().await.map_err(sqlx_error("opening the SQLite database"))?;
+    Ok(lock)
 }
 
 /// Creates the PostgreSQL database named in `url` if it does not exist. Two replicas may race

@@ -121,6 +121,26 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
     (status, Json(report)).into_response()
 }
 
+/// Polls `<base_url>/health/ready` until it answers 2xx; `false` if `within` passes first
+/// (`None`: keep polling).
+pub async fn wait_until_ready(base_url: &str, within: Option<Duration>) -> bool {
+    let transport = crate::client::Transport::http();
+    let deadline = within.map(|within| tokio::time::Instant::now() + within);
+    let url = format!("{}/health/ready", base_url.trim_end_matches('/'));
+    loop {
+        let Ok(request) = http::Request::get(&url).body(axum::body::Body::empty()) else { return false };
+        if let Ok(response) = transport.send(request).await {
+            if response.status().is_success() {
+                return true;
+            }
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

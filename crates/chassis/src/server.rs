@@ -130,7 +130,7 @@ impl Server {
             None if local_addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", local_addr.port()),
             None => format!("http://{local_addr}"),
         };
-        tracing::info!(address = %url, "{LISTENING_PREFIX}{url}");
+        tracing::info!("{LISTENING_PREFIX}{url}");
         let mut metrics = Registry::with_prefix("bazaar");
         metrics::register_build_info(&mut metrics, &info);
         Ok(Self {

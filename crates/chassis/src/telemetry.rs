@@ -25,6 +25,7 @@ pub fn init(service: &ServiceInfo, config: &LogConfig) -> Result<(), ConfigError
             let mut layer = json_subscriber::fmt::layer()
                 .with_target(true)
                 .flatten_event(true)
+                .with_current_span(false)
                 .flatten_span_list_on_top_level(true);
             let inner = layer.inner_layer_mut();
             inner.add_static_field("service", service.name.clone().into());

@@ -6,7 +6,7 @@
 //! `cargo test` passes on a machine without a server, and `.ci/run` runs it with
 //! `--include-ignored`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use sqlx::Connection;
@@ -104,18 +104,7 @@ macro_rules! database_tests {
     };
 }
 
-/// Polls `url` (a `/health/ready` address) until it answers 2xx, panicking after `within`.
-pub async fn wait_ready(url: &str, within: Duration) {
-    let transport = crate::client::Transport::http();
-    let deadline = Instant::now() + within;
-    loop {
-        let request = http::Request::get(url).body(axum::body::Body::empty()).expect("a valid URL");
-        if let Ok(response) = transport.send(request).await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} not ready within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the service at `base_url` is ready, panicking after `within`.
+pub async fn wait_ready(base_url: &str, within: Duration) {
+    assert!(crate::health::wait_until_ready(base_url, Some(within)).await, "{base_url} not ready within {within:?}");
 }

@@ -16,7 +16,7 @@ use contracts::auth::AccessClaims;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-/// Least time between two JWKS fetches triggered by unknown key ids.
+/// Least time between a successful JWKS fetch and the next one triggered by an unknown key id.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Most verified tokens kept.
 const CACHE_CAPACITY: usize = 10_000;
@@ -135,16 +135,17 @@ impl Verifier {
         verified.insert(token.to_owned(), (identity.clone(), exp));
     }
 
-    /// Fetches the JWKS, unless another task just did.
+    /// Fetches the JWKS, unless another task fetched it successfully moments ago. A failed
+    /// fetch does not hold back the next one: the issuer may just have started.
     pub async fn refetch(&self) -> Result<(), AuthError> {
         let _single = self.fetching.lock().await;
         let recent = lock(&self.last_fetch).is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
         if recent {
             return Ok(());
         }
-        let result = self.fetch().await;
+        self.fetch().await?;
         *lock(&self.last_fetch) = Some(Instant::now());
-        result
+        Ok(())
     }
 
     async fn fetch(&self) -> Result<(), AuthError> {

@@ -6,7 +6,8 @@
 //! last by name. The newest key signs; older ones stay in the JWKS until every token they signed
 //! has expired (`retention` after their successor appeared), then their files are deleted.
 //! A key older than `rotation` gets a successor. Replicas reload the folder periodically and
-//! before answering the JWKS, so a key made by one replica is published by all.
+//! before answering the JWKS, so a key made by one replica is published by all; they change the
+//! folder only while holding `keys/.lock`, so two replicas starting together make one key.
 
 use std::fs;
 use std::io::Write;
@@ -104,6 +105,15 @@ impl KeyRing {
     /// Re-reads the folder, rotates if the newest key is too old, and deletes retired keys whose
     /// tokens have all expired.
     pub fn maintain(&self, now: DateTime<Utc>) -> Result<(), KeyError> {
+        // Replicas share the folder: one at a time, so two starting together make one key.
+        let lock_path = self.dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error("opening", &lock_path))?;
+        lock.lock().map_err(io_error("locking", &lock_path))?;
         let mut keys = self.read_dir()?;
         let newest_age = keys.last().map(|k| (now - k.created_at).to_std().unwrap_or_default());
         if newest_age.is_none_or(|age| age >= self.rotation) {

@@ -28,6 +28,11 @@ use crate::metrics::{HttpMetrics, RouteLabels};
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub String);
 
+/// Marks a response as routine chatter (heartbeats, watch polls): its access log line is
+/// written at debug level instead of info. Health probes and scrapes are always quiet.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet;
+
 /// Shared state of the middleware.
 #[derive(Debug)]
 pub struct Observer {
@@ -95,8 +100,9 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
     );
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        // Probes and scrapes arrive every few seconds; keep them out of the default log.
-        if path.starts_with("/health/") || path == "/metrics" {
+        // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
+        let quiet = path.starts_with("/health/") || path == "/metrics" || response.extensions().get::<Quiet>().is_some();
+        if quiet {
             tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
         } else if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, %path, route, "request finished");

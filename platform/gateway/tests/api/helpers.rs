@@ -39,7 +39,7 @@ pub(crate) async fn spawn_users(shutdown: &CancellationToken) -> (String, PathBu
         .expect("users starts");
     let url = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&format!("{url}/health/ready"), Duration::from_secs(10)).await;
+    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
     let path = data.path().to_path_buf();
     (url, path, vec![Box::new(db), Box::new(data)])
 }
@@ -84,7 +84,7 @@ impl Stack {
             .expect("gateway starts");
         let gateway = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        chassis::testing::wait_ready(&format!("{gateway}/health/ready"), Duration::from_secs(10)).await;
+        chassis::testing::wait_ready(&gateway, Duration::from_secs(10)).await;
         Self { gateway, http: reqwest::Client::new(), shutdown, _keep: keep }
     }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
+use chassis::server::middleware::Quiet;
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
 use contracts::discovery::{InstanceList, Registration, ServiceInstances, ServiceList};
@@ -43,7 +44,11 @@ pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -
 /// `PUT /v1/instances/{id}/heartbeat`.
 pub async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, HttpError> {
     match state.catalog.heartbeat(&id, Instant::now()) {
-        Some(status) => Ok(Json(serde_json::json!({ "status": status })).into_response()),
+        Some(status) => {
+            let mut response = Json(serde_json::json!({ "status": status })).into_response();
+            response.extensions_mut().insert(Quiet);
+            Ok(response)
+        }
         None => Err(HttpError::not_found(format!("no instance {id:?}; register again"))),
     }
 }
@@ -87,7 +92,10 @@ pub async fn service(
         state.kv.index().wait_until(wait, || catalog.service_index(&service) != index).await;
     }
     let (index, instances) = state.catalog.service(&service, query.passing);
-    Ok((index_header(index), Json(ServiceInstances { service, index, instances })).into_response())
+    let mut response = (index_header(index), Json(ServiceInstances { service, index, instances })).into_response();
+    // Every process watches the services it calls; those polls are not news.
+    response.extensions_mut().insert(Quiet);
+    Ok(response)
 }
 
 /// Checks a registration field by field.

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chassis::HttpError;
+use chassis::server::middleware::Quiet;
 use chassis::extract::{Json, Path, Query};
 use contracts::discovery::KvWrite;
 use http::StatusCode;
@@ -40,7 +41,12 @@ pub async fn get(
         kv.index().wait_until(wait, || modify_index() != index).await;
     }
     match state.kv.get(&key) {
-        Some(entry) => Ok((index_header(entry.modify_index), Json(entry)).into_response()),
+        Some(entry) => {
+            let mut response = (index_header(entry.modify_index), Json(entry)).into_response();
+            // Gateways and services watch their policies; those polls are not news.
+            response.extensions_mut().insert(Quiet);
+            Ok(response)
+        }
         None => {
             let mut response = HttpError::not_found(format!("no key {key:?}")).into_response();
             response.headers_mut().extend(index_header(0));

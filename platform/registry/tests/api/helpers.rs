@@ -39,7 +39,7 @@ impl TestRegistry {
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        chassis::testing::wait_ready(&format!("{url}/health/ready"), Duration::from_secs(10)).await;
+        chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
         Self { url, http: reqwest::Client::new(), shutdown, task, db }
     }
 

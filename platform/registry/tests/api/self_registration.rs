@@ -34,7 +34,7 @@ async fn services_register_are_discovered_and_deregister_on_shutdown() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let (stop_a, task_a, url_a) = start_echo(&registry.url, "echo-a").await;
     let (stop_b, task_b, _) = start_echo(&registry.url, "echo-b").await;
-    chassis::testing::wait_ready(&format!("{url_a}/health/ready"), Duration::from_secs(5)).await;
+    chassis::testing::wait_ready(&url_a, Duration::from_secs(5)).await;
     registry.eventually_ids("echo", true, &["echo-a", "echo-b"]).await;
 
     // The client spreads calls over both instances.

@@ -38,7 +38,7 @@ impl TestApp {
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        chassis::testing::wait_ready(&format!("{url}/health/ready"), Duration::from_secs(10)).await;
+        chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
         Self { url, http: reqwest::Client::new(), shutdown, _data: data, _db: db }
     }
 

@@ -1,0 +1,157 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit code for invalid configuration or arguments (BSD `EX_USAGE`).
+pub(crate) const EXIT_USAGE: u8 = 64;
+
+/// Bazaar: a microservices shop you can run on a laptop.
+#[derive(Debug, Parser)]
+#[command(name = "bazaar", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the whole system, one process per service instance, and stop it with Ctrl-C.
+    Up(UpArgs),
+    /// Run one service in this process (what `up` starts for each instance).
+    Serve(ServeArgs),
+    /// Show the instances, versions and health the registry knows.
+    Status(StatusArgs),
+    /// Delete the data directory, so the next `up` starts with fresh data.
+    Reset(ResetArgs),
+}
+
+/// The processes Bazaar is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Service {
+    /// Service registry and KV store.
+    Registry,
+    /// Accounts and tokens.
+    Users,
+    /// The API gateway.
+    Gateway,
+}
+
+impl Service {
+    /// Every service, in start order.
+    pub(crate) const ALL: [Service; 3] = [Service::Registry, Service::Users, Service::Gateway];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Registry => registry::SERVICE,
+            Self::Users => users::SERVICE,
+            Self::Gateway => gateway::SERVICE,
+        }
+    }
+
+    /// Whether the service has a database of its own.
+    pub(crate) fn has_database(self) -> bool {
+        !matches!(self, Self::Gateway)
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Where databases, keys and logs live.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// First port: the gateway gets it, every other service a fixed offset from it. 0 picks
+    /// free ports for everything (tests, or several systems on one machine).
+    #[arg(long, default_value_t = chassis::ports::BASE)]
+    pub(crate) base_port: u16,
+    /// Run N instances of a service (`--replicas users=2`); repeat for several services.
+    #[arg(long = "replicas", value_name = "SERVICE=N")]
+    pub(crate) replicas: Vec<String>,
+    /// A PostgreSQL server (`postgres://user@host:5432`) to use instead of SQLite files; each
+    /// service gets its own database on it (`bazaar_<service>`), created if missing.
+    #[arg(long, value_name = "URL")]
+    pub(crate) db: Option<String>,
+    /// A TOML config file passed to every service.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The service to run.
+    pub(crate) service: Service,
+    /// A TOML config file (keys as in the README's config reference).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Port to listen on (`http.port`); 0 picks a free one.
+    #[arg(long)]
+    pub(crate) port: Option<String>,
+    /// Address to bind (`http.host`).
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Data directory (`data_dir`).
+    #[arg(long)]
+    pub(crate) data_dir: Option<String>,
+    /// The service's database URL (`database.url`): `sqlite://file.db` or `postgres://…`.
+    #[arg(long, value_name = "URL")]
+    pub(crate) db: Option<String>,
+    /// Registry URL (`discovery.registry`); an empty value runs without a registry.
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    /// Instance id (`instance_id`).
+    #[arg(long)]
+    pub(crate) instance_id: Option<String>,
+    /// Version to report (`version`), as a canary would.
+    #[arg(long)]
+    pub(crate) service_version: Option<String>,
+    /// Any config key: `--set users.access_token_ttl=5m`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Stop when standard input closes: `up` uses it so children never outlive it.
+    #[arg(long, hide = true)]
+    pub(crate) exit_with_parent: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Registry to ask; by default the one a running `up` in the data directory started.
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    /// Data directory of the `up` to ask about.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    /// The data directory to delete.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn service_names_round_trip() {
+        for service in Service::ALL {
+            assert_eq!(Service::parse(service.name()), Some(service));
+        }
+        assert_eq!(Service::parse("nope"), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! What `bazaar up` shows on the terminal: one readable line per log line of every child, with
+//! the instance in its service's color; and the colors themselves, off when the output is not a
+//! terminal or `NO_COLOR` is set.
+
+use std::io::IsTerminal;
+
+use anstyle::{AnsiColor, Style};
+use serde_json::{Map, Value};
+
+/// Fields every line has, shown in fixed places rather than as `key=value`.
+/// `name` is the name of the span a line was written in (`request`).
+const FIXED: [&str; 8] = ["timestamp", "level", "message", "target", "service", "version", "instance", "name"];
+
+/// Terminal styling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Console {
+    color: bool,
+}
+
+impl Console {
+    /// Colors if standard output is a terminal and `NO_COLOR` is unset.
+    pub(crate) fn detect() -> Self {
+        Self { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn plain() -> Self {
+        Self { color: false }
+    }
+
+    pub(crate) fn paint(self, style: Style, text: &str) -> String {
+        if self.color { format!("{style}{text}{style:#}") } else { text.to_owned() }
+    }
+
+    pub(crate) fn bold(self, text: &str) -> String {
+        self.paint(Style::new().bold(), text)
+    }
+
+    pub(crate) fn dim(self, text: &str) -> String {
+        self.paint(Style::new().dimmed(), text)
+    }
+
+    pub(crate) fn green(self, text: &str) -> String {
+        self.paint(AnsiColor::Green.on_default(), text)
+    }
+
+    pub(crate) fn red(self, text: &str) -> String {
+        self.paint(AnsiColor::Red.on_default().bold(), text)
+    }
+
+    pub(crate) fn yellow(self, text: &str) -> String {
+        self.paint(AnsiColor::Yellow.on_default(), text)
+    }
+
+    /// The color of a service's instances.
+    fn service_style(service: &str) -> Style {
+        let palette = [AnsiColor::Cyan, AnsiColor::Magenta, AnsiColor::Blue, AnsiColor::Green, AnsiColor::Yellow];
+        let index = service.bytes().map(usize::from).sum::<usize>() % palette.len();
+        palette[index].on_default()
+    }
+
+    /// One child log line as a terminal line: `12:04:05 users-1  INFO message key=value`.
+    /// Lines that are not JSON (a panic message, say) are shown as they are.
+    pub(crate) fn render_log(self, instance: &str, service: &str, width: usize, line: &LogLine<'_>) -> String {
+        let name = self.paint(Self::service_style(service), &format!("{instance:<width$}"));
+        let Some(fields) = &line.fields else {
+            return format!("{name} {}", line.raw);
+        };
+        let time = fields
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| t.get(11..19))
+            .unwrap_or("--:--:--");
+        let level = fields.get("level").and_then(Value::as_str).unwrap_or("INFO");
+        let level = match level {
+            "ERROR" => self.red("ERROR"),
+            "WARN" => self.yellow(" WARN"),
+            "INFO" => self.green(" INFO"),
+            other => self.dim(&format!("{other:>5}")),
+        };
+        let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
+        let extras = extras(fields);
+        let extras = if extras.is_empty() { String::new() } else { format!(" {}", self.dim(&extras)) };
+        format!("{} {name} {level} {message}{extras}", self.dim(time))
+    }
+}
+
+/// A line a child wrote, parsed once.
+#[derive(Debug)]
+pub(crate) struct LogLine<'a> {
+    /// The line as written.
+    pub(crate) raw: &'a str,
+    /// Its fields, when it is a JSON object (all chassis log lines are).
+    pub(crate) fields: Option<Map<String, Value>>,
+}
+
+impl<'a> LogLine<'a> {
+    pub(crate) fn parse(raw: &'a str) -> Self {
+        let fields = match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(fields)) => Some(fields),
+            _ => None,
+        };
+        Self { raw, fields }
+    }
+
+    /// The `message` field.
+    pub(crate) fn message(&self) -> Option<&str> {
+        self.fields.as_ref()?.get("message")?.as_str()
+    }
+}
+
+/// The fields beyond the fixed ones, as `key=value` in the order they came.
+fn extras(fields: &Map<String, Value>) -> String {
+    fields
+        .iter()
+        .filter(|(key, _)| !FIXED.contains(&key.as_str()))
+        .map(|(key, value)| match value {
+            Value::String(text) => format!("{key}={text}"),
+            other => format!("{key}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_json_log_lines() {
+        let line = r#"{"timestamp":"2026-11-25T15:43:08.123Z","level":"INFO","message":"request finished","target":"chassis","service":"users","version":"0.1.0","instance":"users-1","request_id":"r-1","status":200,"latency_ms":1.5}"#;
+        let rendered = Console::plain().render_log("users-1", "users", 10, &LogLine::parse(line));
+        insta::assert_snapshot!(rendered, @"15:43:08 users-1     INFO request finished request_id=r-1 status=200 latency_ms=1.5");
+    }
+
+    #[test]
+    fn shows_other_lines_as_they_are() {
+        let rendered = Console::plain().render_log("users-1", "users", 8, &LogLine::parse("thread 'main' panicked"));
+        assert_eq!(rendered, "users-1  thread 'main' panicked");
+    }
+}

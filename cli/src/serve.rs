@@ -1,0 +1,158 @@
+//! `bazaar serve <service>`: one service in this process, configured from defaults, an optional
+//! file, `BAZAAR_*` variables and flags. Bad configuration exits with code 64 and one line
+//! naming the key and the value.
+
+use std::process::ExitCode;
+
+use chassis::config::{ChassisConfig, ConfigError, Loader, Override, Sources, check_url_scheme};
+use chassis::{ServiceInfo, StartError};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{EXIT_USAGE, ServeArgs, Service};
+
+/// Runs the service until SIGINT or SIGTERM (or, with `--exit-with-parent`, until standard
+/// input closes).
+pub(crate) async fn run(args: ServeArgs) -> ExitCode {
+    let service = args.service;
+    let exit_with_parent = args.exit_with_parent;
+    let loader = match overrides(&args) {
+        Ok(overrides) => Loader::new(Sources::from_process(args.config.clone(), overrides)),
+        Err(error) => return usage_error(&error),
+    };
+    let shutdown = chassis::server::shutdown_on_signal();
+    if exit_with_parent {
+        exit_when_stdin_closes(shutdown.clone());
+    }
+    match serve(service, &loader, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Config(error)) => usage_error(&error),
+        Err(error) => {
+            tracing::error!(error = %chassis::error::ErrorChain(&error), "{} failed", service.name());
+            eprintln!("error: {}", chassis::error::ErrorChain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(service: Service, loader: &Loader, shutdown: CancellationToken) -> Result<(), StartError> {
+    match service {
+        Service::Registry => {
+            let mut config = registry::Config::load(loader)?;
+            prepare(service, &mut config.chassis)?;
+            registry::Application::build(config).await?.run_until_stopped(shutdown).await
+        }
+        Service::Users => {
+            let mut config = users::Config::load(loader)?;
+            prepare(service, &mut config.chassis)?;
+            users::Application::build(config).await?.run_until_stopped(shutdown).await
+        }
+        Service::Gateway => {
+            let mut config = gateway::Config::load(loader)?;
+            prepare(service, &mut config.chassis)?;
+            gateway::Application::build(config, &shutdown).await?.run_until_stopped(shutdown).await
+        }
+    }
+}
+
+/// Checks what every service shares, fixes the instance id, and starts logging.
+fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigError> {
+    if chassis.discovery.registry.as_deref() == Some("") {
+        chassis.discovery.registry = None;
+    }
+    if let Some(registry) = &chassis.discovery.registry {
+        check_url_scheme("discovery.registry", registry, &["http", "https"])?;
+    }
+    if let Some(url) = &chassis.database.url {
+        chassis::config::check_secret_url_scheme("database.url", url, &["sqlite", "postgres", "postgresql"])?;
+    }
+    let info = ServiceInfo::new(service.name(), env!("CARGO_PKG_VERSION"), chassis);
+    chassis.instance_id = Some(info.instance_id.clone());
+    chassis::telemetry::init(&info, &chassis.log)
+}
+
+/// The flags as config overrides, in the order given.
+fn overrides(args: &ServeArgs) -> Result<Vec<Override>, ConfigError> {
+    let flag = |key: &str, flag: &str, value: &Option<String>| {
+        value.as_ref().map(|value| Override { key: key.to_owned(), value: value.clone(), origin: format!("{flag} {value}") })
+    };
+    let mut overrides: Vec<Override> = [
+        flag("http.port", "--port", &args.port),
+        flag("http.host", "--host", &args.host),
+        flag("data_dir", "--data-dir", &args.data_dir),
+        flag("database.url", "--db", &args.db),
+        flag("discovery.registry", "--registry", &args.registry),
+        flag("instance_id", "--instance-id", &args.instance_id),
+        flag("version", "--service-version", &args.service_version),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for pair in &args.set {
+        let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(ConfigError::Unreadable(format!("--set {pair:?} must look like KEY=VALUE")));
+        };
+        overrides.push(Override { key: key.trim().to_owned(), value: value.to_owned(), origin: format!("--set {pair}") });
+    }
+    Ok(overrides)
+}
+
+fn usage_error(error: &ConfigError) -> ExitCode {
+    eprintln!("{error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// `up` keeps each child's standard input open; when `up` goes away, even by SIGKILL, the pipe
+/// closes and the child shuts down instead of living on as an orphan.
+fn exit_when_stdin_closes(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        loop {
+            match stdin.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        tracing::info!("parent process gone; shutting down");
+        shutdown.cancel();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(line: &[&str]) -> ServeArgs {
+        let cli = crate::args::Cli::try_parse_from(line).expect("parses");
+        match cli.command {
+            crate::args::Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_overrides_with_their_origin() {
+        let args = serve_args(&["bazaar", "serve", "users", "--port", "80", "--set", "users.seed_demo=true"]);
+        let overrides = overrides(&args).expect("valid");
+        let keys: Vec<(&str, &str, &str)> =
+            overrides.iter().map(|o| (o.key.as_str(), o.value.as_str(), o.origin.as_str())).collect();
+        assert_eq!(keys, [("http.port", "80", "--port 80"), ("users.seed_demo", "true", "--set users.seed_demo=true")]);
+    }
+
+    #[test]
+    fn a_set_without_equals_is_refused() {
+        let args = serve_args(&["bazaar", "serve", "users", "--set", "nonsense"]);
+        let error = overrides(&args).expect_err("invalid");
+        assert_eq!(error.to_string(), "invalid config: --set \"nonsense\" must look like KEY=VALUE");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let args = serve_args(&["bazaar", "serve", "users", "--port", "eighty"]);
+        let loader = Loader::new(Sources { file: None, env: vec![], overrides: overrides(&args).expect("valid") });
+        let error = users::Config::load(&loader).expect_err("invalid");
+        assert_eq!(error.to_string(), "invalid config: http.port = \"eighty\" (from --port eighty): expected u16");
+    }
+}

@@ -1,0 +1,88 @@
+//! What a running `bazaar up` leaves in its data directory.
+//!
+//! - `.bazaar-data`: marks the folder as a Bazaar data directory, so `reset` never deletes a
+//!   folder it did not make.
+//! - `run.json`: the running system (pid of `up`, registry and gateway URLs, every instance
+//!   and its pid); present only while `up` runs. `status` reads it to find the registry, and a
+//!   second `up` or a `reset` refuse to touch a directory whose `up` is alive.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// Name of the marker file.
+pub(crate) const MARKER: &str = ".bazaar-data";
+/// Name of the state file.
+pub(crate) const RUN_FILE: &str = "run.json";
+
+/// The running system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunState {
+    /// Process id of `bazaar up`.
+    pub(crate) pid: u32,
+    /// Registry base URL.
+    pub(crate) registry: String,
+    /// Gateway base URL.
+    pub(crate) gateway: String,
+    /// Every instance.
+    pub(crate) instances: Vec<InstanceState>,
+}
+
+/// One running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InstanceState {
+    /// Instance id.
+    pub(crate) id: String,
+    /// Service.
+    pub(crate) service: String,
+    /// Base URL.
+    pub(crate) url: String,
+    /// Process id.
+    pub(crate) pid: u32,
+}
+
+pub(crate) fn run_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(RUN_FILE)
+}
+
+/// The state of the `up` that is running in `data_dir`, if one is.
+pub(crate) fn running(data_dir: &Path) -> Option<RunState> {
+    let text = std::fs::read_to_string(run_file(data_dir)).ok()?;
+    let state: RunState = serde_json::from_str(&text).ok()?;
+    is_alive(state.pid).then_some(state)
+}
+
+/// Writes the state atomically (temporary file, then rename).
+pub(crate) fn write(data_dir: &Path, state: &RunState) -> std::io::Result<()> {
+    let temporary = data_dir.join(format!(".{RUN_FILE}.tmp"));
+    std::fs::write(&temporary, serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+    std::fs::rename(temporary, run_file(data_dir))
+}
+
+/// Whether a process with this id exists.
+pub(crate) fn is_alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_dead_pids_do_not_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = RunState {
+            pid: std::process::id(),
+            registry: "http://127.0.0.1:7701".into(),
+            gateway: "http://127.0.0.1:7700".into(),
+            instances: vec![InstanceState { id: "users-1".into(), service: "users".into(), url: "http://127.0.0.1:7711".into(), pid: 1 }],
+        };
+        write(dir.path(), &state).expect("writes");
+        assert_eq!(running(dir.path()), Some(state.clone()));
+        state.pid = u32::MAX - 7;
+        write(dir.path(), &state).expect("writes");
+        assert_eq!(running(dir.path()), None);
+    }
+}

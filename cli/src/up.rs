@@ -1,0 +1,336 @@
+//! `bazaar up`: the whole system on one machine, one process per instance.
+//!
+//! The registry starts first; once it is ready the services and the gateway start together, each
+//! told where the registry is. `up` learns each instance's address from its `listening on` log
+//! line, waits until its `/health/ready` answers, then prints the table of services and the
+//! demo accounts and keeps showing the merged logs. A crashed instance is restarted with backoff
+//! and reported. Ctrl-C (or SIGTERM) stops the gateway first, then the services, then the
+//! registry, each gracefully.
+//!
+//! # Layout
+//! - [`plan`]: instances, ports and command lines (no I/O).
+//! - [`supervisor`]: one child process, its logs and its restarts.
+
+mod plan;
+mod supervisor;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use self::plan::InstanceSpec;
+use self::supervisor::{Event, Supervisor};
+use crate::args::{EXIT_USAGE, Service, UpArgs};
+use crate::console::Console;
+use crate::state::{self, InstanceState, RunState};
+
+/// Longest time `up` waits for every instance to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time each instance gets to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(12);
+
+/// Why `up` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum UpError {
+    /// Bad arguments (exit code 64).
+    #[error("{0}")]
+    Usage(String),
+    /// Something on the machine is in the way.
+    #[error("{0}")]
+    Environment(String),
+    /// An instance did not come up.
+    #[error("{id} did not become ready: {reason}")]
+    NotReady { id: String, reason: String },
+    /// Ctrl-C during start-up.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub(crate) async fn run(args: UpArgs) -> ExitCode {
+    let console = Console::detect();
+    let interrupted = chassis::server::shutdown_on_signal();
+    let mut system = System::default();
+    let result = start(&args, console, &interrupted, &mut system).await;
+    let code = match &result {
+        Ok(()) => {
+            tokio::select! {
+                () = interrupted.cancelled() => {}
+                () = system.watch(&args.data_dir, console) => {}
+            }
+            ExitCode::SUCCESS
+        }
+        Err(UpError::Interrupted) => ExitCode::SUCCESS,
+        Err(UpError::Usage(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => {
+            eprintln!("{} {error}", console.red("error:"));
+            if let UpError::NotReady { id, .. } = error {
+                show_log_tail(&args.data_dir.join("logs").join(format!("{id}.log")));
+            }
+            ExitCode::FAILURE
+        }
+    };
+    println!("{}", console.bold("Stopping Bazaar…"));
+    system.stop().await;
+    let _ = std::fs::remove_file(state::run_file(&args.data_dir));
+    println!("Stopped.");
+    code
+}
+
+/// The running instances and their supervisors.
+#[derive(Debug, Default)]
+struct System {
+    /// Supervisors by start tier; stopped in reverse.
+    tiers: BTreeMap<usize, Vec<(JoinHandle<()>, CancellationToken)>>,
+    instances: BTreeMap<String, InstanceState>,
+    events: Option<UnboundedReceiver<Event>>,
+    registry: String,
+    gateway: String,
+}
+
+async fn start(args: &UpArgs, console: Console, interrupted: &CancellationToken, system: &mut System) -> Result<(), UpError> {
+    let started = Instant::now();
+    let specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
+    if let Some(db) = &args.db {
+        plan::database_url(db, Service::Users).map_err(UpError::Usage)?;
+    }
+    if let Some(config) = &args.config {
+        if !config.is_file() {
+            return Err(UpError::Usage(format!("--config {}: no such file", config.display())));
+        }
+    }
+    let data_dir = &args.data_dir;
+    prepare_data_dir(data_dir)?;
+    let exe = std::env::current_exe().map_err(|e| UpError::Environment(format!("cannot find the bazaar executable: {e}")))?;
+    let width = specs.iter().map(|s| s.id.len()).max().unwrap_or(8);
+    let (sender, mut events) = mpsc::unbounded_channel();
+
+    println!("{} {} in {}", console.bold("Starting Bazaar"), env!("CARGO_PKG_VERSION"), data_dir.display());
+    let launch = |spec: &InstanceSpec, registry: Option<&str>, system: &mut System| -> Result<(), UpError> {
+        let args = plan::child_args(spec, data_dir, registry, args.db.as_deref(), args.config.as_deref()).map_err(UpError::Usage)?;
+        let supervisor = Supervisor {
+            spec: spec.clone(),
+            exe: exe.clone(),
+            args,
+            log_path: data_dir.join("logs").join(format!("{}.log", spec.id)),
+            console,
+            width,
+            events: sender.clone(),
+            grace: STOP_GRACE,
+        };
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(supervisor.run(stop.clone()));
+        system.tiers.entry(spec.tier()).or_default().push((handle, stop));
+        Ok(())
+    };
+
+    let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = specs.iter().partition(|s| s.service == Service::Registry);
+    for spec in &first {
+        launch(spec, None, system)?;
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    let ready = wait_ready(&first, &mut events, deadline, interrupted, console).await?;
+    system.record(ready);
+    system.registry = system.url_of(Service::Registry);
+    let registry = system.registry.clone();
+    for spec in &rest {
+        launch(spec, Some(&registry), system)?;
+    }
+    let ready = wait_ready(&rest, &mut events, deadline, interrupted, console).await?;
+    system.record(ready);
+    system.gateway = system.url_of(Service::Gateway);
+    system.events = Some(events);
+    system.save(data_dir);
+
+    print!("{}", summary(system, data_dir, started.elapsed(), console));
+    Ok(())
+}
+
+fn prepare_data_dir(data_dir: &Path) -> Result<(), UpError> {
+    if let Some(running) = state::running(data_dir) {
+        return Err(UpError::Environment(format!(
+            "bazaar up (pid {}) is already running on {}; stop it, or use another --data-dir",
+            running.pid,
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir.join("logs"))
+        .and_then(|()| std::fs::write(data_dir.join(state::MARKER), "Bazaar data directory: `bazaar reset` deletes it.\n"))
+        .map_err(|e| UpError::Environment(format!("cannot use {} as the data directory: {e}", data_dir.display())))
+}
+
+/// Waits until every instance in `specs` logged its address and answers `/health/ready`.
+async fn wait_ready(
+    specs: &[&InstanceSpec],
+    events: &mut UnboundedReceiver<Event>,
+    deadline: Instant,
+    interrupted: &CancellationToken,
+    console: Console,
+) -> Result<Vec<InstanceState>, UpError> {
+    let mut pending: HashSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+    let services: BTreeMap<&str, Service> = specs.iter().map(|s| (s.id.as_str(), s.service)).collect();
+    let mut polls = JoinSet::new();
+    let mut ready = Vec::new();
+    let started = Instant::now();
+    while !pending.is_empty() {
+        tokio::select! {
+            () = interrupted.cancelled() => return Err(UpError::Interrupted),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let mut waiting: Vec<&str> = pending.into_iter().collect();
+                waiting.sort_unstable();
+                return Err(UpError::NotReady { id: waiting.join(", "), reason: format!("not ready within {START_TIMEOUT:?}") });
+            }
+            Some(event) = events.recv() => match event {
+                Event::Listening { id, url, pid } if pending.contains(id.as_str()) => {
+                    polls.spawn(async move {
+                        chassis::health::wait_until_ready(&url, None).await;
+                        (id, url, pid)
+                    });
+                }
+                Event::Exited { id, status, .. } if pending.contains(id.as_str()) => {
+                    return Err(UpError::NotReady { id, reason: format!("it exited ({status})") });
+                }
+                _ => {}
+            },
+            Some(Ok((id, url, pid))) = polls.join_next() => {
+                let service = services.get(id.as_str()).map_or("?", |s| s.name()).to_owned();
+                println!("  {} {id} ready on {url} {}", console.green("✓"), console.dim(&format!("({} ms)", started.elapsed().as_millis())));
+                pending.remove(id.as_str());
+                ready.push(InstanceState { id, service, url, pid });
+            }
+        }
+    }
+    Ok(ready)
+}
+
+impl System {
+    fn record(&mut self, ready: Vec<InstanceState>) {
+        for instance in ready {
+            self.instances.insert(instance.id.clone(), instance);
+        }
+    }
+
+    fn url_of(&self, service: Service) -> String {
+        self.instances.values().find(|i| i.service == service.name()).map(|i| i.url.clone()).unwrap_or_default()
+    }
+
+    fn save(&self, data_dir: &Path) {
+        let run = RunState {
+            pid: std::process::id(),
+            registry: self.registry.clone(),
+            gateway: self.gateway.clone(),
+            instances: self.instances.values().cloned().collect(),
+        };
+        if let Err(error) = state::write(data_dir, &run) {
+            eprintln!("warning: cannot write {}: {error}", state::run_file(data_dir).display());
+        }
+    }
+
+    /// Reports crashes and restarts until the event stream ends.
+    async fn watch(&mut self, data_dir: &Path, console: Console) {
+        let Some(mut events) = self.events.take() else { return };
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Exited { id, status, restart_in } => {
+                    eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                }
+                Event::Listening { id, url, pid } => {
+                    let service = self.instances.get(&id).map(|i| i.service.clone()).unwrap_or_default();
+                    chassis::health::wait_until_ready(&url, None).await;
+                    eprintln!("{} {id} restarted on {url}", console.green("✓"));
+                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid });
+                    self.save(data_dir);
+                }
+            }
+        }
+    }
+
+    /// Stops the tiers in reverse start order, each instance gracefully.
+    async fn stop(&mut self) {
+        while let Some((_, tier)) = self.tiers.pop_last() {
+            for (_, stop) in &tier {
+                stop.cancel();
+            }
+            for (handle, _) in tier {
+                let _ = handle.await;
+            }
+        }
+    }
+}
+
+/// The table printed once everything is ready.
+fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -> String {
+    let rows: Vec<Vec<String>> = system
+        .instances
+        .values()
+        .map(|i| vec![i.service.clone(), i.id.clone(), i.url.clone(), i.pid.to_string()])
+        .collect();
+    let mut out = format!(
+        "\n{} {} instances ready in {:.1}s\n\n",
+        console.green("Bazaar is up."),
+        system.instances.len(),
+        took.as_secs_f64()
+    );
+    out.push_str(&crate::table::render("  ", &["SERVICE", "INSTANCE", "URL", "PID"], &rows));
+    let customer = users::demo::CUSTOMER;
+    let admin = users::demo::ADMIN;
+    out.push_str(&format!(
+        "\n  Shop API    {}/api/\n  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n\n{}\n",
+        system.gateway,
+        customer.email,
+        customer.password,
+        admin.email,
+        admin.password,
+        data_dir.display(),
+        data_dir.join("logs").display(),
+        console.dim("Press Ctrl-C to stop."),
+    ));
+    out
+}
+
+fn show_log_tail(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("last lines of {}:", path.display());
+    for line in &lines[lines.len().saturating_sub(15)..] {
+        eprintln!("  {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lists_instances_and_the_demo_login() {
+        let mut system = System { gateway: "http://127.0.0.1:7700".into(), ..System::default() };
+        system.record(vec![
+            InstanceState { id: "gateway-1".into(), service: "gateway".into(), url: "http://127.0.0.1:7700".into(), pid: 11 },
+            InstanceState { id: "registry-1".into(), service: "registry".into(), url: "http://127.0.0.1:7701".into(), pid: 10 },
+            InstanceState { id: "users-1".into(), service: "users".into(), url: "http://127.0.0.1:7711".into(), pid: 12 },
+        ]);
+        let text = summary(&system, Path::new(".bazaar"), Duration::from_millis(840), Console::plain());
+        insta::assert_snapshot!(text, @r"
+        Bazaar is up. 3 instances ready in 0.8s
+
+          SERVICE   INSTANCE    URL                    PID
+          gateway   gateway-1   http://127.0.0.1:7700  11
+          registry  registry-1  http://127.0.0.1:7701  10
+          users     users-1     http://127.0.0.1:7711  12
+
+          Shop API    http://127.0.0.1:7700/api/
+          Demo login  demo@bazaar.example / shop-till-you-drop
+          Admin       admin@bazaar.example / keys-to-the-shop
+          Data        .bazaar   (logs in .bazaar/logs)
+
+        Press Ctrl-C to stop.
+        ");
+    }
+}

@@ -1,0 +1,187 @@
+//! What `bazaar up` starts: the instances, their ports, and the command line of each. Pure, so
+//! the rules are tested without starting anything.
+
+use std::path::Path;
+
+use crate::args::Service;
+
+/// Most replicas of one service.
+pub(crate) const MAX_REPLICAS: u8 = 16;
+
+/// One process to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InstanceSpec {
+    /// `users-1`, `users-2`, ...
+    pub(crate) id: String,
+    /// What it runs.
+    pub(crate) service: Service,
+    /// Port to bind; 0 for a free one.
+    pub(crate) port: u16,
+}
+
+impl InstanceSpec {
+    /// Start tier: the registry first, then the services, then the gateway; stopping goes in
+    /// reverse, so the gateway stops taking requests before what it calls goes away.
+    pub(crate) fn tier(&self) -> usize {
+        match self.service {
+            Service::Registry => 0,
+            Service::Users => 1,
+            Service::Gateway => 2,
+        }
+    }
+}
+
+/// The instances for `base_port` and `--replicas` flags, in start order.
+pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<InstanceSpec>, String> {
+    let mut counts: Vec<(Service, u8)> = Service::ALL.iter().map(|s| (*s, 1)).collect();
+    for flag in replicas {
+        let (name, count) = flag
+            .split_once('=')
+            .ok_or_else(|| format!("--replicas {flag:?}: expected SERVICE=N, such as users=2"))?;
+        let service = Service::parse(name.trim()).ok_or_else(|| {
+            let known: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
+            format!("--replicas {flag:?}: unknown service {name:?} (known: {})", known.join(", "))
+        })?;
+        let count: u8 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_REPLICAS).contains(n))
+            .ok_or_else(|| format!("--replicas {flag:?}: N must be a number from 1 to {MAX_REPLICAS}"))?;
+        if service == Service::Registry && count != 1 {
+            return Err(format!("--replicas {flag:?}: the registry runs as a single instance"));
+        }
+        if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == service) {
+            entry.1 = count;
+        }
+    }
+    let mut specs = Vec::new();
+    for (service, count) in counts {
+        for n in 1..=count {
+            let port = if base_port == 0 || n > 1 { 0 } else { port_of(base_port, service)? };
+            specs.push(InstanceSpec { id: format!("{}-{n}", service.name()), service, port });
+        }
+    }
+    Ok(specs)
+}
+
+fn port_of(base_port: u16, service: Service) -> Result<u16, String> {
+    let offset = chassis::ports::offset(service.name()).unwrap_or(0);
+    let port = base_port
+        .checked_add(offset)
+        .ok_or_else(|| format!("--base-port {base_port}: {} would need port {base_port}+{offset}, above 65535", service.name()))?;
+    if chassis::ports::is_reserved(port) {
+        return Err(format!(
+            "--base-port {base_port}: {} would get port {port}, which belongs to a database or broker on this machine",
+            service.name()
+        ));
+    }
+    Ok(port)
+}
+
+/// The database URL of `service` on the PostgreSQL server `server`: its own database,
+/// `bazaar_<service>`, keeping the server's user, host and parameters.
+pub(crate) fn database_url(server: &str, service: Service) -> Result<String, String> {
+    let mut url = url::Url::parse(server).map_err(|e| format!("--db {server:?}: {e}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("--db {server:?}: expected a PostgreSQL server URL such as postgres://postgres@127.0.0.1:5432"));
+    }
+    url.set_path(&format!("/bazaar_{}", service.name()));
+    Ok(url.to_string())
+}
+
+/// The `bazaar serve` arguments of one instance.
+pub(crate) fn child_args(
+    spec: &InstanceSpec,
+    data_dir: &Path,
+    registry: Option<&str>,
+    db_server: Option<&str>,
+    config: Option<&Path>,
+) -> Result<Vec<String>, String> {
+    let mut args = vec![
+        "serve".to_owned(),
+        spec.service.name().to_owned(),
+        "--instance-id".to_owned(),
+        spec.id.clone(),
+        "--port".to_owned(),
+        spec.port.to_string(),
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+        // `up` reads the children's logs, so they must be JSON.
+        "--set".to_owned(),
+        "log.format=json".to_owned(),
+        "--exit-with-parent".to_owned(),
+    ];
+    if let Some(registry) = registry {
+        args.extend(["--registry".to_owned(), registry.to_owned()]);
+    }
+    if let Some(server) = db_server.filter(|_| spec.service.has_database()) {
+        args.extend(["--db".to_owned(), database_url(server, spec.service)?]);
+    }
+    if let Some(config) = config {
+        args.extend(["--config".to_owned(), config.display().to_string()]);
+    }
+    if spec.service == Service::Users {
+        args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]);
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_uses_the_design_ports() {
+        let specs = instances(7700, &[]).expect("valid");
+        let ports: Vec<(&str, u16)> = specs.iter().map(|s| (s.id.as_str(), s.port)).collect();
+        assert_eq!(ports, [("registry-1", 7701), ("users-1", 7711), ("gateway-1", 7700)]);
+    }
+
+    #[test]
+    fn replicas_beyond_the_first_take_free_ports() {
+        let specs = instances(7700, &["users=3".into()]).expect("valid");
+        let users: Vec<(&str, u16)> = specs.iter().filter(|s| s.service == Service::Users).map(|s| (s.id.as_str(), s.port)).collect();
+        assert_eq!(users, [("users-1", 7711), ("users-2", 0), ("users-3", 0)]);
+        assert!(instances(0, &[]).expect("valid").iter().all(|s| s.port == 0));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert_eq!(instances(7700, &["users".into()]).expect_err("bad"), "--replicas \"users\": expected SERVICE=N, such as users=2");
+        assert!(instances(7700, &["shop=2".into()]).expect_err("bad").contains("unknown service \"shop\""));
+        assert!(instances(7700, &["users=0".into()]).expect_err("bad").contains("from 1 to 16"));
+        assert!(instances(7700, &["registry=2".into()]).expect_err("bad").contains("single instance"));
+        assert!(instances(5421, &[]).expect_err("bad").contains("port 5432"));
+        assert!(instances(65530, &[]).expect_err("bad").contains("above 65535"));
+    }
+
+    #[test]
+    fn each_service_gets_its_own_database() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432", Service::Users).expect("valid"),
+            "postgres://postgres@127.0.0.1:5432/bazaar_users"
+        );
+        assert_eq!(
+            database_url("postgresql://u:p@db/ignored?sslmode=disable", Service::Registry).expect("valid"),
+            "postgresql://u:p@db/bazaar_registry?sslmode=disable"
+        );
+        assert!(database_url("mysql://x", Service::Users).is_err());
+        assert!(database_url("not a url", Service::Users).is_err());
+    }
+
+    #[test]
+    fn child_command_lines() {
+        let spec = InstanceSpec { id: "users-2".into(), service: Service::Users, port: 0 };
+        let args = child_args(&spec, Path::new(".bazaar"), Some("http://127.0.0.1:7701"), Some("postgres://pg@h:5432"), None)
+            .expect("valid");
+        assert_eq!(
+            args.join(" "),
+            "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent \
+             --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users --set users.seed_demo=true"
+        );
+        let gateway = InstanceSpec { id: "gateway-1".into(), service: Service::Gateway, port: 7700 };
+        let args = child_args(&gateway, Path::new("d"), None, Some("postgres://pg@h"), None).expect("valid");
+        assert!(!args.contains(&"--db".to_owned()), "the gateway has no database");
+    }
+}
