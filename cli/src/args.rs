@@ -73,7 +73,8 @@ pub(crate) struct UpArgs {
     #[arg(long = "replicas", value_name = "SERVICE=N")]
     pub(crate) replicas: Vec<String>,
     /// A PostgreSQL server (`postgres://user@host:5432`) to use instead of SQLite files; each
-    /// service gets its own database on it (`bazaar_<service>`), created if missing.
+    /// service gets its own database on it (`bazaar_<service>`, or `<name>_<service>` when the
+    /// URL names a database), created if missing.
     #[arg(long, value_name = "URL")]
     pub(crate) db: Option<String>,
     /// A TOML config file passed to every service.

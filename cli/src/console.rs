@@ -9,7 +9,16 @@ use serde_json::{Map, Value};
 
 /// Fields every line has, shown in fixed places rather than as `key=value`.
 /// `name` is the name of the span a line was written in (`request`).
-const FIXED: [&str; 8] = ["timestamp", "level", "message", "target", "service", "version", "instance", "name"];
+const FIXED: [&str; 8] = [
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "service",
+    "version",
+    "instance",
+    "name",
+];
 
 /// Terminal styling.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +29,9 @@ pub(crate) struct Console {
 impl Console {
     /// Colors if standard output is a terminal and `NO_COLOR` is unset.
     pub(crate) fn detect() -> Self {
-        Self { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Self {
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
     }
 
     #[cfg(test)]
@@ -29,7 +40,11 @@ impl Console {
     }
 
     pub(crate) fn paint(self, style: Style, text: &str) -> String {
-        if self.color { format!("{style}{text}{style:#}") } else { text.to_owned() }
+        if self.color {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
     }
 
     pub(crate) fn bold(self, text: &str) -> String {
@@ -54,14 +69,26 @@ impl Console {
 
     /// The color of a service's instances.
     fn service_style(service: &str) -> Style {
-        let palette = [AnsiColor::Cyan, AnsiColor::Magenta, AnsiColor::Blue, AnsiColor::Green, AnsiColor::Yellow];
+        let palette = [
+            AnsiColor::Cyan,
+            AnsiColor::Magenta,
+            AnsiColor::Blue,
+            AnsiColor::Green,
+            AnsiColor::Yellow,
+        ];
         let index = service.bytes().map(usize::from).sum::<usize>() % palette.len();
         palette[index].on_default()
     }
 
     /// One child log line as a terminal line: `12:04:05 users-1  INFO message key=value`.
     /// Lines that are not JSON (a panic message, say) are shown as they are.
-    pub(crate) fn render_log(self, instance: &str, service: &str, width: usize, line: &LogLine<'_>) -> String {
+    pub(crate) fn render_log(
+        self,
+        instance: &str,
+        service: &str,
+        width: usize,
+        line: &LogLine<'_>,
+    ) -> String {
         let name = self.paint(Self::service_style(service), &format!("{instance:<width$}"));
         let Some(fields) = &line.fields else {
             return format!("{name} {}", line.raw);
@@ -71,7 +98,10 @@ impl Console {
             .and_then(Value::as_str)
             .and_then(|t| t.get(11..19))
             .unwrap_or("--:--:--");
-        let level = fields.get("level").and_then(Value::as_str).unwrap_or("INFO");
+        let level = fields
+            .get("level")
+            .and_then(Value::as_str)
+            .unwrap_or("INFO");
         let level = match level {
             "ERROR" => self.red("ERROR"),
             "WARN" => self.yellow(" WARN"),
@@ -80,7 +110,11 @@ impl Console {
         };
         let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
         let extras = extras(fields);
-        let extras = if extras.is_empty() { String::new() } else { format!(" {}", self.dim(&extras)) };
+        let extras = if extras.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.dim(&extras))
+        };
         format!("{} {name} {level} {message}{extras}", self.dim(time))
     }
 }
@@ -109,7 +143,7 @@ impl<'a> LogLine<'a> {
     }
 }
 
-/// The fields beyond the fixed ones, as `key=value` in the order they came.
+/// The fields beyond the fixed ones, as `key=value` in key order.
 fn extras(fields: &Map<String, Value>) -> String {
     fields
         .iter()
@@ -130,12 +164,17 @@ mod tests {
     fn renders_json_log_lines() {
         let line = r#"{"timestamp":"2026-11-25T15:43:08.123Z","level":"INFO","message":"request finished","target":"chassis","service":"users","version":"0.1.0","instance":"users-1","request_id":"r-1","status":200,"latency_ms":1.5}"#;
         let rendered = Console::plain().render_log("users-1", "users", 10, &LogLine::parse(line));
-        insta::assert_snapshot!(rendered, @"15:43:08 users-1     INFO request finished request_id=r-1 status=200 latency_ms=1.5");
+        insta::assert_snapshot!(rendered, @"15:43:08 users-1     INFO request finished latency_ms=1.5 request_id=r-1 status=200");
     }
 
     #[test]
     fn shows_other_lines_as_they_are() {
-        let rendered = Console::plain().render_log("users-1", "users", 8, &LogLine::parse("thread 'main' panicked"));
+        let rendered = Console::plain().render_log(
+            "users-1",
+            "users",
+            8,
+            &LogLine::parse("thread 'main' panicked"),
+        );
         assert_eq!(rendered, "users-1  thread 'main' panicked");
     }
 }

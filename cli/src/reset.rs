@@ -16,7 +16,11 @@ pub(crate) fn run(args: &ResetArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(running) = state::running(dir) {
-        eprintln!("error: bazaar up (pid {}) is running on {}; stop it first", running.pid, dir.display());
+        eprintln!(
+            "error: bazaar up (pid {}) is running on {}; stop it first",
+            running.pid,
+            dir.display()
+        );
         return ExitCode::FAILURE;
     }
     if !dir.join(state::MARKER).exists() {
@@ -29,10 +33,16 @@ pub(crate) fn run(args: &ResetArgs) -> ExitCode {
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("error: refusing to delete {} without confirmation; pass --yes", dir.display());
+            eprintln!(
+                "error: refusing to delete {} without confirmation; pass --yes",
+                dir.display()
+            );
             return ExitCode::from(EXIT_USAGE);
         }
-        print!("Delete {} and everything in it (databases, keys, logs)? [y/N] ", dir.display());
+        print!(
+            "Delete {} and everything in it (databases, keys, logs)? [y/N] ",
+            dir.display()
+        );
         let _ = std::io::stdout().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -43,7 +53,10 @@ pub(crate) fn run(args: &ResetArgs) -> ExitCode {
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {
-            println!("Deleted {}. The next `bazaar up` starts with fresh data.", dir.display());
+            println!(
+                "Deleted {}. The next `bazaar up` starts with fresh data.",
+                dir.display()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

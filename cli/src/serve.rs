@@ -35,22 +35,35 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(service: Service, loader: &Loader, shutdown: CancellationToken) -> Result<(), StartError> {
+async fn serve(
+    service: Service,
+    loader: &Loader,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     match service {
         Service::Registry => {
             let mut config = registry::Config::load(loader)?;
             prepare(service, &mut config.chassis)?;
-            registry::Application::build(config).await?.run_until_stopped(shutdown).await
+            registry::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
         }
         Service::Users => {
             let mut config = users::Config::load(loader)?;
             prepare(service, &mut config.chassis)?;
-            users::Application::build(config).await?.run_until_stopped(shutdown).await
+            users::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
         }
         Service::Gateway => {
             let mut config = gateway::Config::load(loader)?;
             prepare(service, &mut config.chassis)?;
-            gateway::Application::build(config, &shutdown).await?.run_until_stopped(shutdown).await
+            gateway::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
         }
     }
 }
@@ -64,7 +77,11 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
         check_url_scheme("discovery.registry", registry, &["http", "https"])?;
     }
     if let Some(url) = &chassis.database.url {
-        chassis::config::check_secret_url_scheme("database.url", url, &["sqlite", "postgres", "postgresql"])?;
+        chassis::config::check_secret_url_scheme(
+            "database.url",
+            url,
+            &["sqlite", "postgres", "postgresql"],
+        )?;
     }
     let info = ServiceInfo::new(service.name(), env!("CARGO_PKG_VERSION"), chassis);
     chassis.instance_id = Some(info.instance_id.clone());
@@ -74,7 +91,11 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
 /// The flags as config overrides, in the order given.
 fn overrides(args: &ServeArgs) -> Result<Vec<Override>, ConfigError> {
     let flag = |key: &str, flag: &str, value: &Option<String>| {
-        value.as_ref().map(|value| Override { key: key.to_owned(), value: value.clone(), origin: format!("{flag} {value}") })
+        value.as_ref().map(|value| Override {
+            key: key.to_owned(),
+            value: value.clone(),
+            origin: format!("{flag} {value}"),
+        })
     };
     let mut overrides: Vec<Override> = [
         flag("http.port", "--port", &args.port),
@@ -90,9 +111,15 @@ fn overrides(args: &ServeArgs) -> Result<Vec<Override>, ConfigError> {
     .collect();
     for pair in &args.set {
         let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
-            return Err(ConfigError::Unreadable(format!("--set {pair:?} must look like KEY=VALUE")));
+            return Err(ConfigError::Unreadable(format!(
+                "--set {pair:?} must look like KEY=VALUE"
+            )));
         };
-        overrides.push(Override { key: key.trim().to_owned(), value: value.to_owned(), origin: format!("--set {pair}") });
+        overrides.push(Override {
+            key: key.trim().to_owned(),
+            value: value.to_owned(),
+            origin: format!("--set {pair}"),
+        });
     }
     Ok(overrides)
 }
@@ -134,25 +161,51 @@ mod tests {
 
     #[test]
     fn flags_become_overrides_with_their_origin() {
-        let args = serve_args(&["bazaar", "serve", "users", "--port", "80", "--set", "users.seed_demo=true"]);
+        let args = serve_args(&[
+            "bazaar",
+            "serve",
+            "users",
+            "--port",
+            "80",
+            "--set",
+            "users.seed_demo=true",
+        ]);
         let overrides = overrides(&args).expect("valid");
-        let keys: Vec<(&str, &str, &str)> =
-            overrides.iter().map(|o| (o.key.as_str(), o.value.as_str(), o.origin.as_str())).collect();
-        assert_eq!(keys, [("http.port", "80", "--port 80"), ("users.seed_demo", "true", "--set users.seed_demo=true")]);
+        let keys: Vec<(&str, &str, &str)> = overrides
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str(), o.origin.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("http.port", "80", "--port 80"),
+                ("users.seed_demo", "true", "--set users.seed_demo=true")
+            ]
+        );
     }
 
     #[test]
     fn a_set_without_equals_is_refused() {
         let args = serve_args(&["bazaar", "serve", "users", "--set", "nonsense"]);
         let error = overrides(&args).expect_err("invalid");
-        assert_eq!(error.to_string(), "invalid config: --set \"nonsense\" must look like KEY=VALUE");
+        assert_eq!(
+            error.to_string(),
+            "invalid config: --set \"nonsense\" must look like KEY=VALUE"
+        );
     }
 
     #[test]
     fn bad_values_name_the_flag() {
         let args = serve_args(&["bazaar", "serve", "users", "--port", "eighty"]);
-        let loader = Loader::new(Sources { file: None, env: vec![], overrides: overrides(&args).expect("valid") });
+        let loader = Loader::new(Sources {
+            file: None,
+            env: vec![],
+            overrides: overrides(&args).expect("valid"),
+        });
         let error = users::Config::load(&loader).expect_err("invalid");
-        assert_eq!(error.to_string(), "invalid config: http.port = \"eighty\" (from --port eighty): expected u16");
+        assert_eq!(
+            error.to_string(),
+            "invalid config: http.port = \"eighty\" (from --port eighty): expected u16"
+        );
     }
 }

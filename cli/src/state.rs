@@ -57,7 +57,10 @@ pub(crate) fn running(data_dir: &Path) -> Option<RunState> {
 /// Writes the state atomically (temporary file, then rename).
 pub(crate) fn write(data_dir: &Path, state: &RunState) -> std::io::Result<()> {
     let temporary = data_dir.join(format!(".{RUN_FILE}.tmp"));
-    std::fs::write(&temporary, serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &temporary,
+        serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(temporary, run_file(data_dir))
 }
 
@@ -77,7 +80,12 @@ mod tests {
             pid: std::process::id(),
             registry: "http://127.0.0.1:7701".into(),
             gateway: "http://127.0.0.1:7700".into(),
-            instances: vec![InstanceState { id: "users-1".into(), service: "users".into(), url: "http://127.0.0.1:7711".into(), pid: 1 }],
+            instances: vec![InstanceState {
+                id: "users-1".into(),
+                service: "users".into(),
+                url: "http://127.0.0.1:7711".into(),
+                pid: 1,
+            }],
         };
         write(dir.path(), &state).expect("writes");
         assert_eq!(running(dir.path()), Some(state.clone()));

@@ -22,8 +22,13 @@ pub(crate) async fn run(args: StatusArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: cannot reach the registry at {registry}: {}", chassis::error::ErrorChain(&error));
-            eprintln!("Is `bazaar up` running? Start it, or point at a registry with --registry URL.");
+            eprintln!(
+                "error: cannot reach the registry at {registry}: {}",
+                chassis::error::ErrorChain(&error)
+            );
+            eprintln!(
+                "Is `bazaar up` running? Start it, or point at a registry with --registry URL."
+            );
             ExitCode::FAILURE
         }
     }
@@ -52,9 +57,21 @@ pub(crate) fn render(instances: &[Instance], console: Console) -> String {
             ]
         })
         .collect();
-    let passing = instances.iter().filter(|i| i.status == HealthStatus::Passing).count();
-    let mut out = crate::table::render("", &["SERVICE", "INSTANCE", "VERSION", "ADDRESS", "HEALTH", "PID", "CHECK"], &rows);
-    out.push_str(&format!("\n{passing} of {} instances passing\n", instances.len()));
+    let passing = instances
+        .iter()
+        .filter(|i| i.status == HealthStatus::Passing)
+        .count();
+    let mut out = crate::table::render(
+        "",
+        &[
+            "SERVICE", "INSTANCE", "VERSION", "ADDRESS", "HEALTH", "PID", "CHECK",
+        ],
+        &rows,
+    );
+    out.push_str(&format!(
+        "\n{passing} of {} instances passing\n",
+        instances.len()
+    ));
     out
 }
 
@@ -63,7 +80,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn instance(service: &str, id: &str, port: u16, status: HealthStatus, output: Option<&str>) -> Instance {
+    fn instance(
+        service: &str,
+        id: &str,
+        port: u16,
+        status: HealthStatus,
+        output: Option<&str>,
+    ) -> Instance {
         Instance {
             id: id.into(),
             service: service.into(),
@@ -82,7 +105,13 @@ mod tests {
         let instances = [
             instance("gateway", "gateway-1", 7700, HealthStatus::Passing, None),
             instance("users", "users-1", 7711, HealthStatus::Passing, None),
-            instance("users", "users-2", 41234, HealthStatus::Critical, Some("connection refused")),
+            instance(
+                "users",
+                "users-2",
+                41234,
+                HealthStatus::Critical,
+                Some("connection refused"),
+            ),
         ];
         insta::assert_snapshot!(render(&instances, Console::plain()), @r"
         SERVICE  INSTANCE   VERSION  ADDRESS                 HEALTH    PID   CHECK
@@ -92,6 +121,9 @@ mod tests {
 
         2 of 3 instances passing
         ");
-        assert_eq!(render(&[], Console::plain()), "No instances are registered.\n");
+        assert_eq!(
+            render(&[], Console::plain()),
+            "No instances are registered.\n"
+        );
     }
 }

@@ -37,7 +37,10 @@ mod tests {
         let text = render(
             "  ",
             &["SERVICE", "URL"],
-            &[vec!["users".into(), "http://127.0.0.1:7711".into()], vec!["gateway".into(), "-".into()]],
+            &[
+                vec!["users".into(), "http://127.0.0.1:7711".into()],
+                vec!["gateway".into(), "-".into()],
+            ],
         );
         insta::assert_snapshot!(text, @r"
           SERVICE  URL

@@ -77,9 +77,15 @@ pub(crate) async fn run(args: UpArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    if system.tiers.is_empty() {
+        return code;
+    }
     println!("{}", console.bold("Stopping Bazaar…"));
     system.stop().await;
-    let _ = std::fs::remove_file(state::run_file(&args.data_dir));
+    // Only our own state file: a refused second `up` must not erase the running one's.
+    if state::running(&args.data_dir).is_some_and(|s| s.pid == std::process::id()) {
+        let _ = std::fs::remove_file(state::run_file(&args.data_dir));
+    }
     println!("Stopped.");
     code
 }
@@ -95,43 +101,68 @@ struct System {
     gateway: String,
 }
 
-async fn start(args: &UpArgs, console: Console, interrupted: &CancellationToken, system: &mut System) -> Result<(), UpError> {
+async fn start(
+    args: &UpArgs,
+    console: Console,
+    interrupted: &CancellationToken,
+    system: &mut System,
+) -> Result<(), UpError> {
     let started = Instant::now();
     let specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
     if let Some(db) = &args.db {
         plan::database_url(db, Service::Users).map_err(UpError::Usage)?;
     }
-    if let Some(config) = &args.config {
-        if !config.is_file() {
-            return Err(UpError::Usage(format!("--config {}: no such file", config.display())));
-        }
+    if let Some(config) = args.config.as_ref().filter(|c| !c.is_file()) {
+        return Err(UpError::Usage(format!(
+            "--config {}: no such file",
+            config.display()
+        )));
     }
     let data_dir = &args.data_dir;
     prepare_data_dir(data_dir)?;
-    let exe = std::env::current_exe().map_err(|e| UpError::Environment(format!("cannot find the bazaar executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| UpError::Environment(format!("cannot find the bazaar executable: {e}")))?;
     let width = specs.iter().map(|s| s.id.len()).max().unwrap_or(8);
     let (sender, mut events) = mpsc::unbounded_channel();
 
-    println!("{} {} in {}", console.bold("Starting Bazaar"), env!("CARGO_PKG_VERSION"), data_dir.display());
-    let launch = |spec: &InstanceSpec, registry: Option<&str>, system: &mut System| -> Result<(), UpError> {
-        let args = plan::child_args(spec, data_dir, registry, args.db.as_deref(), args.config.as_deref()).map_err(UpError::Usage)?;
-        let supervisor = Supervisor {
-            spec: spec.clone(),
-            exe: exe.clone(),
-            args,
-            log_path: data_dir.join("logs").join(format!("{}.log", spec.id)),
-            console,
-            width,
-            events: sender.clone(),
-            grace: STOP_GRACE,
+    println!(
+        "{} {} in {}",
+        console.bold("Starting Bazaar"),
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    );
+    let launch =
+        |spec: &InstanceSpec, registry: Option<&str>, system: &mut System| -> Result<(), UpError> {
+            let args = plan::child_args(
+                spec,
+                data_dir,
+                registry,
+                args.db.as_deref(),
+                args.config.as_deref(),
+            )
+            .map_err(UpError::Usage)?;
+            let supervisor = Supervisor {
+                spec: spec.clone(),
+                exe: exe.clone(),
+                args,
+                log_path: data_dir.join("logs").join(format!("{}.log", spec.id)),
+                console,
+                width,
+                events: sender.clone(),
+                grace: STOP_GRACE,
+            };
+            let stop = CancellationToken::new();
+            let handle = tokio::spawn(supervisor.run(stop.clone()));
+            system
+                .tiers
+                .entry(spec.tier())
+                .or_default()
+                .push((handle, stop));
+            Ok(())
         };
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(supervisor.run(stop.clone()));
-        system.tiers.entry(spec.tier()).or_default().push((handle, stop));
-        Ok(())
-    };
 
-    let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = specs.iter().partition(|s| s.service == Service::Registry);
+    let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) =
+        specs.iter().partition(|s| s.service == Service::Registry);
     for spec in &first {
         launch(spec, None, system)?;
     }
@@ -162,8 +193,18 @@ fn prepare_data_dir(data_dir: &Path) -> Result<(), UpError> {
         )));
     }
     std::fs::create_dir_all(data_dir.join("logs"))
-        .and_then(|()| std::fs::write(data_dir.join(state::MARKER), "Bazaar data directory: `bazaar reset` deletes it.\n"))
-        .map_err(|e| UpError::Environment(format!("cannot use {} as the data directory: {e}", data_dir.display())))
+        .and_then(|()| {
+            std::fs::write(
+                data_dir.join(state::MARKER),
+                "Bazaar data directory: `bazaar reset` deletes it.\n",
+            )
+        })
+        .map_err(|e| {
+            UpError::Environment(format!(
+                "cannot use {} as the data directory: {e}",
+                data_dir.display()
+            ))
+        })
 }
 
 /// Waits until every instance in `specs` logged its address and answers `/health/ready`.
@@ -175,7 +216,8 @@ async fn wait_ready(
     console: Console,
 ) -> Result<Vec<InstanceState>, UpError> {
     let mut pending: HashSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
-    let services: BTreeMap<&str, Service> = specs.iter().map(|s| (s.id.as_str(), s.service)).collect();
+    let services: BTreeMap<&str, Service> =
+        specs.iter().map(|s| (s.id.as_str(), s.service)).collect();
     let mut polls = JoinSet::new();
     let mut ready = Vec::new();
     let started = Instant::now();
@@ -218,7 +260,11 @@ impl System {
     }
 
     fn url_of(&self, service: Service) -> String {
-        self.instances.values().find(|i| i.service == service.name()).map(|i| i.url.clone()).unwrap_or_default()
+        self.instances
+            .values()
+            .find(|i| i.service == service.name())
+            .map(|i| i.url.clone())
+            .unwrap_or_default()
     }
 
     fn save(&self, data_dir: &Path) {
@@ -229,23 +275,47 @@ impl System {
             instances: self.instances.values().cloned().collect(),
         };
         if let Err(error) = state::write(data_dir, &run) {
-            eprintln!("warning: cannot write {}: {error}", state::run_file(data_dir).display());
+            eprintln!(
+                "warning: cannot write {}: {error}",
+                state::run_file(data_dir).display()
+            );
         }
     }
 
     /// Reports crashes and restarts until the event stream ends.
     async fn watch(&mut self, data_dir: &Path, console: Console) {
-        let Some(mut events) = self.events.take() else { return };
+        let Some(mut events) = self.events.take() else {
+            return;
+        };
         while let Some(event) = events.recv().await {
             match event {
-                Event::Exited { id, status, restart_in } => {
-                    eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                Event::Exited {
+                    id,
+                    status,
+                    restart_in,
+                } => {
+                    eprintln!(
+                        "{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}",
+                        console.red("!")
+                    );
                 }
                 Event::Listening { id, url, pid } => {
-                    let service = self.instances.get(&id).map(|i| i.service.clone()).unwrap_or_default();
+                    let service = self
+                        .instances
+                        .get(&id)
+                        .map(|i| i.service.clone())
+                        .unwrap_or_default();
                     chassis::health::wait_until_ready(&url, None).await;
                     eprintln!("{} {id} restarted on {url}", console.green("✓"));
-                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid });
+                    self.instances.insert(
+                        id.clone(),
+                        InstanceState {
+                            id,
+                            service,
+                            url,
+                            pid,
+                        },
+                    );
                     self.save(data_dir);
                 }
             }
@@ -270,7 +340,14 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
     let rows: Vec<Vec<String>> = system
         .instances
         .values()
-        .map(|i| vec![i.service.clone(), i.id.clone(), i.url.clone(), i.pid.to_string()])
+        .map(|i| {
+            vec![
+                i.service.clone(),
+                i.id.clone(),
+                i.url.clone(),
+                i.pid.to_string(),
+            ]
+        })
         .collect();
     let mut out = format!(
         "\n{} {} instances ready in {:.1}s\n\n",
@@ -278,7 +355,11 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         system.instances.len(),
         took.as_secs_f64()
     );
-    out.push_str(&crate::table::render("  ", &["SERVICE", "INSTANCE", "URL", "PID"], &rows));
+    out.push_str(&crate::table::render(
+        "  ",
+        &["SERVICE", "INSTANCE", "URL", "PID"],
+        &rows,
+    ));
     let customer = users::demo::CUSTOMER;
     let admin = users::demo::ADMIN;
     out.push_str(&format!(
@@ -296,7 +377,9 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
 }
 
 fn show_log_tail(path: &Path) {
-    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
     let lines: Vec<&str> = text.lines().collect();
     eprintln!("last lines of {}:", path.display());
     for line in &lines[lines.len().saturating_sub(15)..] {
@@ -310,13 +393,36 @@ mod tests {
 
     #[test]
     fn summary_lists_instances_and_the_demo_login() {
-        let mut system = System { gateway: "http://127.0.0.1:7700".into(), ..System::default() };
+        let mut system = System {
+            gateway: "http://127.0.0.1:7700".into(),
+            ..System::default()
+        };
         system.record(vec![
-            InstanceState { id: "gateway-1".into(), service: "gateway".into(), url: "http://127.0.0.1:7700".into(), pid: 11 },
-            InstanceState { id: "registry-1".into(), service: "registry".into(), url: "http://127.0.0.1:7701".into(), pid: 10 },
-            InstanceState { id: "users-1".into(), service: "users".into(), url: "http://127.0.0.1:7711".into(), pid: 12 },
+            InstanceState {
+                id: "gateway-1".into(),
+                service: "gateway".into(),
+                url: "http://127.0.0.1:7700".into(),
+                pid: 11,
+            },
+            InstanceState {
+                id: "registry-1".into(),
+                service: "registry".into(),
+                url: "http://127.0.0.1:7701".into(),
+                pid: 10,
+            },
+            InstanceState {
+                id: "users-1".into(),
+                service: "users".into(),
+                url: "http://127.0.0.1:7711".into(),
+                pid: 12,
+            },
         ]);
-        let text = summary(&system, Path::new(".bazaar"), Duration::from_millis(840), Console::plain());
+        let text = summary(
+            &system,
+            Path::new(".bazaar"),
+            Duration::from_millis(840),
+            Console::plain(),
+        );
         insta::assert_snapshot!(text, @r"
         Bazaar is up. 3 instances ready in 0.8s
 

@@ -40,16 +40,23 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
             .ok_or_else(|| format!("--replicas {flag:?}: expected SERVICE=N, such as users=2"))?;
         let service = Service::parse(name.trim()).ok_or_else(|| {
             let known: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
-            format!("--replicas {flag:?}: unknown service {name:?} (known: {})", known.join(", "))
+            format!(
+                "--replicas {flag:?}: unknown service {name:?} (known: {})",
+                known.join(", ")
+            )
         })?;
         let count: u8 = count
             .trim()
             .parse()
             .ok()
             .filter(|n| (1..=MAX_REPLICAS).contains(n))
-            .ok_or_else(|| format!("--replicas {flag:?}: N must be a number from 1 to {MAX_REPLICAS}"))?;
+            .ok_or_else(|| {
+                format!("--replicas {flag:?}: N must be a number from 1 to {MAX_REPLICAS}")
+            })?;
         if service == Service::Registry && count != 1 {
-            return Err(format!("--replicas {flag:?}: the registry runs as a single instance"));
+            return Err(format!(
+                "--replicas {flag:?}: the registry runs as a single instance"
+            ));
         }
         if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == service) {
             entry.1 = count;
@@ -58,8 +65,16 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
     let mut specs = Vec::new();
     for (service, count) in counts {
         for n in 1..=count {
-            let port = if base_port == 0 || n > 1 { 0 } else { port_of(base_port, service)? };
-            specs.push(InstanceSpec { id: format!("{}-{n}", service.name()), service, port });
+            let port = if base_port == 0 || n > 1 {
+                0
+            } else {
+                port_of(base_port, service)?
+            };
+            specs.push(InstanceSpec {
+                id: format!("{}-{n}", service.name()),
+                service,
+                port,
+            });
         }
     }
     Ok(specs)
@@ -67,9 +82,12 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
 
 fn port_of(base_port: u16, service: Service) -> Result<u16, String> {
     let offset = chassis::ports::offset(service.name()).unwrap_or(0);
-    let port = base_port
-        .checked_add(offset)
-        .ok_or_else(|| format!("--base-port {base_port}: {} would need port {base_port}+{offset}, above 65535", service.name()))?;
+    let port = base_port.checked_add(offset).ok_or_else(|| {
+        format!(
+            "--base-port {base_port}: {} would need port {base_port}+{offset}, above 65535",
+            service.name()
+        )
+    })?;
     if chassis::ports::is_reserved(port) {
         return Err(format!(
             "--base-port {base_port}: {} would get port {port}, which belongs to a database or broker on this machine",
@@ -80,13 +98,32 @@ fn port_of(base_port: u16, service: Service) -> Result<u16, String> {
 }
 
 /// The database URL of `service` on the PostgreSQL server `server`: its own database,
-/// `bazaar_<service>`, keeping the server's user, host and parameters.
+/// `<prefix>_<service>`, keeping the server's user, host and parameters. The prefix is the
+/// database named in `server`, or `bazaar`: `postgres://host/shop` gives `shop_users`.
 pub(crate) fn database_url(server: &str, service: Service) -> Result<String, String> {
     let mut url = url::Url::parse(server).map_err(|e| format!("--db {server:?}: {e}"))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("--db {server:?}: expected a PostgreSQL server URL such as postgres://postgres@127.0.0.1:5432"));
+    if !matches!(url.scheme(), "postgres" | "postgresql")
+        || url.host_str().is_none_or(str::is_empty)
+    {
+        return Err(format!(
+            "--db {server:?}: expected a PostgreSQL server URL such as postgres://postgres@127.0.0.1:5432"
+        ));
     }
-    url.set_path(&format!("/bazaar_{}", service.name()));
+    let prefix = url.path().trim_matches('/').to_owned();
+    let prefix = if prefix.is_empty() {
+        "bazaar"
+    } else {
+        prefix.as_str()
+    };
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "--db {server:?}: the database prefix {prefix:?} must be lowercase letters, digits and _"
+        ));
+    }
+    url.set_path(&format!("/{prefix}_{}", service.name()));
     Ok(url.to_string())
 }
 
@@ -135,25 +172,56 @@ mod tests {
     fn default_plan_uses_the_design_ports() {
         let specs = instances(7700, &[]).expect("valid");
         let ports: Vec<(&str, u16)> = specs.iter().map(|s| (s.id.as_str(), s.port)).collect();
-        assert_eq!(ports, [("registry-1", 7701), ("users-1", 7711), ("gateway-1", 7700)]);
+        assert_eq!(
+            ports,
+            [("registry-1", 7701), ("users-1", 7711), ("gateway-1", 7700)]
+        );
     }
 
     #[test]
     fn replicas_beyond_the_first_take_free_ports() {
         let specs = instances(7700, &["users=3".into()]).expect("valid");
-        let users: Vec<(&str, u16)> = specs.iter().filter(|s| s.service == Service::Users).map(|s| (s.id.as_str(), s.port)).collect();
+        let users: Vec<(&str, u16)> = specs
+            .iter()
+            .filter(|s| s.service == Service::Users)
+            .map(|s| (s.id.as_str(), s.port))
+            .collect();
         assert_eq!(users, [("users-1", 7711), ("users-2", 0), ("users-3", 0)]);
-        assert!(instances(0, &[]).expect("valid").iter().all(|s| s.port == 0));
+        assert!(
+            instances(0, &[])
+                .expect("valid")
+                .iter()
+                .all(|s| s.port == 0)
+        );
     }
 
     #[test]
     fn bad_flags_are_named() {
-        assert_eq!(instances(7700, &["users".into()]).expect_err("bad"), "--replicas \"users\": expected SERVICE=N, such as users=2");
-        assert!(instances(7700, &["shop=2".into()]).expect_err("bad").contains("unknown service \"shop\""));
-        assert!(instances(7700, &["users=0".into()]).expect_err("bad").contains("from 1 to 16"));
-        assert!(instances(7700, &["registry=2".into()]).expect_err("bad").contains("single instance"));
+        assert_eq!(
+            instances(7700, &["users".into()]).expect_err("bad"),
+            "--replicas \"users\": expected SERVICE=N, such as users=2"
+        );
+        assert!(
+            instances(7700, &["shop=2".into()])
+                .expect_err("bad")
+                .contains("unknown service \"shop\"")
+        );
+        assert!(
+            instances(7700, &["users=0".into()])
+                .expect_err("bad")
+                .contains("from 1 to 16")
+        );
+        assert!(
+            instances(7700, &["registry=2".into()])
+                .expect_err("bad")
+                .contains("single instance")
+        );
         assert!(instances(5421, &[]).expect_err("bad").contains("port 5432"));
-        assert!(instances(65530, &[]).expect_err("bad").contains("above 65535"));
+        assert!(
+            instances(65530, &[])
+                .expect_err("bad")
+                .contains("above 65535")
+        );
     }
 
     #[test]
@@ -163,25 +231,54 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/bazaar_users"
         );
         assert_eq!(
-            database_url("postgresql://u:p@db/ignored?sslmode=disable", Service::Registry).expect("valid"),
-            "postgresql://u:p@db/bazaar_registry?sslmode=disable"
+            database_url(
+                "postgresql://u:p@db/shop?sslmode=disable",
+                Service::Registry
+            )
+            .expect("valid"),
+            "postgresql://u:p@db/shop_registry?sslmode=disable"
         );
+        assert!(database_url("postgres://h/Bad-Name", Service::Users).is_err());
         assert!(database_url("mysql://x", Service::Users).is_err());
         assert!(database_url("not a url", Service::Users).is_err());
     }
 
     #[test]
     fn child_command_lines() {
-        let spec = InstanceSpec { id: "users-2".into(), service: Service::Users, port: 0 };
-        let args = child_args(&spec, Path::new(".bazaar"), Some("http://127.0.0.1:7701"), Some("postgres://pg@h:5432"), None)
-            .expect("valid");
+        let spec = InstanceSpec {
+            id: "users-2".into(),
+            service: Service::Users,
+            port: 0,
+        };
+        let args = child_args(
+            &spec,
+            Path::new(".bazaar"),
+            Some("http://127.0.0.1:7701"),
+            Some("postgres://pg@h:5432"),
+            None,
+        )
+        .expect("valid");
         assert_eq!(
             args.join(" "),
             "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent \
              --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users --set users.seed_demo=true"
         );
-        let gateway = InstanceSpec { id: "gateway-1".into(), service: Service::Gateway, port: 7700 };
-        let args = child_args(&gateway, Path::new("d"), None, Some("postgres://pg@h"), None).expect("valid");
-        assert!(!args.contains(&"--db".to_owned()), "the gateway has no database");
+        let gateway = InstanceSpec {
+            id: "gateway-1".into(),
+            service: Service::Gateway,
+            port: 7700,
+        };
+        let args = child_args(
+            &gateway,
+            Path::new("d"),
+            None,
+            Some("postgres://pg@h"),
+            None,
+        )
+        .expect("valid");
+        assert!(
+            !args.contains(&"--db".to_owned()),
+            "the gateway has no database"
+        );
     }
 }

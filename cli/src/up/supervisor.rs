@@ -33,7 +33,11 @@ pub(crate) enum Event {
     /// The instance logged its address.
     Listening { id: String, url: String, pid: u32 },
     /// The instance's process ended without being asked to.
-    Exited { id: String, status: String, restart_in: Duration },
+    Exited {
+        id: String,
+        status: String,
+        restart_in: Duration,
+    },
 }
 
 /// Supervises one instance.
@@ -65,7 +69,11 @@ impl Supervisor {
             if started.elapsed() > STABLE_RUN {
                 backoff = FIRST_BACKOFF;
             }
-            let _ = this.events.send(Event::Exited { id: this.spec.id.clone(), status, restart_in: backoff });
+            let _ = this.events.send(Event::Exited {
+                id: this.spec.id.clone(),
+                status,
+                restart_in: backoff,
+            });
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
@@ -118,10 +126,18 @@ impl Supervisor {
 
     /// SIGTERM, then SIGKILL if the child outlives the grace period.
     async fn terminate(&self, child: &mut Child) {
-        let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else { return };
+        let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            return;
+        };
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        if tokio::time::timeout(self.grace, child.wait()).await.is_err() {
-            eprintln!("{} did not stop within {:?}; killing it", self.spec.id, self.grace);
+        if tokio::time::timeout(self.grace, child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "{} did not stop within {:?}; killing it",
+                self.spec.id, self.grace
+            );
             let _ = child.kill().await;
         }
     }
@@ -137,17 +153,32 @@ impl Supervisor {
         while let Ok(Some(raw)) = lines.next_line().await {
             self.append(&log, &raw).await;
             let line = LogLine::parse(&raw);
-            if let Some(url) = line.message().and_then(|m| m.strip_prefix(chassis::server::LISTENING_PREFIX)) {
-                let _ = self.events.send(Event::Listening { id: self.spec.id.clone(), url: url.to_owned(), pid });
+            if let Some(url) = line
+                .message()
+                .and_then(|m| m.strip_prefix(chassis::server::LISTENING_PREFIX))
+            {
+                let _ = self.events.send(Event::Listening {
+                    id: self.spec.id.clone(),
+                    url: url.to_owned(),
+                    pid,
+                });
             }
-            println!("{}", self.console.render_log(&self.spec.id, self.spec.service.name(), self.width, &line));
+            println!(
+                "{}",
+                self.console
+                    .render_log(&self.spec.id, self.spec.service.name(), self.width, &line)
+            );
         }
     }
 
     async fn append(&self, log: &Mutex<Option<tokio::fs::File>>, line: &str) {
         let mut file = log.lock().await;
         if file.is_none() {
-            let opened = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).await;
+            let opened = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+                .await;
             match opened {
                 Ok(opened) => *file = Some(opened),
                 Err(error) => {

@@ -34,11 +34,17 @@ impl Caller {
 
     /// `Ok` if the caller has `role`, 403 otherwise.
     pub fn require_role(&self, role: &str) -> Result<(), HttpError> {
-        if self.has_role(role) { Ok(()) } else { Err(HttpError::forbidden(format!("requires the {role} role"))) }
+        if self.has_role(role) {
+            Ok(())
+        } else {
+            Err(HttpError::forbidden(format!("requires the {role} role")))
+        }
     }
 
     fn from_parts(parts: &Parts) -> Result<Option<Self>, HttpError> {
-        let Some(id) = parts.headers.get(USER_ID) else { return Ok(None) };
+        let Some(id) = parts.headers.get(USER_ID) else {
+            return Ok(None);
+        };
         let user_id = id
             .to_str()
             .ok()
@@ -48,7 +54,13 @@ impl Caller {
             .headers
             .get(USER_ROLES)
             .and_then(|r| r.to_str().ok())
-            .map(|r| r.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect())
+            .map(|r| {
+                r.split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Some(Self { user_id, roles }))
     }
@@ -65,7 +77,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Self::from_parts(parts)
     }
 }
@@ -85,9 +100,12 @@ mod tests {
     #[test]
     fn reads_the_identity_headers() {
         let id = Uuid::now_v7();
-        let caller = Caller::from_parts(&parts(&[(USER_ID, &id.to_string()), (USER_ROLES, "customer, admin")]))
-            .expect("valid")
-            .expect("present");
+        let caller = Caller::from_parts(&parts(&[
+            (USER_ID, &id.to_string()),
+            (USER_ROLES, "customer, admin"),
+        ]))
+        .expect("valid")
+        .expect("present");
         assert_eq!(caller.user_id, id);
         assert!(caller.is_admin());
         assert!(caller.require_role("customer").is_ok());

@@ -52,7 +52,11 @@ pub struct Override {
 impl Sources {
     /// Sources for a binary: an optional file, the process environment and flag overrides.
     pub fn from_process(file: Option<PathBuf>, overrides: Vec<Override>) -> Self {
-        Self { file, env: std::env::vars().collect(), overrides }
+        Self {
+            file,
+            env: std::env::vars().collect(),
+            overrides,
+        }
     }
 }
 
@@ -113,15 +117,25 @@ impl Loader {
         };
         let overrides = Layer {
             name: "command line",
-            entries: sources.overrides.into_iter().map(|o| (o.key, o.value, o.origin)).collect(),
+            entries: sources
+                .overrides
+                .into_iter()
+                .map(|o| (o.key, o.value, o.origin))
+                .collect(),
         };
-        Self { file: sources.file, env, overrides }
+        Self {
+            file: sources.file,
+            env,
+            overrides,
+        }
     }
 
     /// Extracts the whole document as `T`, starting from `defaults`.
     pub fn extract<T: Serialize + DeserializeOwned>(&self, defaults: &T) -> Result<T, ConfigError> {
         let figment = self.figment(Serialized::defaults(defaults));
-        figment.extract().map_err(|e| self.explain(&figment, e, None))
+        figment
+            .extract()
+            .map_err(|e| self.explain(&figment, e, None))
     }
 
     /// Extracts the table at `section` (such as `users`) as `T`, starting from `defaults`.
@@ -131,7 +145,10 @@ impl Loader {
         defaults: &T,
     ) -> Result<T, ConfigError> {
         let figment = self.figment(Serialized::default(section, defaults));
-        figment.focus(section).extract().map_err(|e| self.explain(&figment, e, Some(section)))
+        figment
+            .focus(section)
+            .extract()
+            .map_err(|e| self.explain(&figment, e, Some(section)))
     }
 
     fn figment(&self, defaults: impl Provider) -> Figment {
@@ -139,13 +156,25 @@ impl Loader {
         if let Some(file) = &self.file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment.merge(self.env.clone()).merge(self.overrides.clone())
+        figment
+            .merge(self.env.clone())
+            .merge(self.overrides.clone())
     }
 
     /// Turns figment's error into one line naming the key, the value and its origin.
-    fn explain(&self, figment: &Figment, error: figment::Error, section: Option<&str>) -> ConfigError {
+    fn explain(
+        &self,
+        figment: &Figment,
+        error: figment::Error,
+        section: Option<&str>,
+    ) -> ConfigError {
         use figment::error::Kind;
-        let key = section.into_iter().map(str::to_owned).chain(error.path.iter().cloned()).collect::<Vec<_>>().join(".");
+        let key = section
+            .into_iter()
+            .map(str::to_owned)
+            .chain(error.path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(".");
         if error.path.is_empty() {
             return ConfigError::Unreadable(error.to_string());
         }
@@ -173,7 +202,12 @@ impl Loader {
             Kind::Message(message) => message.clone(),
             other => other.to_string(),
         };
-        ConfigError::Invalid { key, value, origin, reason }
+        ConfigError::Invalid {
+            key,
+            value,
+            origin,
+            reason,
+        }
     }
 }
 
@@ -187,7 +221,11 @@ struct Layer {
 
 impl Layer {
     fn origin_of(&self, key: &str) -> Option<&str> {
-        self.entries.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, origin)| origin.as_str())
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, origin)| origin.as_str())
     }
 }
 
@@ -235,7 +273,10 @@ impl ChassisConfig {
             instance_id: None,
             version: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            http: HttpConfig { port, ..HttpConfig::default() },
+            http: HttpConfig {
+                port,
+                ..HttpConfig::default()
+            },
             database: DatabaseConfig::default(),
             discovery: DiscoveryConfig::default(),
             log: LogConfig::default(),
@@ -313,7 +354,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 8, create_if_missing: true }
+        Self {
+            url: None,
+            max_connections: 8,
+            create_if_missing: true,
+        }
     }
 }
 
@@ -365,7 +410,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".to_owned() }
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -384,7 +432,11 @@ pub fn check_url_scheme(key: &str, url: &str, schemes: &[&str]) -> Result<(), Co
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some(scheme) if schemes.contains(&scheme) => Ok(()),
-        _ => Err(ConfigError::invalid(key, format!("{url:?}"), format!("expected a {} URL", schemes.join(" or ")))),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{url:?}"),
+            format!("expected a {} URL", schemes.join(" or ")),
+        )),
     }
 }
 
@@ -395,7 +447,11 @@ pub fn check_secret_url_scheme(
     schemes: &[&str],
 ) -> Result<(), ConfigError> {
     check_url_scheme(key, url.expose_secret(), schemes).map_err(|_| {
-        ConfigError::invalid(key, "(hidden)", format!("expected a {} URL", schemes.join(" or ")))
+        ConfigError::invalid(
+            key,
+            "(hidden)",
+            format!("expected a {} URL", schemes.join(" or ")),
+        )
     })
 }
 
@@ -406,7 +462,10 @@ mod tests {
     fn loader(env: &[(&str, &str)], overrides: &[(&str, &str)]) -> Loader {
         Loader::new(Sources {
             file: None,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             overrides: overrides
                 .iter()
                 .map(|(k, v)| Override {
@@ -422,7 +481,11 @@ mod tests {
     fn layers_win_in_order_defaults_env_flags() {
         let config = ChassisConfig::load(
             &loader(
-                &[("BAZAAR_HTTP__PORT", "8000"), ("BAZAAR_LOG__FORMAT", "text"), ("OTHER", "x")],
+                &[
+                    ("BAZAAR_HTTP__PORT", "8000"),
+                    ("BAZAAR_LOG__FORMAT", "text"),
+                    ("OTHER", "x"),
+                ],
                 &[("http.port", "9000")],
             ),
             7711,
@@ -437,8 +500,11 @@ mod tests {
     fn file_layer_sits_between_defaults_and_env() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bazaar.toml");
-        std::fs::write(&file, "data_dir = \"/srv/bazaar\"\n[http]\nport = 8100\nrequest_timeout = \"2s\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/bazaar\"\n[http]\nport = 8100\nrequest_timeout = \"2s\"\n",
+        )
+        .expect("write");
         let loader = Loader::new(Sources {
             file: Some(file),
             env: vec![("BAZAAR_HTTP__PORT".into(), "8200".into())],
@@ -462,9 +528,8 @@ mod tests {
 
     #[test]
     fn bad_flag_value_names_the_flag() {
-        let error =
-            ChassisConfig::load(&loader(&[], &[("http.request_timeout", "soon")]), 7711)
-                .expect_err("invalid");
+        let error = ChassisConfig::load(&loader(&[], &[("http.request_timeout", "soon")]), 7711)
+            .expect_err("invalid");
         let message = error.to_string();
         assert!(message.starts_with("invalid config: http.request_timeout = \"soon\" (from --set http.request_timeout=soon)"), "{message}");
     }
@@ -485,25 +550,39 @@ mod tests {
             #[serde(with = "humantime_serde")]
             token_ttl: Duration,
         }
-        let defaults = Users { token_ttl: Duration::from_secs(900) };
+        let defaults = Users {
+            token_ttl: Duration::from_secs(900),
+        };
         let ok = loader(&[("BAZAAR_USERS__TOKEN_TTL", "5m")], &[]).section("users", &defaults);
         assert_eq!(ok.expect("valid").token_ttl, Duration::from_secs(300));
         let bad = loader(&[("BAZAAR_USERS__TOKEN_TTL", "5 parsecs")], &[])
             .section("users", &defaults)
             .expect_err("invalid");
-        assert!(bad.to_string().starts_with("invalid config: users.token_ttl = \"5 parsecs\" (from BAZAAR_USERS__TOKEN_TTL)"), "{bad}");
+        assert!(
+            bad.to_string().starts_with(
+                "invalid config: users.token_ttl = \"5 parsecs\" (from BAZAAR_USERS__TOKEN_TTL)"
+            ),
+            "{bad}"
+        );
     }
 
     #[test]
     fn database_url_defaults_to_a_file_in_the_data_dir() {
         let mut config = ChassisConfig::with_port(1);
         config.data_dir = PathBuf::from("/tmp/shop");
-        assert_eq!(config.database_url("users").expose_secret(), "sqlite:///tmp/shop/users.db");
+        assert_eq!(
+            config.database_url("users").expose_secret(),
+            "sqlite:///tmp/shop/users.db"
+        );
     }
 
     #[test]
     fn url_scheme_check_names_the_key() {
-        let error = check_url_scheme("discovery.registry", "ftp://x", &["http", "https"]).expect_err("bad");
-        assert_eq!(error.to_string(), "invalid config: discovery.registry = \"ftp://x\" (from configuration): expected a http or https URL");
+        let error =
+            check_url_scheme("discovery.registry", "ftp://x", &["http", "https"]).expect_err("bad");
+        assert_eq!(
+            error.to_string(),
+            "invalid config: discovery.registry = \"ftp://x\" (from configuration): expected a http or https URL"
+        );
     }
 }

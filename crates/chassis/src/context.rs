@@ -46,7 +46,9 @@ pub fn new_request_id() -> String {
 pub fn is_valid_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -66,7 +68,10 @@ mod tests {
     #[tokio::test]
     async fn scope_is_visible_inside_only() {
         assert_eq!(current(), None);
-        let context = RequestContext { request_id: "abc".into(), path: "/x".into() };
+        let context = RequestContext {
+            request_id: "abc".into(),
+            path: "/x".into(),
+        };
         let seen = scope(context.clone(), async { current() }).await;
         assert_eq!(seen, Some(context));
     }

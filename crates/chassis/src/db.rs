@@ -172,7 +172,11 @@ async fn prepare_sqlite(url: &str) -> Result<std::fs::File, DbError> {
     let lock = tokio::task::spawn_blocking({
         let lock_path = lock_path.clone();
         move || {
-            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
             file.lock()?;
             Ok::<_, std::io::Error>(file)
         }
@@ -183,20 +187,28 @@ async fn prepare_sqlite(url: &str) -> Result<std::fs::File, DbError> {
     let conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .map_err(sqlx_error("opening the SQLite database"))?;
-    conn.close().await.map_err(sqlx_error("opening the SQLite database"))?;
+    conn.close()
+        .await
+        .map_err(sqlx_error("opening the SQLite database"))?;
     Ok(lock)
 }
 
 /// Creates the PostgreSQL database named in `url` if it does not exist. Two replicas may race
 /// here: losing the race is fine, so a failure is rechecked before it is reported.
 async fn create_postgres(url: &str) -> Result<(), DbError> {
-    if Any::database_exists(url).await.map_err(sqlx_error("checking the database exists"))? {
+    if Any::database_exists(url)
+        .await
+        .map_err(sqlx_error("checking the database exists"))?
+    {
         return Ok(());
     }
     if let Err(error) = Any::create_database(url).await {
         let exists = Any::database_exists(url).await.unwrap_or(false);
         if !exists {
-            return Err(DbError::Sqlx { context: "creating the database", source: error });
+            return Err(DbError::Sqlx {
+                context: "creating the database",
+                source: error,
+            });
         }
     }
     Ok(())
@@ -204,7 +216,9 @@ async fn create_postgres(url: &str) -> Result<(), DbError> {
 
 /// Whether `error` is a unique-constraint violation (a duplicate key), on either engine.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
 }
 
 /// Milliseconds since the Unix epoch, the representation of times in every table.

@@ -70,7 +70,14 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn new(id: String, address: String, version: String, epoch: Instant) -> Self {
-        Self { id, address, version, in_flight: AtomicUsize::new(0), ejected_until: AtomicU64::new(0), epoch }
+        Self {
+            id,
+            address,
+            version,
+            in_flight: AtomicUsize::new(0),
+            ejected_until: AtomicU64::new(0),
+            epoch,
+        }
     }
 
     /// Requests sent to this instance that have not finished.
@@ -84,7 +91,9 @@ impl Endpoint {
 
     /// Avoids this instance for `duration` (it refused a connection).
     pub fn eject(&self, duration: Duration) {
-        let until = self.now().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        let until = self
+            .now()
+            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         self.ejected_until.store(until, Ordering::Relaxed);
     }
 
@@ -121,9 +130,15 @@ impl Drop for Lease {
 /// Picks by power of two choices among `endpoints`, skipping `exclude` and ejected instances
 /// while any other remains. Pure apart from the random draw, so it is tested directly.
 pub fn pick(endpoints: &[Arc<Endpoint>], exclude: &[String]) -> Option<Arc<Endpoint>> {
-    let allowed: Vec<&Arc<Endpoint>> =
-        endpoints.iter().filter(|e| !exclude.contains(&e.id)).collect();
-    let healthy: Vec<&Arc<Endpoint>> = allowed.iter().copied().filter(|e| !e.is_ejected()).collect();
+    let allowed: Vec<&Arc<Endpoint>> = endpoints
+        .iter()
+        .filter(|e| !exclude.contains(&e.id))
+        .collect();
+    let healthy: Vec<&Arc<Endpoint>> = allowed
+        .iter()
+        .copied()
+        .filter(|e| !e.is_ejected())
+        .collect();
     // All ejected: trying one beats failing outright; the ejection may be stale.
     let candidates = if healthy.is_empty() { allowed } else { healthy };
     match candidates.len() {
@@ -133,7 +148,11 @@ pub fn pick(endpoints: &[Arc<Endpoint>], exclude: &[String]) -> Option<Arc<Endpo
             let a = rand::random_range(0..n);
             let b = (a + rand::random_range(1..n)) % n;
             let (first, second) = (candidates[a], candidates[b]);
-            Some(Arc::clone(if second.in_flight() < first.in_flight() { second } else { first }))
+            Some(Arc::clone(if second.in_flight() < first.in_flight() {
+                second
+            } else {
+                first
+            }))
         }
     }
 }
@@ -148,7 +167,10 @@ struct ServiceCache {
 
 impl ServiceCache {
     fn new(endpoints: Vec<Arc<Endpoint>>, loaded: bool) -> Self {
-        Self { endpoints: RwLock::new(endpoints.into()), loaded: watch::Sender::new(loaded) }
+        Self {
+            endpoints: RwLock::new(endpoints.into()),
+            loaded: watch::Sender::new(loaded),
+        }
     }
 
     fn snapshot(&self) -> Arc<[Arc<Endpoint>]> {
@@ -209,7 +231,11 @@ pub struct Discovery {
 
 impl Discovery {
     /// Discovery per `config`, whose watches stop when `shutdown` is cancelled.
-    pub fn new(config: &DiscoveryConfig, transport: Transport, shutdown: &CancellationToken) -> Self {
+    pub fn new(
+        config: &DiscoveryConfig,
+        transport: Transport,
+        shutdown: &CancellationToken,
+    ) -> Self {
         let epoch = Instant::now();
         let services = config
             .static_instances
@@ -220,15 +246,26 @@ impl Discovery {
                     .enumerate()
                     .map(|(i, address)| {
                         let address = address.trim_end_matches('/').to_owned();
-                        Arc::new(Endpoint::new(format!("{service}-static-{i}"), address, "static".into(), epoch))
+                        Arc::new(Endpoint::new(
+                            format!("{service}-static-{i}"),
+                            address,
+                            "static".into(),
+                            epoch,
+                        ))
                     })
                     .collect();
-                (service.clone(), Arc::new(ServiceCache::new(endpoints, true)))
+                (
+                    service.clone(),
+                    Arc::new(ServiceCache::new(endpoints, true)),
+                )
             })
             .collect();
         Self {
             inner: Arc::new(Inner {
-                registry: config.registry.as_deref().map(|url| RegistryClient::new(url, transport)),
+                registry: config
+                    .registry
+                    .as_deref()
+                    .map(|url| RegistryClient::new(url, transport)),
                 services: Mutex::new(services),
                 epoch,
                 stop: shutdown.child_token(),
@@ -340,7 +377,14 @@ mod tests {
     fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
         let epoch = Instant::now();
         (0..n)
-            .map(|i| Arc::new(Endpoint::new(format!("svc-{i}"), format!("http://127.0.0.1:{}", 9000 + i), "1".into(), epoch)))
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    format!("svc-{i}"),
+                    format!("http://127.0.0.1:{}", 9000 + i),
+                    "1".into(),
+                    epoch,
+                ))
+            })
             .collect()
     }
 
@@ -349,7 +393,10 @@ mod tests {
         let all = endpoints(2);
         let _busy: Vec<Lease> = (0..5).map(|_| Lease::new(Arc::clone(&all[0]))).collect();
         for _ in 0..50 {
-            assert_eq!(pick(&all, &[]).map(|e| e.id.clone()), Some("svc-1".to_owned()));
+            assert_eq!(
+                pick(&all, &[]).map(|e| e.id.clone()),
+                Some("svc-1".to_owned())
+            );
         }
     }
 
@@ -364,7 +411,10 @@ mod tests {
         // With the power of two choices the spread stays tight: never more than a few apart.
         let loads: Vec<usize> = all.iter().map(|e| e.in_flight()).collect();
         let (min, max) = (loads.iter().min().copied(), loads.iter().max().copied());
-        assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 4), "{loads:?}");
+        assert!(
+            max.zip(min).is_some_and(|(max, min)| max - min <= 4),
+            "{loads:?}"
+        );
         drop(leases);
         assert!(all.iter().all(|e| e.in_flight() == 0));
     }
@@ -385,8 +435,13 @@ mod tests {
 
     #[tokio::test]
     async fn static_instances_resolve_without_a_registry() {
-        let mut config = DiscoveryConfig { registry: None, ..DiscoveryConfig::default() };
-        config.static_instances.insert("users".into(), vec!["http://127.0.0.1:1/".into()]);
+        let mut config = DiscoveryConfig {
+            registry: None,
+            ..DiscoveryConfig::default()
+        };
+        config
+            .static_instances
+            .insert("users".into(), vec!["http://127.0.0.1:1/".into()]);
         let discovery = Discovery::new(&config, Transport::http(), &CancellationToken::new());
         let lease = discovery.pick("users").await.expect("static");
         assert_eq!(lease.endpoint().address, "http://127.0.0.1:1");

@@ -18,9 +18,15 @@ use http::{HeaderMap, StatusCode};
 
 use crate::context;
 
-/// An error answered as `application/problem+json`.
+/// An error answered as `application/problem+json`. Boxed inside, so a `Result` carrying it
+/// stays one pointer wide.
 #[derive(Debug)]
 pub struct HttpError {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     status: StatusCode,
     slug: &'static str,
     title: Cow<'static, str>,
@@ -32,15 +38,21 @@ pub struct HttpError {
 
 impl HttpError {
     /// An error with a status, a stable slug (the end of its `type` URN) and a title.
-    pub fn new(status: StatusCode, slug: &'static str, title: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
-            status,
-            slug,
-            title: title.into(),
-            detail: None,
-            errors: Vec::new(),
-            headers: HeaderMap::new(),
-            cause: None,
+            inner: Box::new(Inner {
+                status,
+                slug,
+                title: title.into(),
+                detail: None,
+                errors: Vec::new(),
+                headers: HeaderMap::new(),
+                cause: None,
+            }),
         }
     }
 
@@ -55,9 +67,13 @@ impl HttpError {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input")
-            .with_detail(detail);
-        error.errors = errors;
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid input",
+        )
+        .with_detail(detail);
+        error.inner.errors = errors;
         error
     }
 
@@ -65,7 +81,10 @@ impl HttpError {
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             .with_detail(detail)
-            .with_header(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            .with_header(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            )
     }
 
     /// 403: valid credentials that do not allow this.
@@ -85,75 +104,83 @@ impl HttpError {
 
     /// 503: temporarily unable to serve; `retry_after` seconds is a hint for clients.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            .with_detail(detail)
-            .with_header(RETRY_AFTER, HeaderValue::from(retry_after_secs))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .with_detail(detail)
+        .with_header(RETRY_AFTER, HeaderValue::from(retry_after_secs))
     }
 
     /// 500: a fault on our side. The cause is logged, never sent.
     pub fn internal(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-            .with_detail("the request failed on our side; quote the request id to report it")
-            .with_cause(cause)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        )
+        .with_detail("the request failed on our side; quote the request id to report it")
+        .with_cause(cause)
     }
 
     /// Replaces the slug, keeping status and title (a specific kind of 401, say).
     #[must_use]
     pub fn with_slug(mut self, slug: &'static str) -> Self {
-        self.slug = slug;
+        self.inner.slug = slug;
         self
     }
 
     /// Adds what went wrong this time.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.inner.detail = Some(detail.into());
         self
     }
 
     /// Adds a response header (`Retry-After`, `WWW-Authenticate`, ...).
     #[must_use]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.inner.headers.insert(name, value);
         self
     }
 
     /// Keeps the underlying error for the log.
     #[must_use]
     pub fn with_cause(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        self.cause = Some(cause.into());
+        self.inner.cause = Some(cause.into());
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     /// The stable slug of the problem type.
     pub fn slug(&self) -> &'static str {
-        self.slug
+        self.inner.slug
     }
 
     /// The body this error renders to, with the current request's path and id.
     pub fn to_problem(&self) -> Problem {
         let request = context::current();
         Problem {
-            kind: format!("{TYPE_PREFIX}{}", self.slug),
-            title: self.title.to_string(),
-            status: self.status.as_u16(),
-            detail: self.detail.clone(),
+            kind: format!("{TYPE_PREFIX}{}", self.inner.slug),
+            title: self.inner.title.to_string(),
+            status: self.inner.status.as_u16(),
+            detail: self.inner.detail.clone(),
             instance: request.as_ref().map(|r| r.path.clone()),
             request_id: request.map(|r| r.request_id),
-            errors: self.errors.clone(),
+            errors: self.inner.errors.clone(),
         }
     }
 }
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.slug)?;
-        if let Some(detail) = &self.detail {
+        write!(f, "{} {}", self.inner.status.as_u16(), self.inner.slug)?;
+        if let Some(detail) = &self.inner.detail {
             write!(f, ": {detail}")?;
         }
         Ok(())
@@ -162,21 +189,24 @@ impl fmt::Display for HttpError {
 
 impl StdError for HttpError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.cause.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.inner
+            .cause
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.inner.status.is_server_error() {
             // Logged here, inside the request span, so the line carries the request id.
-            match &self.cause {
+            match &self.inner.cause {
                 Some(cause) => tracing::error!(error = %ErrorChain(cause.as_ref()), "{self}"),
                 None => tracing::warn!("{self}"),
             }
         }
         let problem = self.to_problem();
-        problem_response(self.status, &problem, self.headers)
+        problem_response(self.inner.status, &problem, self.inner.headers)
     }
 }
 
@@ -185,7 +215,9 @@ pub fn problem_response(status: StatusCode, problem: &Problem, headers: HeaderMa
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut response = (status, body).into_response();
     response.headers_mut().extend(headers);
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -231,7 +263,10 @@ impl Validation {
 
     /// Records an error against `field`.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.to_owned(), message: message.into() });
+        self.errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// The 422 error for everything recorded; call when a check returned `None`.
@@ -241,7 +276,11 @@ impl Validation {
 
     /// `Ok` when nothing was recorded.
     pub fn finish(self) -> Result<(), HttpError> {
-        if self.errors.is_empty() { Ok(()) } else { Err(self.into_error()) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
     }
 }
 
@@ -251,7 +290,12 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn body_json(response: Response) -> serde_json::Value {
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         serde_json::from_slice(&bytes).expect("json")
     }
 
@@ -284,6 +328,9 @@ mod tests {
     #[test]
     fn chain_shows_every_source() {
         let error = HttpError::internal(std::io::Error::other("root cause"));
-        assert_eq!(ErrorChain(&error).to_string(), "500 internal: the request failed on our side; quote the request id to report it: root cause");
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "500 internal: the request failed on our side; quote the request id to report it: root cause"
+        );
     }
 }

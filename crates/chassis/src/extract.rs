@@ -45,21 +45,30 @@ impl From<JsonRejection> for HttpError {
             StatusCode::UNPROCESSABLE_ENTITY => {
                 HttpError::new(status, "invalid-body", "Invalid request body").with_detail(detail)
             }
-            _ => HttpError::new(status, "malformed-body", "Malformed request body").with_detail(detail),
+            _ => HttpError::new(status, "malformed-body", "Malformed request body")
+                .with_detail(detail),
         }
     }
 }
 
 impl From<QueryRejection> for HttpError {
     fn from(rejection: QueryRejection) -> Self {
-        HttpError::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query string")
-            .with_detail(rejection.body_text())
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query string",
+        )
+        .with_detail(rejection.body_text())
     }
 }
 
 impl From<PathRejection> for HttpError {
     fn from(rejection: PathRejection) -> Self {
-        HttpError::new(StatusCode::BAD_REQUEST, "invalid-path", "Invalid path parameter")
-            .with_detail(rejection.body_text())
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-path",
+            "Invalid path parameter",
+        )
+        .with_detail(rejection.body_text())
     }
 }

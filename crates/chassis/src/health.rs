@@ -33,7 +33,11 @@ pub struct Readiness {
 impl Readiness {
     /// Readiness that checks `database` and, if `registers`, waits for registration.
     pub fn new(database: Option<Db>, registers: bool) -> Self {
-        Self { database, registered: AtomicBool::new(!registers), draining: AtomicBool::new(false) }
+        Self {
+            database,
+            registered: AtomicBool::new(!registers),
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// Whether registration has completed.
@@ -61,12 +65,25 @@ impl Readiness {
                 Err(_) => Check::Failing("no answer within 2s".into()),
             },
         };
-        let registration = if self.is_registered() { Check::Ok } else { Check::Failing("not registered yet".into()) };
+        let registration = if self.is_registered() {
+            Check::Ok
+        } else {
+            Check::Failing("not registered yet".into())
+        };
         let draining = self.draining.load(Ordering::Acquire);
         let ready = !draining && database.passes() && registration.passes();
         ReadyReport {
-            status: if ready { "ready" } else if draining { "draining" } else { "not_ready" },
-            checks: Checks { database, registration },
+            status: if ready {
+                "ready"
+            } else if draining {
+                "draining"
+            } else {
+                "not_ready"
+            },
+            checks: Checks {
+                database,
+                registration,
+            },
         }
     }
 }
@@ -110,14 +127,21 @@ pub struct Checks {
 /// The health routes.
 pub fn routes(readiness: Arc<Readiness>) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { Json(serde_json::json!({ "status": "live" })) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(serde_json::json!({ "status": "live" })) }),
+        )
         .route("/health/ready", get(ready))
         .with_state(readiness)
 }
 
 async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
     let report = readiness.report().await;
-    let status = if report.status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(report)).into_response()
 }
 
@@ -128,11 +152,13 @@ pub async fn wait_until_ready(base_url: &str, within: Option<Duration>) -> bool 
     let deadline = within.map(|within| tokio::time::Instant::now() + within);
     let url = format!("{}/health/ready", base_url.trim_end_matches('/'));
     loop {
-        let Ok(request) = http::Request::get(&url).body(axum::body::Body::empty()) else { return false };
-        if let Ok(response) = transport.send(request).await {
-            if response.status().is_success() {
-                return true;
-            }
+        let Ok(request) = http::Request::get(&url).body(axum::body::Body::empty()) else {
+            return false;
+        };
+        if let Ok(response) = transport.send(request).await
+            && response.status().is_success()
+        {
+            return true;
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return false;

@@ -21,8 +21,9 @@ use prometheus_client::registry::Registry;
 use crate::ServiceInfo;
 
 /// Latency buckets in seconds, from a fast in-memory answer to a request near its timeout.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// A histogram family constructor with [`LATENCY_BUCKETS`].
 pub fn latency_histogram() -> Histogram {
@@ -82,7 +83,9 @@ impl HttpMetrics {
 
     /// Records one finished request.
     pub fn observe(&self, labels: RouteLabels, elapsed: Duration) {
-        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
     }
 }
@@ -114,7 +117,11 @@ pub fn register_build_info(registry: &mut Registry, service: &ServiceInfo) {
         instance: service.instance_id.clone(),
     })
     .set(1);
-    registry.register("build_info", "Service, version and instance of this process", info);
+    registry.register(
+        "build_info",
+        "Service, version and instance of this process",
+        info,
+    );
 }
 
 /// Renders a registry in the Prometheus/OpenMetrics text format.
@@ -122,7 +129,10 @@ pub fn render(registry: &Arc<Registry>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, registry) {
         Ok(()) => (
-            [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
@@ -142,14 +152,25 @@ mod tests {
     async fn renders_counts_and_histograms_per_route() {
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
-        let labels = RouteLabels { method: "GET".into(), route: "/users/me".into(), status: 200 };
+        let labels = RouteLabels {
+            method: "GET".into(),
+            route: "/users/me".into(),
+            status: 200,
+        };
         metrics.observe(labels.clone(), Duration::from_millis(3));
         metrics.observe(labels, Duration::from_millis(30));
         let response = render(&Arc::new(registry));
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let text = String::from_utf8(body.to_vec()).expect("utf-8");
         assert!(
-            text.contains(r#"http_server_requests_total{method="GET",route="/users/me",status="200"} 2"#),
+            text.contains(
+                r#"http_server_requests_total{method="GET",route="/users/me",status="200"} 2"#
+            ),
             "{text}"
         );
         assert!(

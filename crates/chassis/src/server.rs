@@ -99,8 +99,14 @@ pub enum StartError {
 
 impl StartError {
     /// Wraps a service-specific failure.
-    pub fn other(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Other { context, source: source.into() }
+    pub fn other(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Other {
+            context,
+            source: source.into(),
+        }
     }
 }
 
@@ -122,12 +128,17 @@ impl Server {
     /// Binds the listener of `config.http` and logs its address.
     pub async fn bind(info: ServiceInfo, config: &ChassisConfig) -> Result<Self, StartError> {
         let addr = SocketAddr::new(config.http.host, config.http.port);
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
         let url = match &config.http.advertise_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None if local_addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", local_addr.port()),
+            None if local_addr.ip().is_unspecified() => {
+                format!("http://127.0.0.1:{}", local_addr.port())
+            }
             None => format!("http://{local_addr}"),
         };
         tracing::info!("{LISTENING_PREFIX}{url}");
@@ -184,22 +195,35 @@ impl Server {
     ///
     /// `app` must not set a fallback: the chassis answers unknown routes with a problem body.
     pub async fn serve(self, app: Router, shutdown: CancellationToken) -> Result<(), StartError> {
-        let registrar = if self.registers { self.registrar() } else { None };
+        let registrar = if self.registers {
+            self.registrar()
+        } else {
+            None
+        };
         let readiness = Arc::new(Readiness::new(self.database, self.registers));
         let mut metrics_registry = self.metrics;
         let http_metrics = HttpMetrics::register(&mut metrics_registry);
         let metrics_registry = Arc::new(metrics_registry);
-        let observer = Arc::new(middleware::Observer::new(http_metrics, self.http.request_timeout));
+        let observer = Arc::new(middleware::Observer::new(
+            http_metrics,
+            self.http.request_timeout,
+        ));
 
         let app = app
             .merge(health::routes(Arc::clone(&readiness)))
-            .route("/metrics", get(move || std::future::ready(metrics::render(&metrics_registry))))
+            .route(
+                "/metrics",
+                get(move || std::future::ready(metrics::render(&metrics_registry))),
+            )
             .fallback(middleware::not_found)
             .method_not_allowed_fallback(middleware::method_not_allowed)
             .layer(DefaultBodyLimit::max(self.http.body_limit))
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
-            .layer(axum::middleware::from_fn_with_state(observer, middleware::observe));
+            .layer(axum::middleware::from_fn_with_state(
+                observer,
+                middleware::observe,
+            ));
 
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {
@@ -207,8 +231,11 @@ impl Server {
         }
 
         let stop_accepting = CancellationToken::new();
-        let serving = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let serving = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let mut serving = std::pin::pin!(serving.into_future());
         tokio::select! {
             result = &mut serving => return result.map_err(StartError::Serve),
@@ -225,7 +252,10 @@ impl Server {
         let grace = self.http.shutdown_grace;
         match tokio::time::timeout(grace, serving).await {
             Ok(result) => result.map_err(StartError::Serve)?,
-            Err(_) => tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period; closing them"),
+            Err(_) => tracing::warn!(
+                ?grace,
+                "in-flight requests outlived the shutdown grace period; closing them"
+            ),
         }
         tracing::info!("stopped");
         Ok(())
@@ -242,7 +272,12 @@ impl Server {
             ttl_ms: u64::try_from(self.discovery.ttl.as_millis()).ok(),
             meta: BTreeMap::from([("pid".to_owned(), std::process::id().to_string())]),
         };
-        Some(Registrar::new(client, self.info.instance_id.clone(), registration, self.discovery.heartbeat))
+        Some(Registrar::new(
+            client,
+            self.info.instance_id.clone(),
+            registration,
+            self.discovery.heartbeat,
+        ))
     }
 }
 
@@ -259,7 +294,10 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut interrupt), Ok(mut terminate)) => {
             tokio::select! {
                 _ = interrupt.recv() => tracing::info!("received SIGINT"),

@@ -17,8 +17,9 @@ use crate::config::{ConfigError, LogConfig, LogFormat};
 ///
 /// Fails only on a bad filter in `log.level`; a second call (tests) is ignored.
 pub fn init(service: &ServiceInfo, config: &LogConfig) -> Result<(), ConfigError> {
-    let filter = EnvFilter::try_new(&config.level)
-        .map_err(|e| ConfigError::invalid("log.level", format!("{:?}", config.level), e.to_string()))?;
+    let filter = EnvFilter::try_new(&config.level).map_err(|e| {
+        ConfigError::invalid("log.level", format!("{:?}", config.level), e.to_string())
+    })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Json => {
@@ -34,7 +35,11 @@ pub fn init(service: &ServiceInfo, config: &LogConfig) -> Result<(), ConfigError
             registry.with(layer).try_init()
         }
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false).compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .compact(),
+            )
             .try_init(),
     };
     // Already installed: a test binary or a second service in one process. Keep the first.

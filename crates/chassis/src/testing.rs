@@ -32,16 +32,21 @@ impl TestDatabase {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder for the test database");
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        Self { url, _dir: Some(dir), postgres: None }
+        Self {
+            url,
+            _dir: Some(dir),
+            postgres: None,
+        }
     }
 
     /// A new, empty PostgreSQL database on the test server.
     pub async fn postgres() -> Self {
-        let server = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let server =
+            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let name = format!("bazaar_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {server} ({POSTGRES_URL_VAR}): {e}"));
+        let mut admin = PgConnection::connect(&server).await.unwrap_or_else(|e| {
+            panic!("connecting to PostgreSQL at {server} ({POSTGRES_URL_VAR}): {e}")
+        });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
@@ -51,7 +56,11 @@ impl TestDatabase {
             Some((base, _)) => format!("{base}/{name}"),
             None => format!("{server}/{name}"),
         };
-        Self { url, _dir: None, postgres: Some((server, name)) }
+        Self {
+            url,
+            _dir: None,
+            postgres: Some((server, name)),
+        }
     }
 
     /// The database URL, as a service's `database.url` takes it.
@@ -62,16 +71,23 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((server, name)) = self.postgres.take() else { return };
+        let Some((server, name)) = self.postgres.take() else {
+            return;
+        };
         // Drop runs outside any runtime guarantee; use a thread with its own small runtime.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async move {
                 let mut admin = PgConnection::connect(&server).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await
-                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .ok()?;
                 admin.close().await.ok()
             })
         })
@@ -106,5 +122,8 @@ macro_rules! database_tests {
 
 /// Waits until the service at `base_url` is ready, panicking after `within`.
 pub async fn wait_ready(base_url: &str, within: Duration) {
-    assert!(crate::health::wait_until_ready(base_url, Some(within)).await, "{base_url} not ready within {within:?}");
+    assert!(
+        crate::health::wait_until_ready(base_url, Some(within)).await,
+        "{base_url} not ready within {within:?}"
+    );
 }

@@ -92,21 +92,28 @@ impl Verifier {
     /// Verifies `token`.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((identity, exp)) = lock(&self.verified).get(token) {
-            if *exp + LEEWAY_SECS > now {
-                return Ok(identity.clone());
-            }
+        if let Some((identity, exp)) = lock(&self.verified).get(token)
+            && *exp + LEEWAY_SECS > now
+        {
+            return Ok(identity.clone());
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
-        let kid = header.kid.ok_or_else(|| AuthError::Invalid("no key id".into()))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Invalid("no key id".into()))?;
         let key = match self.key(&kid) {
             Some(key) => key,
             None => {
                 self.refetch().await?;
-                self.key(&kid).ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))?
+                self.key(&kid)
+                    .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))?
             }
         };
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation)
@@ -115,13 +122,20 @@ impl Verifier {
                 _ => AuthError::Invalid(e.to_string()),
             })?
             .claims;
-        let identity = Identity { user_id: claims.sub, roles: claims.roles };
+        let identity = Identity {
+            user_id: claims.sub,
+            roles: claims.roles,
+        };
         self.remember(token, &identity, claims.exp, now);
         Ok(identity)
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(kid).cloned()
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kid)
+            .cloned()
     }
 
     fn remember(&self, token: &str, identity: &Identity, exp: u64, now: u64) {
@@ -160,14 +174,18 @@ impl Verifier {
             .map_err(|e| unavailable(&e))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            else {
                 tracing::warn!(kid = ?jwk.common.key_id, "skipping an unusable JWK");
                 continue;
             };
             keys.insert(kid, key);
         }
         tracing::info!(keys = keys.len(), "fetched token keys");
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
         Ok(())
     }
 }
@@ -177,5 +195,7 @@ fn unavailable(error: &(dyn std::error::Error + 'static)) -> AuthError {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

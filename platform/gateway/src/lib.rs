@@ -110,17 +110,32 @@ impl Application {
     pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
         let settings = &config.gateway;
         let table = RouteTable::new(
-            &[("gateway.routes", &settings.routes), ("gateway.extra_routes", &settings.extra_routes)],
+            &[
+                ("gateway.routes", &settings.routes),
+                ("gateway.extra_routes", &settings.extra_routes),
+            ],
             settings.upstream_timeout,
         )?;
         if settings.max_attempts == 0 {
-            return Err(ConfigError::invalid("gateway.max_attempts", 0, "must be at least 1").into());
+            return Err(
+                ConfigError::invalid("gateway.max_attempts", 0, "must be at least 1").into(),
+            );
         }
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
         let transport = Transport::http();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
-        let client = ServiceClient::new(discovery.clone(), transport.clone(), &config.chassis.discovery, SERVICE);
-        let verifier = auth::Verifier::new(client, &settings.token_service, &settings.issuer, &settings.audience);
+        let client = ServiceClient::new(
+            discovery.clone(),
+            transport.clone(),
+            &config.chassis.discovery,
+            SERVICE,
+        );
+        let verifier = auth::Verifier::new(
+            client,
+            &settings.token_service,
+            &settings.issuer,
+            &settings.audience,
+        );
 
         let mut server = Server::bind(info, &config.chassis).await?;
         let metrics = metrics::GatewayMetrics::register(server.metrics_registry());
@@ -133,7 +148,12 @@ impl Application {
             max_attempts: settings.max_attempts,
             body_limit: config.chassis.http.body_limit,
         };
-        Ok(Self { server, gateway: Arc::new(gateway), jwks_refresh: settings.jwks_refresh, shutdown: shutdown.clone() })
+        Ok(Self {
+            server,
+            gateway: Arc::new(gateway),
+            jwks_refresh: settings.jwks_refresh,
+            shutdown: shutdown.clone(),
+        })
     }
 
     /// The bound address.

@@ -55,18 +55,28 @@ impl GatewayMetrics {
             "Time until the upstream's response head, by service, version, instance and status",
             metrics.upstream_duration.clone(),
         );
-        registry.register("gateway_auth_failures", "Access tokens refused, by reason", metrics.auth_failures.clone());
+        registry.register(
+            "gateway_auth_failures",
+            "Access tokens refused, by reason",
+            metrics.auth_failures.clone(),
+        );
         metrics
     }
 
     /// Records one upstream exchange.
     pub fn upstream(&self, labels: UpstreamLabels, elapsed: Duration) {
-        self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.upstream_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         self.upstream_requests.get_or_create(&labels).inc();
     }
 
     /// Records a refused token.
     pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures.get_or_create(&AuthLabels { reason: reason.to_owned() }).inc();
+        self.auth_failures
+            .get_or_create(&AuthLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 }

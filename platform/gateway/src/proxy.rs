@@ -18,8 +18,8 @@ use chassis::client::Transport;
 use chassis::discovery::{Discovery, EJECTION, Endpoint};
 use chassis::server::middleware::RouteLabel;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::metrics::{GatewayMetrics, UpstreamLabels};
@@ -64,15 +64,30 @@ pub async fn handle(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
-        Match::Found(route) => (route.prefix.clone(), forward(&gateway, route, parts, body, peer).await),
+        Match::Found(route) => (
+            route.prefix.clone(),
+            forward(&gateway, route, parts, body, peer).await,
+        ),
         Match::MethodNotAllowed => (
             "unmatched".to_owned(),
-            Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
-                .with_detail(format!("{} is not allowed on {}", parts.method, parts.uri.path()))),
+            Err(HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+            .with_detail(format!(
+                "{} is not allowed on {}",
+                parts.method,
+                parts.uri.path()
+            ))),
         ),
-        Match::NotFound => {
-            ("unmatched".to_owned(), Err(HttpError::not_found(format!("no route for {}", parts.uri.path()))))
-        }
+        Match::NotFound => (
+            "unmatched".to_owned(),
+            Err(HttpError::not_found(format!(
+                "no route for {}",
+                parts.uri.path()
+            ))),
+        ),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteLabel(label));
@@ -87,10 +102,19 @@ async fn forward(
     peer: SocketAddr,
 ) -> Result<Response, HttpError> {
     let identity = authenticate(gateway, route, &parts.headers).await?;
-    let body = axum::body::to_bytes(body, gateway.body_limit).await.map_err(|_| {
-        HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-            .with_detail(format!("request bodies are at most {} bytes", gateway.body_limit))
-    })?;
+    let body = axum::body::to_bytes(body, gateway.body_limit)
+        .await
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            )
+            .with_detail(format!(
+                "request bodies are at most {} bytes",
+                gateway.body_limit
+            ))
+        })?;
     let path = route.upstream_path(parts.uri.path(), parts.uri.query());
     let headers = upstream_headers(&parts.headers, identity.as_ref(), peer);
     let idempotent = parts.method.is_idempotent();
@@ -98,15 +122,28 @@ async fn forward(
     let mut tried: Vec<String> = Vec::new();
     let mut last_failure = String::new();
     while tried.len() < gateway.max_attempts {
-        let Ok(lease) = gateway.discovery.pick_excluding(&route.service, &tried).await else {
+        let Ok(lease) = gateway
+            .discovery
+            .pick_excluding(&route.service, &tried)
+            .await
+        else {
             if tried.is_empty() {
-                return Err(HttpError::unavailable(format!("no healthy instance of {}", route.service), 1)
-                    .with_slug("no-upstream"));
+                return Err(HttpError::unavailable(
+                    format!("no healthy instance of {}", route.service),
+                    1,
+                )
+                .with_slug("no-upstream"));
             }
             break;
         };
         let endpoint = Arc::clone(lease.endpoint());
-        let request = build_request(&parts.method, &endpoint.address, &path, &headers, body.clone())?;
+        let request = build_request(
+            &parts.method,
+            &endpoint.address,
+            &path,
+            &headers,
+            body.clone(),
+        )?;
         let started = Instant::now();
         let outcome = tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
         let elapsed = started.elapsed();
@@ -130,20 +167,40 @@ async fn forward(
                 tried.push(endpoint.id.clone());
             }
             Err(_) => {
-                record(gateway, route, &endpoint, StatusCode::GATEWAY_TIMEOUT, elapsed);
+                record(
+                    gateway,
+                    route,
+                    &endpoint,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    elapsed,
+                );
                 tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
-                return Err(HttpError::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
-                    .with_detail(format!("{} did not answer within {}", route.service, humantime::format_duration(route.timeout))));
+                return Err(HttpError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    "Upstream timed out",
+                )
+                .with_detail(format!(
+                    "{} did not answer within {}",
+                    route.service,
+                    humantime::format_duration(route.timeout)
+                )));
             }
         }
     }
-    Err(HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
-        .with_detail(format!("{} could not be reached", route.service))
-        .with_cause(last_failure))
+    Err(
+        HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+            .with_detail(format!("{} could not be reached", route.service))
+            .with_cause(last_failure),
+    )
 }
 
 /// Checks the caller as the route requires; `None` is an anonymous caller.
-async fn authenticate(gateway: &Gateway, route: &Route, headers: &HeaderMap) -> Result<Option<Identity>, HttpError> {
+async fn authenticate(
+    gateway: &Gateway,
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<Option<Identity>, HttpError> {
     if route.auth == AuthMode::None {
         return Ok(None);
     }
@@ -153,15 +210,20 @@ async fn authenticate(gateway: &Gateway, route: &Route, headers: &HeaderMap) -> 
             let token = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .filter(|t| !t.is_empty());
             match token {
                 Some(token) => Some(token),
                 None => {
                     gateway.metrics.auth_failure("malformed_header");
-                    return Err(HttpError::unauthorized("the Authorization header must be `Bearer <access token>`")
-                        .with_slug("invalid-token"));
+                    return Err(HttpError::unauthorized(
+                        "the Authorization header must be `Bearer <access token>`",
+                    )
+                    .with_slug("invalid-token"));
                 }
             }
         }
@@ -177,15 +239,24 @@ async fn authenticate(gateway: &Gateway, route: &Route, headers: &HeaderMap) -> 
                 gateway.metrics.auth_failure(error.reason());
                 return Err(match error {
                     AuthError::KeysUnavailable(_) => {
-                        HttpError::unavailable("tokens cannot be verified right now", 2).with_cause(error)
+                        HttpError::unavailable("tokens cannot be verified right now", 2)
+                            .with_cause(error)
                     }
-                    AuthError::Expired => HttpError::unauthorized(error.to_string()).with_slug("token-expired"),
-                    AuthError::Invalid(_) => HttpError::unauthorized(error.to_string()).with_slug("invalid-token"),
+                    AuthError::Expired => {
+                        HttpError::unauthorized(error.to_string()).with_slug("token-expired")
+                    }
+                    AuthError::Invalid(_) => {
+                        HttpError::unauthorized(error.to_string()).with_slug("invalid-token")
+                    }
                 });
             }
         },
     };
-    if let Some(missing) = route.roles.iter().find(|role| !identity.roles.contains(role)) {
+    if let Some(missing) = route
+        .roles
+        .iter()
+        .find(|role| !identity.roles.contains(role))
+    {
         return Err(HttpError::forbidden(format!("requires the {missing} role")));
     }
     Ok(Some(identity))
@@ -193,7 +264,11 @@ async fn authenticate(gateway: &Gateway, route: &Route, headers: &HeaderMap) -> 
 
 /// The headers sent upstream: the client's, minus hop-by-hop headers, credentials and any
 /// identity headers the client tried to set, plus the verified identity and forwarding info.
-fn upstream_headers(incoming: &HeaderMap, identity: Option<&Identity>, peer: SocketAddr) -> HeaderMap {
+fn upstream_headers(
+    incoming: &HeaderMap,
+    identity: Option<&Identity>,
+    peer: SocketAddr,
+) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
     let listed: Vec<String> = incoming
         .get_all(header::CONNECTION)
@@ -219,7 +294,10 @@ fn upstream_headers(incoming: &HeaderMap, identity: Option<&Identity>, peer: Soc
             headers.insert(USER_ROLES, roles);
         }
     }
-    let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(chain) => format!("{chain}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };
@@ -257,7 +335,13 @@ fn downstream_response(response: http::Response<Body>) -> Response {
     Response::from_parts(parts, body)
 }
 
-fn record(gateway: &Gateway, route: &Route, endpoint: &Endpoint, status: StatusCode, elapsed: Duration) {
+fn record(
+    gateway: &Gateway,
+    route: &Route,
+    endpoint: &Endpoint,
+    status: StatusCode,
+    elapsed: Duration,
+) {
     gateway.metrics.upstream(
         UpstreamLabels {
             service: route.service.clone(),
@@ -276,10 +360,16 @@ mod tests {
     #[test]
     fn strips_credentials_forged_identity_and_hop_by_hop_headers() {
         let mut incoming = HeaderMap::new();
-        incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        incoming.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret"),
+        );
         incoming.insert("x-bazaar-user-id", HeaderValue::from_static("forged"));
         incoming.insert("X-Bazaar-User-Roles", HeaderValue::from_static("admin"));
-        incoming.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        incoming.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         incoming.insert("x-private", HeaderValue::from_static("1"));
         incoming.insert(header::HOST, HeaderValue::from_static("shop.example"));
         incoming.insert("x-request-id", HeaderValue::from_static("abc"));
@@ -296,7 +386,10 @@ mod tests {
         assert_eq!(anonymous["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(anonymous["x-forwarded-host"], "shop.example");
 
-        let identity = Identity { user_id: "u-1".into(), roles: vec!["customer".into(), "admin".into()] };
+        let identity = Identity {
+            user_id: "u-1".into(),
+            roles: vec!["customer".into(), "admin".into()],
+        };
         let signed_in = upstream_headers(&incoming, Some(&identity), peer);
         assert_eq!(signed_in[USER_ID], "u-1");
         assert_eq!(signed_in[USER_ROLES], "customer,admin");

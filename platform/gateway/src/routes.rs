@@ -43,7 +43,11 @@ pub struct RouteConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// Upstream deadline; the gateway default when absent.
-    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
 }
 
@@ -54,7 +58,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
         routes: Vec<RouteConfig>,
     }
     // The file is part of the binary and checked by a unit test, so this cannot fail at runtime.
-    toml::from_str::<File>(DEFAULT_ROUTES).map(|f| f.routes).unwrap_or_default()
+    toml::from_str::<File>(DEFAULT_ROUTES)
+        .map(|f| f.routes)
+        .unwrap_or_default()
 }
 
 /// A checked route.
@@ -78,7 +84,8 @@ pub struct Route {
 
 impl Route {
     fn matches_path(&self, path: &str) -> bool {
-        path.strip_prefix(&self.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        path.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     fn allows(&self, method: &Method) -> bool {
@@ -121,44 +128,84 @@ pub struct RouteTable {
 impl RouteTable {
     /// Checks every entry of every `(config key, entries)` section; an error names the entry
     /// (`gateway.extra_routes[2].prefix`).
-    pub fn new(sections: &[(&str, &[RouteConfig])], default_timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn new(
+        sections: &[(&str, &[RouteConfig])],
+        default_timeout: Duration,
+    ) -> Result<Self, ConfigError> {
         let mut routes = Vec::new();
-        let entries = sections.iter().flat_map(|(section, configs)| configs.iter().enumerate().map(move |(i, c)| (*section, i, c)));
+        let entries = sections.iter().flat_map(|(section, configs)| {
+            configs
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (*section, i, c))
+        });
         for (section, i, config) in entries {
             let key = |field: &str| format!("{section}[{i}].{field}");
             let prefix = config.prefix.trim_end_matches('/').to_owned();
-            if !config.prefix.starts_with('/') || prefix.is_empty() || prefix.contains(['?', '#', ' ']) {
-                return Err(ConfigError::invalid(&key("prefix"), format!("{:?}", config.prefix), "expected a path such as /api/orders"));
+            if !config.prefix.starts_with('/')
+                || prefix.is_empty()
+                || prefix.contains(['?', '#', ' '])
+            {
+                return Err(ConfigError::invalid(
+                    &key("prefix"),
+                    format!("{:?}", config.prefix),
+                    "expected a path such as /api/orders",
+                ));
             }
             let service_ok = config.service.starts_with(|c: char| c.is_ascii_lowercase())
-                && config.service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && config
+                    .service
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !service_ok {
-                return Err(ConfigError::invalid(&key("service"), format!("{:?}", config.service), "expected a service name"));
+                return Err(ConfigError::invalid(
+                    &key("service"),
+                    format!("{:?}", config.service),
+                    "expected a service name",
+                ));
             }
             let rewrite = match &config.rewrite {
-                Some(rewrite) if rewrite.is_empty() || rewrite.starts_with('/') => rewrite.trim_end_matches('/').to_owned(),
-                Some(rewrite) => {
-                    return Err(ConfigError::invalid(&key("rewrite"), format!("{rewrite:?}"), "expected a path starting with /"));
+                Some(rewrite) if rewrite.is_empty() || rewrite.starts_with('/') => {
+                    rewrite.trim_end_matches('/').to_owned()
                 }
-                None => prefix.strip_prefix("/api").map_or_else(|| prefix.clone(), str::to_owned),
+                Some(rewrite) => {
+                    return Err(ConfigError::invalid(
+                        &key("rewrite"),
+                        format!("{rewrite:?}"),
+                        "expected a path starting with /",
+                    ));
+                }
+                None => prefix
+                    .strip_prefix("/api")
+                    .map_or_else(|| prefix.clone(), str::to_owned),
             };
             let mut methods = Vec::new();
             for method in &config.methods {
-                let parsed = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| ConfigError::invalid(&key("methods"), format!("{method:?}"), "expected an HTTP method"))?;
+                let parsed =
+                    Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        ConfigError::invalid(
+                            &key("methods"),
+                            format!("{method:?}"),
+                            "expected an HTTP method",
+                        )
+                    })?;
                 methods.push(parsed);
             }
             routes.push(Route {
                 prefix,
                 service: config.service.clone(),
                 rewrite,
-                auth: if config.roles.is_empty() { config.auth } else { AuthMode::Required },
+                auth: if config.roles.is_empty() {
+                    config.auth
+                } else {
+                    AuthMode::Required
+                },
                 roles: config.roles.clone(),
                 methods,
                 timeout: config.timeout.unwrap_or(default_timeout),
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })
     }
 
@@ -171,7 +218,11 @@ impl RouteTable {
             }
             path_known = true;
         }
-        if path_known { Match::MethodNotAllowed } else { Match::NotFound }
+        if path_known {
+            Match::MethodNotAllowed
+        } else {
+            Match::NotFound
+        }
     }
 
     /// Every route, most specific first.
@@ -210,31 +261,55 @@ mod tests {
     #[test]
     fn the_shipped_table_parses() {
         let routes = default_routes();
-        assert!(routes.iter().any(|r| r.prefix == "/api/auth" && r.service == "users"));
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.prefix == "/api/auth" && r.service == "users")
+        );
         assert!(RouteTable::new(&[("gateway.routes", &routes)], Duration::from_secs(10)).is_ok());
     }
 
     #[test]
     fn matches_on_segment_boundaries_and_rewrites() {
         let table = table();
-        let Match::Found(route) = table.find(&Method::POST, "/api/auth/login") else { panic!("no match") };
+        let Match::Found(route) = table.find(&Method::POST, "/api/auth/login") else {
+            panic!("no match")
+        };
         assert_eq!(route.service, "users");
-        assert_eq!(route.upstream_path("/api/auth/login", Some("x=1")), "/auth/login?x=1");
+        assert_eq!(
+            route.upstream_path("/api/auth/login", Some("x=1")),
+            "/auth/login?x=1"
+        );
         assert_eq!(table.find(&Method::GET, "/api/authorize"), Match::NotFound);
-        let Match::Found(jwks) = table.find(&Method::GET, "/.well-known/jwks.json") else { panic!("no match") };
-        assert_eq!(jwks.upstream_path("/.well-known/jwks.json", None), "/.well-known/jwks.json");
-        assert_eq!(table.find(&Method::POST, "/.well-known/jwks.json"), Match::MethodNotAllowed);
+        let Match::Found(jwks) = table.find(&Method::GET, "/.well-known/jwks.json") else {
+            panic!("no match")
+        };
+        assert_eq!(
+            jwks.upstream_path("/.well-known/jwks.json", None),
+            "/.well-known/jwks.json"
+        );
+        assert_eq!(
+            table.find(&Method::POST, "/.well-known/jwks.json"),
+            Match::MethodNotAllowed
+        );
     }
 
     #[test]
     fn methods_pick_between_routes_and_roles_imply_auth() {
         let table = table();
-        let Match::Found(read) = table.find(&Method::GET, "/api/products/sku-1") else { panic!("no match") };
+        let Match::Found(read) = table.find(&Method::GET, "/api/products/sku-1") else {
+            panic!("no match")
+        };
         assert_eq!(read.auth, AuthMode::Optional);
-        let Match::Found(write) = table.find(&Method::POST, "/api/products") else { panic!("no match") };
+        let Match::Found(write) = table.find(&Method::POST, "/api/products") else {
+            panic!("no match")
+        };
         assert_eq!(write.auth, AuthMode::Required);
         assert_eq!(write.timeout, Duration::from_secs(2));
-        assert_eq!(table.find(&Method::DELETE, "/api/products/1"), Match::MethodNotAllowed);
+        assert_eq!(
+            table.find(&Method::DELETE, "/api/products/1"),
+            Match::MethodNotAllowed
+        );
     }
 
     #[test]
@@ -242,9 +317,20 @@ mod tests {
         let defaults = default_routes();
         let mut extra = default_routes();
         extra[1].prefix = "api/users".into();
-        let error = RouteTable::new(&[("gateway.routes", &defaults), ("gateway.extra_routes", &extra)], Duration::from_secs(1))
-            .expect_err("invalid");
-        assert!(error.to_string().starts_with("invalid config: gateway.extra_routes[1].prefix = \"api/users\""), "{error}");
+        let error = RouteTable::new(
+            &[
+                ("gateway.routes", &defaults),
+                ("gateway.extra_routes", &extra),
+            ],
+            Duration::from_secs(1),
+        )
+        .expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid config: gateway.extra_routes[1].prefix = \"api/users\""),
+            "{error}"
+        );
         extra = default_routes();
         extra[0].methods = vec!["GE T".into()];
         assert!(RouteTable::new(&[("gateway.routes", &extra)], Duration::from_secs(1)).is_err());

@@ -47,12 +47,18 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/instances", get(instances::list))
-        .route("/v1/instances/{id}", put(instances::register).delete(instances::deregister))
+        .route(
+            "/v1/instances/{id}",
+            put(instances::register).delete(instances::deregister),
+        )
         .route("/v1/instances/{id}/heartbeat", put(instances::heartbeat))
         .route("/v1/services", get(instances::services))
         .route("/v1/services/{service}", get(instances::service))
         .route("/v1/kv", get(kv::list))
-        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .with_state(state)
 }
 
@@ -68,11 +74,14 @@ pub struct Blocking {
 impl Blocking {
     /// How long to wait, if this is a blocking query at all.
     pub fn wait(&self, max: Duration) -> Result<Option<(u64, Duration)>, HttpError> {
-        let Some(index) = self.index else { return Ok(None) };
+        let Some(index) = self.index else {
+            return Ok(None);
+        };
         let wait = match &self.wait {
             None => DEFAULT_WAIT,
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| HttpError::bad_request(format!("wait={text:?} is not a duration: {e}")))?,
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                HttpError::bad_request(format!("wait={text:?} is not a duration: {e}"))
+            })?,
         };
         Ok(Some((index, wait.min(max))))
     }
@@ -80,5 +89,8 @@ impl Blocking {
 
 /// The index header every read answer carries.
 pub fn index_header(index: u64) -> [(http::HeaderName, HeaderValue); 1] {
-    [(http::HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index))]
+    [(
+        http::HeaderName::from_static(INDEX_HEADER),
+        HeaderValue::from(index),
+    )]
 }

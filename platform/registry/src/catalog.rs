@@ -61,7 +61,12 @@ pub struct Catalog {
 impl Catalog {
     /// An empty catalog sharing `index` with the KV store.
     pub fn new(index: Arc<Index>, check_interval: Duration, deregister_after: Duration) -> Self {
-        Self { state: Mutex::new(State::default()), index, check_interval, deregister_after }
+        Self {
+            state: Mutex::new(State::default()),
+            index,
+            check_interval,
+            deregister_after,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -100,10 +105,10 @@ impl Catalog {
             next_check: now + self.check_interval,
             checking: false,
         };
-        if let Some(previous) = state.instances.insert(id.to_owned(), entry) {
-            if previous.instance.service != instance.service {
-                self.changed(&mut state, &previous.instance.service);
-            }
+        if let Some(previous) = state.instances.insert(id.to_owned(), entry)
+            && previous.instance.service != instance.service
+        {
+            self.changed(&mut state, &previous.instance.service);
         }
         self.changed(&mut state, &instance.service);
         instance
@@ -139,7 +144,10 @@ impl Catalog {
             .filter(|(_, e)| !e.checking && e.next_check <= now)
             .map(|(id, e)| {
                 e.checking = true;
-                DueCheck { id: id.clone(), url: e.instance.health_url.clone() }
+                DueCheck {
+                    id: id.clone(),
+                    url: e.instance.health_url.clone(),
+                }
             })
             .collect()
     }
@@ -147,7 +155,9 @@ impl Catalog {
     /// Records the outcome of an HTTP check of `id`: `None` if it passed, or why it failed.
     pub fn record_check(&self, id: &str, failure: Option<String>, now: Instant) {
         let mut state = self.lock();
-        let Some(entry) = state.instances.get_mut(id) else { return };
+        let Some(entry) = state.instances.get_mut(id) else {
+            return;
+        };
         entry.checking = false;
         entry.next_check = now + self.check_interval;
         entry.check_failure = failure;
@@ -161,7 +171,11 @@ impl Catalog {
         let expired: Vec<String> = state
             .instances
             .iter_mut()
-            .filter(|(_, e)| !e.ttl_expired && e.ttl.is_some_and(|ttl| now.duration_since(e.last_heartbeat) > ttl))
+            .filter(|(_, e)| {
+                !e.ttl_expired
+                    && e.ttl
+                        .is_some_and(|ttl| now.duration_since(e.last_heartbeat) > ttl)
+            })
             .map(|(id, e)| {
                 e.ttl_expired = true;
                 id.clone()
@@ -173,7 +187,10 @@ impl Catalog {
         let removed: Vec<String> = state
             .instances
             .iter()
-            .filter(|(_, e)| e.critical_since.is_some_and(|since| now.duration_since(since) >= self.deregister_after))
+            .filter(|(_, e)| {
+                e.critical_since
+                    .is_some_and(|since| now.duration_since(since) >= self.deregister_after)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &removed {
@@ -187,14 +204,20 @@ impl Catalog {
 
     /// Derives the status of `id` from its TTL and check flags; bumps the index if it changed.
     fn settle(&self, state: &mut State, id: &str, now: Instant) -> HealthStatus {
-        let Some(entry) = state.instances.get_mut(id) else { return HealthStatus::Critical };
+        let Some(entry) = state.instances.get_mut(id) else {
+            return HealthStatus::Critical;
+        };
         let reasons: Vec<&str> = entry
             .ttl_expired
             .then_some(TTL_EXPIRED)
             .into_iter()
             .chain(entry.check_failure.as_deref())
             .collect();
-        let status = if reasons.is_empty() { HealthStatus::Passing } else { HealthStatus::Critical };
+        let status = if reasons.is_empty() {
+            HealthStatus::Passing
+        } else {
+            HealthStatus::Critical
+        };
         entry.instance.output = (!reasons.is_empty()).then(|| reasons.join("; "));
         if status == entry.instance.status {
             return status;
@@ -222,13 +245,20 @@ impl Catalog {
             .filter(|e| !passing_only || e.instance.status == HealthStatus::Passing)
             .map(|e| e.instance.clone())
             .collect();
-        (state.service_index.get(service).copied().unwrap_or(0), instances)
+        (
+            state.service_index.get(service).copied().unwrap_or(0),
+            instances,
+        )
     }
 
     /// Every instance, ordered by service then id.
     pub fn all(&self) -> Vec<Instance> {
         let state = self.lock();
-        let mut all: Vec<Instance> = state.instances.values().map(|e| e.instance.clone()).collect();
+        let mut all: Vec<Instance> = state
+            .instances
+            .values()
+            .map(|e| e.instance.clone())
+            .collect();
         all.sort_by(|a, b| (&a.service, &a.id).cmp(&(&b.service, &b.id)));
         all
     }
@@ -239,12 +269,14 @@ impl Catalog {
         let mut by_service: BTreeMap<&str, ServiceSummary> = BTreeMap::new();
         for entry in state.instances.values() {
             let instance = &entry.instance;
-            let summary = by_service.entry(&instance.service).or_insert_with(|| ServiceSummary {
-                name: instance.service.clone(),
-                passing: 0,
-                total: 0,
-                versions: Vec::new(),
-            });
+            let summary = by_service
+                .entry(&instance.service)
+                .or_insert_with(|| ServiceSummary {
+                    name: instance.service.clone(),
+                    passing: 0,
+                    total: 0,
+                    versions: Vec::new(),
+                });
             summary.total += 1;
             if instance.status == HealthStatus::Passing {
                 summary.passing += 1;
@@ -276,7 +308,11 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        Catalog::new(Arc::new(Index::new(0)), Duration::from_secs(2), Duration::from_secs(10))
+        Catalog::new(
+            Arc::new(Index::new(0)),
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
     }
 
     #[test]
@@ -288,7 +324,11 @@ mod tests {
         let first = catalog.service_index("users");
         assert!(first > 0);
         catalog.register("orders-1", registration("orders", None), t0);
-        assert_eq!(catalog.service_index("users"), first, "other services do not move it");
+        assert_eq!(
+            catalog.service_index("users"),
+            first,
+            "other services do not move it"
+        );
         assert!(catalog.deregister("users-1"));
         assert!(catalog.service_index("users") > first);
         assert!(!catalog.deregister("users-1"));
@@ -303,11 +343,17 @@ mod tests {
         assert_eq!(catalog.service("users", true).1.len(), 1);
         catalog.expire(t0 + Duration::from_millis(1100));
         assert!(catalog.service("users", true).1.is_empty());
-        assert_eq!(catalog.service("users", false).1[0].output.as_deref(), Some(TTL_EXPIRED));
+        assert_eq!(
+            catalog.service("users", false).1[0].output.as_deref(),
+            Some(TTL_EXPIRED)
+        );
         // A passing HTTP check does not hide a missing heartbeat.
         catalog.record_check("users-1", None, t0 + Duration::from_millis(1200));
         assert!(catalog.service("users", true).1.is_empty());
-        assert_eq!(catalog.heartbeat("users-1", t0 + Duration::from_millis(1300)), Some(HealthStatus::Passing));
+        assert_eq!(
+            catalog.heartbeat("users-1", t0 + Duration::from_millis(1300)),
+            Some(HealthStatus::Passing)
+        );
         assert_eq!(catalog.service("users", true).1.len(), 1);
     }
 
@@ -316,11 +362,18 @@ mod tests {
         let catalog = catalog();
         let t0 = Instant::now();
         catalog.register("users-1", registration("users", None), t0);
-        catalog.record_check("users-1", Some("connection refused".into()), t0 + Duration::from_secs(2));
+        catalog.record_check(
+            "users-1",
+            Some("connection refused".into()),
+            t0 + Duration::from_secs(2),
+        );
         let (_, instances) = catalog.service("users", false);
         assert_eq!(instances[0].status, HealthStatus::Critical);
         assert!(catalog.expire(t0 + Duration::from_secs(11)).is_empty());
-        assert_eq!(catalog.expire(t0 + Duration::from_secs(12)), vec!["users-1".to_owned()]);
+        assert_eq!(
+            catalog.expire(t0 + Duration::from_secs(12)),
+            vec!["users-1".to_owned()]
+        );
         assert!(catalog.all().is_empty());
     }
 
@@ -343,7 +396,10 @@ mod tests {
         assert!(catalog.due_checks(t0).is_empty());
         let due = catalog.due_checks(t0 + Duration::from_secs(2));
         assert_eq!(due.len(), 1);
-        assert!(catalog.due_checks(t0 + Duration::from_secs(3)).is_empty(), "in progress");
+        assert!(
+            catalog.due_checks(t0 + Duration::from_secs(3)).is_empty(),
+            "in progress"
+        );
     }
 
     #[test]
@@ -358,6 +414,9 @@ mod tests {
         let services = catalog.services();
         assert_eq!(services.len(), 1);
         assert_eq!((services[0].passing, services[0].total), (1, 2));
-        assert_eq!(services[0].versions, vec!["1.0.0".to_owned(), "1.1.0".to_owned()]);
+        assert_eq!(
+            services[0].versions,
+            vec!["1.0.0".to_owned(), "1.1.0".to_owned()]
+        );
     }
 }

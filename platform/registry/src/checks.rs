@@ -18,7 +18,12 @@ use crate::catalog::{Catalog, DueCheck};
 pub const SWEEP: Duration = Duration::from_millis(250);
 
 /// Runs sweeps until `stop` is cancelled.
-pub async fn run(catalog: Arc<Catalog>, transport: Transport, timeout: Duration, stop: CancellationToken) {
+pub async fn run(
+    catalog: Arc<Catalog>,
+    transport: Transport,
+    timeout: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -38,7 +43,10 @@ async fn check(catalog: Arc<Catalog>, transport: Transport, due: DueCheck, timeo
     let failure = match http::Request::get(&due.url).body(Body::empty()) {
         Err(error) => Some(format!("invalid health URL: {error}")),
         Ok(request) => match tokio::time::timeout(timeout, transport.send(request)).await {
-            Err(_) => Some(format!("no answer within {}", humantime::format_duration(timeout))),
+            Err(_) => Some(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )),
             Ok(Err(error)) => Some(chassis::error::ErrorChain(&error).to_string()),
             Ok(Ok(response)) if response.status().is_success() => None,
             Ok(Ok(response)) => Some(format!("health check answered {}", response.status())),

@@ -20,7 +20,10 @@ pub struct Index {
 impl Index {
     /// Starts at `start`.
     pub fn new(start: u64) -> Self {
-        Self { value: AtomicU64::new(start), changes: watch::Sender::new(start) }
+        Self {
+            value: AtomicU64::new(start),
+            changes: watch::Sender::new(start),
+        }
     }
 
     /// The current value.
@@ -65,7 +68,11 @@ mod tests {
         assert_eq!(index.bump(), 8);
         let waiter = {
             let index = Arc::clone(&index);
-            tokio::spawn(async move { index.wait_until(Duration::from_secs(5), || index.current() >= 10).await })
+            tokio::spawn(async move {
+                index
+                    .wait_until(Duration::from_secs(5), || index.current() >= 10)
+                    .await
+            })
         };
         index.bump();
         index.bump();

@@ -40,7 +40,9 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         return Err(format!("must be 1 to {MAX_KEY_LEN} bytes long"));
     }
     let valid_segment = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     };
     if key.split('/').all(valid_segment) {
         Ok(())
@@ -61,7 +63,9 @@ pub struct KvStore {
 impl KvStore {
     /// Loads every key, and starts the registry's index after the highest one stored.
     pub async fn open(db: Db) -> Result<Self, sqlx::Error> {
-        let rows = sqlx::query("SELECT key, value, create_index, modify_index FROM kv").fetch_all(db.pool()).await?;
+        let rows = sqlx::query("SELECT key, value, create_index, modify_index FROM kv")
+            .fetch_all(db.pool())
+            .await?;
         let mut entries = BTreeMap::new();
         let mut highest = 0;
         for row in rows {
@@ -94,7 +98,11 @@ impl KvStore {
 
     /// Entries whose key starts with `prefix`, in key order.
     pub fn list(&self, prefix: &str) -> Vec<KvEntry> {
-        self.read().range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, e)| e.clone()).collect()
+        self.read()
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Writes `value` at `key`; with `cas`, only if the key's modify index is `cas` (0: absent).
@@ -114,7 +122,12 @@ impl KvStore {
         .bind(index_to_db(index))
         .execute(self.db.pool())
         .await?;
-        let entry = KvEntry { key: key.to_owned(), value: value.to_owned(), create_index, modify_index: index };
+        let entry = KvEntry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            create_index,
+            modify_index: index,
+        };
         self.write().insert(key.to_owned(), entry.clone());
         self.index.bump();
         Ok(entry)
@@ -128,18 +141,25 @@ impl KvStore {
         if current.is_none() {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM kv WHERE key = $1").bind(key).execute(self.db.pool()).await?;
+        sqlx::query("DELETE FROM kv WHERE key = $1")
+            .bind(key)
+            .execute(self.db.pool())
+            .await?;
         self.write().remove(key);
         self.index.bump();
         Ok(true)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, KvEntry>> {
-        self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, KvEntry>> {
-        self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -167,7 +187,14 @@ mod tests {
     fn keys_are_paths_of_safe_segments() {
         assert!(validate_key("traffic/users").is_ok());
         assert!(validate_key("faults/payments/v1.2_x-y").is_ok());
-        for bad in ["", "/leading", "trailing/", "double//slash", "space here", "ünïcode"] {
+        for bad in [
+            "",
+            "/leading",
+            "trailing/",
+            "double//slash",
+            "space here",
+            "ünïcode",
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
         assert!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
@@ -175,7 +202,12 @@ mod tests {
 
     #[test]
     fn cas_zero_means_absent() {
-        let entry = KvEntry { key: "k".into(), value: "v".into(), create_index: 3, modify_index: 5 };
+        let entry = KvEntry {
+            key: "k".into(),
+            value: "v".into(),
+            create_index: 3,
+            modify_index: 5,
+        };
         assert!(check_cas(Some(0), None).is_ok());
         assert!(check_cas(Some(0), Some(&entry)).is_err());
         assert!(check_cas(Some(5), Some(&entry)).is_ok());

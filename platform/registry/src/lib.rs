@@ -100,16 +100,34 @@ impl Application {
     /// Opens the database, loads the KV store and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(&config.chassis.database_url(SERVICE), &config.chassis.database, &MIGRATOR).await?;
-        let kv = kv::KvStore::open(db.clone()).await.map_err(|e| StartError::other("loading the KV store", e))?;
+        let db = Db::connect(
+            &config.chassis.database_url(SERVICE),
+            &config.chassis.database,
+            &MIGRATOR,
+        )
+        .await?;
+        let kv = kv::KvStore::open(db.clone())
+            .await
+            .map_err(|e| StartError::other("loading the KV store", e))?;
         let catalog = catalog::Catalog::new(
             Arc::clone(kv.index()),
             config.registry.check_interval,
             config.registry.deregister_after,
         );
-        let state = api::AppState { catalog: Arc::new(catalog), kv: Arc::new(kv), max_wait: config.registry.max_wait };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db).without_registration();
-        Ok(Self { server, state, settings: config.registry })
+        let state = api::AppState {
+            catalog: Arc::new(catalog),
+            kv: Arc::new(kv),
+            max_wait: config.registry.max_wait,
+        };
+        let server = Server::bind(info, &config.chassis)
+            .await?
+            .with_database(db)
+            .without_registration();
+        Ok(Self {
+            server,
+            state,
+            settings: config.registry,
+        })
     }
 
     /// The bound address.
@@ -125,7 +143,10 @@ impl Application {
             self.settings.check_timeout,
             shutdown.child_token(),
         ));
-        let result = self.server.serve(api::router(self.state), shutdown.clone()).await;
+        let result = self
+            .server
+            .serve(api::router(self.state), shutdown.clone())
+            .await;
         shutdown.cancel();
         let _ = checks.await;
         result

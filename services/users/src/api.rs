@@ -103,8 +103,12 @@ impl From<UsersError> for HttpError {
             UsersError::InvalidCredentials => {
                 HttpError::unauthorized(detail).with_slug("invalid-credentials")
             }
-            UsersError::InvalidRefreshToken => HttpError::unauthorized(detail).with_slug("invalid-refresh-token"),
-            UsersError::RefreshReuse => HttpError::unauthorized(detail).with_slug("refresh-token-reuse"),
+            UsersError::InvalidRefreshToken => {
+                HttpError::unauthorized(detail).with_slug("invalid-refresh-token")
+            }
+            UsersError::RefreshReuse => {
+                HttpError::unauthorized(detail).with_slug("refresh-token-reuse")
+            }
             UsersError::UnknownUser => HttpError::unauthorized(detail).with_slug("unknown-user"),
             UsersError::Internal(source) => HttpError::internal(source),
         }
@@ -156,5 +160,10 @@ async fn jwks(State(state): State<AppState>) -> Result<Response, HttpError> {
         .map_err(HttpError::internal)?
         .map_err(HttpError::internal)?;
     let body = Json(serde_json::json!({ "keys": state.keys.jwks() }));
-    Ok((StatusCode::OK, [(http::header::CACHE_CONTROL, "public, max-age=60")], body).into_response())
+    Ok((
+        StatusCode::OK,
+        [(http::header::CACHE_CONTROL, "public, max-age=60")],
+        body,
+    )
+        .into_response())
 }

@@ -27,7 +27,9 @@ impl Email {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
         let label_ok = |label: &str| {
             !label.is_empty()
                 && label.len() <= 63
@@ -36,7 +38,11 @@ impl Email {
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         let domain_ok = domain.contains('.') && domain.split('.').all(label_ok);
-        if local_ok && domain_ok { Ok(Self(email.to_owned())) } else { Err(invalid()) }
+        if local_ok && domain_ok {
+            Ok(Self(email.to_owned()))
+        } else {
+            Err(invalid())
+        }
     }
 
     /// The address as given (trimmed).
@@ -68,8 +74,18 @@ impl fmt::Debug for Password {
 
 /// Passwords too common to allow, whatever their length (from public breach corpora).
 const COMMON: [&str; 12] = [
-    "password123", "password1234", "1234567890", "12345678910", "qwertyuiop", "qwerty12345",
-    "iloveyou123", "letmein1234", "welcome1234", "administrator", "passw0rd123", "0123456789",
+    "password123",
+    "password1234",
+    "1234567890",
+    "12345678910",
+    "qwertyuiop",
+    "qwerty12345",
+    "iloveyou123",
+    "letmein1234",
+    "welcome1234",
+    "administrator",
+    "passw0rd123",
+    "0123456789",
 ];
 
 impl Password {
@@ -98,10 +114,9 @@ impl Password {
         if COMMON.contains(&lower.as_str()) {
             return Err("is too common; choose another".into());
         }
-        if let Some(local) = email.and_then(|e| e.normalized().split('@').next().map(str::to_owned)) {
-            if local.len() >= 4 && lower.contains(&local) {
-                return Err("must not contain your email name".into());
-            }
+        let local = email.and_then(|e| e.normalized().split('@').next().map(str::to_owned));
+        if local.is_some_and(|local| local.len() >= 4 && lower.contains(&local)) {
+            return Err("must not contain your email name".into());
         }
         Ok(Self(raw.to_owned()))
     }
@@ -150,7 +165,18 @@ mod tests {
         let email = Email::parse("  Ada.Lovelace+shop@Example.COM ").expect("valid");
         assert_eq!(email.as_str(), "Ada.Lovelace+shop@Example.COM");
         assert_eq!(email.normalized(), "ada.lovelace+shop@example.com");
-        for bad in ["", "plain", "@example.com", "a@", "a@localhost", "a b@example.com", "a@exa mple.com", "a@-x.com", "a..b@example.com", "a@@example.com"] {
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@localhost",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-x.com",
+            "a..b@example.com",
+            "a@@example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
@@ -160,17 +186,29 @@ mod tests {
     fn password_policy() {
         let email = Email::parse("grace@example.com").expect("valid");
         assert!(Password::parse("correct horse battery", Some(&email)).is_ok());
-        assert_eq!(Password::parse("short", None).expect_err("short"), "must be at least 10 characters");
+        assert_eq!(
+            Password::parse("short", None).expect_err("short"),
+            "must be at least 10 characters"
+        );
         assert!(Password::parse(&"x".repeat(129), None).is_err());
         assert!(Password::parse("abababababab", None).is_err());
         assert!(Password::parse("Password123", None).is_err());
         assert!(Password::parse("my-grace-password", Some(&email)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("correct horse battery", None).expect("valid")), "Password(***)");
+        assert_eq!(
+            format!(
+                "{:?}",
+                Password::parse("correct horse battery", None).expect("valid")
+            ),
+            "Password(***)"
+        );
     }
 
     #[test]
     fn names() {
-        assert_eq!(DisplayName::parse("  Ada  ").expect("valid").as_str(), "Ada");
+        assert_eq!(
+            DisplayName::parse("  Ada  ").expect("valid").as_str(),
+            "Ada"
+        );
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse("bad\u{0007}name").is_err());
         assert!(DisplayName::parse(&"é".repeat(101)).is_err());

@@ -51,7 +51,11 @@ pub enum KeyError {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
     let path = path.display().to_string();
-    move |source| KeyError::Io { action, path, source }
+    move |source| KeyError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// One signing key.
@@ -68,7 +72,10 @@ pub struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("kid", &self.kid).field("created_at", &self.created_at).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +104,12 @@ impl KeyRing {
     /// Opens the key folder, making a first key (and the folder) if there is none.
     pub fn open(dir: PathBuf, rotation: Duration, retention: Duration) -> Result<Self, KeyError> {
         fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
-        let ring = Self { dir, rotation, retention, keys: RwLock::new(Arc::new(Vec::new())) };
+        let ring = Self {
+            dir,
+            rotation,
+            retention,
+            keys: RwLock::new(Arc::new(Vec::new())),
+        };
         ring.maintain(Utc::now())?;
         Ok(ring)
     }
@@ -115,7 +127,9 @@ impl KeyRing {
             .map_err(io_error("opening", &lock_path))?;
         lock.lock().map_err(io_error("locking", &lock_path))?;
         let mut keys = self.read_dir()?;
-        let newest_age = keys.last().map(|k| (now - k.created_at).to_std().unwrap_or_default());
+        let newest_age = keys
+            .last()
+            .map(|k| (now - k.created_at).to_std().unwrap_or_default());
         if newest_age.is_none_or(|age| age >= self.rotation) {
             let key = self.generate(now)?;
             tracing::info!(kid = %key.kid, "generated a new signing key");
@@ -124,7 +138,9 @@ impl KeyRing {
         // Key i can go once key i+1 has existed for longer than the retention.
         let mut keep = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
-            let successor_age = keys.get(i + 1).map(|next| (now - next.created_at).to_std().unwrap_or_default());
+            let successor_age = keys
+                .get(i + 1)
+                .map(|next| (now - next.created_at).to_std().unwrap_or_default());
             if successor_age.is_some_and(|age| age > self.retention) {
                 let path = self.path_of(&key.kid);
                 match fs::remove_file(&path) {
@@ -137,7 +153,10 @@ impl KeyRing {
                 keep.push(Arc::clone(key));
             }
         }
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keep);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keep);
         Ok(())
     }
 
@@ -150,12 +169,24 @@ impl KeyRing {
     pub fn jwks(&self) -> Vec<Jwk> {
         self.snapshot()
             .iter()
-            .map(|k| Jwk { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use_: "sig", kid: k.kid.clone(), x: k.public_x.clone() })
+            .map(|k| Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                alg: "EdDSA",
+                use_: "sig",
+                kid: k.kid.clone(),
+                x: k.public_x.clone(),
+            })
             .collect()
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Key>>> {
-        Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn path_of(&self, kid: &str) -> PathBuf {
@@ -167,14 +198,26 @@ impl KeyRing {
         let mut keys = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_error("reading", &self.dir))? {
             let path = entry.map_err(io_error("reading", &self.dir))?.path();
-            let Some(kid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pem")) else {
+            let Some(kid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pem"))
+            else {
                 continue;
             };
-            let Some(created_at) = created_at(kid) else { continue };
+            let Some(created_at) = created_at(kid) else {
+                continue;
+            };
             let pem = fs::read_to_string(&path).map_err(io_error("reading", &path))?;
-            let signing = SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|_| KeyError::Malformed { path: path.display().to_string() })?;
-            keys.push(Arc::new(key_from(kid.to_owned(), created_at, &signing, &path)?));
+            let signing = SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Malformed {
+                path: path.display().to_string(),
+            })?;
+            keys.push(Arc::new(key_from(
+                kid.to_owned(),
+                created_at,
+                &signing,
+                &path,
+            )?));
         }
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         Ok(keys)
@@ -183,11 +226,17 @@ impl KeyRing {
     /// Makes a key and writes it atomically (temporary file, then rename), readable by the owner.
     fn generate(&self, now: DateTime<Utc>) -> Result<Key, KeyError> {
         let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        let kid = format!("{}-{:04x}", now.format(KID_TIME_FORMAT), rand::random::<u16>());
+        let kid = format!(
+            "{}-{:04x}",
+            now.format(KID_TIME_FORMAT),
+            rand::random::<u16>()
+        );
         let path = self.path_of(&kid);
         let pem = signing
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| KeyError::Malformed { path: path.display().to_string() })?;
+            .map_err(|_| KeyError::Malformed {
+                path: path.display().to_string(),
+            })?;
         let temporary = self.dir.join(format!(".{kid}.pem.tmp"));
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -195,7 +244,8 @@ impl KeyRing {
             .mode(0o600)
             .open(&temporary)
             .map_err(io_error("creating", &temporary))?;
-        file.write_all(pem.as_bytes()).map_err(io_error("writing", &temporary))?;
+        file.write_all(pem.as_bytes())
+            .map_err(io_error("writing", &temporary))?;
         file.sync_all().map_err(io_error("writing", &temporary))?;
         fs::rename(&temporary, &path).map_err(io_error("renaming", &temporary))?;
         let created = created_at(&kid).unwrap_or(now);
@@ -205,11 +255,20 @@ impl KeyRing {
 
 fn created_at(kid: &str) -> Option<DateTime<Utc>> {
     let stamp = kid.split('-').next()?;
-    NaiveDateTime::parse_from_str(stamp, KID_TIME_FORMAT).ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(stamp, KID_TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
-fn key_from(kid: String, created_at: DateTime<Utc>, signing: &SigningKey, path: &Path) -> Result<Key, KeyError> {
-    let der = signing.to_pkcs8_der().map_err(|_| KeyError::Malformed { path: path.display().to_string() })?;
+fn key_from(
+    kid: String,
+    created_at: DateTime<Utc>,
+    signing: &SigningKey,
+    path: &Path,
+) -> Result<Key, KeyError> {
+    let der = signing.to_pkcs8_der().map_err(|_| KeyError::Malformed {
+        path: path.display().to_string(),
+    })?;
     Ok(Key {
         kid,
         created_at,
@@ -227,13 +286,23 @@ mod tests {
     #[test]
     fn first_open_makes_a_key_and_reopening_keeps_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ring = KeyRing::open(dir.path().join("keys"), 30 * DAY, Duration::from_secs(960)).expect("opens");
+        let ring = KeyRing::open(dir.path().join("keys"), 30 * DAY, Duration::from_secs(960))
+            .expect("opens");
         let first = ring.current().expect("a key");
-        let again = KeyRing::open(dir.path().join("keys"), 30 * DAY, Duration::from_secs(960)).expect("opens");
-        assert_eq!(again.current().map(|k| k.kid.clone()), Some(first.kid.clone()));
+        let again = KeyRing::open(dir.path().join("keys"), 30 * DAY, Duration::from_secs(960))
+            .expect("opens");
+        assert_eq!(
+            again.current().map(|k| k.kid.clone()),
+            Some(first.kid.clone())
+        );
         assert_eq!(ring.jwks().len(), 1);
-        let mode = fs::metadata(dir.path().join("keys").join(format!("{}.pem", first.kid))).expect("file").permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = fs::metadata(dir.path().join("keys").join(format!("{}.pem", first.kid)))
+            .expect("file")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -251,11 +320,13 @@ mod tests {
         assert_eq!(kids, [old.kid.clone(), new.kid.clone()]);
 
         // Within the retention both stay; after it, the old one is gone from disk and JWKS.
-        ring.maintain(later + chrono::Duration::seconds(900)).expect("keeps");
+        ring.maintain(later + chrono::Duration::seconds(900))
+            .expect("keeps");
         assert_eq!(ring.jwks().len(), 2);
-        ring.maintain(later + chrono::Duration::seconds(1000)).expect("prunes");
+        ring.maintain(later + chrono::Duration::seconds(1000))
+            .expect("prunes");
         let kids: Vec<String> = ring.jwks().into_iter().map(|k| k.kid).collect();
-        assert_eq!(kids, [new.kid.clone()]);
+        assert_eq!(kids, [new.kid.as_str()]);
         assert!(!dir.path().join(format!("{}.pem", old.kid)).exists());
     }
 
@@ -263,7 +334,13 @@ mod tests {
     fn a_malformed_key_file_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("20260101T000000Z-0000.pem"), "garbage").expect("write");
-        let error = KeyRing::open(dir.path().to_path_buf(), 30 * DAY, Duration::from_secs(960)).expect_err("malformed");
-        assert!(error.to_string().contains("is not an Ed25519 PKCS#8 PEM key"), "{error}");
+        let error = KeyRing::open(dir.path().to_path_buf(), 30 * DAY, Duration::from_secs(960))
+            .expect_err("malformed");
+        assert!(
+            error
+                .to_string()
+                .contains("is not an Ed25519 PKCS#8 PEM key"),
+            "{error}"
+        );
     }
 }

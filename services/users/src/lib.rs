@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`domain`]: what an email, a password and a name must be (no I/O).
 //! - [`passwords`], [`tokens`], [`keys`]: the cryptography.
-//! - [`store`]: SQL.
+//! - [`store`]: the SQL queries.
 //! - [`api`]: the HTTP routes.
 //! - [`demo`]: the demo accounts `bazaar up` seeds.
 
@@ -114,18 +114,27 @@ impl Application {
     /// the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(&config.chassis.database_url(SERVICE), &config.chassis.database, &MIGRATOR).await?;
+        let db = Db::connect(
+            &config.chassis.database_url(SERVICE),
+            &config.chassis.database,
+            &MIGRATOR,
+        )
+        .await?;
 
         let settings = config.users;
-        let keys_dir = settings.keys_dir.clone().unwrap_or_else(|| config.chassis.data_path("keys").join(SERVICE));
+        let keys_dir = settings
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| config.chassis.data_path("keys").join(SERVICE));
         // A retired key stays published while tokens it signed may live, plus clock skew and
         // the time other replicas take to notice its successor.
         let retention = settings.access_token_ttl + KEY_MAINTENANCE + Duration::from_secs(60);
         let rotation = settings.key_rotation;
-        let keys = tokio::task::spawn_blocking(move || KeyRing::open(keys_dir, rotation, retention))
-            .await
-            .map_err(|e| StartError::other("opening the signing keys", e))?
-            .map_err(|e| StartError::other("opening the signing keys", e))?;
+        let keys =
+            tokio::task::spawn_blocking(move || KeyRing::open(keys_dir, rotation, retention))
+                .await
+                .map_err(|e| StartError::other("opening the signing keys", e))?
+                .map_err(|e| StartError::other("opening the signing keys", e))?;
         let dummy_hash = passwords::hash(tokens::new_refresh_token())
             .await
             .map_err(|e| StartError::other("preparing password hashing", e))?;
@@ -137,7 +146,9 @@ impl Application {
             dummy_hash: dummy_hash.into(),
         };
         if state.settings.seed_demo {
-            demo::seed(&state).await.map_err(|e| StartError::other("seeding the demo accounts", e))?;
+            demo::seed(&state)
+                .await
+                .map_err(|e| StartError::other("seeding the demo accounts", e))?;
         }
         let server = Server::bind(info, &config.chassis).await?.with_database(db);
         Ok(Self { server, state })
@@ -161,12 +172,17 @@ impl Application {
                 let keys = Arc::clone(&keys);
                 match tokio::task::spawn_blocking(move || keys.maintain(chrono::Utc::now())).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::error!(error = %chassis::error::ErrorChain(&error), "key maintenance failed"),
+                    Ok(Err(error)) => {
+                        tracing::error!(error = %chassis::error::ErrorChain(&error), "key maintenance failed")
+                    }
                     Err(error) => tracing::error!(%error, "key maintenance task failed"),
                 }
             }
         });
-        let result = self.server.serve(api::router(self.state), shutdown.clone()).await;
+        let result = self
+            .server
+            .serve(api::router(self.state), shutdown.clone())
+            .await;
         shutdown.cancel();
         let _ = maintenance.await;
         result

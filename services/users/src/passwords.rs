@@ -30,7 +30,11 @@ pub async fn hash(password: String) -> Result<String, HashError> {
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
 pub async fn verify(password: String, phc: String) -> Result<bool, HashError> {
     Ok(tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        PasswordHash::new(&phc).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
     })
     .await?)
 }
@@ -45,8 +49,20 @@ mod tests {
         let b = hash("correct horse battery".into()).await.expect("hashes");
         assert!(a.starts_with("$argon2id$v=19$"), "{a}");
         assert_ne!(a, b, "each hash has its own salt");
-        assert!(verify("correct horse battery".into(), a.clone()).await.expect("verifies"));
-        assert!(!verify("wrong horse battery".into(), a).await.expect("verifies"));
-        assert!(!verify("anything".into(), "not a phc string".into()).await.expect("verifies"));
+        assert!(
+            verify("correct horse battery".into(), a.clone())
+                .await
+                .expect("verifies")
+        );
+        assert!(
+            !verify("wrong horse battery".into(), a)
+                .await
+                .expect("verifies")
+        );
+        assert!(
+            !verify("anything".into(), "not a phc string".into())
+                .await
+                .expect("verifies")
+        );
     }
 }

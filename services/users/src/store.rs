@@ -2,8 +2,8 @@
 //! `chassis::db` for the rules that make that work).
 
 use chassis::db::{Db, is_unique_violation};
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 /// Why a store call failed.
@@ -127,20 +127,27 @@ impl Store {
     }
 
     /// The account with this normalized email.
-    pub async fn find_by_email(&self, email_normalized: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1")))
-            .bind(email_normalized)
-            .fetch_optional(self.db.pool())
-            .await?;
+    pub async fn find_by_email(
+        &self,
+        email_normalized: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1"
+        )))
+        .bind(email_normalized)
+        .fetch_optional(self.db.pool())
+        .await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
 
     /// The account with this id.
     pub async fn find_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
-            .bind(id.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
 
@@ -190,7 +197,10 @@ impl Store {
     }
 
     /// The refresh token with this hash.
-    pub async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+    pub async fn find_refresh(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
         )
@@ -212,7 +222,11 @@ impl Store {
 
     /// Exchanges token `old_id` for `new`, atomically. `false` if `old_id` was already rotated
     /// or revoked (a concurrent refresh won, or the token is being replayed).
-    pub async fn rotate_refresh(&self, old_id: &str, new: &NewRefresh<'_>) -> Result<bool, StoreError> {
+    pub async fn rotate_refresh(
+        &self,
+        old_id: &str,
+        new: &NewRefresh<'_>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let rotated = sqlx::query(
             "UPDATE refresh_tokens SET rotated_at = $1 WHERE id = $2 AND rotated_at IS NULL AND revoked_at IS NULL",
@@ -243,11 +257,13 @@ impl Store {
 
     /// Revokes every live token of a login; returns how many.
     pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(family_id)
-            .execute(self.db.pool())
-            .await?;
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(self.db.pool())
+        .await?;
         Ok(done.rows_affected())
     }
 }
@@ -263,7 +279,11 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
         email: row.try_get("email")?,
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
-        roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        roles: roles
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

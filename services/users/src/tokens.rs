@@ -40,13 +40,19 @@ pub fn sign_access_token(
 
 /// A fresh refresh token: 256 random bits.
 pub fn new_refresh_token() -> String {
-    format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
+    format!(
+        "{REFRESH_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
 }
 
 /// What is stored of a refresh token: its SHA-256, hex. The token has 256 bits of entropy, so
 /// a fast hash is enough (no salt or stretching needed, unlike passwords).
 pub fn hash_refresh_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -58,23 +64,41 @@ mod tests {
     #[test]
     fn access_tokens_verify_with_the_published_key() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ring = KeyRing::open(dir.path().to_path_buf(), Duration::from_secs(86_400), Duration::from_secs(960)).expect("opens");
+        let ring = KeyRing::open(
+            dir.path().to_path_buf(),
+            Duration::from_secs(86_400),
+            Duration::from_secs(960),
+        )
+        .expect("opens");
         let key = ring.current().expect("a key");
         let user = Uuid::now_v7();
         let now = jsonwebtoken::get_current_timestamp();
-        let token = sign_access_token(&key, "bazaar-users", "bazaar", user, &["customer".into()], now, Duration::from_secs(900))
-            .expect("signs");
+        let token = sign_access_token(
+            &key,
+            "bazaar-users",
+            "bazaar",
+            user,
+            &["customer".into()],
+            now,
+            Duration::from_secs(900),
+        )
+        .expect("signs");
 
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
         assert_eq!(header.alg, Algorithm::EdDSA);
         let jwk = &ring.jwks()[0];
-        let x = serde_json::to_value(jwk).expect("json")["x"].as_str().expect("x").to_owned();
+        let x = serde_json::to_value(jwk).expect("json")["x"]
+            .as_str()
+            .expect("x")
+            .to_owned();
         let decoding = DecodingKey::from_ed_components(&x).expect("key");
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&["bazaar-users"]);
         validation.set_audience(&["bazaar"]);
-        let claims = jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation).expect("verifies").claims;
+        let claims = jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation)
+            .expect("verifies")
+            .claims;
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(claims.exp - claims.iat, 900);
         assert_eq!(claims.roles, ["customer"]);

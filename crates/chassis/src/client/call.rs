@@ -82,10 +82,21 @@ pub struct ServiceClient {
 impl ServiceClient {
     /// A client that resolves through `discovery` and sends through `transport`; `caller` names
     /// this service in the `user-agent` of every call.
-    pub fn new(discovery: Discovery, transport: Transport, config: &DiscoveryConfig, caller: &str) -> Self {
+    pub fn new(
+        discovery: Discovery,
+        transport: Transport,
+        config: &DiscoveryConfig,
+        caller: &str,
+    ) -> Self {
         let user_agent = HeaderValue::from_str(&format!("bazaar-{caller}"))
             .unwrap_or_else(|_| HeaderValue::from_static("bazaar"));
-        Self { discovery, transport, timeout: config.call_timeout, retries: config.retries, user_agent }
+        Self {
+            discovery,
+            transport,
+            timeout: config.call_timeout,
+            retries: config.retries,
+            user_agent,
+        }
     }
 
     /// The discovery this client resolves through.
@@ -143,7 +154,8 @@ impl Call<'_> {
         match serde_json::to_vec(value) {
             Ok(body) => {
                 self.body = body.into();
-                self.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                self.headers
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             }
             Err(error) => self.error = Some(error.to_string()),
         }
@@ -181,12 +193,18 @@ impl Call<'_> {
     /// (the request never left) or, for repeatable calls, on 502/503/504 and broken exchanges.
     pub async fn send(self) -> Result<CallResponse, CallError> {
         if let Some(reason) = self.error.clone() {
-            return Err(CallError::Invalid { service: self.service.clone(), reason });
+            return Err(CallError::Invalid {
+                service: self.service.clone(),
+                reason,
+            });
         }
         let deadline = Instant::now() + self.timeout;
         match tokio::time::timeout_at(deadline.into(), self.attempts()).await {
             Ok(result) => result,
-            Err(_) => Err(CallError::Timeout { service: self.service.clone(), after: self.timeout }),
+            Err(_) => Err(CallError::Timeout {
+                service: self.service.clone(),
+                after: self.timeout,
+            }),
         }
     }
 
@@ -197,7 +215,12 @@ impl Call<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let lease = match self.client.discovery.pick_excluding(&self.service, &tried).await {
+            let lease = match self
+                .client
+                .discovery
+                .pick_excluding(&self.service, &tried)
+                .await
+            {
                 Ok(lease) => lease,
                 // Every instance tried once: start over rather than give up early.
                 Err(_) if !tried.is_empty() => {
@@ -215,15 +238,19 @@ impl Call<'_> {
                     let status = response.status();
                     let retryable = matches!(
                         status,
-                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
                     );
                     if retryable && repeatable && may_retry {
                         tracing::debug!(service = %self.service, instance = %endpoint.id, %status, "retrying");
                     } else {
                         let headers = response.headers().clone();
-                        let body = response.into_body().collect().await.map_err(|e| CallError::Decode {
-                            service: self.service.clone(),
-                            source: Box::new(e),
+                        let body = response.into_body().collect().await.map_err(|e| {
+                            CallError::Decode {
+                                service: self.service.clone(),
+                                source: Box::new(e),
+                            }
                         })?;
                         return Ok(CallResponse {
                             service: self.service.clone(),
@@ -239,7 +266,10 @@ impl Call<'_> {
                         endpoint.eject(EJECTION);
                     }
                     if !(may_retry && (error.is_connect() || repeatable)) {
-                        return Err(CallError::Unreachable { service: self.service.clone(), source: error });
+                        return Err(CallError::Unreachable {
+                            service: self.service.clone(),
+                            source: error,
+                        });
                     }
                     tracing::debug!(service = %self.service, instance = %endpoint.id, error = %crate::error::ErrorChain(&error), "retrying");
                 }
@@ -255,7 +285,10 @@ impl Call<'_> {
             .method(self.method.clone())
             .uri(format!("{address}{}", self.path))
             .body(Body::from(self.body.clone()))
-            .map_err(|e| CallError::Invalid { service: self.service.clone(), reason: e.to_string() })?;
+            .map_err(|e| CallError::Invalid {
+                service: self.service.clone(),
+                reason: e.to_string(),
+            })?;
         let headers = request.headers_mut();
         headers.extend(self.headers.clone());
         headers.insert(USER_AGENT, self.client.user_agent.clone());
@@ -293,15 +326,23 @@ impl CallResponse {
         if self.status.is_success() {
             return Ok(self);
         }
-        let problem = serde_json::from_slice::<Problem>(&self.body).ok().map(Box::new);
-        Err(CallError::Status { service: self.service, status: self.status, problem })
+        let problem = serde_json::from_slice::<Problem>(&self.body)
+            .ok()
+            .map(Box::new);
+        Err(CallError::Status {
+            service: self.service,
+            status: self.status,
+            problem,
+        })
     }
 
     /// Decodes a 2xx JSON body; any other status is an error.
     pub fn json<T: DeserializeOwned>(self) -> Result<T, CallError> {
         let response = self.error_for_status()?;
-        serde_json::from_slice(&response.body)
-            .map_err(|e| CallError::Decode { service: response.service, source: Box::new(e) })
+        serde_json::from_slice(&response.body).map_err(|e| CallError::Decode {
+            service: response.service,
+            source: Box::new(e),
+        })
     }
 }
 
@@ -314,7 +355,10 @@ mod tests {
         for attempt in 1..20 {
             let pause = backoff(attempt);
             let base = 20u64 * (1 << attempt.min(6));
-            assert!(pause >= Duration::from_millis(base / 2) && pause <= Duration::from_millis(base), "{attempt}: {pause:?}");
+            assert!(
+                pause >= Duration::from_millis(base / 2) && pause <= Duration::from_millis(base),
+                "{attempt}: {pause:?}"
+            );
         }
     }
 }

@@ -70,14 +70,21 @@ impl Transport {
         Self::from_service(service_fn(move |request: Request<Body>| {
             let client = client.clone();
             async move {
-                let authority =
-                    request.uri().authority().map(ToString::to_string).unwrap_or_default();
+                let authority = request
+                    .uri()
+                    .authority()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 match client.request(request).await {
                     Ok(response) => Ok(response.map(Body::new)),
-                    Err(error) if error.is_connect() => {
-                        Err(TransportError::Connect { authority, source: Box::new(error) })
-                    }
-                    Err(error) => Err(TransportError::Request { authority, source: Box::new(error) }),
+                    Err(error) if error.is_connect() => Err(TransportError::Connect {
+                        authority,
+                        source: Box::new(error),
+                    }),
+                    Err(error) => Err(TransportError::Request {
+                        authority,
+                        source: Box::new(error),
+                    }),
                 }
             }
         }))
@@ -93,7 +100,9 @@ impl Transport {
             + 'static,
         S::Future: Send + 'static,
     {
-        Self { inner: BoxCloneSyncService::new(service) }
+        Self {
+            inner: BoxCloneSyncService::new(service),
+        }
     }
 
     /// Sends one request.

@@ -30,7 +30,12 @@ impl Registrar {
         registration: Registration,
         heartbeat: Duration,
     ) -> Self {
-        Self { client, id, registration, heartbeat }
+        Self {
+            client,
+            id,
+            registration,
+            heartbeat,
+        }
     }
 
     /// Registers (retrying until the registry answers), marks the instance registered, then
@@ -70,7 +75,11 @@ impl Registrar {
                     }
                     failing = true;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if readiness.is_registered() { self.heartbeat } else { backoff }
+                    if readiness.is_registered() {
+                        self.heartbeat
+                    } else {
+                        backoff
+                    }
                 }
             };
             tokio::select! {

@@ -64,7 +64,10 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client of the registry at `base` (`http://127.0.0.1:7701`).
     pub fn new(base: &str, transport: Transport) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), transport }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            transport,
+        }
     }
 
     /// The registry's base URL.
@@ -73,10 +76,16 @@ impl RegistryClient {
     }
 
     /// Registers (or re-registers) an instance.
-    pub async fn register(&self, id: &str, registration: &Registration) -> Result<(), RegistryError> {
+    pub async fn register(
+        &self,
+        id: &str,
+        registration: &Registration,
+    ) -> Result<(), RegistryError> {
         let body = serde_json::to_vec(registration)?;
         let path = format!("/v1/instances/{}", encode(id));
-        self.expect_ok(Method::PUT, &path, Some(body)).await.map(drop)
+        self.expect_ok(Method::PUT, &path, Some(body))
+            .await
+            .map(drop)
     }
 
     /// Renews an instance's TTL.
@@ -112,7 +121,9 @@ impl RegistryClient {
             path.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
             timeout += wait;
         }
-        let (_, body) = self.expect_ok_within(Method::GET, &path, None, timeout).await?;
+        let (_, body) = self
+            .expect_ok_within(Method::GET, &path, None, timeout)
+            .await?;
         Ok(serde_json::from_slice(&body)?)
     }
 
@@ -148,7 +159,15 @@ impl RegistryClient {
         if let Some(cas) = cas {
             path.push_str(&format!("?cas={cas}"));
         }
-        match self.send(Method::PUT, &path, Some(value.as_bytes().to_vec()), CALL_TIMEOUT).await? {
+        match self
+            .send(
+                Method::PUT,
+                &path,
+                Some(value.as_bytes().to_vec()),
+                CALL_TIMEOUT,
+            )
+            .await?
+        {
             (status, body) if status.is_success() => {
                 Ok(Some(serde_json::from_slice::<KvWrite>(&body)?.index))
             }
@@ -168,7 +187,8 @@ impl RegistryClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), RegistryError> {
-        self.expect_ok_within(method, path, body, CALL_TIMEOUT).await
+        self.expect_ok_within(method, path, body, CALL_TIMEOUT)
+            .await
     }
 
     async fn expect_ok_within(
@@ -191,7 +211,9 @@ impl RegistryClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), RegistryError> {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -202,7 +224,9 @@ impl RegistryClient {
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, RegistryError>((status, body))
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| RegistryError::Timeout(timeout))?
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| RegistryError::Timeout(timeout))?
     }
 }
 

@@ -48,7 +48,11 @@ impl Observer {
 }
 
 /// The middleware function; see the module docs.
-pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(observer): State<Arc<Observer>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let _in_flight = observer.metrics.start();
     let request_id = request
@@ -63,7 +67,10 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -72,7 +79,10 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
         // Filled by proxies (the gateway) with the instance that served the request.
         upstream = tracing::field::Empty,
     );
-    let context = RequestContext { request_id: request_id.clone(), path: path.clone() };
+    let context = RequestContext {
+        request_id: request_id.clone(),
+        path: path.clone(),
+    };
     let timeout = observer.timeout;
     let handle = async move {
         let response = match tokio::time::timeout(timeout, next.run(request)).await {
@@ -95,13 +105,19 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
     let status = response.status();
     let elapsed = started.elapsed();
     observer.metrics.observe(
-        RouteLabels { method: method.to_string(), route: route.clone(), status: status.as_u16() },
+        RouteLabels {
+            method: method.to_string(),
+            route: route.clone(),
+            status: status.as_u16(),
+        },
         elapsed,
     );
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
-        let quiet = path.starts_with("/health/") || path == "/metrics" || response.extensions().get::<Quiet>().is_some();
+        let quiet = path.starts_with("/health/")
+            || path == "/metrics"
+            || response.extensions().get::<Quiet>().is_some();
         if quiet {
             tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
         } else if status.is_server_error() {
@@ -114,9 +130,16 @@ pub async fn observe(State(observer): State<Arc<Observer>>, mut request: Request
 }
 
 fn timed_out(timeout: Duration) -> Response {
-    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out")
-        .with_detail(format!("the request took longer than {}", humantime::format_duration(timeout)))
-        .into_response()
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "Request timed out",
+    )
+    .with_detail(format!(
+        "the request took longer than {}",
+        humantime::format_duration(timeout)
+    ))
+    .into_response()
 }
 
 /// Replaces the body of an error response that is not JSON (one made by axum or a tower layer)
@@ -152,13 +175,25 @@ fn with_problem_body(response: Response) -> Response {
 
 /// Fallback for unknown routes.
 pub async fn not_found(request: Request) -> HttpError {
-    HttpError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+    HttpError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 /// Fallback for a known route with the wrong method.
 pub async fn method_not_allowed(request: Request) -> HttpError {
-    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
-        .with_detail(format!("{} is not allowed on {}", request.method(), request.uri().path()))
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .with_detail(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 /// Turns a handler panic into a 500 problem; the panic message is logged, never sent.

@@ -9,13 +9,25 @@ async fn stack() -> (Stack, std::path::PathBuf) {
     let shutdown = CancellationToken::new();
     let (users, data, keep) = spawn_users(&shutdown).await;
     let echo = spawn_echo("echo").await;
-    let stack = Stack::start(&[("users", vec![users]), ("echo", vec![echo])], settings_with_echo(), shutdown, keep).await;
+    let stack = Stack::start(
+        &[("users", vec![users]), ("echo", vec![echo])],
+        settings_with_echo(),
+        shutdown,
+        keep,
+    )
+    .await;
     (stack, data)
 }
 
 async fn sign_in(stack: &Stack, email: &str) -> String {
     let body = json!({"email": email, "password": "correct horse battery", "name": "Tester"});
-    let created = stack.http.post(stack.at("/api/auth/signup")).json(&body).send().await.expect("answers");
+    let created = stack
+        .http
+        .post(stack.at("/api/auth/signup"))
+        .json(&body)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(created.status(), 201);
     let tokens: Value = stack
         .http
@@ -34,14 +46,28 @@ async fn sign_in(stack: &Stack, email: &str) -> String {
 async fn signup_login_and_profile_through_the_gateway() {
     let (stack, _) = stack().await;
     let token = sign_in(&stack, "edge@example.com").await;
-    let me = stack.http.get(stack.at("/api/users/me")).bearer_auth(&token).send().await.expect("answers");
+    let me = stack
+        .http
+        .get(stack.at("/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(me.status(), 200);
     let me: Value = me.json().await.expect("json");
     assert_eq!(me["email"], "edge@example.com");
 
-    let anonymous = stack.http.get(stack.at("/api/users/me")).send().await.expect("answers");
+    let anonymous = stack
+        .http
+        .get(stack.at("/api/users/me"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(anonymous.status(), 401);
-    assert_eq!(problem(anonymous).await["type"], "urn:bazaar:problem:unauthorized");
+    assert_eq!(
+        problem(anonymous).await["type"],
+        "urn:bazaar:problem:unauthorized"
+    );
 
     let jwks = stack.get_json("/.well-known/jwks.json").await;
     assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
@@ -63,8 +89,14 @@ async fn the_verified_identity_replaces_whatever_the_client_sent() {
         .json()
         .await
         .expect("json");
-    assert!(forged["headers"].get("x-bazaar-user-id").is_none(), "{forged}");
-    assert!(forged["headers"].get("x-bazaar-user-roles").is_none(), "{forged}");
+    assert!(
+        forged["headers"].get("x-bazaar-user-id").is_none(),
+        "{forged}"
+    );
+    assert!(
+        forged["headers"].get("x-bazaar-user-roles").is_none(),
+        "{forged}"
+    );
 
     let real: Value = stack
         .http
@@ -78,13 +110,29 @@ async fn the_verified_identity_replaces_whatever_the_client_sent() {
         .await
         .expect("json");
     assert_eq!(real["headers"]["x-bazaar-user-roles"], "customer");
-    assert!(real["headers"]["x-bazaar-user-id"].as_str().is_some_and(|id| id.len() == 36));
-    assert!(real["headers"].get("authorization").is_none(), "tokens stay at the edge");
+    assert!(
+        real["headers"]["x-bazaar-user-id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36)
+    );
+    assert!(
+        real["headers"].get("authorization").is_none(),
+        "tokens stay at the edge"
+    );
     assert!(real["headers"]["x-request-id"].is_string());
 
-    let not_admin = stack.http.get(stack.at("/api/admin-echo")).bearer_auth(&token).send().await.expect("answers");
+    let not_admin = stack
+        .http
+        .get(stack.at("/api/admin-echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(not_admin.status(), 403);
-    assert_eq!(problem(not_admin).await["detail"], "requires the admin role");
+    assert_eq!(
+        problem(not_admin).await["detail"],
+        "requires the admin role"
+    );
 }
 
 #[tokio::test]
@@ -96,68 +144,174 @@ async fn bad_tokens_are_refused_with_a_reason() {
         async move {
             let response = request.send().await.expect("answers");
             assert_eq!(response.status(), 401);
-            problem(response).await["type"].as_str().expect("type").to_owned()
+            problem(response).await["type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
         }
     };
 
-    assert_eq!(refused("garbage".into()).await, "urn:bazaar:problem:invalid-token");
+    assert_eq!(
+        refused("garbage".into()).await,
+        "urn:bazaar:problem:invalid-token"
+    );
     // Tampered claims: the signature no longer matches.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].chars().rev().collect();
-    assert_eq!(refused(parts.join(".")).await, "urn:bazaar:problem:invalid-token");
+    assert_eq!(
+        refused(parts.join(".")).await,
+        "urn:bazaar:problem:invalid-token"
+    );
     // `alg: none` is refused before any key is looked up.
-    let none = format!("{}.{}.", base64url(r#"{"alg":"none","typ":"JWT"}"#), good.split('.').nth(1).unwrap_or(""));
+    let none = format!(
+        "{}.{}.",
+        base64url(r#"{"alg":"none","typ":"JWT"}"#),
+        good.split('.').nth(1).unwrap_or("")
+    );
     assert_eq!(refused(none).await, "urn:bazaar:problem:invalid-token");
 
     // The real key, but expired.
-    let ring = users::keys::KeyRing::open(data.join("keys").join("users"), Duration::from_secs(86_400), Duration::from_secs(960))
-        .expect("same keys");
+    let ring = users::keys::KeyRing::open(
+        data.join("keys").join("users"),
+        Duration::from_secs(86_400),
+        Duration::from_secs(960),
+    )
+    .expect("same keys");
     let key = ring.current().expect("key");
     let long_ago = jsonwebtoken::get_current_timestamp() - 3600;
     let user = uuid_v7();
-    let expired = users::tokens::sign_access_token(&key, "bazaar-users", "bazaar", user, &[], long_ago, Duration::from_secs(900))
-        .expect("signs");
+    let expired = users::tokens::sign_access_token(
+        &key,
+        "bazaar-users",
+        "bazaar",
+        user,
+        &[],
+        long_ago,
+        Duration::from_secs(900),
+    )
+    .expect("signs");
     assert_eq!(refused(expired).await, "urn:bazaar:problem:token-expired");
     // The real key, the wrong audience.
     let now = jsonwebtoken::get_current_timestamp();
-    let elsewhere = users::tokens::sign_access_token(&key, "bazaar-users", "another-shop", user, &[], now, Duration::from_secs(900))
-        .expect("signs");
+    let elsewhere = users::tokens::sign_access_token(
+        &key,
+        "bazaar-users",
+        "another-shop",
+        user,
+        &[],
+        now,
+        Duration::from_secs(900),
+    )
+    .expect("signs");
     assert_eq!(refused(elsewhere).await, "urn:bazaar:problem:invalid-token");
     // A key the shop never published.
     let stranger_dir = tempfile::tempdir().expect("tempdir");
-    let stranger = users::keys::KeyRing::open(stranger_dir.path().to_path_buf(), Duration::from_secs(86_400), Duration::from_secs(960))
-        .expect("keys");
-    let forged = users::tokens::sign_access_token(&stranger.current().expect("key"), "bazaar-users", "bazaar", user, &["admin".into()], now, Duration::from_secs(900))
-        .expect("signs");
+    let stranger = users::keys::KeyRing::open(
+        stranger_dir.path().to_path_buf(),
+        Duration::from_secs(86_400),
+        Duration::from_secs(960),
+    )
+    .expect("keys");
+    let forged = users::tokens::sign_access_token(
+        &stranger.current().expect("key"),
+        "bazaar-users",
+        "bazaar",
+        user,
+        &["admin".into()],
+        now,
+        Duration::from_secs(900),
+    )
+    .expect("signs");
     assert_eq!(refused(forged).await, "urn:bazaar:problem:invalid-token");
 
-    let malformed_header = stack.http.get(stack.at("/api/users/me")).header("authorization", "Basic abc").send().await.expect("answers");
+    let malformed_header = stack
+        .http
+        .get(stack.at("/api/users/me"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(malformed_header.status(), 401);
 
-    let metrics = stack.http.get(stack.at("/metrics")).send().await.expect("answers").text().await.expect("text");
-    assert!(metrics.contains(r#"bazaar_gateway_auth_failures_total{reason="invalid"}"#), "{metrics}");
-    assert!(metrics.contains(r#"bazaar_gateway_auth_failures_total{reason="expired"} 1"#), "{metrics}");
+    let metrics = stack
+        .http
+        .get(stack.at("/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"bazaar_gateway_auth_failures_total{reason="invalid"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"bazaar_gateway_auth_failures_total{reason="expired"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn a_rotated_key_is_picked_up_on_first_sight() {
     let (stack, data) = stack().await;
     let token = sign_in(&stack, "rotation@example.com").await;
-    assert_eq!(stack.http.get(stack.at("/api/users/me")).bearer_auth(&token).send().await.expect("answers").status(), 200);
+    assert_eq!(
+        stack
+            .http
+            .get(stack.at("/api/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
 
     // A new key appears in users' key folder (as rotation or another replica would make it).
-    let ring = users::keys::KeyRing::open(data.join("keys").join("users"), Duration::from_secs(86_400), Duration::from_secs(960))
-        .expect("same keys");
+    let ring = users::keys::KeyRing::open(
+        data.join("keys").join("users"),
+        Duration::from_secs(86_400),
+        Duration::from_secs(960),
+    )
+    .expect("same keys");
     ring.maintain(chrono_in_days(31)).expect("rotates");
     let key = ring.current().expect("new key");
-    let claims_user: Value = stack.http.get(stack.at("/api/users/me")).bearer_auth(&token).send().await.expect("answers").json().await.expect("json");
-    let user = claims_user["id"].as_str().expect("id").parse().expect("uuid");
+    let claims_user: Value = stack
+        .http
+        .get(stack.at("/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let user = claims_user["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
     // Wait out the refetch guard, then a token with the new kid verifies at once.
     tokio::time::sleep(gateway::auth::REFETCH_INTERVAL).await;
     let now = jsonwebtoken::get_current_timestamp();
-    let rotated = users::tokens::sign_access_token(&key, "bazaar-users", "bazaar", user, &["customer".into()], now, Duration::from_secs(900))
-        .expect("signs");
-    let me = stack.http.get(stack.at("/api/users/me")).bearer_auth(&rotated).send().await.expect("answers");
+    let rotated = users::tokens::sign_access_token(
+        &key,
+        "bazaar-users",
+        "bazaar",
+        user,
+        &["customer".into()],
+        now,
+        Duration::from_secs(900),
+    )
+    .expect("signs");
+    let me = stack
+        .http
+        .get(stack.at("/api/users/me"))
+        .bearer_auth(&rotated)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(me.status(), 200);
 }
 

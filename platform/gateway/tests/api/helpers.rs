@@ -26,7 +26,9 @@ impl Drop for Stack {
 }
 
 /// A real users service; returns its URL and data folder (for its signing keys).
-pub(crate) async fn spawn_users(shutdown: &CancellationToken) -> (String, PathBuf, Vec<Box<dyn Send>>) {
+pub(crate) async fn spawn_users(
+    shutdown: &CancellationToken,
+) -> (String, PathBuf, Vec<Box<dyn Send>>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::sqlite();
     let data = tempfile::tempdir().expect("data dir");
@@ -34,9 +36,12 @@ pub(crate) async fn spawn_users(shutdown: &CancellationToken) -> (String, PathBu
     config.data_dir = data.path().to_path_buf();
     config.database.url = Some(db.url());
     config.discovery.registry = None;
-    let app = users::Application::build(users::Config { chassis: config, users: users::Settings::default() })
-        .await
-        .expect("users starts");
+    let app = users::Application::build(users::Config {
+        chassis: config,
+        users: users::Settings::default(),
+    })
+    .await
+    .expect("users starts");
     let url = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
@@ -46,13 +51,24 @@ pub(crate) async fn spawn_users(shutdown: &CancellationToken) -> (String, PathBu
 
 /// An upstream that answers every request with what it received, and its own name.
 pub(crate) async fn spawn_echo(name: &'static str) -> String {
-    let echo = move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: String| async move {
-        let headers: BTreeMap<String, String> =
-            headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect();
-        axum::Json(json!({"name": name, "method": method.as_str(), "uri": uri.to_string(), "headers": headers, "body": body}))
+    let echo = move |method: axum::http::Method,
+                     uri: axum::http::Uri,
+                     headers: HeaderMap,
+                     body: String| async move {
+        let headers: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        axum::Json(
+            json!({"name": name, "method": method.as_str(), "uri": uri.to_string(), "headers": headers, "body": body}),
+        )
     };
-    let app = Router::new().route("/", any(echo)).route("/{*path}", any(echo));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let app = Router::new()
+        .route("/", any(echo))
+        .route("/{*path}", any(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
@@ -77,15 +93,28 @@ impl Stack {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = ChassisConfig::with_port(0);
         config.discovery.registry = None;
-        config.discovery.static_instances =
-            upstreams.iter().map(|(service, urls)| ((*service).to_owned(), urls.clone())).collect();
-        let app = gateway::Application::build(gateway::Config { chassis: config, gateway: settings }, &shutdown)
-            .await
-            .expect("gateway starts");
+        config.discovery.static_instances = upstreams
+            .iter()
+            .map(|(service, urls)| ((*service).to_owned(), urls.clone()))
+            .collect();
+        let app = gateway::Application::build(
+            gateway::Config {
+                chassis: config,
+                gateway: settings,
+            },
+            &shutdown,
+        )
+        .await
+        .expect("gateway starts");
         let gateway = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&gateway, Duration::from_secs(10)).await;
-        Self { gateway, http: reqwest::Client::new(), shutdown, _keep: keep }
+        Self {
+            gateway,
+            http: reqwest::Client::new(),
+            shutdown,
+            _keep: keep,
+        }
     }
 
     pub(crate) fn at(&self, path: &str) -> String {
@@ -93,15 +122,22 @@ impl Stack {
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Value {
-        self.http.get(self.at(path)).send().await.expect("gateway answers").json().await.expect("json")
+        self.http
+            .get(self.at(path))
+            .send()
+            .await
+            .expect("gateway answers")
+            .json()
+            .await
+            .expect("json")
     }
 }
 
 /// Settings with an extra public route to `echo` and an admin-only one.
 pub(crate) fn settings_with_echo() -> Settings {
-    let mut settings = Settings::default();
-    settings.extra_routes = toml_routes(
-        r#"
+    Settings {
+        extra_routes: toml_routes(
+            r#"
         [[routes]]
         prefix = "/api/echo"
         service = "echo"
@@ -112,8 +148,9 @@ pub(crate) fn settings_with_echo() -> Settings {
         service = "echo"
         roles = ["admin"]
         "#,
-    );
-    settings
+        ),
+        ..Settings::default()
+    }
 }
 
 pub(crate) fn toml_routes(text: &str) -> Vec<gateway::routes::RouteConfig> {
@@ -126,6 +163,9 @@ pub(crate) fn toml_routes(text: &str) -> Vec<gateway::routes::RouteConfig> {
 
 /// Reads a problem body and checks its content type.
 pub(crate) async fn problem(response: reqwest::Response) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     response.json().await.expect("problem json")
 }

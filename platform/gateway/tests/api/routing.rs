@@ -10,7 +10,13 @@ use crate::helpers::{Stack, dead_address, problem, settings_with_echo, spawn_ech
 #[tokio::test]
 async fn rewrites_paths_and_passes_queries_and_bodies() {
     let echo = spawn_echo("echo-1").await;
-    let stack = Stack::start(&[("echo", vec![echo])], settings_with_echo(), CancellationToken::new(), vec![]).await;
+    let stack = Stack::start(
+        &[("echo", vec![echo])],
+        settings_with_echo(),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
     let answer: Value = stack
         .http
         .post(stack.at("/api/echo/items/7?color=red"))
@@ -25,16 +31,32 @@ async fn rewrites_paths_and_passes_queries_and_bodies() {
     assert_eq!(answer["uri"], "/echo/items/7?color=red");
     assert_eq!(answer["method"], "POST");
     assert_eq!(answer["body"], r#"{"n":1}"#);
-    assert_eq!(answer["headers"]["x-request-id"], "trace-me-42", "the request id travels on");
+    assert_eq!(
+        answer["headers"]["x-request-id"], "trace-me-42",
+        "the request id travels on"
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_problems() {
     let stack = Stack::start(&[], settings_with_echo(), CancellationToken::new(), vec![]).await;
-    let missing = stack.http.get(stack.at("/api/nothing-here")).send().await.expect("answers");
+    let missing = stack
+        .http
+        .get(stack.at("/api/nothing-here"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(missing.status(), 404);
-    assert_eq!(problem(missing).await["type"], "urn:bazaar:problem:not-found");
-    let wrong = stack.http.delete(stack.at("/.well-known/jwks.json")).send().await.expect("answers");
+    assert_eq!(
+        problem(missing).await["type"],
+        "urn:bazaar:problem:not-found"
+    );
+    let wrong = stack
+        .http
+        .delete(stack.at("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(wrong.status(), 405);
     problem(wrong).await;
 }
@@ -43,9 +65,21 @@ async fn unknown_routes_and_methods_get_problems() {
 async fn fails_over_from_a_dead_instance_even_for_posts() {
     let live = spawn_echo("live").await;
     let dead = dead_address().await;
-    let stack = Stack::start(&[("echo", vec![dead, live])], settings_with_echo(), CancellationToken::new(), vec![]).await;
+    let stack = Stack::start(
+        &[("echo", vec![dead, live])],
+        settings_with_echo(),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
     for _ in 0..20 {
-        let response = stack.http.post(stack.at("/api/echo/x")).body("{}").send().await.expect("answers");
+        let response = stack
+            .http
+            .post(stack.at("/api/echo/x"))
+            .body("{}")
+            .send()
+            .await
+            .expect("answers");
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["name"], "live");
@@ -55,49 +89,123 @@ async fn fails_over_from_a_dead_instance_even_for_posts() {
 #[tokio::test]
 async fn no_instance_is_503_and_all_dead_is_502() {
     let dead = dead_address().await;
-    let stack = Stack::start(&[("echo", vec![]), ("users", vec![dead])], settings_with_echo(), CancellationToken::new(), vec![]).await;
-    let none = stack.http.get(stack.at("/api/echo")).send().await.expect("answers");
+    let stack = Stack::start(
+        &[("echo", vec![]), ("users", vec![dead])],
+        settings_with_echo(),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
+    let none = stack
+        .http
+        .get(stack.at("/api/echo"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(none.status(), 503);
     assert!(none.headers().contains_key("retry-after"));
-    assert_eq!(problem(none).await["type"], "urn:bazaar:problem:no-upstream");
-    let down = stack.http.post(stack.at("/api/auth/login")).json(&json!({})).send().await.expect("answers");
+    assert_eq!(
+        problem(none).await["type"],
+        "urn:bazaar:problem:no-upstream"
+    );
+    let down = stack
+        .http
+        .post(stack.at("/api/auth/login"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(down.status(), 502);
     let body = problem(down).await;
     assert_eq!(body["type"], "urn:bazaar:problem:bad-gateway");
-    assert!(!body.to_string().contains("127.0.0.1"), "internals stay in the log: {body}");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "internals stay in the log: {body}"
+    );
 }
 
 #[tokio::test]
 async fn a_slow_upstream_is_cut_off_with_504() {
     let slow = MockServer::start().await;
-    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).mount(&slow).await;
-    let mut settings = gateway::Settings::default();
-    settings.extra_routes = toml_routes(
-        r#"
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&slow)
+        .await;
+    let settings = gateway::Settings {
+        extra_routes: toml_routes(
+            r#"
         [[routes]]
         prefix = "/api/slow"
         service = "slow"
         timeout = "200ms"
         "#,
-    );
-    let stack = Stack::start(&[("slow", vec![slow.uri()])], settings, CancellationToken::new(), vec![]).await;
+        ),
+        ..gateway::Settings::default()
+    };
+    let stack = Stack::start(
+        &[("slow", vec![slow.uri()])],
+        settings,
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
     let started = Instant::now();
-    let response = stack.http.get(stack.at("/api/slow/thing")).send().await.expect("answers");
+    let response = stack
+        .http
+        .get(stack.at("/api/slow/thing"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(problem(response).await["type"], "urn:bazaar:problem:upstream-timeout");
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:bazaar:problem:upstream-timeout"
+    );
 }
 
 #[tokio::test]
 async fn metrics_count_per_route_and_per_upstream() {
     let echo = spawn_echo("echo-1").await;
-    let stack = Stack::start(&[("echo", vec![echo])], settings_with_echo(), CancellationToken::new(), vec![]).await;
+    let stack = Stack::start(
+        &[("echo", vec![echo])],
+        settings_with_echo(),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
     for _ in 0..3 {
-        stack.http.get(stack.at("/api/echo/a")).send().await.expect("answers");
+        stack
+            .http
+            .get(stack.at("/api/echo/a"))
+            .send()
+            .await
+            .expect("answers");
     }
-    stack.http.get(stack.at("/api/none")).send().await.expect("answers");
-    let metrics = stack.http.get(stack.at("/metrics")).send().await.expect("answers").text().await.expect("text");
-    assert!(metrics.contains(r#"bazaar_http_server_requests_total{method="GET",route="/api/echo",status="200"} 3"#), "{metrics}");
-    assert!(metrics.contains(r#"route="unmatched",status="404""#), "{metrics}");
+    stack
+        .http
+        .get(stack.at("/api/none"))
+        .send()
+        .await
+        .expect("answers");
+    let metrics = stack
+        .http
+        .get(stack.at("/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            r#"bazaar_http_server_requests_total{method="GET",route="/api/echo",status="200"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="unmatched",status="404""#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"bazaar_gateway_upstream_requests_total{service="echo",version="static",instance="echo-static-0",status="200"} 3"#), "{metrics}");
 }

@@ -5,9 +5,9 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
-use chassis::server::middleware::Quiet;
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
+use chassis::server::middleware::Quiet;
 use contracts::discovery::{InstanceList, Registration, ServiceInstances, ServiceList};
 use http::StatusCode;
 use serde::Deserialize;
@@ -32,7 +32,10 @@ pub async fn register(
 }
 
 /// `DELETE /v1/instances/{id}`.
-pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, HttpError> {
+pub async fn deregister(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
     if state.catalog.deregister(&id) {
         tracing::info!(instance = %id, "deregistered");
         Ok(StatusCode::NO_CONTENT)
@@ -42,27 +45,46 @@ pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -
 }
 
 /// `PUT /v1/instances/{id}/heartbeat`.
-pub async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, HttpError> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
     match state.catalog.heartbeat(&id, Instant::now()) {
         Some(status) => {
             let mut response = Json(serde_json::json!({ "status": status })).into_response();
             response.extensions_mut().insert(Quiet);
             Ok(response)
         }
-        None => Err(HttpError::not_found(format!("no instance {id:?}; register again"))),
+        None => Err(HttpError::not_found(format!(
+            "no instance {id:?}; register again"
+        ))),
     }
 }
 
 /// `GET /v1/instances`.
 pub async fn list(State(state): State<AppState>) -> Response {
     let index = state.kv.index().current();
-    (index_header(index), Json(InstanceList { index, instances: state.catalog.all() })).into_response()
+    (
+        index_header(index),
+        Json(InstanceList {
+            index,
+            instances: state.catalog.all(),
+        }),
+    )
+        .into_response()
 }
 
 /// `GET /v1/services`.
 pub async fn services(State(state): State<AppState>) -> Response {
     let index = state.kv.index().current();
-    (index_header(index), Json(ServiceList { index, services: state.catalog.services() })).into_response()
+    (
+        index_header(index),
+        Json(ServiceList {
+            index,
+            services: state.catalog.services(),
+        }),
+    )
+        .into_response()
 }
 
 /// Query of `GET /v1/services/{service}`.
@@ -86,13 +108,28 @@ pub async fn service(
     Path(service): Path<String>,
     Query(query): Query<ServiceQuery>,
 ) -> Result<Response, HttpError> {
-    let blocking = Blocking { index: query.index, wait: query.wait };
+    let blocking = Blocking {
+        index: query.index,
+        wait: query.wait,
+    };
     if let Some((index, wait)) = blocking.wait(state.max_wait)? {
         let catalog = &state.catalog;
-        state.kv.index().wait_until(wait, || catalog.service_index(&service) != index).await;
+        state
+            .kv
+            .index()
+            .wait_until(wait, || catalog.service_index(&service) != index)
+            .await;
     }
     let (index, instances) = state.catalog.service(&service, query.passing);
-    let mut response = (index_header(index), Json(ServiceInstances { service, index, instances })).into_response();
+    let mut response = (
+        index_header(index),
+        Json(ServiceInstances {
+            service,
+            index,
+            instances,
+        }),
+    )
+        .into_response();
     // Every process watches the services it calls; those polls are not news.
     response.extensions_mut().insert(Quiet);
     Ok(response)
@@ -107,19 +144,32 @@ fn validate(id: &str, registration: &Registration) -> Result<(), HttpError> {
     v.check("health_url", check_url(&registration.health_url));
     if registration.version.is_empty()
         || registration.version.len() > 64
-        || registration.version.chars().any(|c| c.is_whitespace() || c.is_control())
+        || registration
+            .version
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
     {
         v.add("version", "must be 1 to 64 characters without spaces");
     }
-    if let Some(ttl) = registration.ttl_ms {
-        if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl) {
-            v.add("ttl_ms", format!("must be between {MIN_TTL_MS} and {MAX_TTL_MS}"));
-        }
+    if registration
+        .ttl_ms
+        .is_some_and(|ttl| !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl))
+    {
+        v.add(
+            "ttl_ms",
+            format!("must be between {MIN_TTL_MS} and {MAX_TTL_MS}"),
+        );
     }
     if registration.meta.len() > 32
-        || registration.meta.iter().any(|(k, val)| k.is_empty() || k.len() > 64 || val.len() > 512)
+        || registration
+            .meta
+            .iter()
+            .any(|(k, val)| k.is_empty() || k.len() > 64 || val.len() > 512)
     {
-        v.add("meta", "at most 32 entries, keys of 1 to 64 bytes, values up to 512 bytes");
+        v.add(
+            "meta",
+            "at most 32 entries, keys of 1 to 64 bytes, values up to 512 bytes",
+        );
     }
     v.finish()
 }
@@ -127,15 +177,29 @@ fn validate(id: &str, registration: &Registration) -> Result<(), HttpError> {
 fn check_name(name: &str, max: usize) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= max
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok { Ok(()) } else { Err(format!("must be 1 to {max} letters, digits, '-', '_' or '.'")) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {max} letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 fn check_service(name: &str) -> Result<(), String> {
     let ok = name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err("must be lowercase letters, digits and '-', starting with a letter".into()) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be lowercase letters, digits and '-', starting with a letter".into())
+    }
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -179,7 +243,17 @@ mod tests {
         let error = validate("bad id", &bad).expect_err("invalid");
         let problem = error.to_problem();
         let fields: Vec<&str> = problem.errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["id", "service", "address", "health_url", "version", "ttl_ms"]);
+        assert_eq!(
+            fields,
+            [
+                "id",
+                "service",
+                "address",
+                "health_url",
+                "version",
+                "ttl_ms"
+            ]
+        );
         assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chassis::HttpError;
-use chassis::server::middleware::Quiet;
 use chassis::extract::{Json, Path, Query};
+use chassis::server::middleware::Quiet;
 use contracts::discovery::KvWrite;
 use http::StatusCode;
 use serde::Deserialize;
@@ -25,7 +25,11 @@ pub struct ListQuery {
 pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
     let index = state.kv.index().current();
     let entries = state.kv.list(&query.prefix);
-    (index_header(index), Json(serde_json::json!({ "index": index, "entries": entries }))).into_response()
+    (
+        index_header(index),
+        Json(serde_json::json!({ "index": index, "entries": entries })),
+    )
+        .into_response()
 }
 
 /// `GET /v1/kv/{key}`: blocks while the key's modify index equals `?index` (0: absent).
@@ -38,7 +42,9 @@ pub async fn get(
     if let Some((index, wait)) = blocking.wait(state.max_wait)? {
         let kv = &state.kv;
         let modify_index = || kv.get(&key).map_or(0, |e| e.modify_index);
-        kv.index().wait_until(wait, || modify_index() != index).await;
+        kv.index()
+            .wait_until(wait, || modify_index() != index)
+            .await;
     }
     match state.kv.get(&key) {
         Some(entry) => {
@@ -71,12 +77,27 @@ pub async fn put(
 ) -> Result<Response, HttpError> {
     key_is_valid(&key)?;
     if body.len() > MAX_VALUE_LEN {
-        return Err(HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-            .with_detail(format!("values are at most {MAX_VALUE_LEN} bytes")));
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail(format!("values are at most {MAX_VALUE_LEN} bytes")));
     }
-    let value = std::str::from_utf8(&body).map_err(|_| HttpError::bad_request("the value must be UTF-8 text"))?;
-    let entry = state.kv.put(&key, value, query.cas).await.map_err(write_error)?;
-    Ok((index_header(entry.modify_index), Json(KvWrite { index: entry.modify_index })).into_response())
+    let value = std::str::from_utf8(&body)
+        .map_err(|_| HttpError::bad_request("the value must be UTF-8 text"))?;
+    let entry = state
+        .kv
+        .put(&key, value, query.cas)
+        .await
+        .map_err(write_error)?;
+    Ok((
+        index_header(entry.modify_index),
+        Json(KvWrite {
+            index: entry.modify_index,
+        }),
+    )
+        .into_response())
 }
 
 /// `DELETE /v1/kv/{key}?cas=`.
@@ -86,7 +107,12 @@ pub async fn delete(
     Query(query): Query<WriteQuery>,
 ) -> Result<StatusCode, HttpError> {
     key_is_valid(&key)?;
-    match state.kv.delete(&key, query.cas).await.map_err(write_error)? {
+    match state
+        .kv
+        .delete(&key, query.cas)
+        .await
+        .map_err(write_error)?
+    {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(HttpError::not_found(format!("no key {key:?}"))),
     }

@@ -35,12 +35,23 @@ impl TestRegistry {
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
-        let app = Application::build(Config { chassis, registry: settings }).await.expect("registry starts");
+        let app = Application::build(Config {
+            chassis,
+            registry: settings,
+        })
+        .await
+        .expect("registry starts");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
-        Self { url, http: reqwest::Client::new(), shutdown, task, db }
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            shutdown,
+            task,
+            db,
+        }
     }
 
     /// Stops the registry and hands back its database, to start another on it.
@@ -55,18 +66,34 @@ impl TestRegistry {
     }
 
     pub(crate) async fn register(&self, id: &str, body: &Value) -> reqwest::Response {
-        self.http.put(self.at(&format!("/v1/instances/{id}"))).json(body).send().await.expect("registry answers")
+        self.http
+            .put(self.at(&format!("/v1/instances/{id}")))
+            .json(body)
+            .send()
+            .await
+            .expect("registry answers")
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Value {
-        let response = self.http.get(self.at(path)).send().await.expect("registry answers");
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        let response = self
+            .http
+            .get(self.at(path))
+            .send()
+            .await
+            .expect("registry answers");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.json().await.expect("json")
     }
 
     /// Ids of the instances of `service`, passing only or all.
     pub(crate) async fn ids(&self, service: &str, passing: bool) -> Vec<String> {
-        let body = self.get_json(&format!("/v1/services/{service}?passing={passing}")).await;
+        let body = self
+            .get_json(&format!("/v1/services/{service}?passing={passing}"))
+            .await;
         body["instances"]
             .as_array()
             .expect("instances")
@@ -83,7 +110,10 @@ impl TestRegistry {
             if ids == expected {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{service}: {ids:?}, wanted {expected:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: {ids:?}, wanted {expected:?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -8,7 +8,11 @@ use crate::helpers::{TestRegistry, fast_settings, registration};
 
 async fn healthy_instance() -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/health/ready")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/health/ready"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
     server
 }
 
@@ -18,7 +22,9 @@ async fn registers_lists_and_deregisters() {
     let instance = healthy_instance().await;
     let health = format!("{}/health/ready", instance.uri());
 
-    let response = registry.register("users-1", &registration("users", &health, None)).await;
+    let response = registry
+        .register("users-1", &registration("users", &health, None))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "passing");
@@ -30,10 +36,20 @@ async fn registers_lists_and_deregisters() {
     let all = registry.get_json("/v1/instances").await;
     assert_eq!(all["instances"].as_array().map(Vec::len), Some(1));
 
-    let gone = registry.http.delete(registry.at("/v1/instances/users-1")).send().await.expect("answers");
+    let gone = registry
+        .http
+        .delete(registry.at("/v1/instances/users-1"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(gone.status(), 204);
     assert!(registry.ids("users", false).await.is_empty());
-    let again = registry.http.delete(registry.at("/v1/instances/users-1")).send().await.expect("answers");
+    let again = registry
+        .http
+        .delete(registry.at("/v1/instances/users-1"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(again.status(), 404);
     assert_eq!(again.headers()["content-type"], "application/problem+json");
 }
@@ -51,10 +67,17 @@ async fn malformed_registrations_get_a_clear_4xx_and_change_nothing() {
     assert_eq!(problem["errors"][0]["field"], "service");
     assert_eq!(problem["errors"][1]["field"], "address");
 
-    let missing = registry.register("users-1", &json!({"service": "users"})).await;
+    let missing = registry
+        .register("users-1", &json!({"service": "users"}))
+        .await;
     assert_eq!(missing.status(), 422);
     let problem: Value = missing.json().await.expect("json");
-    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("missing field")), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("missing field")),
+        "{problem}"
+    );
 
     let not_json = registry
         .http
@@ -65,12 +88,24 @@ async fn malformed_registrations_get_a_clear_4xx_and_change_nothing() {
         .await
         .expect("answers");
     assert_eq!(not_json.status(), 400);
-    assert_eq!(not_json.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        not_json.headers()["content-type"],
+        "application/problem+json"
+    );
 
-    let bad_wait = registry.http.get(registry.at("/v1/services/users?index=1&wait=forever")).send().await.expect("answers");
+    let bad_wait = registry
+        .http
+        .get(registry.at("/v1/services/users?index=1&wait=forever"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(bad_wait.status(), 400);
 
-    assert!(registry.get_json("/v1/instances").await["instances"].as_array().is_some_and(Vec::is_empty));
+    assert!(
+        registry.get_json("/v1/instances").await["instances"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
 }
 
 #[tokio::test]
@@ -78,14 +113,23 @@ async fn missed_ttl_turns_critical_then_the_instance_is_removed() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let instance = healthy_instance().await;
     let health = format!("{}/health/ready", instance.uri());
-    registry.register("users-1", &registration("users", &health, Some(300))).await;
-    registry.register("users-2", &registration("users", &health, Some(300))).await;
+    registry
+        .register("users-1", &registration("users", &health, Some(300)))
+        .await;
+    registry
+        .register("users-2", &registration("users", &health, Some(300)))
+        .await;
 
     // users-2 keeps heartbeating; users-1 goes silent.
     let started = Instant::now();
     let mut saw_critical = false;
     while started.elapsed() < Duration::from_secs(5) {
-        let beat = registry.http.put(registry.at("/v1/instances/users-2/heartbeat")).send().await.expect("answers");
+        let beat = registry
+            .http
+            .put(registry.at("/v1/instances/users-2/heartbeat"))
+            .send()
+            .await
+            .expect("answers");
         assert_eq!(beat.status(), 200);
         let all = registry.ids("users", false).await;
         let passing = registry.ids("users", true).await;
@@ -97,11 +141,23 @@ async fn missed_ttl_turns_critical_then_the_instance_is_removed() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(saw_critical, "users-1 should have been critical before removal");
+    assert!(
+        saw_critical,
+        "users-1 should have been critical before removal"
+    );
     assert_eq!(registry.ids("users", false).await, ["users-2"]);
 
-    let unknown = registry.http.put(registry.at("/v1/instances/users-1/heartbeat")).send().await.expect("answers");
-    assert_eq!(unknown.status(), 404, "a removed instance must register again");
+    let unknown = registry
+        .http
+        .put(registry.at("/v1/instances/users-1/heartbeat"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        unknown.status(),
+        404,
+        "a removed instance must register again"
+    );
 }
 
 #[tokio::test]
@@ -109,18 +165,36 @@ async fn failing_health_checks_remove_the_instance() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let good = healthy_instance().await;
     let bad = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).mount(&bad).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&bad)
+        .await;
 
-    registry.register("users-good", &registration("users", &format!("{}/health/ready", good.uri()), None)).await;
-    registry.register("users-bad", &registration("users", &format!("{}/health/ready", bad.uri()), None)).await;
+    registry
+        .register(
+            "users-good",
+            &registration("users", &format!("{}/health/ready", good.uri()), None),
+        )
+        .await;
+    registry
+        .register(
+            "users-bad",
+            &registration("users", &format!("{}/health/ready", bad.uri()), None),
+        )
+        .await;
     // First critical, with the check's output, while still listed...
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let all = registry.get_json("/v1/services/users?passing=false").await;
-        let bad_entry = all["instances"].as_array().and_then(|a| a.iter().find(|i| i["id"] == "users-bad").cloned());
+        let bad_entry = all["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == "users-bad").cloned());
         let entry = bad_entry.expect("users-bad is listed until it has been critical for a while");
         if entry["status"] == "critical" {
-            assert!(entry["output"].as_str().is_some_and(|o| o.contains("503")), "{entry}");
+            assert!(
+                entry["output"].as_str().is_some_and(|o| o.contains("503")),
+                "{entry}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "users-bad never turned critical");
@@ -128,7 +202,9 @@ async fn failing_health_checks_remove_the_instance() {
     }
     assert_eq!(registry.ids("users", true).await, ["users-good"]);
     // ...then removed.
-    registry.eventually_ids("users", false, &["users-good"]).await;
+    registry
+        .eventually_ids("users", false, &["users-good"])
+        .await;
 }
 
 #[tokio::test]
@@ -136,13 +212,17 @@ async fn blocking_query_returns_as_soon_as_the_service_changes() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let instance = healthy_instance().await;
     let health = format!("{}/health/ready", instance.uri());
-    registry.register("users-1", &registration("users", &health, None)).await;
+    registry
+        .register("users-1", &registration("users", &health, None))
+        .await;
     let first = registry.get_json("/v1/services/users").await;
     let index = first["index"].as_u64().expect("index");
 
     // Nothing changes: the query is held for its wait, then answers with the same index.
     let started = Instant::now();
-    let same = registry.get_json(&format!("/v1/services/users?index={index}&wait=300ms")).await;
+    let same = registry
+        .get_json(&format!("/v1/services/users?index={index}&wait=300ms"))
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(same["index"].as_u64(), Some(index));
 
@@ -152,17 +232,34 @@ async fn blocking_query_returns_as_soon_as_the_service_changes() {
         let url = registry.at(&format!("/v1/services/users?index={index}&wait=8s"));
         tokio::spawn(async move {
             let started = Instant::now();
-            let body: Value = http.get(url).send().await.expect("answers").json().await.expect("json");
+            let body: Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("answers")
+                .json()
+                .await
+                .expect("json");
             (started.elapsed(), body)
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    registry.register("orders-1", &registration("orders", &health, None)).await;
+    registry
+        .register("orders-1", &registration("orders", &health, None))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "a change to orders must not wake a users watch");
-    registry.register("users-2", &registration("users", &health, None)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a change to orders must not wake a users watch"
+    );
+    registry
+        .register("users-2", &registration("users", &health, None))
+        .await;
     let (elapsed, body) = waiter.await.expect("joins");
-    assert!(elapsed < Duration::from_secs(4), "returned after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "returned after {elapsed:?}"
+    );
     assert!(body["index"].as_u64().is_some_and(|i| i > index));
     assert_eq!(body["instances"].as_array().map(Vec::len), Some(2));
 }

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestRegistry, fast_settings};
 
-async fn start_echo(registry: &str, id: &str) -> (CancellationToken, tokio::task::JoinHandle<()>, String) {
+async fn start_echo(
+    registry: &str,
+    id: &str,
+) -> (CancellationToken, tokio::task::JoinHandle<()>, String) {
     let mut config = ChassisConfig::with_port(0);
     config.instance_id = Some(id.to_owned());
     config.discovery.registry = Some(registry.to_owned());
@@ -35,7 +38,9 @@ async fn services_register_are_discovered_and_deregister_on_shutdown() {
     let (stop_a, task_a, url_a) = start_echo(&registry.url, "echo-a").await;
     let (stop_b, task_b, _) = start_echo(&registry.url, "echo-b").await;
     chassis::testing::wait_ready(&url_a, Duration::from_secs(5)).await;
-    registry.eventually_ids("echo", true, &["echo-a", "echo-b"]).await;
+    registry
+        .eventually_ids("echo", true, &["echo-a", "echo-b"])
+        .await;
 
     // The client spreads calls over both instances.
     let mut config = ChassisConfig::with_port(0).discovery;
@@ -45,7 +50,11 @@ async fn services_register_are_discovered_and_deregister_on_shutdown() {
     let client = ServiceClient::new(discovery, Transport::http(), &config, "test");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..40 {
-        let response = client.get("echo", "/whoami").send().await.expect("call succeeds");
+        let response = client
+            .get("echo", "/whoami")
+            .send()
+            .await
+            .expect("call succeeds");
         seen.insert(String::from_utf8_lossy(&response.body).into_owned());
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["echo-a", "echo-b"]);
@@ -55,7 +64,11 @@ async fn services_register_are_discovered_and_deregister_on_shutdown() {
     task_a.await.expect("stops");
     registry.eventually_ids("echo", false, &["echo-b"]).await;
     for _ in 0..20 {
-        let response = client.get("echo", "/whoami").send().await.expect("call succeeds");
+        let response = client
+            .get("echo", "/whoami")
+            .send()
+            .await
+            .expect("call succeeds");
         assert_eq!(response.body, "echo-b");
     }
     stop_b.cancel();
@@ -68,7 +81,12 @@ async fn an_instance_registers_again_after_the_registry_forgets_it() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let (stop, task, _) = start_echo(&registry.url, "echo-a").await;
     registry.eventually_ids("echo", true, &["echo-a"]).await;
-    registry.http.delete(registry.at("/v1/instances/echo-a")).send().await.expect("answers");
+    registry
+        .http
+        .delete(registry.at("/v1/instances/echo-a"))
+        .send()
+        .await
+        .expect("answers");
     // The next heartbeat gets a 404 and registers again.
     registry.eventually_ids("echo", true, &["echo-a"]).await;
     stop.cancel();

@@ -51,16 +51,26 @@ pub struct TokenResponse {
 }
 
 /// `POST /auth/signup` → 201 with the account.
-pub async fn signup(State(state): State<AppState>, Json(body): Json<SignupRequest>) -> Result<Response, HttpError> {
+pub async fn signup(
+    State(state): State<AppState>,
+    Json(body): Json<SignupRequest>,
+) -> Result<Response, HttpError> {
     let mut v = Validation::new();
     let email = v.check("email", Email::parse(&body.email));
     let password = v.check("password", Password::parse(&body.password, email.as_ref()));
     let name = v.check("name", DisplayName::parse(&body.name));
-    let (Some(email), Some(password), Some(name)) = (email, password, name) else { return Err(v.into_error()) };
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(v.into_error());
+    };
 
     let user = create_account(&state, &email, &password, &name, &[]).await?;
     tracing::info!(user_id = %user.id, "account created");
-    Ok((StatusCode::CREATED, [(http::header::LOCATION, "/users/me")], Json(UserView::from(user))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(http::header::LOCATION, "/users/me")],
+        Json(UserView::from(user)),
+    )
+        .into_response())
 }
 
 /// Creates an account with the customer role, plus `extra_roles`, plus admin if the email is in
@@ -75,10 +85,18 @@ pub async fn create_account(
     let normalized = email.normalized();
     let mut roles = vec![ROLE_CUSTOMER.to_owned()];
     roles.extend(extra_roles.iter().map(|r| (*r).to_owned()));
-    if state.settings.admin_emails.iter().any(|a| a.to_lowercase() == normalized) && !roles.iter().any(|r| r == ROLE_ADMIN) {
+    if state
+        .settings
+        .admin_emails
+        .iter()
+        .any(|a| a.to_lowercase() == normalized)
+        && !roles.iter().any(|r| r == ROLE_ADMIN)
+    {
         roles.push(ROLE_ADMIN.to_owned());
     }
-    let password_hash = passwords::hash(password.expose().to_owned()).await.map_err(UsersError::internal)?;
+    let password_hash = passwords::hash(password.expose().to_owned())
+        .await
+        .map_err(UsersError::internal)?;
     let now = now_millis();
     let id = Uuid::now_v7();
     state
@@ -105,7 +123,10 @@ pub async fn create_account(
 }
 
 /// `POST /auth/login` → tokens.
-pub async fn login(State(state): State<AppState>, Json(body): Json<LoginRequest>) -> Result<Json<TokenResponse>, HttpError> {
+pub async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, HttpError> {
     let mut v = Validation::new();
     if body.email.trim().is_empty() {
         v.add("email", "is required");
@@ -115,10 +136,18 @@ pub async fn login(State(state): State<AppState>, Json(body): Json<LoginRequest>
     }
     v.finish()?;
 
-    let user = state.store.find_by_email(&body.email.trim().to_lowercase()).await.map_err(UsersError::from)?;
+    let user = state
+        .store
+        .find_by_email(&body.email.trim().to_lowercase())
+        .await
+        .map_err(UsersError::from)?;
     // Unknown email: verify against a dummy hash anyway, so both cases take the same time.
-    let hash = user.as_ref().map_or_else(|| state.dummy_hash.to_string(), |u| u.password_hash.clone());
-    let matches = passwords::verify(body.password, hash).await.map_err(UsersError::internal)?;
+    let hash = user
+        .as_ref()
+        .map_or_else(|| state.dummy_hash.to_string(), |u| u.password_hash.clone());
+    let matches = passwords::verify(body.password, hash)
+        .await
+        .map_err(UsersError::internal)?;
     let Some(user) = user.filter(|_| matches) else {
         tracing::info!("login refused");
         return Err(UsersError::InvalidCredentials.into());
@@ -130,7 +159,10 @@ pub async fn login(State(state): State<AppState>, Json(body): Json<LoginRequest>
 }
 
 /// `POST /auth/refresh` → a new pair; the presented token is spent.
-pub async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Result<Json<TokenResponse>, HttpError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, HttpError> {
     let now = now_millis();
     let record = state
         .store
@@ -156,14 +188,21 @@ pub async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshRequ
 
 /// `POST /auth/logout` → 204; the login's refresh tokens stop working. Unknown tokens are
 /// ignored, so logging out twice is harmless.
-pub async fn logout(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Result<StatusCode, HttpError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<StatusCode, HttpError> {
     let record = state
         .store
         .find_refresh(&tokens::hash_refresh_token(&body.refresh_token))
         .await
         .map_err(UsersError::from)?;
     if let Some(record) = record {
-        state.store.revoke_family(&record.family_id, now_millis()).await.map_err(UsersError::from)?;
+        state
+            .store
+            .revoke_family(&record.family_id, now_millis())
+            .await
+            .map_err(UsersError::from)?;
         tracing::info!(user_id = %record.user_id, "logged out");
     }
     Ok(StatusCode::NO_CONTENT)
@@ -188,7 +227,10 @@ async fn issue_tokens(
     previous: Option<&str>,
 ) -> Result<TokenResponse, UsersError> {
     let settings = &state.settings;
-    let key = state.keys.current().ok_or_else(|| UsersError::internal("no signing key"))?;
+    let key = state
+        .keys
+        .current()
+        .ok_or_else(|| UsersError::internal("no signing key"))?;
     let access_token = tokens::sign_access_token(
         &key,
         &settings.issuer,
@@ -203,7 +245,13 @@ async fn issue_tokens(
     let now = now_millis();
     let ttl_ms = i64::try_from(settings.refresh_token_ttl.as_millis()).unwrap_or(i64::MAX);
     let token_hash = tokens::hash_refresh_token(&refresh_token);
-    let new = NewRefresh { family_id: family, user_id: user.id, token_hash: &token_hash, now, expires_at: now.saturating_add(ttl_ms) };
+    let new = NewRefresh {
+        family_id: family,
+        user_id: user.id,
+        token_hash: &token_hash,
+        now,
+        expires_at: now.saturating_add(ttl_ms),
+    };
     match previous {
         None => {
             state.store.insert_refresh(&new).await?;
@@ -215,5 +263,10 @@ async fn issue_tokens(
             }
         }
     }
-    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: settings.access_token_ttl.as_secs(), refresh_token })
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: settings.access_token_ttl.as_secs(),
+        refresh_token,
+    })
 }

@@ -12,8 +12,16 @@ use super::{AppState, UserView, UsersError};
 use crate::domain::{DisplayName, Email};
 
 /// `GET /users/me`.
-pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Json<UserView>, HttpError> {
-    let user = state.store.find_by_id(caller.user_id).await.map_err(UsersError::from)?.ok_or(UsersError::UnknownUser)?;
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<UserView>, HttpError> {
+    let user = state
+        .store
+        .find_by_id(caller.user_id)
+        .await
+        .map_err(UsersError::from)?
+        .ok_or(UsersError::UnknownUser)?;
     Ok(Json(user.into()))
 }
 
@@ -33,10 +41,18 @@ pub async fn put(
     let mut v = Validation::new();
     let name = v.check("name", DisplayName::parse(&body.name));
     let email = v.check("email", Email::parse(&body.email));
-    let (Some(name), Some(email)) = (name, email) else { return Err(v.into_error()) };
+    let (Some(name), Some(email)) = (name, email) else {
+        return Err(v.into_error());
+    };
     let user = state
         .store
-        .update_profile(caller.user_id, name.as_str(), email.as_str(), &email.normalized(), now_millis())
+        .update_profile(
+            caller.user_id,
+            name.as_str(),
+            email.as_str(),
+            &email.normalized(),
+            now_millis(),
+        )
         .await
         .map_err(UsersError::from)?
         .ok_or(UsersError::UnknownUser)?;

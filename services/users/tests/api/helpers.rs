@@ -34,12 +34,23 @@ impl TestApp {
         chassis.data_dir = data.path().to_path_buf();
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
-        let app = Application::build(Config { chassis, users: settings }).await.expect("users starts");
+        let app = Application::build(Config {
+            chassis,
+            users: settings,
+        })
+        .await
+        .expect("users starts");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
-        Self { url, http: reqwest::Client::new(), shutdown, _data: data, _db: db }
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            shutdown,
+            _data: data,
+            _db: db,
+        }
     }
 
     pub(crate) fn at(&self, path: &str) -> String {
@@ -47,21 +58,44 @@ impl TestApp {
     }
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Response {
-        self.http.post(self.at(path)).json(body).send().await.expect("users answers")
+        self.http
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("users answers")
     }
 
     pub(crate) async fn signup(&self, email: &str, password: &str, name: &str) -> Response {
-        self.post("/auth/signup", &json!({"email": email, "password": password, "name": name})).await
+        self.post(
+            "/auth/signup",
+            &json!({"email": email, "password": password, "name": name}),
+        )
+        .await
     }
 
     pub(crate) async fn login(&self, email: &str, password: &str) -> Response {
-        self.post("/auth/login", &json!({"email": email, "password": password})).await
+        self.post(
+            "/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     /// Signs up and logs in; returns the user id and the token response.
     pub(crate) async fn signed_in(&self, email: &str) -> (String, Value) {
-        let created: Value = self.signup(email, "correct horse battery", "Test User").await.json().await.expect("json");
-        let tokens: Value = self.login(email, "correct horse battery").await.json().await.expect("json");
+        let created: Value = self
+            .signup(email, "correct horse battery", "Test User")
+            .await
+            .json()
+            .await
+            .expect("json");
+        let tokens: Value = self
+            .login(email, "correct horse battery")
+            .await
+            .json()
+            .await
+            .expect("json");
         (created["id"].as_str().expect("id").to_owned(), tokens)
     }
 
@@ -79,6 +113,9 @@ impl TestApp {
 
 /// Reads a problem body and checks its content type.
 pub(crate) async fn problem(response: Response) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     response.json().await.expect("problem json")
 }

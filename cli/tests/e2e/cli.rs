@@ -1,0 +1,102 @@
+//! What the command line says when it is used wrong.
+
+use std::process::Command;
+
+use crate::system::BIN;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    )
+}
+
+#[test]
+fn serve_names_the_bad_key_value_and_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    assert_eq!(
+        run(
+            &["serve", "users", "--data-dir", data, "--port", "eighty"],
+            &[]
+        ),
+        (
+            Some(64),
+            "invalid config: http.port = \"eighty\" (from --port eighty): expected u16".to_owned()
+        )
+    );
+    let (code, message) = run(
+        &["serve", "users", "--data-dir", data],
+        &[("BAZAAR_USERS__ACCESS_TOKEN_TTL", "soon")],
+    );
+    assert_eq!(code, Some(64));
+    assert!(message.starts_with("invalid config: users.access_token_ttl = \"soon\" (from BAZAAR_USERS__ACCESS_TOKEN_TTL)"), "{message}");
+    assert_eq!(
+        run(&["serve", "gateway", "--registry", "ftp://nowhere"], &[]),
+        (Some(64), "invalid config: discovery.registry = \"ftp://nowhere\" (from configuration): expected a http or https URL".to_owned())
+    );
+    assert_eq!(
+        run(
+            &["serve", "users", "--data-dir", data, "--set", "oops"],
+            &[]
+        )
+        .0,
+        Some(64)
+    );
+}
+
+#[test]
+fn up_refuses_bad_flags_before_starting_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("never");
+    let data = data.to_str().expect("utf-8");
+    let (code, message) = run(&["up", "--data-dir", data, "--replicas", "users=0"], &[]);
+    assert_eq!(code, Some(64));
+    assert!(message.contains("--replicas \"users=0\""), "{message}");
+    let (code, message) = run(&["up", "--data-dir", data, "--base-port", "5421"], &[]);
+    assert_eq!(code, Some(64));
+    assert!(message.contains("port 5432"), "{message}");
+    let (code, message) = run(
+        &["up", "--data-dir", data, "--db", "mysql://localhost"],
+        &[],
+    );
+    assert_eq!(code, Some(64));
+    assert!(message.contains("--db"), "{message}");
+    assert!(!std::path::Path::new(data).exists(), "nothing was created");
+}
+
+#[test]
+fn status_explains_an_unreachable_registry() {
+    let (code, message) = run(&["status", "--registry", "http://127.0.0.1:9"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        message.contains("cannot reach the registry at http://127.0.0.1:9"),
+        "{message}"
+    );
+}
+
+#[test]
+fn reset_refuses_a_folder_it_did_not_make() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("precious.txt"), "keep me").expect("write");
+    let (code, message) = run(
+        &[
+            "reset",
+            "--yes",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(64));
+    assert!(
+        message.contains("is not a Bazaar data directory"),
+        "{message}"
+    );
+    assert!(dir.path().join("precious.txt").exists());
+}

@@ -1,0 +1,172 @@
+//! Starting and stopping `bazaar up` from a test.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bazaar");
+
+/// A running `bazaar up`.
+pub(crate) struct Running {
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) gateway: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Running {
+    /// Runs `bazaar up --data-dir <data_dir> --base-port 0 <extra>` and waits for it to be up.
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut child = Command::new(BIN)
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--base-port", "0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bazaar up starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .expect("lock")
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            });
+        }
+        let mut running = Self {
+            child: Some(child),
+            output,
+            data_dir: data_dir.to_path_buf(),
+            gateway: String::new(),
+            http: reqwest::Client::new(),
+        };
+        running.gateway = running.wait_until_up();
+        running
+    }
+
+    fn wait_until_up(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(state) = self.run_state()
+                && self.output().contains("Press Ctrl-C to stop.")
+            {
+                return state["gateway"].as_str().expect("gateway url").to_owned();
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("waitable"))
+            {
+                panic!("bazaar up exited early ({status}):\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bazaar up not up within 90s:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `run.json`, while `up` runs.
+    pub(crate) fn run_state(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.data_dir.join("run.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Pids of every instance of `service`, from `run.json`.
+    pub(crate) fn pids(&self, service: &str) -> Vec<i32> {
+        let state = self.run_state().expect("run.json");
+        state["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .filter(|i| i["service"] == service)
+            .map(|i| i32::try_from(i["pid"].as_u64().expect("pid")).expect("pid fits"))
+            .collect()
+    }
+
+    pub(crate) fn output(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// Ctrl-C, then waits for `up` to exit; returns its status and everything it printed.
+    pub(crate) fn interrupt(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        kill(pid, Signal::SIGINT).expect("signal delivered");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("waitable") {
+                // Let the reader threads drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bazaar up did not stop within 30s:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+    }
+}
+
+/// Whether process `pid` exists.
+pub(crate) fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}

@@ -1,0 +1,222 @@
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::system::{BIN, Running, alive};
+
+async fn login(running: &Running, email: &str, password: &str) -> String {
+    let response = running
+        .http
+        .post(running.at("/api/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 200, "login as {email}");
+    let tokens: Value = response.json().await.expect("json");
+    tokens["access_token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test]
+async fn up_serves_the_tour_and_survives_losing_a_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &["--replicas", "users=2"]);
+    let output = running.output();
+    assert!(
+        output.contains("Bazaar is up. 4 instances ready"),
+        "{output}"
+    );
+    assert!(
+        output.contains("demo@bazaar.example / shop-till-you-drop"),
+        "{output}"
+    );
+
+    // The README's tour: sign up, log in, read the profile.
+    let signup = running
+        .http
+        .post(running.at("/api/auth/signup"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(signup.status(), 201);
+    let token = login(&running, "ada@example.com", "correct horse battery").await;
+    let me: Value = running
+        .http
+        .get(running.at("/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], "ada@example.com");
+    // The seeded demo account works too.
+    login(&running, "demo@bazaar.example", "shop-till-you-drop").await;
+
+    // `bazaar status` sees every instance.
+    let status = Command::new(BIN)
+        .args(["status", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert!(
+        table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
+        "{table}"
+    );
+    assert!(table.contains("3 of 3 instances passing"), "{table}");
+
+    // Kill one users replica outright: every request still succeeds, reads and writes alike.
+    let users = running.pids("users");
+    assert_eq!(users.len(), 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(users[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killed");
+    for _ in 0..30 {
+        let response = running
+            .http
+            .get(running.at("/api/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(
+            response.status(),
+            200,
+            "after losing a replica:\n{}",
+            running.output()
+        );
+    }
+    login(&running, "ada@example.com", "correct horse battery").await;
+
+    // `up` notices the crash and restarts the instance.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running.output().contains("restarted on") {
+        assert!(
+            Instant::now() < deadline,
+            "no restart reported:\n{}",
+            running.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        running
+            .output()
+            .contains("exited unexpectedly (signal: 9 (SIGKILL))")
+    );
+
+    // Ctrl-C stops everything, gracefully, and leaves no process behind.
+    let pids: Vec<i32> = ["registry", "users", "gateway"]
+        .iter()
+        .flat_map(|s| running.pids(s))
+        .collect();
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("Stopped."), "{output}");
+    assert!(output.contains("deregistered"), "{output}");
+    for pid in pids {
+        assert!(!alive(pid), "instance {pid} outlived up");
+    }
+    assert!(!dir.path().join("run.json").exists());
+    assert!(dir.path().join("logs").join("users-2.log").exists());
+}
+
+#[tokio::test]
+async fn a_second_up_reuses_the_data_and_reset_wipes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("shop");
+    let first = Running::start(&data, &[]);
+    let signup = first
+        .http
+        .post(first.at("/api/auth/signup"))
+        .json(&json!({"email": "grace@example.com", "password": "correct horse battery", "name": "Grace"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(signup.status(), 201);
+
+    // A second `up` on a running data directory is refused.
+    let twice = Command::new(BIN)
+        .args(["up", "--base-port", "0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("is already running"));
+    let reset = Command::new(BIN)
+        .args(["reset", "--yes", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert_eq!(reset.status.code(), Some(1), "no reset while running");
+    let (status, _) = first.interrupt();
+    assert!(status.success());
+
+    let second = Running::start(&data, &[]);
+    login(&second, "grace@example.com", "correct horse battery").await;
+    login(&second, "demo@bazaar.example", "shop-till-you-drop").await;
+    let (status, _) = second.interrupt();
+    assert!(status.success());
+
+    // Without a terminal to ask, reset wants --yes; with it, the data is gone.
+    let unconfirmed = Command::new(BIN)
+        .args(["reset", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(unconfirmed.status.code(), Some(64));
+    assert!(data.exists());
+    let confirmed = Command::new(BIN)
+        .args(["reset", "--yes", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(confirmed.status.success());
+    assert!(!data.exists());
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
+async fn up_runs_on_postgresql() {
+    let server = std::env::var("BAZAAR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let prefix = format!("e2e_{}", std::process::id());
+    let mut url = url::Url::parse(&server).expect("url");
+    url.set_path(&format!("/{prefix}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &["--db", url.as_str()]);
+    login(&running, "demo@bazaar.example", "shop-till-you-drop").await;
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+    assert!(
+        !dir.path().join("users.db").exists(),
+        "no SQLite file when PostgreSQL is used"
+    );
+
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connects");
+    for service in ["registry", "users"] {
+        let name = format!("{prefix}_{service}");
+        let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut admin)
+            .await
+            .expect("query");
+        assert!(exists.is_some(), "database {name} was created");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drops");
+    }
+}
