@@ -1,0 +1,5 @@
+//! Integration tests of the chassis: a real server on port 0 with the chassis middleware, and
+//! the internal client calling real (and fake) neighbours.
+
+mod client;
+mod lifecycle;
