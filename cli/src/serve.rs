@@ -42,7 +42,7 @@ async fn serve(
 ) -> Result<(), StartError> {
     match service {
         Service::Registry => {
-            let mut config = registry::Config::load(loader)?;
+            let mut config = registry::Config::load(loader, registry::SERVICE)?;
             prepare(service, &mut config.chassis)?;
             registry::Application::build(config)
                 .await?
@@ -50,7 +50,7 @@ async fn serve(
                 .await
         }
         Service::Users => {
-            let mut config = users::Config::load(loader)?;
+            let mut config = users::Config::load(loader, users::SERVICE)?;
             prepare(service, &mut config.chassis)?;
             users::Application::build(config)
                 .await?
@@ -58,7 +58,7 @@ async fn serve(
                 .await
         }
         Service::Gateway => {
-            let mut config = gateway::Config::load(loader)?;
+            let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
             prepare(service, &mut config.chassis)?;
             gateway::Application::build(config, &shutdown)
                 .await?
@@ -202,7 +202,7 @@ mod tests {
             env: vec![],
             overrides: overrides(&args).expect("valid"),
         });
-        let error = users::Config::load(&loader).expect_err("invalid");
+        let error = users::Config::load(&loader, users::SERVICE).expect_err("invalid");
         assert_eq!(
             error.to_string(),
             "invalid config: http.port = \"eighty\" (from --port eighty): expected u16"

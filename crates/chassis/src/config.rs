@@ -247,6 +247,28 @@ impl Provider for Layer {
 
 // === chassis sections ===
 
+/// A service's whole configuration: what every process has, plus the service's own section
+/// (`[users]`, `[gateway]`, ...).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig<S> {
+    /// What every process has.
+    pub chassis: ChassisConfig,
+    /// The service's own section.
+    pub settings: S,
+}
+
+impl<S: Serialize + DeserializeOwned + Default> ServiceConfig<S> {
+    /// Loads the configuration of `service`: the chassis keys with the service's default port
+    /// (see [`crate::ports`]), and the section named after the service.
+    pub fn load(loader: &Loader, service: &str) -> Result<Self, ConfigError> {
+        let port = crate::ports::offset(service).map_or(0, |offset| crate::ports::BASE + offset);
+        Ok(Self {
+            chassis: ChassisConfig::load(loader, port)?,
+            settings: loader.section(service, &S::default())?,
+        })
+    }
+}
+
 /// What every service process needs, whatever its business.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChassisConfig {

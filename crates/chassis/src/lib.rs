@@ -24,6 +24,7 @@ pub mod server;
 pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod worker;
 
 pub use error::HttpError;
 pub use server::{Server, ServiceInfo, StartError};

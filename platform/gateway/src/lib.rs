@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::any;
 use chassis::client::{ServiceClient, Transport};
-use chassis::config::{ChassisConfig, ConfigError, Loader};
+use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
@@ -37,24 +37,8 @@ use crate::routes::{RouteConfig, RouteTable};
 /// The service name.
 pub const SERVICE: &str = "gateway";
 
-/// The gateway's configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// What every process has.
-    pub chassis: ChassisConfig,
-    /// The `[gateway]` section.
-    pub gateway: Settings,
-}
-
-impl Config {
-    /// Loads the configuration from `loader`.
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        Ok(Self {
-            chassis: ChassisConfig::load(loader, chassis::ports::GATEWAY)?,
-            gateway: loader.section("gateway", &Settings::default())?,
-        })
-    }
-}
+/// The service's configuration: the chassis keys and the `[gateway]` section.
+pub type Config = ServiceConfig<Settings>;
 
 /// The `[gateway]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +92,7 @@ impl Application {
     /// Checks the route table and binds the listener. `shutdown` also stops the discovery
     /// watches, so pass the token that [`Self::run_until_stopped`] gets.
     pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
-        let settings = &config.gateway;
+        let settings = &config.settings;
         let table = RouteTable::new(
             &[
                 ("gateway.routes", &settings.routes),
@@ -163,21 +147,17 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, refreshing the token keys meanwhile.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        // The first fetch happens at start, so the first signed-in request is fast.
         let verifier = Arc::clone(&self.gateway.verifier);
-        let stop = shutdown.child_token();
-        let every = self.jwks_refresh;
-        let refresher = tokio::spawn(async move {
-            loop {
-                // The first fetch happens at start, so the first signed-in request is fast.
-                if let Err(error) = verifier.refetch().await {
-                    tracing::debug!(%error, "token keys not fetched yet");
+        let refresher =
+            chassis::worker::every(self.jwks_refresh, shutdown.child_token(), move || {
+                let verifier = Arc::clone(&verifier);
+                async move {
+                    if let Err(error) = verifier.refetch().await {
+                        tracing::debug!(%error, "token keys not fetched yet");
+                    }
                 }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-            }
-        });
+            });
         let router = Router::new()
             .route("/", any(proxy::handle))
             .route("/{*path}", any(proxy::handle))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use chassis::client::Transport;
-use tokio::time::MissedTickBehavior;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, DueCheck};
@@ -18,25 +18,20 @@ use crate::catalog::{Catalog, DueCheck};
 pub const SWEEP: Duration = Duration::from_millis(250);
 
 /// Runs sweeps until `stop` is cancelled.
-pub async fn run(
+pub fn spawn(
     catalog: Arc<Catalog>,
     transport: Transport,
     timeout: Duration,
     stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SWEEP);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+) -> JoinHandle<()> {
+    chassis::worker::every(SWEEP, stop, move || {
         let now = Instant::now();
         catalog.expire(now);
         for due in catalog.due_checks(now) {
             tokio::spawn(check(Arc::clone(&catalog), transport.clone(), due, timeout));
         }
-    }
+        std::future::ready(())
+    })
 }
 
 async fn check(catalog: Arc<Catalog>, transport: Transport, due: DueCheck, timeout: Duration) {

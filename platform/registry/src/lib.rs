@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::client::Transport;
-use chassis::config::{ChassisConfig, ConfigError, Loader};
+use chassis::config::ServiceConfig;
 use chassis::db::Db;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
@@ -40,24 +40,8 @@ pub const SERVICE: &str = "registry";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The registry's configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// What every process has.
-    pub chassis: ChassisConfig,
-    /// The `[registry]` section.
-    pub registry: Settings,
-}
-
-impl Config {
-    /// Loads the configuration from `loader`.
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        Ok(Self {
-            chassis: ChassisConfig::load(loader, chassis::ports::REGISTRY)?,
-            registry: loader.section("registry", &Settings::default())?,
-        })
-    }
-}
+/// The service's configuration: the chassis keys and the `[registry]` section.
+pub type Config = ServiceConfig<Settings>;
 
 /// The `[registry]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,13 +95,13 @@ impl Application {
             .map_err(|e| StartError::other("loading the KV store", e))?;
         let catalog = catalog::Catalog::new(
             Arc::clone(kv.index()),
-            config.registry.check_interval,
-            config.registry.deregister_after,
+            config.settings.check_interval,
+            config.settings.deregister_after,
         );
         let state = api::AppState {
             catalog: Arc::new(catalog),
             kv: Arc::new(kv),
-            max_wait: config.registry.max_wait,
+            max_wait: config.settings.max_wait,
         };
         let server = Server::bind(info, &config.chassis)
             .await?
@@ -126,7 +110,7 @@ impl Application {
         Ok(Self {
             server,
             state,
-            settings: config.registry,
+            settings: config.settings,
         })
     }
 
@@ -137,12 +121,12 @@ impl Application {
 
     /// Serves, and runs the health checks, until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        let checks = tokio::spawn(checks::run(
+        let checks = checks::spawn(
             Arc::clone(&self.state.catalog),
             Transport::http(),
             self.settings.check_timeout,
             shutdown.child_token(),
-        ));
+        );
         let result = self
             .server
             .serve(api::router(self.state), shutdown.clone())

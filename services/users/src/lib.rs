@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::config::{ChassisConfig, ConfigError, Loader};
+use chassis::config::ServiceConfig;
 use chassis::db::Db;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
@@ -43,24 +43,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How often the signing keys are re-read, rotated and pruned.
 const KEY_MAINTENANCE: Duration = Duration::from_secs(30);
 
-/// The users service's configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// What every process has.
-    pub chassis: ChassisConfig,
-    /// The `[users]` section.
-    pub users: Settings,
-}
-
-impl Config {
-    /// Loads the configuration from `loader`.
-    pub fn load(loader: &Loader) -> Result<Self, ConfigError> {
-        Ok(Self {
-            chassis: ChassisConfig::load(loader, chassis::ports::USERS)?,
-            users: loader.section("users", &Settings::default())?,
-        })
-    }
-}
+/// The service's configuration: the chassis keys and the `[users]` section.
+pub type Config = ServiceConfig<Settings>;
 
 /// The `[users]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,7 +105,7 @@ impl Application {
         )
         .await?;
 
-        let settings = config.users;
+        let settings = config.settings;
         let keys_dir = settings
             .keys_dir
             .clone()
@@ -162,23 +146,24 @@ impl Application {
     /// Serves until `shutdown` is cancelled; maintains the signing keys meanwhile.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let keys = Arc::clone(&self.state.keys);
-        let stop = shutdown.child_token();
-        let maintenance = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(KEY_MAINTENANCE) => {}
-                }
+        let maintenance = chassis::worker::every(
+            KEY_MAINTENANCE,
+            shutdown.child_token(),
+            move || {
                 let keys = Arc::clone(&keys);
-                match tokio::task::spawn_blocking(move || keys.maintain(chrono::Utc::now())).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::error!(error = %chassis::error::ErrorChain(&error), "key maintenance failed")
+                async move {
+                    match tokio::task::spawn_blocking(move || keys.maintain(chrono::Utc::now()))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::error!(error = %chassis::error::ErrorChain(&error), "key maintenance failed");
+                        }
+                        Err(error) => tracing::error!(%error, "key maintenance task failed"),
                     }
-                    Err(error) => tracing::error!(%error, "key maintenance task failed"),
                 }
-            }
-        });
+            },
+        );
         let result = self
             .server
             .serve(api::router(self.state), shutdown.clone())

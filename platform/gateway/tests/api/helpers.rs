@@ -38,7 +38,7 @@ pub(crate) async fn spawn_users(
     config.discovery.registry = None;
     let app = users::Application::build(users::Config {
         chassis: config,
-        users: users::Settings::default(),
+        settings: users::Settings::default(),
     })
     .await
     .expect("users starts");
@@ -100,7 +100,7 @@ impl Stack {
         let app = gateway::Application::build(
             gateway::Config {
                 chassis: config,
-                gateway: settings,
+                settings,
             },
             &shutdown,
         )

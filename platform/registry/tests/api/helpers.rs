@@ -35,12 +35,9 @@ impl TestRegistry {
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
-        let app = Application::build(Config {
-            chassis,
-            registry: settings,
-        })
-        .await
-        .expect("registry starts");
+        let app = Application::build(Config { chassis, settings })
+            .await
+            .expect("registry starts");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -34,12 +34,9 @@ impl TestApp {
         chassis.data_dir = data.path().to_path_buf();
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
-        let app = Application::build(Config {
-            chassis,
-            users: settings,
-        })
-        .await
-        .expect("users starts");
+        let app = Application::build(Config { chassis, settings })
+            .await
+            .expect("users starts");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
