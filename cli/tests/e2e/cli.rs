@@ -129,3 +129,28 @@ fn serve_stops_cleanly_on_sigterm() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn start_and_stop_lines_survive_a_quiet_log_level() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(BIN)
+        .args(["serve", "registry", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("BAZAAR_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = BufReader::new(stdout)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.contains("listening on http://"),
+        "`up` depends on this line: {first}"
+    );
+}

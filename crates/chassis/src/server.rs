@@ -38,6 +38,10 @@ use crate::metrics::{self, HttpMetrics};
 /// The wording of the line that announces the listener; `bazaar up` matches on it.
 pub const LISTENING_PREFIX: &str = "listening on ";
 
+/// Log target of the start and stop lines, which are written whatever `log.level` says: tools
+/// (`bazaar up`) read them, and there are only a few per process lifetime.
+pub const LIFECYCLE: &str = "lifecycle";
+
 /// Who this process is: logged on every line, registered, exported as a metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceInfo {
@@ -141,7 +145,7 @@ impl Server {
             }
             None => format!("http://{local_addr}"),
         };
-        tracing::info!("{LISTENING_PREFIX}{url}");
+        tracing::info!(target: LIFECYCLE, "{LISTENING_PREFIX}{url}");
         let mut metrics = Registry::with_prefix("bazaar");
         metrics::register_build_info(&mut metrics, &info);
         Ok(Self {
@@ -242,7 +246,7 @@ impl Server {
             () = shutdown.cancelled() => {}
         }
 
-        tracing::info!("shutting down: deregistering, then draining in-flight requests");
+        tracing::info!(target: LIFECYCLE, "shutting down: deregistering, then draining in-flight requests");
         readiness.set_draining();
         registration_stop.cancel();
         if let Some(registrar) = registrar {
@@ -257,7 +261,7 @@ impl Server {
                 "in-flight requests outlived the shutdown grace period; closing them"
             ),
         }
-        tracing::info!("stopped");
+        tracing::info!(target: LIFECYCLE, "stopped");
         Ok(())
     }
 

@@ -17,9 +17,17 @@ use crate::config::{ConfigError, LogConfig, LogFormat};
 ///
 /// Fails only on a bad filter in `log.level`; a second call (tests) is ignored.
 pub fn init(service: &ServiceInfo, config: &LogConfig) -> Result<(), ConfigError> {
-    let filter = EnvFilter::try_new(&config.level).map_err(|e| {
+    let invalid = |e: tracing_subscriber::filter::ParseError| {
         ConfigError::invalid("log.level", format!("{:?}", config.level), e.to_string())
-    })?;
+    };
+    EnvFilter::try_new(&config.level).map_err(invalid)?;
+    // Start and stop lines are always written (see `server::LIFECYCLE`).
+    let filter = EnvFilter::try_new(format!(
+        "{},{}=info",
+        config.level,
+        crate::server::LIFECYCLE
+    ))
+    .map_err(invalid)?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Json => {
