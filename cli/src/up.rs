@@ -282,40 +282,35 @@ impl System {
         }
     }
 
-    /// Reports crashes and restarts until the event stream ends.
+    /// Reports crashes and restarts until the event stream ends. A restarted instance is
+    /// announced once it is ready; waiting for it never holds up news of other instances.
     async fn watch(&mut self, data_dir: &Path, console: Console) {
         let Some(mut events) = self.events.take() else {
             return;
         };
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Exited {
-                    id,
-                    status,
-                    restart_in,
-                } => {
-                    eprintln!(
-                        "{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}",
-                        console.red("!")
-                    );
-                }
-                Event::Listening { id, url, pid } => {
-                    let service = self
-                        .instances
-                        .get(&id)
-                        .map(|i| i.service.clone())
-                        .unwrap_or_default();
-                    chassis::health::wait_until_ready(&url, None).await;
-                    eprintln!("{} {id} restarted on {url}", console.green("✓"));
-                    self.instances.insert(
-                        id.clone(),
-                        InstanceState {
-                            id,
-                            service,
-                            url,
-                            pid,
-                        },
-                    );
+        let mut restarts = JoinSet::new();
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    None => return,
+                    Some(Event::Exited { id, status, restart_in }) => {
+                        eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                    }
+                    Some(Event::Listening { id, url, pid }) => {
+                        restarts.spawn(async move {
+                            let ready = chassis::health::wait_until_ready(&url, Some(START_TIMEOUT)).await;
+                            (id, url, pid, ready)
+                        });
+                    }
+                },
+                Some(Ok((id, url, pid, ready))) = restarts.join_next() => {
+                    if ready {
+                        eprintln!("{} {id} restarted on {url}", console.green("✓"));
+                    } else {
+                        eprintln!("{} {id} restarted on {url} but is not ready after {START_TIMEOUT:?}", console.red("!"));
+                    }
+                    let service = self.instances.get(&id).map(|i| i.service.clone()).unwrap_or_default();
+                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid });
                     self.save(data_dir);
                 }
             }
