@@ -13,6 +13,7 @@ pub mod auth;
 pub mod me;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -151,11 +152,11 @@ impl From<UserRecord> for UserView {
     }
 }
 
-/// `GET /.well-known/jwks.json`: re-reads the key folder first, so keys another replica made
-/// are published here too.
+/// `GET /.well-known/jwks.json`: re-reads the key folder first (at most once a second), so keys
+/// another replica made are published here too.
 async fn jwks(State(state): State<AppState>) -> Result<Response, HttpError> {
     let keys = Arc::clone(&state.keys);
-    tokio::task::spawn_blocking(move || keys.maintain(Utc::now()))
+    tokio::task::spawn_blocking(move || keys.maintain_if_older(Duration::from_secs(1), Utc::now()))
         .await
         .map_err(HttpError::internal)?
         .map_err(HttpError::internal)?;

@@ -98,6 +98,8 @@ pub struct KeyRing {
     rotation: Duration,
     retention: Duration,
     keys: RwLock<Arc<Vec<Arc<Key>>>>,
+    /// When the folder was last read, so a burst of JWKS requests reads it once.
+    loaded_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KeyRing {
@@ -109,6 +111,7 @@ impl KeyRing {
             rotation,
             retention,
             keys: RwLock::new(Arc::new(Vec::new())),
+            loaded_at: std::sync::Mutex::new(None),
         };
         ring.maintain(Utc::now())?;
         Ok(ring)
@@ -157,7 +160,21 @@ impl KeyRing {
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keep);
+        *self
+            .loaded_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// [`Self::maintain`], unless the folder was read less than `max_age` ago.
+    pub fn maintain_if_older(&self, max_age: Duration, now: DateTime<Utc>) -> Result<(), KeyError> {
+        let fresh = self
+            .loaded_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < max_age);
+        if fresh { Ok(()) } else { self.maintain(now) }
     }
 
     /// The key that signs new tokens.
