@@ -126,6 +126,29 @@ impl Running {
         format!("{}{path}", self.gateway)
     }
 
+    /// GET `path` through the gateway, with a bearer token if given.
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.at(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    /// POST `body` as JSON to `path` through the gateway.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
     /// Ctrl-C, then waits for `up` to exit; returns its status and everything it printed.
     pub(crate) fn interrupt(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");

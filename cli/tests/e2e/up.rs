@@ -7,12 +7,11 @@ use crate::system::{BIN, Running, alive};
 
 async fn login(running: &Running, email: &str, password: &str) -> String {
     let response = running
-        .http
-        .post(running.at("/api/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("gateway answers");
+        .post_json(
+            "/api/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await;
     assert_eq!(response.status(), 200, "login as {email}");
     let tokens: Value = response.json().await.expect("json");
     tokens["access_token"].as_str().expect("token").to_owned()
@@ -33,22 +32,12 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     );
 
     // The README's tour: sign up, log in, read the profile.
-    let signup = running
-        .http
-        .post(running.at("/api/auth/signup"))
-        .json(&json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"}))
-        .send()
-        .await
-        .expect("gateway answers");
+    let signup = running.post_json("/api/auth/signup", &json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"})).await;
     assert_eq!(signup.status(), 201);
     let token = login(&running, "ada@example.com", "correct horse battery").await;
     let me: Value = running
-        .http
-        .get(running.at("/api/users/me"))
-        .bearer_auth(&token)
-        .send()
+        .get("/api/users/me", Some(&token))
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -80,13 +69,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     )
     .expect("killed");
     for _ in 0..30 {
-        let response = running
-            .http
-            .get(running.at("/api/users/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("answers");
+        let response = running.get("/api/users/me", Some(&token)).await;
         assert_eq!(
             response.status(),
             200,
@@ -133,13 +116,7 @@ async fn a_second_up_reuses_the_data_and_reset_wipes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("shop");
     let first = Running::start(&data, &[]);
-    let signup = first
-        .http
-        .post(first.at("/api/auth/signup"))
-        .json(&json!({"email": "grace@example.com", "password": "correct horse battery", "name": "Grace"}))
-        .send()
-        .await
-        .expect("answers");
+    let signup = first.post_json("/api/auth/signup", &json!({"email": "grace@example.com", "password": "correct horse battery", "name": "Grace"})).await;
     assert_eq!(signup.status(), 201);
 
     // A second `up` on a running data directory is refused.

@@ -21,21 +21,14 @@ async fn stack() -> (Stack, std::path::PathBuf) {
 
 async fn sign_in(stack: &Stack, email: &str) -> String {
     let body = json!({"email": email, "password": "correct horse battery", "name": "Tester"});
-    let created = stack
-        .http
-        .post(stack.at("/api/auth/signup"))
-        .json(&body)
-        .send()
-        .await
-        .expect("answers");
+    let created = stack.post_json("/api/auth/signup", &body).await;
     assert_eq!(created.status(), 201);
     let tokens: Value = stack
-        .http
-        .post(stack.at("/api/auth/login"))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
+        .post_json(
+            "/api/auth/login",
+            &json!({"email": email, "password": "correct horse battery"}),
+        )
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -46,23 +39,12 @@ async fn sign_in(stack: &Stack, email: &str) -> String {
 async fn signup_login_and_profile_through_the_gateway() {
     let (stack, _) = stack().await;
     let token = sign_in(&stack, "edge@example.com").await;
-    let me = stack
-        .http
-        .get(stack.at("/api/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("answers");
+    let me = stack.get("/api/users/me", Some(&token)).await;
     assert_eq!(me.status(), 200);
     let me: Value = me.json().await.expect("json");
     assert_eq!(me["email"], "edge@example.com");
 
-    let anonymous = stack
-        .http
-        .get(stack.at("/api/users/me"))
-        .send()
-        .await
-        .expect("answers");
+    let anonymous = stack.get("/api/users/me", None).await;
     assert_eq!(anonymous.status(), 401);
     assert_eq!(
         problem(anonymous).await["type"],
@@ -121,13 +103,7 @@ async fn the_verified_identity_replaces_whatever_the_client_sent() {
     );
     assert!(real["headers"]["x-request-id"].is_string());
 
-    let not_admin = stack
-        .http
-        .get(stack.at("/api/admin-echo"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("answers");
+    let not_admin = stack.get("/api/admin-echo", Some(&token)).await;
     assert_eq!(not_admin.status(), 403);
     assert_eq!(
         problem(not_admin).await["detail"],
@@ -234,11 +210,8 @@ async fn bad_tokens_are_refused_with_a_reason() {
     assert_eq!(malformed_header.status(), 401);
 
     let metrics = stack
-        .http
-        .get(stack.at("/metrics"))
-        .send()
+        .get("/metrics", None)
         .await
-        .expect("answers")
         .text()
         .await
         .expect("text");
@@ -256,17 +229,7 @@ async fn bad_tokens_are_refused_with_a_reason() {
 async fn a_rotated_key_is_picked_up_on_first_sight() {
     let (stack, data) = stack().await;
     let token = sign_in(&stack, "rotation@example.com").await;
-    assert_eq!(
-        stack
-            .http
-            .get(stack.at("/api/users/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("answers")
-            .status(),
-        200
-    );
+    assert_eq!(stack.get("/api/users/me", Some(&token)).await.status(), 200);
 
     // A new key appears in users' key folder (as rotation or another replica would make it).
     let ring = users::keys::KeyRing::open(
@@ -278,12 +241,8 @@ async fn a_rotated_key_is_picked_up_on_first_sight() {
     ring.maintain(chrono_in_days(31)).expect("rotates");
     let key = ring.current().expect("new key");
     let claims_user: Value = stack
-        .http
-        .get(stack.at("/api/users/me"))
-        .bearer_auth(&token)
-        .send()
+        .get("/api/users/me", Some(&token))
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -305,13 +264,7 @@ async fn a_rotated_key_is_picked_up_on_first_sight() {
         Duration::from_secs(900),
     )
     .expect("signs");
-    let me = stack
-        .http
-        .get(stack.at("/api/users/me"))
-        .bearer_auth(&rotated)
-        .send()
-        .await
-        .expect("answers");
+    let me = stack.get("/api/users/me", Some(&rotated)).await;
     assert_eq!(me.status(), 200);
 }
 

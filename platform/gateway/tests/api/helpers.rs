@@ -121,6 +121,25 @@ impl Stack {
         format!("{}{path}", self.gateway)
     }
 
+    /// GET `path` through the gateway, with a bearer token if given.
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.at(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    /// POST `body` as JSON to `path` through the gateway.
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
     pub(crate) async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.at(path))

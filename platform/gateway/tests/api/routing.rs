@@ -40,12 +40,7 @@ async fn rewrites_paths_and_passes_queries_and_bodies() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_problems() {
     let stack = Stack::start(&[], settings_with_echo(), CancellationToken::new(), vec![]).await;
-    let missing = stack
-        .http
-        .get(stack.at("/api/nothing-here"))
-        .send()
-        .await
-        .expect("answers");
+    let missing = stack.get("/api/nothing-here", None).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         problem(missing).await["type"],
@@ -96,25 +91,14 @@ async fn no_instance_is_503_and_all_dead_is_502() {
         vec![],
     )
     .await;
-    let none = stack
-        .http
-        .get(stack.at("/api/echo"))
-        .send()
-        .await
-        .expect("answers");
+    let none = stack.get("/api/echo", None).await;
     assert_eq!(none.status(), 503);
     assert!(none.headers().contains_key("retry-after"));
     assert_eq!(
         problem(none).await["type"],
         "urn:bazaar:problem:no-upstream"
     );
-    let down = stack
-        .http
-        .post(stack.at("/api/auth/login"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("answers");
+    let down = stack.post_json("/api/auth/login", &json!({})).await;
     assert_eq!(down.status(), 502);
     let body = problem(down).await;
     assert_eq!(body["type"], "urn:bazaar:problem:bad-gateway");
@@ -150,12 +134,7 @@ async fn a_slow_upstream_is_cut_off_with_504() {
     )
     .await;
     let started = Instant::now();
-    let response = stack
-        .http
-        .get(stack.at("/api/slow/thing"))
-        .send()
-        .await
-        .expect("answers");
+    let response = stack.get("/api/slow/thing", None).await;
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
@@ -175,25 +154,12 @@ async fn metrics_count_per_route_and_per_upstream() {
     )
     .await;
     for _ in 0..3 {
-        stack
-            .http
-            .get(stack.at("/api/echo/a"))
-            .send()
-            .await
-            .expect("answers");
+        stack.get("/api/echo/a", None).await;
     }
-    stack
-        .http
-        .get(stack.at("/api/none"))
-        .send()
-        .await
-        .expect("answers");
+    stack.get("/api/none", None).await;
     let metrics = stack
-        .http
-        .get(stack.at("/metrics"))
-        .send()
+        .get("/metrics", None)
         .await
-        .expect("answers")
         .text()
         .await
         .expect("text");
