@@ -62,6 +62,34 @@ impl TestRegistry {
         format!("{}{path}", self.url)
     }
 
+    /// PUT `body` to `url`.
+    pub(crate) async fn put(
+        &self,
+        url: impl reqwest::IntoUrl,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .put(url)
+            .body(body)
+            .send()
+            .await
+            .expect("registry answers")
+    }
+
+    /// DELETE `url`.
+    pub(crate) async fn delete(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.http
+            .delete(url)
+            .send()
+            .await
+            .expect("registry answers")
+    }
+
+    /// GET `url`.
+    pub(crate) async fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.http.get(url).send().await.expect("registry answers")
+    }
+
     pub(crate) async fn register(&self, id: &str, body: &Value) -> reqwest::Response {
         self.http
             .put(self.at(&format!("/v1/instances/{id}")))

@@ -36,20 +36,10 @@ async fn registers_lists_and_deregisters() {
     let all = registry.get_json("/v1/instances").await;
     assert_eq!(all["instances"].as_array().map(Vec::len), Some(1));
 
-    let gone = registry
-        .http
-        .delete(registry.at("/v1/instances/users-1"))
-        .send()
-        .await
-        .expect("answers");
+    let gone = registry.delete(registry.at("/v1/instances/users-1")).await;
     assert_eq!(gone.status(), 204);
     assert!(registry.ids("users", false).await.is_empty());
-    let again = registry
-        .http
-        .delete(registry.at("/v1/instances/users-1"))
-        .send()
-        .await
-        .expect("answers");
+    let again = registry.delete(registry.at("/v1/instances/users-1")).await;
     assert_eq!(again.status(), 404);
     assert_eq!(again.headers()["content-type"], "application/problem+json");
 }
@@ -94,11 +84,8 @@ async fn malformed_registrations_get_a_clear_4xx_and_change_nothing() {
     );
 
     let bad_wait = registry
-        .http
         .get(registry.at("/v1/services/users?index=1&wait=forever"))
-        .send()
-        .await
-        .expect("answers");
+        .await;
     assert_eq!(bad_wait.status(), 400);
 
     assert!(
@@ -125,11 +112,11 @@ async fn missed_ttl_turns_critical_then_the_instance_is_removed() {
     let mut saw_critical = false;
     while started.elapsed() < Duration::from_secs(5) {
         let beat = registry
-            .http
-            .put(registry.at("/v1/instances/users-2/heartbeat"))
-            .send()
-            .await
-            .expect("answers");
+            .put(
+                registry.at("/v1/instances/users-2/heartbeat"),
+                Vec::<u8>::new(),
+            )
+            .await;
         assert_eq!(beat.status(), 200);
         let all = registry.ids("users", false).await;
         let passing = registry.ids("users", true).await;
@@ -148,11 +135,11 @@ async fn missed_ttl_turns_critical_then_the_instance_is_removed() {
     assert_eq!(registry.ids("users", false).await, ["users-2"]);
 
     let unknown = registry
-        .http
-        .put(registry.at("/v1/instances/users-1/heartbeat"))
-        .send()
-        .await
-        .expect("answers");
+        .put(
+            registry.at("/v1/instances/users-1/heartbeat"),
+            Vec::<u8>::new(),
+        )
+        .await;
     assert_eq!(
         unknown.status(),
         404,

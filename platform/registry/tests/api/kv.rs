@@ -11,59 +11,33 @@ async fn writes_reads_and_check_and_sets(db: TestDatabase) {
     let registry = TestRegistry::spawn_on(db, fast_settings()).await;
     let key = registry.at("/v1/kv/traffic/users");
 
-    let absent = registry.http.get(&key).send().await.expect("answers");
+    let absent = registry.get(&key).await;
     assert_eq!(absent.status(), 404);
 
     let created: Value = registry
-        .http
-        .put(format!("{key}?cas=0"))
-        .body(r#"{"stable":"1.0.0"}"#)
-        .send()
+        .put(format!("{key}?cas=0"), r#"{"stable":"1.0.0"}"#)
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
     let first = created["index"].as_u64().expect("index");
 
-    let again = registry
-        .http
-        .put(format!("{key}?cas=0"))
-        .body("x")
-        .send()
-        .await
-        .expect("answers");
+    let again = registry.put(format!("{key}?cas=0"), "x").await;
     assert_eq!(again.status(), 409, "cas=0 only creates");
     let problem: Value = again.json().await.expect("json");
     assert_eq!(problem["type"], "urn:bazaar:problem:cas-mismatch");
 
-    let entry: Value = registry
-        .http
-        .get(&key)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let entry: Value = registry.get(&key).await.json().await.expect("json");
     assert_eq!(entry["value"], r#"{"stable":"1.0.0"}"#);
     assert_eq!(entry["modify_index"].as_u64(), Some(first));
 
     let stale = registry
-        .http
-        .put(format!("{key}?cas={}", first + 100))
-        .body("y")
-        .send()
-        .await
-        .expect("answers");
+        .put(format!("{key}?cas={}", first + 100), "y")
+        .await;
     assert_eq!(stale.status(), 409);
     let updated: Value = registry
-        .http
-        .put(format!("{key}?cas={first}"))
-        .body("v2")
-        .send()
+        .put(format!("{key}?cas={first}"), "v2")
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -72,66 +46,28 @@ async fn writes_reads_and_check_and_sets(db: TestDatabase) {
     let listed = registry.get_json("/v1/kv?prefix=traffic/").await;
     assert_eq!(listed["entries"][0]["value"], "v2");
 
-    let bad_key = registry
-        .http
-        .put(registry.at("/v1/kv/bad//key"))
-        .body("x")
-        .send()
-        .await
-        .expect("answers");
+    let bad_key = registry.put(registry.at("/v1/kv/bad//key"), "x").await;
     assert_eq!(bad_key.status(), 400);
     let not_utf8 = registry
-        .http
-        .put(registry.at("/v1/kv/k"))
-        .body(vec![0xff, 0xfe])
-        .send()
-        .await
-        .expect("answers");
+        .put(registry.at("/v1/kv/k"), vec![0xff, 0xfe])
+        .await;
     assert_eq!(not_utf8.status(), 400);
     assert_eq!(
-        registry
-            .http
-            .get(registry.at("/v1/kv/k"))
-            .send()
-            .await
-            .expect("answers")
-            .status(),
+        registry.get(registry.at("/v1/kv/k")).await.status(),
         404,
         "a refused write stores nothing"
     );
 
-    assert_eq!(
-        registry
-            .http
-            .delete(&key)
-            .send()
-            .await
-            .expect("answers")
-            .status(),
-        204
-    );
-    assert_eq!(
-        registry
-            .http
-            .delete(&key)
-            .send()
-            .await
-            .expect("answers")
-            .status(),
-        404
-    );
+    assert_eq!(registry.delete(&key).await.status(), 204);
+    assert_eq!(registry.delete(&key).await.status(), 404);
     registry.stop().await;
 }
 
 async fn keys_survive_a_restart(db: TestDatabase) {
     let registry = TestRegistry::spawn_on(db, fast_settings()).await;
     let written: Value = registry
-        .http
-        .put(registry.at("/v1/kv/faults/payments"))
-        .body("error_rate=0.5")
-        .send()
+        .put(registry.at("/v1/kv/faults/payments"), "error_rate=0.5")
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -142,12 +78,8 @@ async fn keys_survive_a_restart(db: TestDatabase) {
     let entry = registry.get_json("/v1/kv/faults/payments").await;
     assert_eq!(entry["value"], "error_rate=0.5");
     let next: Value = registry
-        .http
-        .put(registry.at("/v1/kv/other"))
-        .body("x")
-        .send()
+        .put(registry.at("/v1/kv/other"), "x")
         .await
-        .expect("answers")
         .json()
         .await
         .expect("json");
@@ -162,16 +94,7 @@ async fn keys_survive_a_restart(db: TestDatabase) {
 async fn blocking_get_wakes_on_a_write() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let key = registry.at("/v1/kv/traffic/orders");
-    let written: Value = registry
-        .http
-        .put(&key)
-        .body("v1")
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let written: Value = registry.put(&key, "v1").await.json().await.expect("json");
     let index = written["index"].as_u64().expect("index");
 
     let waiter = {
@@ -191,22 +114,10 @@ async fn blocking_get_wakes_on_a_write() {
         })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
-    registry
-        .http
-        .put(registry.at("/v1/kv/unrelated"))
-        .body("x")
-        .send()
-        .await
-        .expect("answers");
+    registry.put(registry.at("/v1/kv/unrelated"), "x").await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!waiter.is_finished(), "another key must not wake it");
-    registry
-        .http
-        .put(&key)
-        .body("v2")
-        .send()
-        .await
-        .expect("answers");
+    registry.put(&key, "v2").await;
     let (elapsed, body) = waiter.await.expect("joins");
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     assert_eq!(body["value"], "v2");
