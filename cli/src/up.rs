@@ -67,7 +67,7 @@ pub(crate) async fn run(args: UpArgs) -> ExitCode {
         Err(UpError::Interrupted) => ExitCode::SUCCESS,
         Err(UpError::Usage(message)) => {
             eprintln!("error: {message}");
-            return ExitCode::from(EXIT_USAGE);
+            ExitCode::from(EXIT_USAGE)
         }
         Err(error) => {
             eprintln!("{} {error}", console.red("error:"));
