@@ -9,4 +9,5 @@
 pub mod auth;
 pub mod discovery;
 pub mod headers;
+pub mod money;
 pub mod problem;

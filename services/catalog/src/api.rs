@@ -1,0 +1,61 @@
+//! The catalog HTTP API.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /products` | anyone | list: `category`, `q`, `min_price`, `max_price`, `sku`, `sort`, `page_size`, `cursor` |
+//! | `GET /products/{id-or-sku}` | anyone | one product |
+//! | `GET /categories` | anyone | categories with product counts |
+//! | `POST /products`, `PATCH /products/{id}` | admin | create, update, deactivate |
+//! | `POST /products/{id}/restock` | admin | add stock |
+//! | `POST /reservations` | services (orders) | hold stock, all lines or none; `Idempotency-Key` required |
+//! | `GET /reservations/{id}` | services | a reservation |
+//! | `DELETE /reservations/{id}` | services | release |
+//! | `POST /reservations/{id}/commit` | services | turn held units into sales |
+
+pub mod products;
+pub mod reservations;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chassis::HttpError;
+
+use crate::Settings;
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The `[catalog]` section.
+    pub settings: Arc<Settings>,
+}
+
+/// The API routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/products", get(products::list).post(products::create))
+        .route("/products/{id}", get(products::get).patch(products::update))
+        .route("/products/{id}/restock", post(products::restock))
+        .route("/categories", get(products::categories))
+        .route("/reservations", post(reservations::create))
+        .route("/reservations/{id}", get(reservations::get).delete(reservations::release))
+        .route("/reservations/{id}/commit", post(reservations::commit))
+        .with_state(state)
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::SkuTaken => HttpError::conflict("sku-taken", error.to_string()),
+            StoreError::UnknownCategory => {
+                let mut v = chassis::error::Validation::new();
+                v.add("category", "no such category");
+                v.into_error()
+            }
+            StoreError::Db(source) => HttpError::internal(source),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Stock reservations, for the orders service.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use chassis::HttpError;
+use chassis::db::{from_millis, now_millis};
+use chassis::error::Validation;
+use chassis::extract::{Json, Path};
+use chrono::{DateTime, Utc};
+use contracts::headers::IDEMPOTENCY_KEY;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::domain::{Line, check_lines};
+use crate::store::reservations::{Moved, RELEASED, Reservation, Reserved};
+
+/// Longest idempotency key.
+const MAX_KEY_LEN: usize = 200;
+
+/// Body of `POST /reservations`.
+#[derive(Debug, Deserialize)]
+pub struct ReserveRequest {
+    items: Vec<ReserveItem>,
+}
+
+/// One line.
+#[derive(Debug, Deserialize)]
+pub struct ReserveItem {
+    sku: String,
+    quantity: i64,
+}
+
+/// A reservation as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ReservationView {
+    id: String,
+    status: String,
+    items: Vec<ItemView>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+struct ItemView {
+    sku: String,
+    quantity: i64,
+}
+
+impl From<Reservation> for ReservationView {
+    fn from(r: Reservation) -> Self {
+        Self {
+            id: r.id,
+            status: r.status,
+            items: r.lines.into_iter().map(|(sku, quantity)| ItemView { sku, quantity }).collect(),
+            created_at: from_millis(r.created_at),
+            expires_at: from_millis(r.expires_at),
+        }
+    }
+}
+
+/// `POST /reservations`: 201 when stock is held, 200 when the key was seen with the same
+/// request (its reservation as it is now), 409 when stock is short, 422 for unknown skus or a
+/// key reused for a different request. Nothing is held unless every line is.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ReserveRequest>,
+) -> Result<Response, HttpError> {
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .ok_or_else(|| HttpError::bad_request(format!("an Idempotency-Key header of 1 to {MAX_KEY_LEN} characters is required")))?
+        .to_owned();
+    let raw: Vec<(String, i64)> = body.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
+    let lines = check_lines(&raw).map_err(|errors| {
+        let mut v = Validation::new();
+        for (field, message) in errors {
+            v.add(&field, message);
+        }
+        v.into_error()
+    })?;
+    let now = now_millis();
+    let ttl = i64::try_from(state.settings.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
+    let outcome = state.store.reserve(&key, &request_hash(&lines), &lines, now, now.saturating_add(ttl)).await?;
+    match outcome {
+        Reserved::Created(reservation) => {
+            tracing::info!(reservation = %reservation.id, lines = reservation.lines.len(), "stock reserved");
+            Ok((StatusCode::CREATED, Json(ReservationView::from(reservation))).into_response())
+        }
+        Reserved::Replayed(reservation) => Ok((StatusCode::OK, Json(ReservationView::from(reservation))).into_response()),
+        Reserved::KeyReused => Err(HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+        )
+        .with_detail("this Idempotency-Key was used for a different request")),
+        Reserved::UnknownSku(sku) => {
+            let mut v = Validation::new();
+            v.add("items", format!("no product {sku} is for sale"));
+            Err(v.into_error())
+        }
+        Reserved::Insufficient { sku, available } => {
+            Err(HttpError::conflict("insufficient-stock", format!("{sku}: only {available} available")))
+        }
+    }
+}
+
+/// `GET /reservations/{id}`.
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
+    let reservation = state.store.reservation(&id).await?.ok_or_else(|| HttpError::not_found(format!("no reservation {id:?}")))?;
+    Ok(Json(reservation.into()))
+}
+
+/// `DELETE /reservations/{id}`: releases held stock; a no-op on a released or expired one.
+pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
+    answer(&id, state.store.release(&id, RELEASED, now_millis()).await?)
+}
+
+/// `POST /reservations/{id}/commit`: held units become sold; a no-op on a committed one.
+pub async fn commit(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
+    answer(&id, state.store.commit(&id, now_millis()).await?)
+}
+
+fn answer(id: &str, moved: Moved) -> Result<Json<ReservationView>, HttpError> {
+    match moved {
+        Moved::Done(reservation) => Ok(Json(reservation.into())),
+        Moved::Conflict(reservation) => Err(HttpError::conflict(
+            "reservation-state",
+            format!("reservation {id} is {}", reservation.status),
+        )),
+        Moved::NotFound => Err(HttpError::not_found(format!("no reservation {id:?}"))),
+    }
+}
+
+/// What identifies a request for idempotency: its lines, in sku order.
+fn request_hash(lines: &[Line]) -> String {
+    let mut hasher = Sha256::new();
+    for line in lines {
+        hasher.update(format!("{}:{};", line.sku.as_str(), line.quantity).as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_ignores_line_order_and_case() {
+        let a = check_lines(&[("mug-1".into(), 2), ("TEE-1".into(), 1)]).expect("valid");
+        let b = check_lines(&[("tee-1".into(), 1), ("MUG-1".into(), 2)]).expect("valid");
+        let c = check_lines(&[("tee-1".into(), 2), ("MUG-1".into(), 2)]).expect("valid");
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
+}
