@@ -219,7 +219,7 @@ mod tests {
         let errors = check_lines(&[("MUG-1".into(), 0), ("ABC-1".into(), -3), ("abc-1".into(), 1), ("x".into(), 1)])
             .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, ["items[0].quantity", "items[1].quantity", "items[3].sku"]);
+        assert_eq!(fields, ["items[0].quantity", "items[1].quantity", "items[2].sku", "items[3].sku"]);
         let errors = check_lines(&[("ABC-1".into(), 1), ("abc-1".into(), 1)]).expect_err("duplicate");
         assert_eq!(errors[0].0, "items[1].sku");
         assert!(check_lines(&[]).is_err());
