@@ -34,18 +34,26 @@ pub(crate) enum Service {
     Registry,
     /// Accounts and tokens.
     Users,
+    /// Products, categories, stock and reservations.
+    Catalog,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 3] = [Service::Registry, Service::Users, Service::Gateway];
+    pub(crate) const ALL: [Service; 4] = [
+        Service::Registry,
+        Service::Users,
+        Service::Catalog,
+        Service::Gateway,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Registry => registry::SERVICE,
             Self::Users => users::SERVICE,
+            Self::Catalog => catalog::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }

@@ -57,6 +57,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Catalog => {
+            let mut config = catalog::Config::load(loader, catalog::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            catalog::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Gateway => {
             let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
             prepare(service, &mut config.chassis)?;

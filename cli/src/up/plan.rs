@@ -25,7 +25,7 @@ impl InstanceSpec {
     pub(crate) fn tier(&self) -> usize {
         match self.service {
             Service::Registry => 0,
-            Service::Users => 1,
+            Service::Users | Service::Catalog => 1,
             Service::Gateway => 2,
         }
     }
@@ -158,8 +158,11 @@ pub(crate) fn child_args(
     if let Some(config) = config {
         args.extend(["--config".to_owned(), config.display().to_string()]);
     }
-    if spec.service == Service::Users {
-        args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]);
+    // A fresh data directory gets the demo accounts and the demo catalog.
+    match spec.service {
+        Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
+        Service::Catalog => args.extend(["--set".to_owned(), "catalog.seed_demo=true".to_owned()]),
+        Service::Registry | Service::Gateway => {}
     }
     Ok(args)
 }
@@ -174,7 +177,12 @@ mod tests {
         let ports: Vec<(&str, u16)> = specs.iter().map(|s| (s.id.as_str(), s.port)).collect();
         assert_eq!(
             ports,
-            [("registry-1", 7701), ("users-1", 7711), ("gateway-1", 7700)]
+            [
+                ("registry-1", 7701),
+                ("users-1", 7711),
+                ("catalog-1", 7712),
+                ("gateway-1", 7700)
+            ]
         );
     }
 

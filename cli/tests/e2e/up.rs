@@ -23,7 +23,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     assert!(
-        output.contains("Bazaar is up. 4 instances ready"),
+        output.contains("Bazaar is up. 5 instances ready"),
         "{output}"
     );
     assert!(
@@ -45,6 +45,42 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     // The seeded demo account works too.
     login(&running, "demo@bazaar.example", "shop-till-you-drop").await;
 
+    // The seeded catalog is public; changing it takes an administrator.
+    let products: Value = running
+        .get("/api/products?page_size=100", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(products["items"].as_array().map(Vec::len), Some(50));
+    let categories: Value = running
+        .get("/api/categories", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(categories["items"].as_array().map(Vec::len), Some(5));
+    let poster = json!({"sku": "POSTER-1", "name": "Poster", "price": {"amount_minor": 900, "currency": "USD"}, "category": "books"});
+    let as_customer = running
+        .http
+        .post(running.at("/api/products"))
+        .bearer_auth(&token)
+        .json(&poster)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(as_customer.status(), 403);
+    let admin = login(&running, "admin@bazaar.example", "keys-to-the-shop").await;
+    let as_admin = running
+        .http
+        .post(running.at("/api/products"))
+        .bearer_auth(&admin)
+        .json(&poster)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(as_admin.status(), 201);
+
     // `bazaar status` sees every instance.
     let status = Command::new(BIN)
         .args(["status", "--data-dir"])
@@ -58,7 +94,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
         "{table}"
     );
-    assert!(table.contains("3 of 3 instances passing"), "{table}");
+    assert!(table.contains("4 of 4 instances passing"), "{table}");
 
     // Kill one users replica outright: every request still succeeds, reads and writes alike.
     let users = running.pids("users");
@@ -96,7 +132,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     );
 
     // Ctrl-C stops everything, gracefully, and leaves no process behind.
-    let pids: Vec<i32> = ["registry", "users", "gateway"]
+    let pids: Vec<i32> = ["registry", "users", "catalog", "gateway"]
         .iter()
         .flat_map(|s| running.pids(s))
         .collect();
@@ -181,7 +217,7 @@ async fn up_runs_on_postgresql() {
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
         .await
         .expect("connects");
-    for service in ["registry", "users"] {
+    for service in ["registry", "users", "catalog"] {
         let name = format!("{prefix}_{service}");
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(&name)

@@ -41,7 +41,10 @@ pub fn router(state: AppState) -> Router {
         .route("/products/{id}/restock", post(products::restock))
         .route("/categories", get(products::categories))
         .route("/reservations", post(reservations::create))
-        .route("/reservations/{id}", get(reservations::get).delete(reservations::release))
+        .route(
+            "/reservations/{id}",
+            get(reservations::get).delete(reservations::release),
+        )
         .route("/reservations/{id}/commit", post(reservations::commit))
         .with_state(state)
 }

@@ -31,10 +31,18 @@ impl Sku {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let sku = raw.trim().to_ascii_uppercase();
         let ok = (3..=40).contains(&sku.len())
-            && sku.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+            && sku
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
             && !sku.starts_with('-')
             && !sku.ends_with('-');
-        if ok { Ok(Self(sku)) } else { Err(format!("{raw:?} is not a sku (3 to 40 letters, digits and inner hyphens)")) }
+        if ok {
+            Ok(Self(sku))
+        } else {
+            Err(format!(
+                "{raw:?} is not a sku (3 to 40 letters, digits and inner hyphens)"
+            ))
+        }
     }
 
     /// The sku.
@@ -46,10 +54,15 @@ impl Sku {
 /// A price: non-negative, at most [`MAX_PRICE_MINOR`], in a valid currency.
 pub fn check_price(price: &Money) -> Result<(), String> {
     if !Money::is_currency_code(&price.currency) {
-        return Err(format!("currency {:?} is not an ISO 4217 code", price.currency));
+        return Err(format!(
+            "currency {:?} is not an ISO 4217 code",
+            price.currency
+        ));
     }
     if !(0..=MAX_PRICE_MINOR).contains(&price.amount_minor) {
-        return Err(format!("amount_minor must be between 0 and {MAX_PRICE_MINOR}"));
+        return Err(format!(
+            "amount_minor must be between 0 and {MAX_PRICE_MINOR}"
+        ));
     }
     Ok(())
 }
@@ -57,9 +70,15 @@ pub fn check_price(price: &Money) -> Result<(), String> {
 /// A category slug: lower-case letters, digits and inner hyphens.
 pub fn check_slug(slug: &str) -> Result<(), String> {
     let ok = (1..=40).contains(&slug.len())
-        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !slug.starts_with('-');
-    if ok { Ok(()) } else { Err(format!("{slug:?} is not a category slug")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{slug:?} is not a category slug"))
+    }
 }
 
 /// A product name: 1 to 120 characters, no control characters.
@@ -73,7 +92,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// A description: at most 4000 characters.
 pub fn check_description(description: &str) -> Result<(), String> {
-    if description.chars().count() > 4000 { Err("must be at most 4000 characters".into()) } else { Ok(()) }
+    if description.chars().count() > 4000 {
+        Err("must be at most 4000 characters".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// An image URL: absolute http(s), or a path on this shop (`/images/tee.svg`).
@@ -81,7 +104,11 @@ pub fn check_image_url(url: &str) -> Result<(), String> {
     let ok = url.len() <= 500
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
         && (url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'));
-    if ok { Ok(()) } else { Err(format!("{url:?} is not an http(s) URL or a /path")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{url:?} is not an http(s) URL or a /path"))
+    }
 }
 
 /// One line of a reservation request, checked.
@@ -98,17 +125,29 @@ pub struct Line {
 pub fn check_lines(lines: &[(String, i64)]) -> Result<Vec<Line>, Vec<(String, String)>> {
     let mut errors = Vec::new();
     if lines.is_empty() || lines.len() > MAX_LINES {
-        errors.push(("items".to_owned(), format!("must hold 1 to {MAX_LINES} lines")));
+        errors.push((
+            "items".to_owned(),
+            format!("must hold 1 to {MAX_LINES} lines"),
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut checked = Vec::with_capacity(lines.len());
     for (i, (sku, quantity)) in lines.iter().enumerate() {
         match Sku::parse(sku) {
             Ok(sku) if !seen.insert(sku.clone()) => {
-                errors.push((format!("items[{i}].sku"), format!("{} appears more than once", sku.as_str())));
+                errors.push((
+                    format!("items[{i}].sku"),
+                    format!("{} appears more than once", sku.as_str()),
+                ));
             }
-            Ok(sku) if (1..=MAX_LINE_QUANTITY).contains(quantity) => checked.push(Line { sku, quantity: *quantity }),
-            Ok(_) => errors.push((format!("items[{i}].quantity"), format!("must be between 1 and {MAX_LINE_QUANTITY}"))),
+            Ok(sku) if (1..=MAX_LINE_QUANTITY).contains(quantity) => checked.push(Line {
+                sku,
+                quantity: *quantity,
+            }),
+            Ok(_) => errors.push((
+                format!("items[{i}].quantity"),
+                format!("must be between 1 and {MAX_LINE_QUANTITY}"),
+            )),
             Err(message) => errors.push((format!("items[{i}].sku"), message)),
         }
     }
@@ -146,7 +185,9 @@ impl Sort {
             "price" => Ok(Self::PriceAscending),
             "-price" => Ok(Self::PriceDescending),
             "newest" => Ok(Self::Newest),
-            other => Err(format!("{other:?} is not one of name, price, -price, newest")),
+            other => Err(format!(
+                "{other:?} is not one of name, price, -price, newest"
+            )),
         }
     }
 }
@@ -198,7 +239,10 @@ mod tests {
 
     #[test]
     fn skus_are_upper_cased_and_checked() {
-        assert_eq!(Sku::parse(" tee-org-m ").expect("valid").as_str(), "TEE-ORG-M");
+        assert_eq!(
+            Sku::parse(" tee-org-m ").expect("valid").as_str(),
+            "TEE-ORG-M"
+        );
         for bad in ["", "ab", "-ABC", "ABC-", "A B C", "ÄBC", &"X".repeat(41)] {
             assert!(Sku::parse(bad).is_err(), "{bad:?}");
         }
@@ -206,21 +250,63 @@ mod tests {
 
     #[test]
     fn prices_are_bounded_and_in_a_currency() {
-        assert!(check_price(&Money { amount_minor: 1999, currency: "USD".into() }).is_ok());
-        assert!(check_price(&Money { amount_minor: -1, currency: "USD".into() }).is_err());
-        assert!(check_price(&Money { amount_minor: MAX_PRICE_MINOR + 1, currency: "USD".into() }).is_err());
-        assert!(check_price(&Money { amount_minor: 100, currency: "usd".into() }).is_err());
+        assert!(
+            check_price(&Money {
+                amount_minor: 1999,
+                currency: "USD".into()
+            })
+            .is_ok()
+        );
+        assert!(
+            check_price(&Money {
+                amount_minor: -1,
+                currency: "USD".into()
+            })
+            .is_err()
+        );
+        assert!(
+            check_price(&Money {
+                amount_minor: MAX_PRICE_MINOR + 1,
+                currency: "USD".into()
+            })
+            .is_err()
+        );
+        assert!(
+            check_price(&Money {
+                amount_minor: 100,
+                currency: "usd".into()
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn reservation_lines_refuse_zero_negative_duplicates_and_excess() {
         let lines = check_lines(&[("mug-1".into(), 2), ("ABC-1".into(), 1)]).expect("valid");
-        assert_eq!(lines.iter().map(|l| l.sku.as_str()).collect::<Vec<_>>(), ["ABC-1", "MUG-1"], "sorted by sku");
-        let errors = check_lines(&[("MUG-1".into(), 0), ("ABC-1".into(), -3), ("abc-1".into(), 1), ("x".into(), 1)])
-            .expect_err("invalid");
+        assert_eq!(
+            lines.iter().map(|l| l.sku.as_str()).collect::<Vec<_>>(),
+            ["ABC-1", "MUG-1"],
+            "sorted by sku"
+        );
+        let errors = check_lines(&[
+            ("MUG-1".into(), 0),
+            ("ABC-1".into(), -3),
+            ("abc-1".into(), 1),
+            ("x".into(), 1),
+        ])
+        .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, ["items[0].quantity", "items[1].quantity", "items[2].sku", "items[3].sku"]);
-        let errors = check_lines(&[("ABC-1".into(), 1), ("abc-1".into(), 1)]).expect_err("duplicate");
+        assert_eq!(
+            fields,
+            [
+                "items[0].quantity",
+                "items[1].quantity",
+                "items[2].sku",
+                "items[3].sku"
+            ]
+        );
+        let errors =
+            check_lines(&[("ABC-1".into(), 1), ("abc-1".into(), 1)]).expect_err("duplicate");
         assert_eq!(errors[0].0, "items[1].sku");
         assert!(check_lines(&[]).is_err());
         assert!(check_lines(&[("ABC-1".into(), MAX_LINE_QUANTITY + 1)]).is_err());
@@ -228,7 +314,11 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {
-        let cursor = Cursor { sort: Sort::PriceAscending, key: CursorKey::Number(1999), id: "p-1".into() };
+        let cursor = Cursor {
+            sort: Sort::PriceAscending,
+            key: CursorKey::Number(1999),
+            id: "p-1".into(),
+        };
         let encoded = cursor.encode();
         assert_eq!(Cursor::decode(&encoded, Sort::PriceAscending), Ok(cursor));
         assert!(Cursor::decode(&encoded, Sort::Name).is_err());

@@ -51,7 +51,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { reservation_ttl: Duration::from_secs(15 * 60), expiry_sweep: Duration::from_secs(5), seed_demo: false }
+        Self {
+            reservation_ttl: Duration::from_secs(15 * 60),
+            expiry_sweep: Duration::from_secs(5),
+            seed_demo: false,
+        }
     }
 }
 
@@ -66,15 +70,25 @@ impl Application {
     /// Opens the database, seeds the demo catalog if asked, and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(&config.chassis.database_url(SERVICE), &config.chassis.database, &MIGRATOR).await?;
+        let db = Db::connect(
+            &config.chassis.database_url(SERVICE),
+            &config.chassis.database,
+            &MIGRATOR,
+        )
+        .await?;
         let store = store::Store::new(db.clone());
         if config.settings.seed_demo {
-            let loaded = seed::seed(&store).await.map_err(|e| StartError::other("seeding the demo catalog", e))?;
+            let loaded = seed::seed(&store)
+                .await
+                .map_err(|e| StartError::other("seeding the demo catalog", e))?;
             if loaded > 0 {
                 tracing::info!(products = loaded, "seeded the demo catalog");
             }
         }
-        let state = api::AppState { store, settings: Arc::new(config.settings) };
+        let state = api::AppState {
+            store,
+            settings: Arc::new(config.settings),
+        };
         let server = Server::bind(info, &config.chassis).await?.with_database(db);
         Ok(Self { server, state })
     }
@@ -87,15 +101,22 @@ impl Application {
     /// Serves until `shutdown` is cancelled, expiring reservations meanwhile.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let store = self.state.store.clone();
-        let sweeper = chassis::worker::every(self.state.settings.expiry_sweep, shutdown.child_token(), move || {
-            let store = store.clone();
-            async move {
-                if let Err(error) = store.expire_due(chassis::db::now_millis(), 100).await {
-                    tracing::error!(error = %chassis::error::ErrorChain(&error), "expiring reservations failed");
+        let sweeper = chassis::worker::every(
+            self.state.settings.expiry_sweep,
+            shutdown.child_token(),
+            move || {
+                let store = store.clone();
+                async move {
+                    if let Err(error) = store.expire_due(chassis::db::now_millis(), 100).await {
+                        tracing::error!(error = %chassis::error::ErrorChain(&error), "expiring reservations failed");
+                    }
                 }
-            }
-        });
-        let result = self.server.serve(api::router(self.state), shutdown.clone()).await;
+            },
+        );
+        let result = self
+            .server
+            .serve(api::router(self.state), shutdown.clone())
+            .await;
         shutdown.cancel();
         let _ = sweeper.await;
         result

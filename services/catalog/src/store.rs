@@ -150,7 +150,13 @@ impl Store {
     }
 
     /// Creates a category if its slug is new.
-    pub async fn ensure_category(&self, slug: &str, name: &str, description: &str, position: i64) -> Result<(), StoreError> {
+    pub async fn ensure_category(
+        &self,
+        slug: &str,
+        name: &str,
+        description: &str,
+        position: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO categories (slug, name, description, position) VALUES ($1, $2, $3, $4)
              ON CONFLICT (slug) DO NOTHING",
@@ -166,7 +172,9 @@ impl Store {
 
     /// One page of products; returns one more than `limit` when a next page exists.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<ProductRecord>, StoreError> {
-        let mut sql = format!("SELECT {PRODUCT_COLUMNS} FROM products p JOIN inventory i ON i.sku = p.sku WHERE 1 = 1");
+        let mut sql = format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products p JOIN inventory i ON i.sku = p.sku WHERE 1 = 1"
+        );
         let mut binds: Vec<Bind> = Vec::new();
         let mut push = |sql: &mut String, clause: &str, value: Bind| {
             binds.push(value);
@@ -176,7 +184,11 @@ impl Store {
             sql.push_str(" AND p.deactivated_at IS NULL");
         }
         if let Some(category) = &query.category {
-            push(&mut sql, " AND p.category = $?", Bind::Text(category.clone()));
+            push(
+                &mut sql,
+                " AND p.category = $?",
+                Bind::Text(category.clone()),
+            );
         }
         if let Some(min) = query.min_price {
             push(&mut sql, " AND p.price_minor >= $?", Bind::Int(min));
@@ -186,13 +198,25 @@ impl Store {
         }
         if let Some(text) = &query.text {
             let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
-            push(&mut sql, " AND (p.name_lower LIKE $? ESCAPE '\\'", Bind::Text(pattern.clone()));
-            push(&mut sql, " OR LOWER(p.description) LIKE $? ESCAPE '\\')", Bind::Text(pattern));
+            push(
+                &mut sql,
+                " AND (p.name_lower LIKE $? ESCAPE '\\'",
+                Bind::Text(pattern.clone()),
+            );
+            push(
+                &mut sql,
+                " OR LOWER(p.description) LIKE $? ESCAPE '\\')",
+                Bind::Text(pattern),
+            );
         }
         if !query.skus.is_empty() {
             sql.push_str(" AND p.sku IN (");
             for (i, sku) in query.skus.iter().enumerate() {
-                push(&mut sql, if i == 0 { "$?" } else { ", $?" }, Bind::Text(sku.clone()));
+                push(
+                    &mut sql,
+                    if i == 0 { "$?" } else { ", $?" },
+                    Bind::Text(sku.clone()),
+                );
             }
             sql.push(')');
         }
@@ -209,10 +233,16 @@ impl Store {
                 CursorKey::Number(number) => Bind::Int(*number),
             };
             // Row values give a strict order across ties on the key: (key, id).
-            push(&mut sql, &format!(" AND ({key_column}, p.id) {comparison} ($?"), key);
+            push(
+                &mut sql,
+                &format!(" AND ({key_column}, p.id) {comparison} ($?"),
+                key,
+            );
             push(&mut sql, ", $?)", Bind::Text(after.id.clone()));
         }
-        sql.push_str(&format!(" ORDER BY {key_column} {direction}, p.id {direction}"));
+        sql.push_str(&format!(
+            " ORDER BY {key_column} {direction}, p.id {direction}"
+        ));
         push(&mut sql, " LIMIT $?", Bind::Int(i64::from(query.limit) + 1));
 
         let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -310,7 +340,10 @@ impl Store {
 
     /// How many products exist, active or not.
     pub async fn product_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM products").fetch_one(self.db.pool()).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM products")
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?)
     }
 }
 

@@ -42,7 +42,10 @@ impl From<ProductRecord> for ProductView {
             sku: p.sku,
             name: p.name,
             description: p.description,
-            price: Money { amount_minor: p.price_minor, currency: p.currency },
+            price: Money {
+                amount_minor: p.price_minor,
+                currency: p.currency,
+            },
             category: p.category,
             image_url: p.image_url,
             active: p.active,
@@ -77,15 +80,24 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Response, HttpError> {
     let mut v = Validation::new();
-    let sort = v.check("sort", params.sort.as_deref().map_or(Ok(Sort::default()), Sort::parse));
+    let sort = v.check(
+        "sort",
+        params
+            .sort
+            .as_deref()
+            .map_or(Ok(Sort::default()), Sort::parse),
+    );
     let limit = params.page_size.unwrap_or(domain::DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        v.add("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"));
+        v.add(
+            "page_size",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        );
     }
-    if let (Some(min), Some(max)) = (params.min_price, params.max_price) {
-        if min > max {
-            v.add("min_price", "must not be above max_price");
-        }
+    if let (Some(min), Some(max)) = (params.min_price, params.max_price)
+        && min > max
+    {
+        v.add("min_price", "must not be above max_price");
     }
     if params.min_price.is_some_and(|p| p < 0) {
         v.add("min_price", "must not be negative");
@@ -102,17 +114,28 @@ pub async fn list(
         v.add("sku", format!("at most {MAX_PAGE_SIZE} skus"));
     }
     if params.include_inactive && !caller.as_ref().is_some_and(Caller::is_admin) {
-        v.add("include_inactive", "only administrators see deactivated products");
+        v.add(
+            "include_inactive",
+            "only administrators see deactivated products",
+        );
     }
-    let Some(sort) = sort else { return Err(v.into_error()) };
-    let after = params.cursor.as_deref().and_then(|c| v.check("cursor", Cursor::decode(c, sort)));
+    let Some(sort) = sort else {
+        return Err(v.into_error());
+    };
+    let after = params
+        .cursor
+        .as_deref()
+        .and_then(|c| v.check("cursor", Cursor::decode(c, sort)));
     v.finish()?;
 
     let query = ListQuery {
         category: params.category.filter(|c| !c.is_empty()),
         min_price: params.min_price,
         max_price: params.max_price,
-        text: params.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()),
+        text: params
+            .q
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty()),
         skus,
         include_inactive: params.include_inactive,
         sort,
@@ -128,7 +151,12 @@ pub async fn list(
                 Sort::PriceAscending | Sort::PriceDescending => CursorKey::Number(last.price_minor),
                 Sort::Newest => CursorKey::Number(last.created_at),
             };
-            Cursor { sort, key, id: last.id.clone() }.encode()
+            Cursor {
+                sort,
+                key,
+                id: last.id.clone(),
+            }
+            .encode()
         })
     } else {
         None
@@ -198,7 +226,9 @@ pub async fn create(
     if !(0..=MAX_RESTOCK).contains(&body.stock) {
         v.add("stock", format!("must be between 0 and {MAX_RESTOCK}"));
     }
-    let Some(sku) = sku else { return Err(v.into_error()) };
+    let Some(sku) = sku else {
+        return Err(v.into_error());
+    };
     v.finish()?;
     let now = now_millis();
     let product = ProductRecord {
@@ -220,7 +250,12 @@ pub async fn create(
     state.store.insert(&product).await?;
     tracing::info!(sku = %product.sku, "product created");
     let location = format!("/products/{}", product.id);
-    Ok((StatusCode::CREATED, [(http::header::LOCATION, location)], Json(ProductView::from(product))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(http::header::LOCATION, location)],
+        Json(ProductView::from(product)),
+    )
+        .into_response())
 }
 
 /// Body of `PATCH /products/{id}`: any subset of the fields; `active: false` deactivates.
@@ -259,7 +294,11 @@ pub async fn update(
         v.check("image_url", domain::check_image_url(url));
     }
     v.finish()?;
-    let mut product = state.store.find(&id).await?.ok_or_else(|| HttpError::not_found(format!("no product {id:?}")))?;
+    let mut product = state
+        .store
+        .find(&id)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no product {id:?}")))?;
     if let Some(name) = patch.name {
         product.name = name.trim().to_owned();
     }
@@ -284,7 +323,11 @@ pub async fn update(
         v.add("category", "no such category");
         return Err(v.into_error());
     }
-    let product = state.store.find(&product.id).await?.ok_or_else(|| HttpError::not_found("the product vanished"))?;
+    let product = state
+        .store
+        .find(&product.id)
+        .await?
+        .ok_or_else(|| HttpError::not_found("the product vanished"))?;
     tracing::info!(sku = %product.sku, active = product.active, "product updated");
     Ok(Json(product.into()))
 }
@@ -308,9 +351,17 @@ pub async fn restock(
         v.add("quantity", format!("must be between 1 and {MAX_RESTOCK}"));
         return Err(v.into_error());
     }
-    let product = state.store.find(&id).await?.ok_or_else(|| HttpError::not_found(format!("no product {id:?}")))?;
+    let product = state
+        .store
+        .find(&id)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no product {id:?}")))?;
     state.store.restock(&product.sku, body.quantity).await?;
-    let product = state.store.find(&product.id).await?.ok_or_else(|| HttpError::not_found("the product vanished"))?;
+    let product = state
+        .store
+        .find(&product.id)
+        .await?
+        .ok_or_else(|| HttpError::not_found("the product vanished"))?;
     tracing::info!(sku = %product.sku, quantity = body.quantity, "restocked");
     Ok(Json(product.into()))
 }

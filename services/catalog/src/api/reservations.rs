@@ -53,7 +53,11 @@ impl From<Reservation> for ReservationView {
         Self {
             id: r.id,
             status: r.status,
-            items: r.lines.into_iter().map(|(sku, quantity)| ItemView { sku, quantity }).collect(),
+            items: r
+                .lines
+                .into_iter()
+                .map(|(sku, quantity)| ItemView { sku, quantity })
+                .collect(),
             created_at: from_millis(r.created_at),
             expires_at: from_millis(r.expires_at),
         }
@@ -73,9 +77,17 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-        .ok_or_else(|| HttpError::bad_request(format!("an Idempotency-Key header of 1 to {MAX_KEY_LEN} characters is required")))?
+        .ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "an Idempotency-Key header of 1 to {MAX_KEY_LEN} characters is required"
+            ))
+        })?
         .to_owned();
-    let raw: Vec<(String, i64)> = body.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
+    let raw: Vec<(String, i64)> = body
+        .items
+        .into_iter()
+        .map(|i| (i.sku, i.quantity))
+        .collect();
     let lines = check_lines(&raw).map_err(|errors| {
         let mut v = Validation::new();
         for (field, message) in errors {
@@ -85,13 +97,28 @@ pub async fn create(
     })?;
     let now = now_millis();
     let ttl = i64::try_from(state.settings.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
-    let outcome = state.store.reserve(&key, &request_hash(&lines), &lines, now, now.saturating_add(ttl)).await?;
+    let outcome = state
+        .store
+        .reserve(
+            &key,
+            &request_hash(&lines),
+            &lines,
+            now,
+            now.saturating_add(ttl),
+        )
+        .await?;
     match outcome {
         Reserved::Created(reservation) => {
             tracing::info!(reservation = %reservation.id, lines = reservation.lines.len(), "stock reserved");
-            Ok((StatusCode::CREATED, Json(ReservationView::from(reservation))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                Json(ReservationView::from(reservation)),
+            )
+                .into_response())
         }
-        Reserved::Replayed(reservation) => Ok((StatusCode::OK, Json(ReservationView::from(reservation))).into_response()),
+        Reserved::Replayed(reservation) => {
+            Ok((StatusCode::OK, Json(ReservationView::from(reservation))).into_response())
+        }
         Reserved::KeyReused => Err(HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
@@ -103,25 +130,39 @@ pub async fn create(
             v.add("items", format!("no product {sku} is for sale"));
             Err(v.into_error())
         }
-        Reserved::Insufficient { sku, available } => {
-            Err(HttpError::conflict("insufficient-stock", format!("{sku}: only {available} available")))
-        }
+        Reserved::Insufficient { sku, available } => Err(HttpError::conflict(
+            "insufficient-stock",
+            format!("{sku}: only {available} available"),
+        )),
     }
 }
 
 /// `GET /reservations/{id}`.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
-    let reservation = state.store.reservation(&id).await?.ok_or_else(|| HttpError::not_found(format!("no reservation {id:?}")))?;
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>, HttpError> {
+    let reservation = state
+        .store
+        .reservation(&id)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no reservation {id:?}")))?;
     Ok(Json(reservation.into()))
 }
 
 /// `DELETE /reservations/{id}`: releases held stock; a no-op on a released or expired one.
-pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
+pub async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>, HttpError> {
     answer(&id, state.store.release(&id, RELEASED, now_millis()).await?)
 }
 
 /// `POST /reservations/{id}/commit`: held units become sold; a no-op on a committed one.
-pub async fn commit(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ReservationView>, HttpError> {
+pub async fn commit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>, HttpError> {
     answer(&id, state.store.commit(&id, now_millis()).await?)
 }
 
@@ -142,7 +183,11 @@ fn request_hash(lines: &[Line]) -> String {
     for line in lines {
         hasher.update(format!("{}:{};", line.sku.as_str(), line.quantity).as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -102,10 +102,10 @@ impl Store {
         if let Err(error) = inserted {
             tx.rollback().await?;
             // Another request with the same key won the race: answer as a replay.
-            if is_unique_violation(&error) {
-                if let Some(existing) = self.replay(key, request_hash).await? {
-                    return Ok(existing);
-                }
+            if is_unique_violation(&error)
+                && let Some(existing) = self.replay(key, request_hash).await?
+            {
+                return Ok(existing);
             }
             return Err(error.into());
         }
@@ -131,32 +131,41 @@ impl Store {
                 let sku = line.sku.as_str().to_owned();
                 return Ok(match available {
                     None => Reserved::UnknownSku(sku),
-                    Some(row) => Reserved::Insufficient { sku, available: row.try_get::<i64, _>("available")?.max(0) },
+                    Some(row) => Reserved::Insufficient {
+                        sku,
+                        available: row.try_get::<i64, _>("available")?.max(0),
+                    },
                 });
             }
-            sqlx::query("INSERT INTO reservation_lines (reservation_id, sku, quantity) VALUES ($1, $2, $3)")
-                .bind(&id)
-                .bind(line.sku.as_str())
-                .bind(line.quantity)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO reservation_lines (reservation_id, sku, quantity) VALUES ($1, $2, $3)",
+            )
+            .bind(&id)
+            .bind(line.sku.as_str())
+            .bind(line.quantity)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(Reserved::Created(Reservation {
             id,
             idempotency_key: key.to_owned(),
             status: HELD.to_owned(),
-            lines: lines.iter().map(|l| (l.sku.as_str().to_owned(), l.quantity)).collect(),
+            lines: lines
+                .iter()
+                .map(|l| (l.sku.as_str().to_owned(), l.quantity))
+                .collect(),
             created_at: now,
             expires_at,
         }))
     }
 
     async fn replay(&self, key: &str, request_hash: &str) -> Result<Option<Reserved>, StoreError> {
-        let row = sqlx::query("SELECT id, request_hash FROM reservations WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT id, request_hash FROM reservations WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(self.db.pool())
+                .await?;
         let Some(row) = row else { return Ok(None) };
         if row.try_get::<String, _>("request_hash")? != request_hash {
             return Ok(Some(Reserved::KeyReused));
@@ -172,13 +181,15 @@ impl Store {
             .fetch_optional(self.db.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let lines = sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku")
-            .bind(id)
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|l| Ok((l.try_get("sku")?, l.try_get("quantity")?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let lines = sqlx::query(
+            "SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(|l| Ok((l.try_get("sku")?, l.try_get("quantity")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(Reservation {
             id: row.try_get("id")?,
             idempotency_key: row.try_get("idempotency_key")?,
@@ -192,8 +203,14 @@ impl Store {
     /// Gives the units back (`to` is `released` or `expired`). Releasing a released or expired
     /// reservation is a no-op; releasing a committed one is a conflict.
     pub async fn release(&self, id: &str, to: &str, now: i64) -> Result<Moved, StoreError> {
-        self.settle(id, to, now, "UPDATE inventory SET reserved = reserved - $1 WHERE sku = $2", &[RELEASED, EXPIRED])
-            .await
+        self.settle(
+            id,
+            to,
+            now,
+            "UPDATE inventory SET reserved = reserved - $1 WHERE sku = $2",
+            &[RELEASED, EXPIRED],
+        )
+        .await
     }
 
     /// Turns the units into sales. Committing a committed reservation is a no-op; committing a
@@ -220,13 +237,15 @@ impl Store {
         done_states: &[&str],
     ) -> Result<Moved, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let moved = sqlx::query("UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-            .bind(to)
-            .bind(now)
-            .bind(id)
-            .bind(HELD)
-            .execute(&mut *tx)
-            .await?;
+        let moved = sqlx::query(
+            "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(id)
+        .bind(HELD)
+        .execute(&mut *tx)
+        .await?;
         if moved.rows_affected() == 1 {
             let lines = sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku")
                 .bind(id)
@@ -245,7 +264,10 @@ impl Store {
         }
         Ok(match self.reservation(id).await? {
             None => Moved::NotFound,
-            Some(reservation) if reservation.status == to || done_states.contains(&reservation.status.as_str()) => {
+            Some(reservation)
+                if reservation.status == to
+                    || done_states.contains(&reservation.status.as_str()) =>
+            {
                 Moved::Done(reservation)
             }
             Some(reservation) => Moved::Conflict(reservation),
@@ -263,7 +285,8 @@ impl Store {
         let mut expired = 0;
         for row in due {
             let id: String = row.try_get("id")?;
-            if matches!(self.release(&id, EXPIRED, now).await?, Moved::Done(r) if r.status == EXPIRED) {
+            if matches!(self.release(&id, EXPIRED, now).await?, Moved::Done(r) if r.status == EXPIRED)
+            {
                 tracing::info!(reservation = %id, "reservation expired; stock released");
                 expired += 1;
             }

@@ -23,7 +23,11 @@ impl Drop for TestApp {
 
 /// Settings of a test catalog: seeded, with a fast expiry sweep.
 pub(crate) fn settings() -> Settings {
-    Settings { seed_demo: true, expiry_sweep: Duration::from_millis(50), ..Settings::default() }
+    Settings {
+        seed_demo: true,
+        expiry_sweep: Duration::from_millis(50),
+        ..Settings::default()
+    }
 }
 
 impl TestApp {
@@ -36,12 +40,19 @@ impl TestApp {
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
-        let app = Application::build(Config { chassis, settings }).await.expect("catalog starts");
+        let app = Application::build(Config { chassis, settings })
+            .await
+            .expect("catalog starts");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
-        Self { url, http: reqwest::Client::new(), shutdown, _db: db }
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            shutdown,
+            _db: db,
+        }
     }
 
     pub(crate) fn at(&self, path: &str) -> String {
@@ -49,12 +60,20 @@ impl TestApp {
     }
 
     pub(crate) async fn get(&self, path: &str) -> Response {
-        self.http.get(self.at(path)).send().await.expect("catalog answers")
+        self.http
+            .get(self.at(path))
+            .send()
+            .await
+            .expect("catalog answers")
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path).await;
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.json().await.expect("json")
     }
 
@@ -67,7 +86,10 @@ impl TestApp {
 
     /// `POST /reservations` with `key` and `items` as `[(sku, quantity)]`.
     pub(crate) async fn reserve(&self, key: &str, items: &[(&str, i64)]) -> Response {
-        let items: Vec<Value> = items.iter().map(|(sku, quantity)| serde_json::json!({"sku": sku, "quantity": quantity})).collect();
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(sku, quantity)| serde_json::json!({"sku": sku, "quantity": quantity}))
+            .collect();
         self.http
             .post(self.at("/reservations"))
             .header("idempotency-key", key)
@@ -79,12 +101,17 @@ impl TestApp {
 
     /// `available` of a sku.
     pub(crate) async fn available(&self, sku: &str) -> i64 {
-        self.get_json(&format!("/products/{sku}")).await["available"].as_i64().expect("available")
+        self.get_json(&format!("/products/{sku}")).await["available"]
+            .as_i64()
+            .expect("available")
     }
 }
 
 /// Reads a problem body and checks its content type.
 pub(crate) async fn problem(response: Response) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     response.json().await.expect("problem json")
 }
