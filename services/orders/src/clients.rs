@@ -1,0 +1,115 @@
+//! Calls to the catalog, through the chassis client (discovery, deadline, retries of what is
+//! safe to repeat).
+
+use std::collections::HashMap;
+
+use chassis::client::{CallError, ServiceClient};
+use contracts::money::Money;
+use http::StatusCode;
+use serde::Deserialize;
+
+use crate::domain::{CatalogPrice, Requested};
+
+/// Why the catalog could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the catalog could not be asked")]
+pub struct CatalogUnavailable(#[source] pub CallError);
+
+/// What a reservation request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Stock held, under this reservation id.
+    Held(String),
+    /// Not enough stock; the catalog's explanation.
+    Insufficient(String),
+    /// The catalog refused the lines (a sku not for sale); its explanation.
+    Refused(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ProductPage {
+    items: Vec<Product>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Product {
+    sku: String,
+    name: String,
+    price: Money,
+    active: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReservationBody {
+    id: String,
+}
+
+/// The catalog, as the orders context sees it.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    client: ServiceClient,
+    service: String,
+}
+
+impl Catalog {
+    /// The catalog reached through `client` under the service name `service`.
+    pub fn new(client: ServiceClient, service: &str) -> Self {
+        Self { client, service: service.to_owned() }
+    }
+
+    /// Current prices of the skus that are for sale, by sku.
+    pub async fn prices(&self, skus: &[String]) -> Result<HashMap<String, CatalogPrice>, CatalogUnavailable> {
+        let path = format!("/products?page_size=100&sku={}", skus.join(","));
+        let page: ProductPage = self.client.get(&self.service, &path).send().await.and_then(|r| r.json()).map_err(CatalogUnavailable)?;
+        Ok(page
+            .items
+            .into_iter()
+            .filter(|p| p.active)
+            .map(|p| (p.sku, CatalogPrice { name: p.name, unit_price_minor: p.price.amount_minor, currency: p.price.currency }))
+            .collect())
+    }
+
+    /// Holds stock for `items` under the idempotency key `key`.
+    pub async fn reserve(&self, key: &str, items: &[Requested]) -> Result<Reservation, CatalogUnavailable> {
+        let body = serde_json::json!({
+            "items": items.iter().map(|i| serde_json::json!({"sku": i.sku, "quantity": i.quantity})).collect::<Vec<_>>()
+        });
+        let response = self
+            .client
+            .post(&self.service, "/reservations")
+            .idempotency_key(key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(CatalogUnavailable)?;
+        match response.status {
+            StatusCode::OK | StatusCode::CREATED => {
+                let held: ReservationBody = response.json().map_err(CatalogUnavailable)?;
+                Ok(Reservation::Held(held.id))
+            }
+            StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+                let status = response.status;
+                let detail = match response.error_for_status() {
+                    Err(CallError::Status { problem: Some(problem), .. }) => problem.detail.unwrap_or(problem.title),
+                    _ => "the catalog refused the reservation".to_owned(),
+                };
+                Ok(if status == StatusCode::CONFLICT { Reservation::Insufficient(detail) } else { Reservation::Refused(detail) })
+            }
+            _ => Err(CatalogUnavailable(response.error_for_status().err().unwrap_or(CallError::Invalid {
+                service: self.service.clone(),
+                reason: "unexpected answer".into(),
+            }))),
+        }
+    }
+
+    /// Gives reserved stock back.
+    pub async fn release(&self, reservation_id: &str) -> Result<(), CatalogUnavailable> {
+        self.client
+            .call(http::Method::DELETE, &self.service, &format!("/reservations/{reservation_id}"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(drop)
+            .map_err(CatalogUnavailable)
+    }
+}
