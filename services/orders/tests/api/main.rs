@@ -1,0 +1,5 @@
+//! Integration tests of the orders service: the service on port 0 with its own database, and the
+//! catalog faked over HTTP.
+
+mod helpers;
+mod orders;
