@@ -36,16 +36,19 @@ pub(crate) enum Service {
     Users,
     /// Products, categories, stock and reservations.
     Catalog,
+    /// Orders, priced by the catalog.
+    Orders,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 4] = [
+    pub(crate) const ALL: [Service; 5] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
+        Service::Orders,
         Service::Gateway,
     ];
 
@@ -54,6 +57,7 @@ impl Service {
             Self::Registry => registry::SERVICE,
             Self::Users => users::SERVICE,
             Self::Catalog => catalog::SERVICE,
+            Self::Orders => orders::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }

@@ -65,6 +65,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Orders => {
+            let mut config = orders::Config::load(loader, orders::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            orders::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Gateway => {
             let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
             prepare(service, &mut config.chassis)?;

@@ -25,7 +25,7 @@ impl InstanceSpec {
     pub(crate) fn tier(&self) -> usize {
         match self.service {
             Service::Registry => 0,
-            Service::Users | Service::Catalog => 1,
+            Service::Users | Service::Catalog | Service::Orders => 1,
             Service::Gateway => 2,
         }
     }
@@ -162,7 +162,7 @@ pub(crate) fn child_args(
     match spec.service {
         Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
         Service::Catalog => args.extend(["--set".to_owned(), "catalog.seed_demo=true".to_owned()]),
-        Service::Registry | Service::Gateway => {}
+        Service::Registry | Service::Orders | Service::Gateway => {}
     }
     Ok(args)
 }
@@ -181,6 +181,7 @@ mod tests {
                 ("registry-1", 7701),
                 ("users-1", 7711),
                 ("catalog-1", 7712),
+                ("orders-1", 7713),
                 ("gateway-1", 7700)
             ]
         );

@@ -17,13 +17,65 @@ async fn login(running: &Running, email: &str, password: &str) -> String {
     tokens["access_token"].as_str().expect("token").to_owned()
 }
 
+/// Orders two products and reads the order back: catalog prices, right totals, stock held,
+/// and hidden from another customer.
+async fn order_two_products(running: &Running, token: &str) {
+    let mug_before: Value = running
+        .get("/api/products/MUG-STONE", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let order = json!({
+        "items": [{"sku": "MUG-STONE", "quantity": 2}, {"sku": "BOOK-RUST", "quantity": 1}],
+        "shipping_address": {"name": "Ada", "line1": "12 Analytical St", "city": "London", "postal_code": "N1 9GU", "country": "GB"}
+    });
+    let placed = running
+        .http
+        .post(running.at("/api/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", "e2e-order-1")
+        .json(&order)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(placed.status(), 201, "{}", running.output());
+    let placed: Value = placed.json().await.expect("json");
+    let path = format!("/api/orders/{}", placed["id"].as_str().expect("id"));
+    let read: Value = running
+        .get(&path, Some(token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(read["status"], "PENDING");
+    assert_eq!(
+        read["total"],
+        json!({"amount_minor": 2 * 1800 + 3900, "currency": "USD"})
+    );
+    assert_eq!(read["lines"][1]["line_total"]["amount_minor"], 3900);
+    let mug_after: Value = running
+        .get("/api/products/MUG-STONE", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        mug_after["available"].as_i64(),
+        mug_before["available"].as_i64().map(|n| n - 2),
+        "two mugs reserved"
+    );
+    let someone_else = login(running, "demo@bazaar.example", "shop-till-you-drop").await;
+    assert_eq!(running.get(&path, Some(&someone_else)).await.status(), 404);
+}
+
 #[tokio::test]
 async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     assert!(
-        output.contains("Bazaar is up. 5 instances ready"),
+        output.contains("Bazaar is up. 6 instances ready"),
         "{output}"
     );
     assert!(
@@ -81,6 +133,8 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         .expect("answers");
     assert_eq!(as_admin.status(), 201);
 
+    order_two_products(&running, &token).await;
+
     // `bazaar status` sees every instance.
     let status = Command::new(BIN)
         .args(["status", "--data-dir"])
@@ -94,7 +148,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
         "{table}"
     );
-    assert!(table.contains("4 of 4 instances passing"), "{table}");
+    assert!(table.contains("5 of 5 instances passing"), "{table}");
 
     // Kill one users replica outright: every request still succeeds, reads and writes alike.
     let users = running.pids("users");
@@ -132,7 +186,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     );
 
     // Ctrl-C stops everything, gracefully, and leaves no process behind.
-    let pids: Vec<i32> = ["registry", "users", "catalog", "gateway"]
+    let pids: Vec<i32> = ["registry", "users", "catalog", "orders", "gateway"]
         .iter()
         .flat_map(|s| running.pids(s))
         .collect();
@@ -206,7 +260,15 @@ async fn up_runs_on_postgresql() {
     url.set_path(&format!("/{prefix}"));
     let dir = tempfile::tempdir().expect("tempdir");
     let running = Running::start(dir.path(), &["--db", url.as_str()]);
-    login(&running, "demo@bazaar.example", "shop-till-you-drop").await;
+    let signup = running
+        .post_json(
+            "/api/auth/signup",
+            &json!({"email": "pg@example.com", "password": "correct horse battery", "name": "Pg"}),
+        )
+        .await;
+    assert_eq!(signup.status(), 201);
+    let token = login(&running, "pg@example.com", "correct horse battery").await;
+    order_two_products(&running, &token).await;
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");
     assert!(
@@ -217,7 +279,7 @@ async fn up_runs_on_postgresql() {
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
         .await
         .expect("connects");
-    for service in ["registry", "users", "catalog"] {
+    for service in ["registry", "users", "catalog", "orders"] {
         let name = format!("{prefix}_{service}");
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(&name)

@@ -54,23 +54,48 @@ pub struct Catalog {
 impl Catalog {
     /// The catalog reached through `client` under the service name `service`.
     pub fn new(client: ServiceClient, service: &str) -> Self {
-        Self { client, service: service.to_owned() }
+        Self {
+            client,
+            service: service.to_owned(),
+        }
     }
 
     /// Current prices of the skus that are for sale, by sku.
-    pub async fn prices(&self, skus: &[String]) -> Result<HashMap<String, CatalogPrice>, CatalogUnavailable> {
+    pub async fn prices(
+        &self,
+        skus: &[String],
+    ) -> Result<HashMap<String, CatalogPrice>, CatalogUnavailable> {
         let path = format!("/products?page_size=100&sku={}", skus.join(","));
-        let page: ProductPage = self.client.get(&self.service, &path).send().await.and_then(|r| r.json()).map_err(CatalogUnavailable)?;
+        let page: ProductPage = self
+            .client
+            .get(&self.service, &path)
+            .send()
+            .await
+            .and_then(|r| r.json())
+            .map_err(CatalogUnavailable)?;
         Ok(page
             .items
             .into_iter()
             .filter(|p| p.active)
-            .map(|p| (p.sku, CatalogPrice { name: p.name, unit_price_minor: p.price.amount_minor, currency: p.price.currency }))
+            .map(|p| {
+                (
+                    p.sku,
+                    CatalogPrice {
+                        name: p.name,
+                        unit_price_minor: p.price.amount_minor,
+                        currency: p.price.currency,
+                    },
+                )
+            })
             .collect())
     }
 
     /// Holds stock for `items` under the idempotency key `key`.
-    pub async fn reserve(&self, key: &str, items: &[Requested]) -> Result<Reservation, CatalogUnavailable> {
+    pub async fn reserve(
+        &self,
+        key: &str,
+        items: &[Requested],
+    ) -> Result<Reservation, CatalogUnavailable> {
         let body = serde_json::json!({
             "items": items.iter().map(|i| serde_json::json!({"sku": i.sku, "quantity": i.quantity})).collect::<Vec<_>>()
         });
@@ -90,22 +115,38 @@ impl Catalog {
             StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
                 let status = response.status;
                 let detail = match response.error_for_status() {
-                    Err(CallError::Status { problem: Some(problem), .. }) => problem.detail.unwrap_or(problem.title),
+                    Err(CallError::Status {
+                        problem: Some(problem),
+                        ..
+                    }) => problem.detail.unwrap_or(problem.title),
                     _ => "the catalog refused the reservation".to_owned(),
                 };
-                Ok(if status == StatusCode::CONFLICT { Reservation::Insufficient(detail) } else { Reservation::Refused(detail) })
+                Ok(if status == StatusCode::CONFLICT {
+                    Reservation::Insufficient(detail)
+                } else {
+                    Reservation::Refused(detail)
+                })
             }
-            _ => Err(CatalogUnavailable(response.error_for_status().err().unwrap_or(CallError::Invalid {
-                service: self.service.clone(),
-                reason: "unexpected answer".into(),
-            }))),
+            _ => Err(CatalogUnavailable(
+                response
+                    .error_for_status()
+                    .err()
+                    .unwrap_or(CallError::Invalid {
+                        service: self.service.clone(),
+                        reason: "unexpected answer".into(),
+                    }),
+            )),
         }
     }
 
     /// Gives reserved stock back.
     pub async fn release(&self, reservation_id: &str) -> Result<(), CatalogUnavailable> {
         self.client
-            .call(http::Method::DELETE, &self.service, &format!("/reservations/{reservation_id}"))
+            .call(
+                http::Method::DELETE,
+                &self.service,
+                &format!("/reservations/{reservation_id}"),
+            )
             .send()
             .await
             .and_then(|r| r.error_for_status())

@@ -66,24 +66,43 @@ pub struct Priced {
 pub fn check_items(items: &[(String, i64)]) -> Result<Vec<Requested>, Vec<(String, String)>> {
     let mut errors = Vec::new();
     if items.is_empty() || items.len() > MAX_LINES {
-        errors.push(("items".to_owned(), format!("must hold 1 to {MAX_LINES} lines")));
+        errors.push((
+            "items".to_owned(),
+            format!("must hold 1 to {MAX_LINES} lines"),
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut checked = Vec::new();
     for (i, (sku, quantity)) in items.iter().enumerate() {
         let sku = sku.trim().to_ascii_uppercase();
-        let sku_ok = (3..=40).contains(&sku.len()) && sku.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        let sku_ok = (3..=40).contains(&sku.len())
+            && sku
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
         if !sku_ok {
             errors.push((format!("items[{i}].sku"), format!("{sku:?} is not a sku")));
         } else if !seen.insert(sku.clone()) {
-            errors.push((format!("items[{i}].sku"), format!("{sku} appears more than once")));
+            errors.push((
+                format!("items[{i}].sku"),
+                format!("{sku} appears more than once"),
+            ));
         } else if !(1..=MAX_QUANTITY).contains(quantity) {
-            errors.push((format!("items[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
+            errors.push((
+                format!("items[{i}].quantity"),
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
         } else {
-            checked.push(Requested { sku, quantity: *quantity });
+            checked.push(Requested {
+                sku,
+                quantity: *quantity,
+            });
         }
     }
-    if errors.is_empty() { Ok(checked) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Why an order cannot be priced.
@@ -98,19 +117,30 @@ pub enum PricingError {
 }
 
 /// Prices `items` at the catalog's current prices, looked up by `price_of`.
-pub fn price(items: &[Requested], price_of: impl Fn(&str) -> Option<CatalogPrice>) -> Result<Priced, PricingError> {
+pub fn price(
+    items: &[Requested],
+    price_of: impl Fn(&str) -> Option<CatalogPrice>,
+) -> Result<Priced, PricingError> {
     let mut lines = Vec::with_capacity(items.len());
     let mut currency: Option<String> = None;
     let mut total: i64 = 0;
     for (index, item) in items.iter().enumerate() {
-        let price = price_of(&item.sku).ok_or_else(|| PricingError::NotForSale { index, sku: item.sku.clone() })?;
+        let price = price_of(&item.sku).ok_or_else(|| PricingError::NotForSale {
+            index,
+            sku: item.sku.clone(),
+        })?;
         match &currency {
             Some(c) if *c != price.currency => return Err(PricingError::MixedCurrencies),
             Some(_) => {}
             None => currency = Some(price.currency.clone()),
         }
-        let line_total = price.unit_price_minor.checked_mul(item.quantity).ok_or(PricingError::Overflow)?;
-        total = total.checked_add(line_total).ok_or(PricingError::Overflow)?;
+        let line_total = price
+            .unit_price_minor
+            .checked_mul(item.quantity)
+            .ok_or(PricingError::Overflow)?;
+        total = total
+            .checked_add(line_total)
+            .ok_or(PricingError::Overflow)?;
         lines.push(PricedLine {
             sku: item.sku.clone(),
             name: price.name,
@@ -119,7 +149,11 @@ pub fn price(items: &[Requested], price_of: impl Fn(&str) -> Option<CatalogPrice
             line_total_minor: line_total,
         });
     }
-    Ok(Priced { lines, total_minor: total, currency: currency.unwrap_or_else(|| "USD".to_owned()) })
+    Ok(Priced {
+        lines,
+        total_minor: total,
+        currency: currency.unwrap_or_else(|| "USD".to_owned()),
+    })
 }
 
 /// A shipping address, checked.
@@ -143,12 +177,21 @@ pub struct Address {
 impl Address {
     /// Checks every field; errors are `(field, message)` with the `shipping_address.` prefix.
     pub fn check(mut self) -> Result<Self, Vec<(String, String)>> {
-        self.line2 = self.line2.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+        self.line2 = self
+            .line2
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty());
         let mut errors = Vec::new();
         let mut text = |field: &str, value: &mut String, max: usize| {
             *value = value.trim().to_owned();
-            if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
-                errors.push((format!("shipping_address.{field}"), format!("must be 1 to {max} characters")));
+            if value.is_empty()
+                || value.chars().count() > max
+                || value.chars().any(char::is_control)
+            {
+                errors.push((
+                    format!("shipping_address.{field}"),
+                    format!("must be 1 to {max} characters"),
+                ));
             }
         };
         text("name", &mut self.name, 100);
@@ -160,9 +203,16 @@ impl Address {
         }
         self.country = self.country.trim().to_ascii_uppercase();
         if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
-            errors.push(("shipping_address.country".to_owned(), "must be an ISO 3166-1 alpha-2 code such as GB".to_owned()));
+            errors.push((
+                "shipping_address.country".to_owned(),
+                "must be an ISO 3166-1 alpha-2 code such as GB".to_owned(),
+            ));
         }
-        if errors.is_empty() { Ok(self) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -172,10 +222,26 @@ mod tests {
 
     fn catalog(sku: &str) -> Option<CatalogPrice> {
         match sku {
-            "MUG-1" => Some(CatalogPrice { name: "Mug".into(), unit_price_minor: 1800, currency: "USD".into() }),
-            "TEE-1" => Some(CatalogPrice { name: "Tee".into(), unit_price_minor: 2400, currency: "USD".into() }),
-            "EURO-1" => Some(CatalogPrice { name: "Euro".into(), unit_price_minor: 100, currency: "EUR".into() }),
-            "GOLD-1" => Some(CatalogPrice { name: "Gold".into(), unit_price_minor: i64::MAX / 2, currency: "USD".into() }),
+            "MUG-1" => Some(CatalogPrice {
+                name: "Mug".into(),
+                unit_price_minor: 1800,
+                currency: "USD".into(),
+            }),
+            "TEE-1" => Some(CatalogPrice {
+                name: "Tee".into(),
+                unit_price_minor: 2400,
+                currency: "USD".into(),
+            }),
+            "EURO-1" => Some(CatalogPrice {
+                name: "Euro".into(),
+                unit_price_minor: 100,
+                currency: "EUR".into(),
+            }),
+            "GOLD-1" => Some(CatalogPrice {
+                name: "Gold".into(),
+                unit_price_minor: i64::MAX / 2,
+                currency: "USD".into(),
+            }),
             _ => None,
         }
     }
@@ -194,7 +260,13 @@ mod tests {
     #[test]
     fn pricing_refuses_unknown_skus_mixed_currencies_and_overflow() {
         let items = check_items(&[("MUG-1".into(), 1), ("NOPE-1".into(), 1)]).expect("valid");
-        assert_eq!(price(&items, catalog), Err(PricingError::NotForSale { index: 1, sku: "NOPE-1".into() }));
+        assert_eq!(
+            price(&items, catalog),
+            Err(PricingError::NotForSale {
+                index: 1,
+                sku: "NOPE-1".into()
+            })
+        );
         let items = check_items(&[("MUG-1".into(), 1), ("EURO-1".into(), 1)]).expect("valid");
         assert_eq!(price(&items, catalog), Err(PricingError::MixedCurrencies));
         let items = check_items(&[("GOLD-1".into(), 3)]).expect("valid");
@@ -203,9 +275,23 @@ mod tests {
 
     #[test]
     fn items_refuse_zero_negative_duplicate_and_too_many() {
-        let errors = check_items(&[("MUG-1".into(), 0), ("TEE-1".into(), -1), ("mug-1".into(), 1), ("?".into(), 1)]).expect_err("invalid");
+        let errors = check_items(&[
+            ("MUG-1".into(), 0),
+            ("TEE-1".into(), -1),
+            ("mug-1".into(), 1),
+            ("?".into(), 1),
+        ])
+        .expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, ["items[0].quantity", "items[1].quantity", "items[2].sku", "items[3].sku"]);
+        assert_eq!(
+            fields,
+            [
+                "items[0].quantity",
+                "items[1].quantity",
+                "items[2].sku",
+                "items[3].sku"
+            ]
+        );
         assert!(check_items(&[]).is_err());
         assert!(check_items(&[("MUG-1".into(), MAX_QUANTITY + 1)]).is_err());
     }
@@ -221,9 +307,28 @@ mod tests {
             country: "gb".into(),
         };
         let checked = address.clone().check().expect("valid");
-        assert_eq!((checked.name.as_str(), checked.country.as_str(), checked.line2), ("Ada", "GB", None));
-        let bad = Address { country: "GBR".into(), city: String::new(), ..address };
-        let fields: Vec<String> = bad.check().expect_err("invalid").into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["shipping_address.city", "shipping_address.country"]);
+        assert_eq!(
+            (
+                checked.name.as_str(),
+                checked.country.as_str(),
+                checked.line2
+            ),
+            ("Ada", "GB", None)
+        );
+        let bad = Address {
+            country: "GBR".into(),
+            city: String::new(),
+            ..address
+        };
+        let fields: Vec<String> = bad
+            .check()
+            .expect_err("invalid")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            ["shipping_address.city", "shipping_address.country"]
+        );
     }
 }

@@ -46,7 +46,9 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { catalog_service: "catalog".to_owned() }
+        Self {
+            catalog_service: "catalog".to_owned(),
+        }
     }
 }
 
@@ -61,7 +63,12 @@ impl Application {
     /// Opens the database and binds the listener. `shutdown` also stops the discovery watches.
     pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(&config.chassis.database_url(SERVICE), &config.chassis.database, &MIGRATOR).await?;
+        let db = Db::connect(
+            &config.chassis.database_url(SERVICE),
+            &config.chassis.database,
+            &MIGRATOR,
+        )
+        .await?;
         let transport = Transport::http();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
         let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);

@@ -81,7 +81,12 @@ impl Store {
     }
 
     /// Stores an order, its lines and its first status in one transaction.
-    pub async fn insert(&self, order: &OrderRecord, key: Option<&str>, request_hash: Option<&str>) -> Result<Inserted, StoreError> {
+    pub async fn insert(
+        &self,
+        order: &OrderRecord,
+        key: Option<&str>,
+        request_hash: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, status, currency, total_minor, ship_name, ship_line1, ship_line2, ship_city,
@@ -145,31 +150,47 @@ impl Store {
     }
 
     /// The user's order made with this idempotency key, and the hash of the request that made it.
-    pub async fn find_by_key(&self, user_id: &str, key: &str) -> Result<Option<(OrderRecord, String)>, StoreError> {
-        let row = sqlx::query("SELECT id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2")
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(self.db.pool())
-            .await?;
+    pub async fn find_by_key(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<(OrderRecord, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(self.db.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id")?;
         let hash: Option<String> = row.try_get("request_hash")?;
-        Ok(self.find(&id).await?.map(|order| (order, hash.unwrap_or_default())))
+        Ok(self
+            .find(&id)
+            .await?
+            .map(|order| (order, hash.unwrap_or_default())))
     }
 
     /// The order with this id.
     pub async fn find(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(self.complete(vec![order_from_row(&row)?]).await?.pop())
     }
 
     /// A page of orders, newest first: of `user_id`, or everyone's when `None`. Returns one more
     /// than `limit` when a next page exists.
-    pub async fn list(&self, user_id: Option<&str>, after: Option<(i64, String)>, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
+    pub async fn list(
+        &self,
+        user_id: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
         let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
         let mut n = 0;
         let mut next = || {
@@ -183,7 +204,10 @@ impl Store {
             let (a, b) = (next(), next());
             sql.push_str(&format!(" AND (created_at, id) < ({a}, {b})"));
         }
-        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next()));
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            next()
+        ));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some(user_id) = user_id {
             query = query.bind(user_id.to_owned());
@@ -191,8 +215,14 @@ impl Store {
         if let Some((created_at, id)) = after {
             query = query.bind(created_at).bind(id);
         }
-        let rows = query.bind(i64::from(limit) + 1).fetch_all(self.db.pool()).await?;
-        let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(self.db.pool())
+            .await?;
+        let orders = rows
+            .iter()
+            .map(order_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         self.complete(orders).await
     }
 
@@ -216,21 +246,27 @@ impl Store {
         }
         let mut lines: HashMap<String, Vec<PricedLine>> = HashMap::new();
         for row in lines_query.fetch_all(self.db.pool()).await? {
-            lines.entry(row.try_get("order_id")?).or_default().push(PricedLine {
-                sku: row.try_get("sku")?,
-                name: row.try_get("name")?,
-                unit_price_minor: row.try_get("unit_price_minor")?,
-                quantity: row.try_get("quantity")?,
-                line_total_minor: row.try_get("line_total_minor")?,
-            });
+            lines
+                .entry(row.try_get("order_id")?)
+                .or_default()
+                .push(PricedLine {
+                    sku: row.try_get("sku")?,
+                    name: row.try_get("name")?,
+                    unit_price_minor: row.try_get("unit_price_minor")?,
+                    quantity: row.try_get("quantity")?,
+                    line_total_minor: row.try_get("line_total_minor")?,
+                });
         }
         let mut history: HashMap<String, Vec<StatusChange>> = HashMap::new();
         for row in history_query.fetch_all(self.db.pool()).await? {
-            history.entry(row.try_get("order_id")?).or_default().push(StatusChange {
-                status: row.try_get("status")?,
-                reason: row.try_get("reason")?,
-                at: row.try_get("at")?,
-            });
+            history
+                .entry(row.try_get("order_id")?)
+                .or_default()
+                .push(StatusChange {
+                    status: row.try_get("status")?,
+                    reason: row.try_get("reason")?,
+                    at: row.try_get("at")?,
+                });
         }
         for order in &mut orders {
             order.lines = lines.remove(&order.id).unwrap_or_default();

@@ -75,7 +75,10 @@ struct StatusView {
 
 impl From<OrderRecord> for OrderView {
     fn from(order: OrderRecord) -> Self {
-        let money = |amount_minor: i64| Money { amount_minor, currency: order.currency.clone() };
+        let money = |amount_minor: i64| Money {
+            amount_minor,
+            currency: order.currency.clone(),
+        };
         Self {
             lines: order
                 .lines
@@ -92,7 +95,11 @@ impl From<OrderRecord> for OrderView {
             status_history: order
                 .history
                 .into_iter()
-                .map(|h| StatusView { status: h.status, reason: h.reason, at: from_millis(h.at) })
+                .map(|h| StatusView {
+                    status: h.status,
+                    reason: h.reason,
+                    at: from_millis(h.at),
+                })
                 .collect(),
             id: order.id,
             user_id: order.user_id,
@@ -121,15 +128,31 @@ pub async fn create(
                 .ok()
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-                .ok_or_else(|| HttpError::bad_request(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters")))?
+                .ok_or_else(|| {
+                    HttpError::bad_request(format!(
+                        "Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"
+                    ))
+                })?
                 .to_owned(),
         ),
     };
     let mut v = Validation::new();
-    let raw: Vec<(String, i64)> = body.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
-    let items = domain::check_items(&raw).map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m))).ok();
-    let address = body.shipping_address.check().map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m))).ok();
-    let (Some(items), Some(address)) = (items, address) else { return Err(v.into_error()) };
+    let raw: Vec<(String, i64)> = body
+        .items
+        .into_iter()
+        .map(|i| (i.sku, i.quantity))
+        .collect();
+    let items = domain::check_items(&raw)
+        .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
+        .ok();
+    let address = body
+        .shipping_address
+        .check()
+        .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
+        .ok();
+    let (Some(items), Some(address)) = (items, address) else {
+        return Err(v.into_error());
+    };
 
     let user_id = caller.user_id.to_string();
     let hash = request_hash(&raw_for_hash(&items), &address);
@@ -140,20 +163,30 @@ pub async fn create(
     }
 
     let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
-    let prices = state.catalog.prices(&skus).await.map_err(catalog_unavailable)?;
-    let priced = domain::price(&items, |sku| prices.get(sku).cloned()).map_err(|error| match error {
-        PricingError::NotForSale { index, sku } => {
-            let mut v = Validation::new();
-            v.add(&format!("items[{index}].sku"), format!("{sku} is not for sale"));
-            v.into_error()
-        }
-        PricingError::MixedCurrencies => HttpError::bad_request("the items are priced in different currencies"),
-        PricingError::Overflow => {
-            let mut v = Validation::new();
-            v.add("items", "the total is too large");
-            v.into_error()
-        }
-    })?;
+    let prices = state
+        .catalog
+        .prices(&skus)
+        .await
+        .map_err(catalog_unavailable)?;
+    let priced =
+        domain::price(&items, |sku| prices.get(sku).cloned()).map_err(|error| match error {
+            PricingError::NotForSale { index, sku } => {
+                let mut v = Validation::new();
+                v.add(
+                    &format!("items[{index}].sku"),
+                    format!("{sku} is not for sale"),
+                );
+                v.into_error()
+            }
+            PricingError::MixedCurrencies => {
+                HttpError::bad_request("the items are priced in different currencies")
+            }
+            PricingError::Overflow => {
+                let mut v = Validation::new();
+                v.add("items", "the total is too large");
+                v.into_error()
+            }
+        })?;
 
     let order_id = uuid::Uuid::now_v7().to_string();
     // With a client key, a retried request reuses the reservation of the first attempt.
@@ -161,9 +194,16 @@ pub async fn create(
         Some(key) => format!("orders:{user_id}:{key}:reserve"),
         None => format!("orders:{order_id}:reserve"),
     };
-    let reservation_id = match state.catalog.reserve(&reservation_key, &items).await.map_err(catalog_unavailable)? {
+    let reservation_id = match state
+        .catalog
+        .reserve(&reservation_key, &items)
+        .await
+        .map_err(catalog_unavailable)?
+    {
         Reservation::Held(id) => id,
-        Reservation::Insufficient(detail) => return Err(HttpError::conflict("insufficient-stock", detail)),
+        Reservation::Insufficient(detail) => {
+            return Err(HttpError::conflict("insufficient-stock", detail));
+        }
         Reservation::Refused(detail) => {
             let mut v = Validation::new();
             v.add("items", detail);
@@ -184,12 +224,24 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         lines: priced.lines,
-        history: vec![StatusChange { status: PENDING.to_owned(), reason: "order placed; stock reserved".to_owned(), at: now }],
+        history: vec![StatusChange {
+            status: PENDING.to_owned(),
+            reason: "order placed; stock reserved".to_owned(),
+            at: now,
+        }],
     };
-    match state.store.insert(&order, key.as_deref(), Some(&hash)).await {
+    match state
+        .store
+        .insert(&order, key.as_deref(), Some(&hash))
+        .await
+    {
         Ok(Inserted::Created) => {
             tracing::info!(order_id = %order.id, total_minor = order.total_minor, "order placed");
-            Ok((StatusCode::CREATED, [(http::header::LOCATION, format!("/orders/{}", order.id))], Json(OrderView::from(order)))
+            Ok((
+                StatusCode::CREATED,
+                [(http::header::LOCATION, format!("/orders/{}", order.id))],
+                Json(OrderView::from(order)),
+            )
                 .into_response())
         }
         Ok(Inserted::DuplicateKey) => {
@@ -214,8 +266,12 @@ pub async fn create(
 
 fn replay(order: OrderRecord, stored_hash: &str, hash: &str) -> Result<Response, HttpError> {
     if stored_hash != hash {
-        return Err(HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused")
-            .with_detail("this Idempotency-Key was used for a different order"));
+        return Err(HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+        )
+        .with_detail("this Idempotency-Key was used for a different order"));
     }
     Ok((StatusCode::OK, Json(OrderView::from(order))).into_response())
 }
@@ -237,14 +293,24 @@ fn request_hash(lines: &[(String, i64)], address: &Address) -> String {
         hasher.update(format!("{sku}:{quantity};").as_bytes());
     }
     hasher.update(serde_json::to_vec(address).unwrap_or_default());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `GET /orders/{id}`: the caller's own order, or any for an admin; 404 otherwise, so ids of
 /// other people's orders cannot be probed.
-pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<OrderView>, HttpError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, HttpError> {
     match state.store.find(&id).await? {
-        Some(order) if caller.is_admin() || order.user_id == caller.user_id.to_string() => Ok(Json(order.into())),
+        Some(order) if caller.is_admin() || order.user_id == caller.user_id.to_string() => {
+            Ok(Json(order.into()))
+        }
         _ => Err(HttpError::not_found(format!("no order {id:?}"))),
     }
 }
@@ -263,23 +329,39 @@ struct Cursor {
 }
 
 /// `GET /orders`: newest first; customers see their own, admins everyone's.
-pub async fn list(State(state): State<AppState>, caller: Caller, Query(params): Query<ListParams>) -> Result<Response, HttpError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Response, HttpError> {
     let mut v = Validation::new();
     let limit = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        v.add("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"));
+        v.add(
+            "page_size",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        );
     }
     let after = params.cursor.as_deref().and_then(|raw| {
-        let cursor = URL_SAFE_NO_PAD.decode(raw).ok().and_then(|b| serde_json::from_slice::<Cursor>(&b).ok());
+        let cursor = URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Cursor>(&b).ok());
         v.check("cursor", cursor.ok_or("is not a cursor this API gave out"))
     });
     v.finish()?;
     let user = (!caller.is_admin()).then(|| caller.user_id.to_string());
-    let mut orders = state.store.list(user.as_deref(), after.map(|c| (c.created_at, c.id)), limit).await?;
+    let mut orders = state
+        .store
+        .list(user.as_deref(), after.map(|c| (c.created_at, c.id)), limit)
+        .await?;
     let next_cursor = if orders.len() > limit as usize {
         orders.truncate(limit as usize);
         orders.last().map(|last| {
-            let cursor = Cursor { created_at: last.created_at, id: last.id.clone() };
+            let cursor = Cursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            };
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default())
         })
     } else {

@@ -28,7 +28,10 @@ impl Respond for Products {
             .filter(|(k, _)| k == "sku")
             .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
             .collect();
-        let items: Vec<Value> = known.into_iter().filter(|p| wanted.iter().any(|w| p["sku"] == w.as_str())).collect();
+        let items: Vec<Value> = known
+            .into_iter()
+            .filter(|p| wanted.iter().any(|w| p["sku"] == w.as_str()))
+            .collect();
         ResponseTemplate::new(200).set_body_json(json!({"items": items, "next_cursor": null}))
     }
 }
@@ -36,15 +39,32 @@ impl Respond for Products {
 /// The fake catalog, with reservations answered by `reservations`.
 pub(crate) async fn catalog(reservations: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/products")).respond_with(Products).mount(&server).await;
-    Mock::given(method("POST")).and(path("/reservations")).respond_with(reservations).mount(&server).await;
-    Mock::given(method("DELETE")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "r-1", "status": "released"}))).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/products"))
+        .respond_with(Products)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/reservations"))
+        .respond_with(reservations)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "r-1", "status": "released"})),
+        )
+        .mount(&server)
+        .await;
     server
 }
 
 /// A catalog that holds everything asked for.
 pub(crate) async fn generous_catalog() -> MockServer {
-    catalog(ResponseTemplate::new(201).set_body_json(json!({"id": "res-1", "status": "held", "items": []}))).await
+    catalog(
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": "res-1", "status": "held", "items": []})),
+    )
+    .await
 }
 
 /// An orders service running for one test.
@@ -68,13 +88,29 @@ impl TestApp {
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
         chassis.discovery.call_timeout = Duration::from_secs(2);
-        chassis.discovery.static_instances.insert("catalog".into(), vec![catalog_url.to_owned()]);
+        chassis
+            .discovery
+            .static_instances
+            .insert("catalog".into(), vec![catalog_url.to_owned()]);
         let shutdown = CancellationToken::new();
-        let app = Application::build(Config { chassis, settings: Settings::default() }, &shutdown).await.expect("orders starts");
+        let app = Application::build(
+            Config {
+                chassis,
+                settings: Settings::default(),
+            },
+            &shutdown,
+        )
+        .await
+        .expect("orders starts");
         let url = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
-        Self { url, http: reqwest::Client::new(), shutdown, _db: db }
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            shutdown,
+            _db: db,
+        }
     }
 
     pub(crate) fn at(&self, path: &str) -> String {
@@ -82,13 +118,25 @@ impl TestApp {
     }
 
     /// A request as the gateway sends it for `user` (admins get the admin role).
-    pub(crate) fn as_user(&self, request: reqwest::RequestBuilder, user: &str) -> reqwest::RequestBuilder {
-        let roles = if user == ADMIN { "customer,admin" } else { "customer" };
-        request.header("x-bazaar-user-id", user).header("x-bazaar-user-roles", roles)
+    pub(crate) fn as_user(
+        &self,
+        request: reqwest::RequestBuilder,
+        user: &str,
+    ) -> reqwest::RequestBuilder {
+        let roles = if user == ADMIN {
+            "customer,admin"
+        } else {
+            "customer"
+        };
+        request
+            .header("x-bazaar-user-id", user)
+            .header("x-bazaar-user-roles", roles)
     }
 
     pub(crate) async fn place(&self, user: &str, key: Option<&str>, body: &Value) -> Response {
-        let mut request = self.as_user(self.http.post(self.at("/orders")), user).json(body);
+        let mut request = self
+            .as_user(self.http.post(self.at("/orders")), user)
+            .json(body);
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -96,7 +144,10 @@ impl TestApp {
     }
 
     pub(crate) async fn get(&self, user: &str, path: &str) -> Response {
-        self.as_user(self.http.get(self.at(path)), user).send().await.expect("orders answers")
+        self.as_user(self.http.get(self.at(path)), user)
+            .send()
+            .await
+            .expect("orders answers")
     }
 }
 
@@ -115,6 +166,9 @@ pub(crate) fn order_body() -> Value {
 
 /// Reads a problem body and checks its content type.
 pub(crate) async fn problem(response: Response) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     response.json().await.expect("problem json")
 }

@@ -20,19 +20,46 @@ async fn orders_are_priced_by_the_catalog_and_reserve_stock(db: TestDatabase) {
     assert_eq!(order["user_id"], ALICE);
     assert_eq!(order["lines"][0]["sku"], "MUG-STONE");
     assert_eq!(order["lines"][0]["name"], "Stoneware Mug");
-    assert_eq!(order["lines"][0]["unit_price"], json!({"amount_minor": 1800, "currency": "USD"}));
+    assert_eq!(
+        order["lines"][0]["unit_price"],
+        json!({"amount_minor": 1800, "currency": "USD"})
+    );
     assert_eq!(order["lines"][0]["line_total"]["amount_minor"], 3600);
-    assert_eq!(order["total"], json!({"amount_minor": 7500, "currency": "USD"}), "the client's price and total are ignored");
+    assert_eq!(
+        order["total"],
+        json!({"amount_minor": 7500, "currency": "USD"}),
+        "the client's price and total are ignored"
+    );
     assert_eq!(order["shipping_address"]["country"], "GB");
     assert_eq!(order["status_history"][0]["status"], "PENDING");
 
-    let reservations: Vec<_> = catalog.received_requests().await.expect("recorded").into_iter().filter(|r| r.url.path() == "/reservations").collect();
+    let reservations: Vec<_> = catalog
+        .received_requests()
+        .await
+        .expect("recorded")
+        .into_iter()
+        .filter(|r| r.url.path() == "/reservations")
+        .collect();
     assert_eq!(reservations.len(), 1);
     let asked: Value = serde_json::from_slice(&reservations[0].body).expect("json");
-    assert_eq!(asked, json!({"items": [{"sku": "MUG-STONE", "quantity": 2}, {"sku": "BOOK-RUST", "quantity": 1}]}));
-    assert!(reservations[0].headers.get("idempotency-key").is_some(), "reservations are always keyed");
+    assert_eq!(
+        asked,
+        json!({"items": [{"sku": "MUG-STONE", "quantity": 2}, {"sku": "BOOK-RUST", "quantity": 1}]})
+    );
+    assert!(
+        reservations[0].headers.get("idempotency-key").is_some(),
+        "reservations are always keyed"
+    );
 
-    let read: Value = app.get(ALICE, &format!("/orders/{}", order["id"].as_str().expect("id"))).await.json().await.expect("json");
+    let read: Value = app
+        .get(
+            ALICE,
+            &format!("/orders/{}", order["id"].as_str().expect("id")),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(read["total"], order["total"]);
     assert_eq!(read["lines"], order["lines"]);
 }
@@ -52,14 +79,21 @@ async fn an_idempotency_key_makes_placing_safe_to_retry(db: TestDatabase) {
     different["items"][0]["quantity"] = json!(5);
     let reused = app.place(ALICE, Some("checkout-42"), &different).await;
     assert_eq!(reused.status(), 422);
-    assert_eq!(problem(reused).await["type"], "urn:bazaar:problem:idempotency-key-reused");
+    assert_eq!(
+        problem(reused).await["type"],
+        "urn:bazaar:problem:idempotency-key-reused"
+    );
 
     // Keys belong to one customer: Bob's "checkout-42" is another order.
     let bobs = app.place(BOB, Some("checkout-42"), &order_body()).await;
     assert_eq!(bobs.status(), 201);
 
     let alices: Value = app.get(ALICE, "/orders").await.json().await.expect("json");
-    assert_eq!(alices["items"].as_array().map(Vec::len), Some(1), "one order, however many retries");
+    assert_eq!(
+        alices["items"].as_array().map(Vec::len),
+        Some(1),
+        "one order, however many retries"
+    );
 }
 
 async fn customers_see_only_their_own_orders(db: TestDatabase) {
@@ -67,21 +101,45 @@ async fn customers_see_only_their_own_orders(db: TestDatabase) {
     let app = TestApp::spawn(db, &catalog.uri()).await;
     let mut alices = Vec::new();
     for _ in 0..5 {
-        let order: Value = app.place(ALICE, None, &order_body()).await.json().await.expect("json");
+        let order: Value = app
+            .place(ALICE, None, &order_body())
+            .await
+            .json()
+            .await
+            .expect("json");
         alices.push(order["id"].as_str().expect("id").to_owned());
     }
-    let bobs: Value = app.place(BOB, None, &order_body()).await.json().await.expect("json");
+    let bobs: Value = app
+        .place(BOB, None, &order_body())
+        .await
+        .json()
+        .await
+        .expect("json");
     let bobs_id = bobs["id"].as_str().expect("id");
 
-    assert_eq!(app.get(ALICE, &format!("/orders/{bobs_id}")).await.status(), 404, "not yours: not found");
-    assert_eq!(app.get(ADMIN, &format!("/orders/{bobs_id}")).await.status(), 200, "admins see every order");
+    assert_eq!(
+        app.get(ALICE, &format!("/orders/{bobs_id}")).await.status(),
+        404,
+        "not yours: not found"
+    );
+    assert_eq!(
+        app.get(ADMIN, &format!("/orders/{bobs_id}")).await.status(),
+        200,
+        "admins see every order"
+    );
 
     // Newest first, two to a page, across three pages.
     let mut seen = Vec::new();
     let mut path = "/orders?page_size=2".to_owned();
     loop {
         let page: Value = app.get(ALICE, &path).await.json().await.expect("json");
-        seen.extend(page["items"].as_array().expect("items").iter().filter_map(|o| o["id"].as_str().map(str::to_owned)));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned)),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/orders?page_size=2&cursor={cursor}"),
             None => break,
@@ -89,7 +147,12 @@ async fn customers_see_only_their_own_orders(db: TestDatabase) {
     }
     alices.reverse();
     assert_eq!(seen, alices);
-    let everyone: Value = app.get(ADMIN, "/orders?page_size=100").await.json().await.expect("json");
+    let everyone: Value = app
+        .get(ADMIN, "/orders?page_size=100")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(everyone["items"].as_array().map(Vec::len), Some(6));
 }
 
@@ -102,7 +165,10 @@ async fn short_stock_and_unknown_products_store_nothing() {
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
     let short = app.place(ALICE, None, &order_body()).await;
     assert_eq!(short.status(), 409);
-    assert_eq!(problem(short).await["detail"], "MUG-STONE: only 1 available");
+    assert_eq!(
+        problem(short).await["detail"],
+        "MUG-STONE: only 1 available"
+    );
 
     let mut unknown = order_body();
     unknown["items"][1]["sku"] = json!("NOT-SOLD-HERE");
@@ -118,7 +184,13 @@ async fn short_stock_and_unknown_products_store_nothing() {
 async fn hostile_requests_are_refused() {
     let catalog = generous_catalog().await;
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
-    let anonymous = app.http.post(app.at("/orders")).json(&order_body()).send().await.expect("answers");
+    let anonymous = app
+        .http
+        .post(app.at("/orders"))
+        .json(&order_body())
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(anonymous.status(), 401);
 
     let mut bad = order_body();
@@ -127,18 +199,41 @@ async fn hostile_requests_are_refused() {
     bad["shipping_address"]["country"] = json!("Atlantis");
     let refused = app.place(ALICE, None, &bad).await;
     assert_eq!(refused.status(), 422);
-    let fields: Vec<String> =
-        problem(refused).await["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect();
-    assert_eq!(fields, ["items[0].quantity", "items[1].quantity", "shipping_address.country"]);
+    let fields: Vec<String> = problem(refused).await["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "items[0].quantity",
+            "items[1].quantity",
+            "shipping_address.country"
+        ]
+    );
 
-    let empty = app.place(ALICE, None, &json!({"items": [], "shipping_address": order_body()["shipping_address"]})).await;
+    let empty = app
+        .place(
+            ALICE,
+            None,
+            &json!({"items": [], "shipping_address": order_body()["shipping_address"]}),
+        )
+        .await;
     assert_eq!(empty.status(), 422);
     let huge = app.place(ALICE, None, &json!({"items": [{"sku": "MUG-STONE", "quantity": 1_000_000}], "shipping_address": order_body()["shipping_address"]})).await;
     assert_eq!(huge.status(), 422);
     assert_eq!(app.get(ALICE, "/orders?page_size=0").await.status(), 422);
     assert_eq!(app.get(ALICE, "/orders?cursor=forged").await.status(), 422);
 
-    let reservations = catalog.received_requests().await.expect("recorded").into_iter().filter(|r| r.url.path() == "/reservations").count();
+    let reservations = catalog
+        .received_requests()
+        .await
+        .expect("recorded")
+        .into_iter()
+        .filter(|r| r.url.path() == "/reservations")
+        .count();
     assert_eq!(reservations, 0, "nothing refused reached the catalog");
 }
 
