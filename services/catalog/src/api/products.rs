@@ -30,8 +30,39 @@ pub struct ProductView {
     active: bool,
     /// Units a new order can take now.
     available: i64,
+    /// The stock behind `available`; shown to administrators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inventory: Option<InventoryView>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// Stock of one sku.
+#[derive(Debug, Clone, Serialize)]
+pub struct InventoryView {
+    /// Units in the warehouse.
+    on_hand: i64,
+    /// Units held by reservations.
+    reserved: i64,
+    /// Units sold through committed reservations.
+    sold: i64,
+}
+
+impl ProductView {
+    /// The view for `caller`: administrators also see the inventory.
+    fn for_caller(product: ProductRecord, caller: Option<&Caller>) -> Self {
+        let inventory = caller
+            .is_some_and(Caller::is_admin)
+            .then_some(InventoryView {
+                on_hand: product.on_hand,
+                reserved: product.reserved,
+                sold: product.sold,
+            });
+        Self {
+            inventory,
+            ..Self::from(product)
+        }
+    }
 }
 
 impl From<ProductRecord> for ProductView {
@@ -50,6 +81,7 @@ impl From<ProductRecord> for ProductView {
             image_url: p.image_url,
             active: p.active,
             available,
+            inventory: None,
             created_at: from_millis(p.created_at),
             updated_at: from_millis(p.updated_at),
         }
@@ -161,7 +193,10 @@ pub async fn list(
     } else {
         None
     };
-    let items: Vec<ProductView> = rows.into_iter().map(ProductView::from).collect();
+    let items: Vec<ProductView> = rows
+        .into_iter()
+        .map(|p| ProductView::for_caller(p, caller.as_ref()))
+        .collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
@@ -173,7 +208,9 @@ pub async fn get(
 ) -> Result<Json<ProductView>, HttpError> {
     let product = state.store.find(&id).await?;
     match product {
-        Some(p) if p.active || caller.as_ref().is_some_and(Caller::is_admin) => Ok(Json(p.into())),
+        Some(p) if p.active || caller.as_ref().is_some_and(Caller::is_admin) => {
+            Ok(Json(ProductView::for_caller(p, caller.as_ref())))
+        }
         _ => Err(HttpError::not_found(format!("no product {id:?}"))),
     }
 }
@@ -253,7 +290,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         [(http::header::LOCATION, location)],
-        Json(ProductView::from(product)),
+        Json(ProductView::for_caller(product, Some(&caller))),
     )
         .into_response())
 }
@@ -329,7 +366,7 @@ pub async fn update(
         .await?
         .ok_or_else(|| HttpError::not_found("the product vanished"))?;
     tracing::info!(sku = %product.sku, active = product.active, "product updated");
-    Ok(Json(product.into()))
+    Ok(Json(ProductView::for_caller(product, Some(&caller))))
 }
 
 /// Body of `POST /products/{id}/restock`.
@@ -363,5 +400,5 @@ pub async fn restock(
         .await?
         .ok_or_else(|| HttpError::not_found("the product vanished"))?;
     tracing::info!(sku = %product.sku, quantity = body.quantity, "restocked");
-    Ok(Json(product.into()))
+    Ok(Json(ProductView::for_caller(product, Some(&caller))))
 }

@@ -208,6 +208,18 @@ async fn admins_manage_products(db: TestDatabase) {
         .await
         .expect("json");
     assert_eq!(restocked["available"], 10);
+    assert_eq!(
+        restocked["inventory"],
+        json!({"on_hand": 10, "reserved": 0, "sold": 0}),
+        "admins see the stock"
+    );
+    assert!(
+        app.get_json("/products/POSTER-A2")
+            .await
+            .get("inventory")
+            .is_none(),
+        "the public does not"
+    );
     let zero = app
         .as_admin(app.http.post(app.at(&format!("/products/{id}/restock"))))
         .json(&json!({"quantity": 0}))

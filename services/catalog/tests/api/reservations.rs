@@ -145,6 +145,19 @@ async fn repeats_are_safe_and_answer_the_same(db: TestDatabase) {
         .expect("answers");
     assert_eq!(release.status(), 409, "a sale cannot be released");
     assert_eq!(app.available("BOOK-RUST").await, 28, "sold units stay sold");
+    let stock: serde_json::Value = app
+        .as_admin(app.http.get(app.at("/products/BOOK-RUST")))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stock["inventory"],
+        json!({"on_hand": 28, "reserved": 0, "sold": 2}),
+        "committed units left on_hand for sold"
+    );
     let replay_after_commit: Value = app
         .reserve("saga-1:reserve", &[("BOOK-RUST", 2), ("MUG-STONE", 1)])
         .await
