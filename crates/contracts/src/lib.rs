@@ -11,3 +11,4 @@ pub mod discovery;
 pub mod headers;
 pub mod money;
 pub mod problem;
+pub mod sku;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use contracts::money::Money;
+pub use contracts::sku::Sku;
 use serde::{Deserialize, Serialize};
 
 /// Most lines one reservation may hold.
@@ -20,36 +21,6 @@ pub const MAX_PRICE_MINOR: i64 = 100_000_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u32 = 100;
-
-/// A stock-keeping unit: 3 to 40 upper-case letters, digits and inner hyphens (`TEE-ORG-M`).
-/// Input is upper-cased, so skus compare case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Sku(String);
-
-impl Sku {
-    /// Parses a sku.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let sku = raw.trim().to_ascii_uppercase();
-        let ok = (3..=40).contains(&sku.len())
-            && sku
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
-            && !sku.starts_with('-')
-            && !sku.ends_with('-');
-        if ok {
-            Ok(Self(sku))
-        } else {
-            Err(format!(
-                "{raw:?} is not a sku (3 to 40 letters, digits and inner hyphens)"
-            ))
-        }
-    }
-
-    /// The sku.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// A price: non-negative, at most [`MAX_PRICE_MINOR`], in a valid currency.
 pub fn check_price(price: &Money) -> Result<(), String> {
@@ -236,17 +207,6 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn skus_are_upper_cased_and_checked() {
-        assert_eq!(
-            Sku::parse(" tee-org-m ").expect("valid").as_str(),
-            "TEE-ORG-M"
-        );
-        for bad in ["", "ab", "-ABC", "ABC-", "A B C", "ÄBC", &"X".repeat(41)] {
-            assert!(Sku::parse(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn prices_are_bounded_and_in_a_currency() {

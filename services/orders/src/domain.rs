@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use contracts::sku::Sku;
+
 /// Most lines in one order.
 pub const MAX_LINES: usize = 50;
 /// Most units of one sku in one order.
@@ -74,14 +76,14 @@ pub fn check_items(items: &[(String, i64)]) -> Result<Vec<Requested>, Vec<(Strin
     let mut seen = BTreeSet::new();
     let mut checked = Vec::new();
     for (i, (sku, quantity)) in items.iter().enumerate() {
-        let sku = sku.trim().to_ascii_uppercase();
-        let sku_ok = (3..=40).contains(&sku.len())
-            && sku
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
-        if !sku_ok {
-            errors.push((format!("items[{i}].sku"), format!("{sku:?} is not a sku")));
-        } else if !seen.insert(sku.clone()) {
+        let sku = match Sku::parse(sku) {
+            Ok(sku) => sku.as_str().to_owned(),
+            Err(message) => {
+                errors.push((format!("items[{i}].sku"), message));
+                continue;
+            }
+        };
+        if !seen.insert(sku.clone()) {
             errors.push((
                 format!("items[{i}].sku"),
                 format!("{sku} appears more than once"),
