@@ -10,5 +10,6 @@ pub mod auth;
 pub mod discovery;
 pub mod headers;
 pub mod money;
+pub mod page;
 pub mod problem;
 pub mod sku;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chassis::client::{CallError, ServiceClient};
 use contracts::money::Money;
+use contracts::page::Page;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -24,11 +25,6 @@ pub enum Reservation {
     Insufficient(String),
     /// The catalog refused the lines (a sku not for sale); its explanation.
     Refused(String),
-}
-
-#[derive(Debug, Deserialize)]
-struct ProductPage {
-    items: Vec<Product>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,7 +62,7 @@ impl Catalog {
         skus: &[String],
     ) -> Result<HashMap<String, CatalogPrice>, CatalogUnavailable> {
         let path = format!("/products?page_size=100&sku={}", skus.join(","));
-        let page: ProductPage = self
+        let page: Page<Product> = self
             .client
             .get(&self.service, &path)
             .send()

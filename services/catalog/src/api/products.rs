@@ -10,6 +10,7 @@ use chassis::extract::{Json, Path, Query};
 use chrono::{DateTime, Utc};
 use contracts::auth::ROLE_ADMIN;
 use contracts::money::Money;
+use contracts::page::Page;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +87,16 @@ impl From<ProductRecord> for ProductView {
             updated_at: from_millis(p.updated_at),
         }
     }
+}
+
+/// A category as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryView {
+    slug: String,
+    name: String,
+    description: String,
+    /// Active products in it.
+    product_count: i64,
 }
 
 /// Query of `GET /products`.
@@ -197,7 +208,7 @@ pub async fn list(
         .into_iter()
         .map(|p| ProductView::for_caller(p, caller.as_ref()))
         .collect();
-    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
+    Ok(Json(Page { items, next_cursor }).into_response())
 }
 
 /// `GET /products/{id-or-sku}`: deactivated products are visible to admins only.
@@ -217,16 +228,19 @@ pub async fn get(
 
 /// `GET /categories`.
 pub async fn categories(State(state): State<AppState>) -> Result<Response, HttpError> {
-    let items: Vec<serde_json::Value> = state
+    let items: Vec<CategoryView> = state
         .store
         .categories()
         .await?
         .into_iter()
-        .map(|c| {
-            serde_json::json!({"slug": c.slug, "name": c.name, "description": c.description, "product_count": c.product_count})
+        .map(|c| CategoryView {
+            slug: c.slug,
+            name: c.name,
+            description: c.description,
+            product_count: c.product_count,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items, "next_cursor": null })).into_response())
+    Ok(Json(Page::complete(items)).into_response())
 }
 
 /// Body of `POST /products`.

@@ -12,6 +12,7 @@ use chassis::extract::{Json, Path, Query};
 use chrono::{DateTime, Utc};
 use contracts::headers::IDEMPOTENCY_KEY;
 use contracts::money::Money;
+use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -368,5 +369,5 @@ pub async fn list(
         None
     };
     let items: Vec<OrderView> = orders.into_iter().map(OrderView::from).collect();
-    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
+    Ok(Json(Page { items, next_cursor }).into_response())
 }
