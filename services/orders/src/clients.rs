@@ -25,6 +25,8 @@ pub enum Reservation {
     Insufficient(String),
     /// The catalog refused the lines (a sku not for sale); its explanation.
     Refused(String),
+    /// The key's reservation exists but no longer holds stock (released or expired); its status.
+    Spent(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,7 @@ struct Product {
 #[derive(Debug, Deserialize)]
 struct ReservationBody {
     id: String,
+    status: String,
 }
 
 /// The catalog, as the orders context sees it.
@@ -106,7 +109,12 @@ impl Catalog {
         match response.status {
             StatusCode::OK | StatusCode::CREATED => {
                 let held: ReservationBody = response.json().map_err(CatalogUnavailable)?;
-                Ok(Reservation::Held(held.id))
+                // A replayed key answers with the reservation as it is now, which may be spent.
+                Ok(if held.status == "held" {
+                    Reservation::Held(held.id)
+                } else {
+                    Reservation::Spent(held.status)
+                })
             }
             StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
                 let status = response.status;

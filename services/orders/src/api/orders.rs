@@ -210,6 +210,14 @@ pub async fn create(
             v.add("items", detail);
             return Err(v.into_error());
         }
+        Reservation::Spent(status) => {
+            return Err(HttpError::conflict(
+                "reservation-state",
+                format!(
+                    "the stock reserved for this Idempotency-Key was {status}; place the order with a new key"
+                ),
+            ));
+        }
     };
 
     let now = now_millis();
@@ -256,8 +264,11 @@ pub async fn create(
             replay(existing, &stored_hash, &hash)
         }
         Err(error) => {
-            // Nothing refers to the reservation: give the stock back rather than wait for expiry.
-            if let Err(release) = state.catalog.release(&reservation_id).await {
+            // With a client key, a retry replays this reservation, so it stays held (and expires
+            // if no retry comes). Without one, nothing will ever refer to it: give it back now.
+            if key.is_none()
+                && let Err(release) = state.catalog.release(&reservation_id).await
+            {
                 tracing::warn!(reservation = %reservation_id, error = %chassis::error::ErrorChain(&release), "could not release; it will expire");
             }
             Err(error.into())

@@ -250,3 +250,23 @@ async fn a_catalog_outage_is_a_503_that_stores_nothing() {
     let listed: Value = app.get(ALICE, "/orders").await.json().await.expect("json");
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn a_key_whose_reservation_was_released_cannot_place_an_order() {
+    let catalog = catalog(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"id": "res-9", "status": "released", "items": []})),
+    )
+    .await;
+    let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
+    let response = app.place(ALICE, Some("stale-key"), &order_body()).await;
+    assert_eq!(response.status(), 409);
+    let body = problem(response).await;
+    assert_eq!(body["type"], "urn:bazaar:problem:reservation-state");
+    let listed: Value = app.get(ALICE, "/orders").await.json().await.expect("json");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "no order without held stock"
+    );
+}
