@@ -180,7 +180,7 @@ async fn start(
     system.events = Some(events);
     system.save(data_dir);
 
-    print!("{}", summary(system, data_dir, started.elapsed(), console));
+    print!("\n{}", summary(system, data_dir, started.elapsed(), console));
     Ok(())
 }
 
@@ -345,7 +345,7 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         })
         .collect();
     let mut out = format!(
-        "\n{} {} instances ready in {:.1}s\n\n",
+        "{} {} instances ready in {:.1}s\n\n",
         console.green("Bazaar is up."),
         system.instances.len(),
         took.as_secs_f64()
