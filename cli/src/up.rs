@@ -180,7 +180,10 @@ async fn start(
     system.events = Some(events);
     system.save(data_dir);
 
-    print!("\n{}", summary(system, data_dir, started.elapsed(), console));
+    print!(
+        "\n{}",
+        summary(system, data_dir, started.elapsed(), console)
+    );
     Ok(())
 }
 

@@ -1,0 +1,3 @@
+//! Integration tests of the cart service.
+
+mod store;
