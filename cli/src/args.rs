@@ -38,17 +38,20 @@ pub(crate) enum Service {
     Catalog,
     /// Orders, priced by the catalog.
     Orders,
+    /// Shopping carts.
+    Cart,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 5] = [
+    pub(crate) const ALL: [Service; 6] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
         Service::Orders,
+        Service::Cart,
         Service::Gateway,
     ];
 
@@ -58,13 +61,14 @@ impl Service {
             Self::Users => users::SERVICE,
             Self::Catalog => catalog::SERVICE,
             Self::Orders => orders::SERVICE,
+            Self::Cart => cart::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
 
     /// Whether the service has a database of its own.
     pub(crate) fn has_database(self) -> bool {
-        !matches!(self, Self::Gateway)
+        !matches!(self, Self::Gateway | Self::Cart)
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
@@ -92,6 +96,10 @@ pub(crate) struct UpArgs {
     /// A TOML config file passed to every service.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Where carts live: `embedded` (a file in the data directory) or a Redis URL
+    /// (`redis://127.0.0.1:6379`), which cart replicas need.
+    #[arg(long, value_name = "STORE", default_value = "embedded")]
+    pub(crate) cart_store: String,
 }
 
 #[derive(Debug, Args)]

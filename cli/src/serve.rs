@@ -73,6 +73,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Cart => {
+            let mut config = cart::Config::load(loader, cart::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            cart::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Gateway => {
             let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
             prepare(service, &mut config.chassis)?;

@@ -109,6 +109,7 @@ async fn start(
 ) -> Result<(), UpError> {
     let started = Instant::now();
     let specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
+    plan::check_cart_store(&args.cart_store, &specs).map_err(UpError::Usage)?;
     if let Some(db) = &args.db {
         plan::database_url(db, Service::Users).map_err(UpError::Usage)?;
     }
@@ -139,6 +140,7 @@ async fn start(
                 registry,
                 args.db.as_deref(),
                 args.config.as_deref(),
+                &args.cart_store,
             )
             .map_err(UpError::Usage)?;
             let supervisor = Supervisor {

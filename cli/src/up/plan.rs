@@ -25,7 +25,7 @@ impl InstanceSpec {
     pub(crate) fn tier(&self) -> usize {
         match self.service {
             Service::Registry => 0,
-            Service::Users | Service::Catalog | Service::Orders => 1,
+            Service::Users | Service::Catalog | Service::Orders | Service::Cart => 1,
             Service::Gateway => 2,
         }
     }
@@ -127,6 +127,23 @@ pub(crate) fn database_url(server: &str, service: Service) -> Result<String, Str
     Ok(url.to_string())
 }
 
+/// Checks `--cart-store`: `embedded` or a Redis URL. The embedded store is a file one process
+/// opens, so several cart instances need Redis.
+pub(crate) fn check_cart_store(store: &str, specs: &[InstanceSpec]) -> Result<(), String> {
+    if store != "embedded" && !store.starts_with("redis://") && !store.starts_with("rediss://") {
+        return Err(format!(
+            "--cart-store {store:?}: expected embedded or a redis:// URL"
+        ));
+    }
+    let carts = specs.iter().filter(|s| s.service == Service::Cart).count();
+    if store == "embedded" && carts > 1 {
+        return Err(format!(
+            "--replicas cart={carts}: the embedded cart store is one file for one process; add --cart-store redis://127.0.0.1:6379"
+        ));
+    }
+    Ok(())
+}
+
 /// The `bazaar serve` arguments of one instance.
 pub(crate) fn child_args(
     spec: &InstanceSpec,
@@ -134,6 +151,7 @@ pub(crate) fn child_args(
     registry: Option<&str>,
     db_server: Option<&str>,
     config: Option<&Path>,
+    cart_store: &str,
 ) -> Result<Vec<String>, String> {
     let mut args = vec![
         "serve".to_owned(),
@@ -158,11 +176,14 @@ pub(crate) fn child_args(
     if let Some(config) = config {
         args.extend(["--config".to_owned(), config.display().to_string()]);
     }
+    if spec.service == Service::Cart {
+        args.extend(["--set".to_owned(), format!("cart.store={cart_store}")]);
+    }
     // A fresh data directory gets the demo accounts and the demo catalog.
     match spec.service {
         Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
         Service::Catalog => args.extend(["--set".to_owned(), "catalog.seed_demo=true".to_owned()]),
-        Service::Registry | Service::Orders | Service::Gateway => {}
+        Service::Registry | Service::Orders | Service::Cart | Service::Gateway => {}
     }
     Ok(args)
 }
@@ -182,6 +203,7 @@ mod tests {
                 ("users-1", 7711),
                 ("catalog-1", 7712),
                 ("orders-1", 7713),
+                ("cart-1", 7718),
                 ("gateway-1", 7700)
             ]
         );
@@ -234,6 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn cart_replicas_need_redis() {
+        let two = instances(0, &["cart=2".into()]).expect("valid");
+        assert!(
+            check_cart_store("embedded", &two)
+                .expect_err("refused")
+                .contains("--cart-store redis://")
+        );
+        assert!(check_cart_store("redis://127.0.0.1:6379", &two).is_ok());
+        assert!(check_cart_store("memcached://x", &two).is_err());
+        assert!(check_cart_store("embedded", &instances(0, &[]).expect("valid")).is_ok());
+    }
+
+    #[test]
     fn each_service_gets_its_own_database() {
         assert_eq!(
             database_url("postgres://postgres@127.0.0.1:5432", Service::Users).expect("valid"),
@@ -265,6 +300,7 @@ mod tests {
             Some("http://127.0.0.1:7701"),
             Some("postgres://pg@h:5432"),
             None,
+            "embedded",
         )
         .expect("valid");
         assert_eq!(
@@ -283,6 +319,7 @@ mod tests {
             None,
             Some("postgres://pg@h"),
             None,
+            "embedded",
         )
         .expect("valid");
         assert!(

@@ -75,7 +75,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     assert!(
-        output.contains("Bazaar is up. 6 instances ready"),
+        output.contains("Bazaar is up. 7 instances ready"),
         "{output}"
     );
     assert!(
@@ -148,7 +148,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
         "{table}"
     );
-    assert!(table.contains("5 of 5 instances passing"), "{table}");
+    assert!(table.contains("6 of 6 instances passing"), "{table}");
 
     // Kill one users replica outright: every request still succeeds, reads and writes alike.
     let users = running.pids("users");
@@ -186,7 +186,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     );
 
     // Ctrl-C stops everything, gracefully, and leaves no process behind.
-    let pids: Vec<i32> = ["registry", "users", "catalog", "orders", "gateway"]
+    let pids: Vec<i32> = ["registry", "users", "catalog", "orders", "cart", "gateway"]
         .iter()
         .flat_map(|s| running.pids(s))
         .collect();
