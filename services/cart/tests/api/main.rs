@@ -1,3 +1,4 @@
 //! Integration tests of the cart service.
 
+mod cart;
 mod store;
