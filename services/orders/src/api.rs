@@ -12,7 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use chassis::HttpError;
 
-use crate::clients::Catalog;
+use crate::clients::{Carts, Catalog};
 use crate::store::{Store, StoreError};
 
 /// What the handlers share.
@@ -22,6 +22,8 @@ pub struct AppState {
     pub store: Store,
     /// Prices and stock.
     pub catalog: Catalog,
+    /// Customers' carts, for checking out a cart.
+    pub carts: Carts,
 }
 
 /// The API routes.

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
+use chassis::auth::Caller;
 use chassis::client::{CallError, ServiceClient};
+use contracts::headers::{USER_ID, USER_ROLES};
 use contracts::money::Money;
 use contracts::page::Page;
 use http::StatusCode;
@@ -156,5 +158,83 @@ impl Catalog {
             .and_then(|r| r.error_for_status())
             .map(drop)
             .map_err(CatalogUnavailable)
+    }
+}
+
+/// Why the cart could not be read or emptied.
+#[derive(Debug, thiserror::Error)]
+#[error("the cart could not be asked")]
+pub struct CartUnavailable(#[source] pub CallError);
+
+#[derive(Debug, Deserialize)]
+struct CartBody {
+    lines: Vec<CartLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CartLine {
+    sku: String,
+    quantity: i64,
+}
+
+/// The customer's cart, as the orders context sees it: skus and quantities.
+#[derive(Debug, Clone)]
+pub struct Carts {
+    client: ServiceClient,
+    service: String,
+}
+
+impl Carts {
+    /// The cart service reached through `client` under the service name `service`.
+    pub fn new(client: ServiceClient, service: &str) -> Self {
+        Self {
+            client,
+            service: service.to_owned(),
+        }
+    }
+
+    /// The lines of `user`'s cart, as `(sku, quantity)`.
+    pub async fn lines(&self, user: &Caller) -> Result<Vec<(String, i64)>, CartUnavailable> {
+        let cart: CartBody = self
+            .on_behalf_of(self.client.get(&self.service, "/cart"), user)
+            .send()
+            .await
+            .and_then(|r| r.json())
+            .map_err(CartUnavailable)?;
+        Ok(cart
+            .lines
+            .into_iter()
+            .map(|l| (l.sku, l.quantity))
+            .collect())
+    }
+
+    /// Empties `user`'s cart.
+    pub async fn clear(&self, user: &Caller) -> Result<(), CartUnavailable> {
+        self.on_behalf_of(
+            self.client
+                .call(http::Method::DELETE, &self.service, "/cart"),
+            user,
+        )
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(drop)
+        .map_err(CartUnavailable)
+    }
+
+    /// Passes the customer's verified identity on, as the gateway does.
+    fn on_behalf_of<'a>(
+        &self,
+        call: chassis::client::Call<'a>,
+        user: &Caller,
+    ) -> chassis::client::Call<'a> {
+        call.header(
+            http::HeaderName::from_static(USER_ID),
+            &user.user_id.to_string(),
+        )
+        .header(
+            http::HeaderName::from_static(USER_ROLES),
+            &user.roles.join(","),
+        )
     }
 }

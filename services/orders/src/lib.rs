@@ -42,12 +42,15 @@ pub type Config = ServiceConfig<Settings>;
 pub struct Settings {
     /// Name of the catalog service in discovery.
     pub catalog_service: String,
+    /// Name of the cart service in discovery.
+    pub cart_service: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             catalog_service: "catalog".to_owned(),
+            cart_service: "cart".to_owned(),
         }
     }
 }
@@ -74,7 +77,8 @@ impl Application {
         let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
         let state = api::AppState {
             store: store::Store::new(db.clone()),
-            catalog: clients::Catalog::new(client, &config.settings.catalog_service),
+            catalog: clients::Catalog::new(client.clone(), &config.settings.catalog_service),
+            carts: clients::Carts::new(client, &config.settings.cart_service),
         };
         let server = Server::bind(info, &config.chassis).await?.with_database(db);
         Ok(Self { server, state })

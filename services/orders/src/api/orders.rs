@@ -32,7 +32,10 @@ const MAX_PAGE_SIZE: u32 = 100;
 /// total) are ignored.
 #[derive(Debug, Deserialize)]
 pub struct PlaceOrder {
-    items: Vec<Item>,
+    /// What to buy; or `from_cart: true` to buy what is in the customer's cart.
+    items: Option<Vec<Item>>,
+    #[serde(default)]
+    from_cart: bool,
     shipping_address: Address,
 }
 
@@ -138,30 +141,41 @@ pub async fn create(
         ),
     };
     let mut v = Validation::new();
-    let raw: Vec<(String, i64)> = body
-        .items
-        .into_iter()
-        .map(|i| (i.sku, i.quantity))
-        .collect();
-    let items = domain::check_items(&raw)
-        .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
-        .ok();
+    let explicit = match (body.items, body.from_cart) {
+        (Some(items), false) => {
+            let raw: Vec<(String, i64)> = items.into_iter().map(|i| (i.sku, i.quantity)).collect();
+            domain::check_items(&raw)
+                .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
+                .ok()
+                .map(Some)
+        }
+        (None, true) => Some(None),
+        _ => {
+            v.add("items", "give either items or from_cart: true");
+            None
+        }
+    };
     let address = body
         .shipping_address
         .check()
         .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
         .ok();
-    let (Some(items), Some(address)) = (items, address) else {
+    let (Some(explicit), Some(address)) = (explicit, address) else {
         return Err(v.into_error());
     };
 
     let user_id = caller.user_id.to_string();
-    let hash = request_hash(&raw_for_hash(&items), &address);
+    let hash = request_hash(explicit.as_deref(), &address);
     if let Some(key) = &key
         && let Some((order, stored_hash)) = state.store.find_by_key(&user_id, key).await?
     {
         return replay(order, &stored_hash, &hash);
     }
+    let from_cart = explicit.is_none();
+    let items = match explicit {
+        Some(items) => items,
+        None => cart_items(&state, &caller).await?,
+    };
 
     let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
     let prices = state
@@ -245,6 +259,10 @@ pub async fn create(
         .await
     {
         Ok(Inserted::Created) => {
+            // Until the checkout saga confirms orders, the cart is emptied once the order exists.
+            if from_cart && let Err(error) = state.carts.clear(&caller).await {
+                tracing::warn!(order_id = %order.id, error = %chassis::error::ErrorChain(&error), "the cart could not be emptied");
+            }
             tracing::info!(order_id = %order.id, total_minor = order.total_minor, "order placed");
             Ok((
                 StatusCode::CREATED,
@@ -292,17 +310,20 @@ fn catalog_unavailable(error: CatalogUnavailable) -> HttpError {
     HttpError::unavailable("the catalog cannot be reached; try again", 2).with_cause(error)
 }
 
-fn raw_for_hash(items: &[domain::Requested]) -> Vec<(String, i64)> {
-    let mut lines: Vec<(String, i64)> = items.iter().map(|i| (i.sku.clone(), i.quantity)).collect();
-    lines.sort();
-    lines
-}
-
-/// What identifies an order request for idempotency: its lines (in sku order) and address.
-fn request_hash(lines: &[(String, i64)], address: &Address) -> String {
+/// What identifies an order request for idempotency: its lines in sku order (or the fact that
+/// it checks out the cart), and the address.
+fn request_hash(items: Option<&[domain::Requested]>, address: &Address) -> String {
     let mut hasher = Sha256::new();
-    for (sku, quantity) in lines {
-        hasher.update(format!("{sku}:{quantity};").as_bytes());
+    match items {
+        Some(items) => {
+            let mut lines: Vec<(&str, i64)> =
+                items.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
+            lines.sort_unstable();
+            for (sku, quantity) in lines {
+                hasher.update(format!("{sku}:{quantity};").as_bytes());
+            }
+        }
+        None => hasher.update(b"from_cart;"),
     }
     hasher.update(serde_json::to_vec(address).unwrap_or_default());
     hasher
@@ -310,6 +331,28 @@ fn request_hash(lines: &[(String, i64)], address: &Address) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The customer's cart as checked order lines.
+async fn cart_items(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<domain::Requested>, HttpError> {
+    let lines = state.carts.lines(caller).await.map_err(|e| {
+        HttpError::unavailable("the cart cannot be reached; try again", 2).with_cause(e)
+    })?;
+    if lines.is_empty() {
+        let mut v = Validation::new();
+        v.add("from_cart", "the cart is empty");
+        return Err(v.into_error());
+    }
+    domain::check_items(&lines).map_err(|errors| {
+        let mut v = Validation::new();
+        for (field, message) in errors {
+            v.add(&format!("cart.{field}"), message);
+        }
+        v.into_error()
+    })
 }
 
 /// `GET /orders/{id}`: the caller's own order, or any for an admin; 404 otherwise, so ids of

@@ -6,7 +6,7 @@ use orders::{Application, Config, Settings};
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub(crate) const ALICE: &str = "0190b5d8-0000-7000-8000-00000000a11c";
@@ -50,6 +50,7 @@ pub(crate) async fn catalog(reservations: ResponseTemplate) -> MockServer {
         .mount(&server)
         .await;
     Mock::given(method("DELETE"))
+        .and(path_regex("^/reservations/"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"id": "r-1", "status": "released"})),
         )
@@ -92,6 +93,11 @@ impl TestApp {
             .discovery
             .static_instances
             .insert("catalog".into(), vec![catalog_url.to_owned()]);
+        // The fake catalog's server also plays the cart service.
+        chassis
+            .discovery
+            .static_instances
+            .insert("cart".into(), vec![catalog_url.to_owned()]);
         let shutdown = CancellationToken::new();
         let app = Application::build(
             Config {

@@ -270,3 +270,62 @@ async fn a_key_whose_reservation_was_released_cannot_place_an_order() {
         "no order without held stock"
     );
 }
+
+#[tokio::test]
+async fn checking_out_the_cart_orders_its_lines_and_empties_it() {
+    let catalog = generous_catalog().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/cart"))
+        .and(wiremock::matchers::header("x-bazaar-user-id", ALICE))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "cart_id": null, "item_count": 3, "priced": true, "total": null,
+            "lines": [{"sku": "BOOK-RUST", "quantity": 1}, {"sku": "MUG-STONE", "quantity": 2}]
+        })))
+        .mount(&catalog)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("DELETE"))
+        .and(wiremock::matchers::path("/cart"))
+        .and(wiremock::matchers::header("x-bazaar-user-id", ALICE))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&catalog)
+        .await;
+    let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
+    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"]});
+    let placed = app.place(ALICE, Some("cart-checkout"), &body).await;
+    assert_eq!(placed.status(), 201);
+    let order: Value = placed.json().await.expect("json");
+    assert_eq!(
+        order["total"],
+        json!({"amount_minor": 7500, "currency": "USD"})
+    );
+    assert_eq!(order["lines"].as_array().map(Vec::len), Some(2));
+    // A retry with the same key replays the order, even though the cart is now empty.
+    let again = app.place(ALICE, Some("cart-checkout"), &body).await;
+    assert_eq!(again.status(), 200);
+    catalog.verify().await;
+
+    let both = json!({"from_cart": true, "items": [{"sku": "MUG-STONE", "quantity": 1}], "shipping_address": order_body()["shipping_address"]});
+    assert_eq!(app.place(ALICE, None, &both).await.status(), 422);
+    let neither = json!({"shipping_address": order_body()["shipping_address"]});
+    assert_eq!(app.place(ALICE, None, &neither).await.status(), 422);
+}
+
+#[tokio::test]
+async fn an_empty_cart_cannot_be_checked_out() {
+    let catalog = generous_catalog().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/cart"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"cart_id": null, "item_count": 0, "priced": true, "total": null, "lines": []}),
+        ))
+        .mount(&catalog)
+        .await;
+    let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
+    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"]});
+    let refused = app.place(ALICE, None, &body).await;
+    let status = refused.status();
+    let body = problem(refused).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "from_cart");
+}
