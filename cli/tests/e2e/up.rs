@@ -295,3 +295,117 @@ async fn up_runs_on_postgresql() {
         .expect("drops");
     }
 }
+
+/// Fills a cart anonymously, signs up and logs in, and checks out the merged cart.
+async fn anonymous_cart_to_order(running: &Running, email: &str) {
+    let first = running
+        .post_json(
+            "/api/cart/items",
+            &json!({"sku": "MUG-STONE", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(first.status(), 200, "{}", running.output());
+    let cart_id = first.headers()["x-cart-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let second = running
+        .http
+        .post(running.at("/api/cart/items"))
+        .header("x-cart-id", &cart_id)
+        .json(&json!({"sku": "BOOK-RUST", "quantity": 1}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(second.status(), 200);
+
+    let signup = running
+        .post_json(
+            "/api/auth/signup",
+            &json!({"email": email, "password": "correct horse battery", "name": "Shopper"}),
+        )
+        .await;
+    assert_eq!(signup.status(), 201);
+    let token = login(running, email, "correct horse battery").await;
+    let merged: Value = running
+        .http
+        .get(running.at("/api/cart"))
+        .bearer_auth(&token)
+        .header("x-cart-id", &cart_id)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        merged["item_count"], 3,
+        "the anonymous cart joined the customer's: {merged}"
+    );
+    assert_eq!(
+        merged["total"],
+        json!({"amount_minor": 7500, "currency": "USD"})
+    );
+
+    let order = json!({"from_cart": true, "shipping_address": {"name": "Shopper", "line1": "1 Main St", "city": "Leeds", "postal_code": "LS1", "country": "GB"}});
+    let placed = running
+        .http
+        .post(running.at("/api/orders"))
+        .bearer_auth(&token)
+        .json(&order)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(placed.status(), 201, "{}", running.output());
+    let placed: Value = placed.json().await.expect("json");
+    assert_eq!(
+        placed["total"],
+        json!({"amount_minor": 7500, "currency": "USD"})
+    );
+    let skus: Vec<&str> = placed["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["sku"].as_str())
+        .collect();
+    assert_eq!(skus, ["BOOK-RUST", "MUG-STONE"]);
+    let emptied: Value = running
+        .get("/api/cart", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        emptied["item_count"], 0,
+        "the cart is emptied once the order exists"
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_cart_is_checked_out_after_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &[]);
+    anonymous_cart_to_order(&running, "cart@example.com").await;
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
+async fn carts_on_redis_are_shared_by_cart_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(
+        dir.path(),
+        &[
+            "--cart-store",
+            "redis://127.0.0.1:6379",
+            "--replicas",
+            "cart=2",
+        ],
+    );
+    assert_eq!(running.pids("cart").len(), 2);
+    let email = format!("redis-{}@example.com", std::process::id());
+    anonymous_cart_to_order(&running, &email).await;
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}
