@@ -106,6 +106,24 @@ impl Running {
         serde_json::from_str(&text).ok()
     }
 
+    /// `(instance id, pid)` of every instance of `service`, from `run.json`.
+    pub(crate) fn instances(&self, service: &str) -> Vec<(String, i32)> {
+        let state = self.run_state().expect("run.json");
+        state["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .filter(|i| i["service"] == service)
+            .map(|i| {
+                let id = i["id"].as_str().expect("id").to_owned();
+                (
+                    id,
+                    i32::try_from(i["pid"].as_u64().expect("pid")).expect("pid fits"),
+                )
+            })
+            .collect()
+    }
+
     /// Pids of every instance of `service`, from `run.json`.
     pub(crate) fn pids(&self, service: &str) -> Vec<i32> {
         let state = self.run_state().expect("run.json");
