@@ -1,6 +1,6 @@
 //! The registry's index: one counter that moves on every change, instances and keys alike.
 //!
-//! Blocking queries park on [`Index::changed`] and re-check what they watch each time it moves.
+//! Blocking queries park in [`Index::wait_until`] and re-check what they watch each time it moves.
 //! The index starts from the highest index stored in the KV table, so it never goes back across
 //! restarts for keys; instance indexes restart with the process, which is why clients treat any
 //! different index, not only a higher one, as a change.
