@@ -1,0 +1,397 @@
+//! The payments HTTP API, for the orders service.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /charges` | charge a card (`Idempotency-Key` required): 201, or 402 when declined |
+//! | `GET /charges/{id}` | one charge |
+//! | `GET /charges?order_id=` | every charge attempt of an order |
+//! | `POST /charges/{id}/refunds` | refund all or part (`Idempotency-Key` required) |
+//! | `GET /balances/{order_id}` | charged, refunded and net, from the ledger |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chassis::HttpError;
+use chassis::db::{from_millis, now_millis};
+use chassis::error::Validation;
+use chassis::extract::{Json, Path, Query};
+use chrono::{DateTime, Datelike, Utc};
+use contracts::headers::IDEMPOTENCY_KEY;
+use contracts::money::Money;
+use contracts::page::Page;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::card::{Card, Outcome, Processor};
+use crate::store::{ChargeRecord, Refunded, Store};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The card processor.
+    pub processor: Arc<dyn Processor>,
+}
+
+/// The API routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/charges", get(list).post(charge))
+        .route("/charges/{id}", get(get_charge))
+        .route("/charges/{id}/refunds", post(refund))
+        .route("/balances/{order_id}", get(balance))
+        .with_state(state)
+}
+
+fn key(headers: &HeaderMap) -> Result<String, HttpError> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            HttpError::bad_request("an Idempotency-Key header of 1 to 200 characters is required")
+        })
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\0");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn key_reused() -> HttpError {
+    HttpError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency key reused",
+    )
+    .with_detail("this Idempotency-Key was used for a different request")
+}
+
+/// A charge as the API shows it: never the card number, only brand and last four digits.
+#[derive(Debug, Serialize)]
+pub struct ChargeView {
+    id: String,
+    order_id: String,
+    user_id: String,
+    amount: Money,
+    refunded: Money,
+    status: String,
+    decline_reason: Option<String>,
+    card: CardView,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+struct CardView {
+    brand: String,
+    last4: String,
+}
+
+impl From<ChargeRecord> for ChargeView {
+    fn from(c: ChargeRecord) -> Self {
+        Self {
+            amount: Money {
+                amount_minor: c.amount_minor,
+                currency: c.currency.clone(),
+            },
+            refunded: Money {
+                amount_minor: c.refunded_minor,
+                currency: c.currency,
+            },
+            id: c.id,
+            order_id: c.order_id,
+            user_id: c.user_id,
+            status: c.status,
+            decline_reason: c.decline_reason,
+            card: CardView {
+                brand: c.card_brand,
+                last4: c.card_last4,
+            },
+            created_at: from_millis(c.created_at),
+        }
+    }
+}
+
+/// Body of `POST /charges`.
+#[derive(Debug, Deserialize)]
+pub struct ChargeRequest {
+    order_id: String,
+    user_id: String,
+    amount: Money,
+    payment: PaymentMethod,
+}
+
+/// Card details; they pass through and are never stored whole.
+#[derive(Deserialize)]
+pub struct PaymentMethod {
+    card_number: String,
+    exp_month: u32,
+    exp_year: u32,
+    cvc: String,
+}
+
+impl std::fmt::Debug for PaymentMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaymentMethod(***)")
+    }
+}
+
+/// The answer for a stored charge: 201 or 402, and 200 for a replay of a success.
+fn answer(charge: ChargeRecord, replay: bool) -> Response {
+    if charge.status == "declined" {
+        let reason = charge
+            .decline_reason
+            .clone()
+            .unwrap_or_else(|| "card_declined".into());
+        return HttpError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment-declined",
+            "Payment declined",
+        )
+        .with_detail(format!("the card was declined: {reason}"))
+        .into_response();
+    }
+    let status = if replay {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(ChargeView::from(charge))).into_response()
+}
+
+/// `POST /charges`. A declined charge is stored too, so repeating the request with its key gets
+/// the same 402; a transient processor failure stores nothing (503) and may be retried.
+pub async fn charge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ChargeRequest>,
+) -> Result<Response, HttpError> {
+    let key = key(&headers)?;
+    let mut v = Validation::new();
+    if body.order_id.trim().is_empty() || body.order_id.len() > 100 {
+        v.add("order_id", "is required");
+    }
+    if uuid::Uuid::parse_str(&body.user_id).is_err() {
+        v.add("user_id", "must be a user id");
+    }
+    if !Money::is_currency_code(&body.amount.currency) || body.amount.amount_minor <= 0 {
+        v.add(
+            "amount",
+            "must be a positive amount in an ISO 4217 currency",
+        );
+    }
+    let today = Utc::now();
+    let card = Card::parse(
+        &body.payment.card_number,
+        body.payment.exp_month,
+        body.payment.exp_year,
+        &body.payment.cvc,
+        (u32::try_from(today.year()).unwrap_or(0), today.month()),
+    )
+    .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(f, m)))
+    .ok();
+    let Some(card) = card else {
+        return Err(v.into_error());
+    };
+    v.finish()?;
+
+    let amount = body.amount.amount_minor.to_string();
+    let request_hash = hash(&[
+        &body.order_id,
+        &body.user_id,
+        &amount,
+        &body.amount.currency,
+        card.last4(),
+    ]);
+    if let Some((existing, stored_hash)) = state
+        .store
+        .charge_by_key(&key)
+        .await
+        .map_err(HttpError::internal)?
+    {
+        return if stored_hash == request_hash {
+            Ok(answer(existing, true))
+        } else {
+            Err(key_reused())
+        };
+    }
+    let outcome = state
+        .processor
+        .charge(&card, body.amount.amount_minor)
+        .await
+        .map_err(|e| {
+            tracing::warn!(order_id = %body.order_id, error = %e, "charge failed transiently");
+            HttpError::unavailable(
+                "the card processor is unavailable; retry with the same Idempotency-Key",
+                1,
+            )
+            .with_slug("processor-unavailable")
+        })?;
+    let (status, decline_reason) = match outcome {
+        Outcome::Approved => ("succeeded", None),
+        Outcome::Declined(reason) => ("declined", Some(reason.to_owned())),
+    };
+    let charge = ChargeRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        order_id: body.order_id,
+        user_id: body.user_id,
+        amount_minor: body.amount.amount_minor,
+        currency: body.amount.currency,
+        card_brand: card.brand().to_owned(),
+        card_last4: card.last4().to_owned(),
+        status: status.to_owned(),
+        decline_reason,
+        refunded_minor: 0,
+        created_at: now_millis(),
+    };
+    if !state
+        .store
+        .insert_charge(&charge, &key, &request_hash)
+        .await
+        .map_err(HttpError::internal)?
+    {
+        // A concurrent request with the same key stored first: answer as it did.
+        let (existing, stored_hash) = state
+            .store
+            .charge_by_key(&key)
+            .await
+            .map_err(HttpError::internal)?
+            .ok_or_else(|| HttpError::internal("a charge vanished"))?;
+        return if stored_hash == request_hash {
+            Ok(answer(existing, true))
+        } else {
+            Err(key_reused())
+        };
+    }
+    tracing::info!(charge_id = %charge.id, order_id = %charge.order_id, status = %charge.status, "charge decided");
+    Ok(answer(charge, false))
+}
+
+/// `GET /charges/{id}`.
+pub async fn get_charge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ChargeView>, HttpError> {
+    let charge = state.store.charge(&id).await.map_err(HttpError::internal)?;
+    charge
+        .map(|c| Json(c.into()))
+        .ok_or_else(|| HttpError::not_found(format!("no charge {id:?}")))
+}
+
+/// Query of `GET /charges`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    order_id: String,
+}
+
+/// `GET /charges?order_id=`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<ChargeView>>, HttpError> {
+    let charges = state
+        .store
+        .charges_for_order(&query.order_id)
+        .await
+        .map_err(HttpError::internal)?;
+    Ok(Json(Page::complete(
+        charges.into_iter().map(ChargeView::from).collect(),
+    )))
+}
+
+/// Body of `POST /charges/{id}/refunds`; no amount refunds what is left.
+#[derive(Debug, Default, Deserialize)]
+pub struct RefundRequest {
+    amount: Option<Money>,
+}
+
+/// A refund as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RefundView {
+    id: String,
+    charge_id: String,
+    amount_minor: i64,
+    created_at: DateTime<Utc>,
+}
+
+/// `POST /charges/{id}/refunds`: 201, 200 for a replay, 409 beyond what was charged.
+pub async fn refund(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<RefundRequest>,
+) -> Result<Response, HttpError> {
+    let key = key(&headers)?;
+    if body.amount.as_ref().is_some_and(|a| a.amount_minor <= 0) {
+        let mut v = Validation::new();
+        v.add("amount", "must be positive");
+        return Err(v.into_error());
+    }
+    let amount = body.amount.as_ref().map(|a| a.amount_minor);
+    let request_hash = hash(&[
+        &id,
+        &amount.map_or_else(|| "rest".to_owned(), |a| a.to_string()),
+    ]);
+    let view = |r: crate::store::RefundRecord| RefundView {
+        id: r.id,
+        charge_id: r.charge_id,
+        amount_minor: r.amount_minor,
+        created_at: from_millis(r.created_at),
+    };
+    match state
+        .store
+        .refund(&id, amount, &key, &request_hash, now_millis())
+        .await
+        .map_err(HttpError::internal)?
+    {
+        Refunded::Created(refund) => {
+            tracing::info!(charge_id = %id, amount_minor = refund.amount_minor, "refunded");
+            Ok((StatusCode::CREATED, Json(view(refund))).into_response())
+        }
+        Refunded::Replayed(refund) => Ok((StatusCode::OK, Json(view(refund))).into_response()),
+        Refunded::KeyReused => Err(key_reused()),
+        Refunded::NoCharge => Err(HttpError::not_found(format!("no charge {id:?}"))),
+        Refunded::NothingCharged => Err(HttpError::conflict(
+            "nothing-charged",
+            "a declined charge moved no money",
+        )),
+        Refunded::Exceeds { remaining } => Err(HttpError::conflict(
+            "refund-exceeds-charge",
+            format!("at most {remaining} is left to refund"),
+        )),
+    }
+}
+
+/// `GET /balances/{order_id}`.
+pub async fn balance(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Response, HttpError> {
+    let balance = state
+        .store
+        .balance(&order_id)
+        .await
+        .map_err(HttpError::internal)?;
+    Ok(Json(serde_json::json!({
+        "order_id": order_id,
+        "charged_minor": balance.charged,
+        "refunded_minor": balance.refunded,
+        "net_minor": balance.charged - balance.refunded,
+    }))
+    .into_response())
+}
