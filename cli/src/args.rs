@@ -40,17 +40,20 @@ pub(crate) enum Service {
     Orders,
     /// Shopping carts.
     Cart,
+    /// Charges, refunds and the ledger.
+    Payments,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 6] = [
+    pub(crate) const ALL: [Service; 7] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
         Service::Orders,
+        Service::Payments,
         Service::Cart,
         Service::Gateway,
     ];
@@ -62,6 +65,7 @@ impl Service {
             Self::Catalog => catalog::SERVICE,
             Self::Orders => orders::SERVICE,
             Self::Cart => cart::SERVICE,
+            Self::Payments => payments::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }

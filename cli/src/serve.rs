@@ -73,6 +73,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Payments => {
+            let mut config = payments::Config::load(loader, payments::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            payments::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;

@@ -25,7 +25,11 @@ impl InstanceSpec {
     pub(crate) fn tier(&self) -> usize {
         match self.service {
             Service::Registry => 0,
-            Service::Users | Service::Catalog | Service::Orders | Service::Cart => 1,
+            Service::Users
+            | Service::Catalog
+            | Service::Orders
+            | Service::Payments
+            | Service::Cart => 1,
             Service::Gateway => 2,
         }
     }
@@ -183,7 +187,11 @@ pub(crate) fn child_args(
     match spec.service {
         Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
         Service::Catalog => args.extend(["--set".to_owned(), "catalog.seed_demo=true".to_owned()]),
-        Service::Registry | Service::Orders | Service::Cart | Service::Gateway => {}
+        Service::Registry
+        | Service::Orders
+        | Service::Payments
+        | Service::Cart
+        | Service::Gateway => {}
     }
     Ok(args)
 }
@@ -203,6 +211,7 @@ mod tests {
                 ("users-1", 7711),
                 ("catalog-1", 7712),
                 ("orders-1", 7713),
+                ("payments-1", 7714),
                 ("cart-1", 7718),
                 ("gateway-1", 7700)
             ]
