@@ -1,0 +1,3 @@
+//! Integration tests of the shipping service on port 0 with its own database.
+
+mod shipments;
