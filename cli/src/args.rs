@@ -42,18 +42,21 @@ pub(crate) enum Service {
     Cart,
     /// Charges, refunds and the ledger.
     Payments,
+    /// Shipments and tracking.
+    Shipping,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 7] = [
+    pub(crate) const ALL: [Service; 8] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
         Service::Orders,
         Service::Payments,
+        Service::Shipping,
         Service::Cart,
         Service::Gateway,
     ];
@@ -66,6 +69,7 @@ impl Service {
             Self::Orders => orders::SERVICE,
             Self::Cart => cart::SERVICE,
             Self::Payments => payments::SERVICE,
+            Self::Shipping => shipping::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }

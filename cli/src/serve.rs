@@ -81,6 +81,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Shipping => {
+            let mut config = shipping::Config::load(loader, shipping::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            shipping::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;

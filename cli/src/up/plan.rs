@@ -29,6 +29,7 @@ impl InstanceSpec {
             | Service::Catalog
             | Service::Orders
             | Service::Payments
+            | Service::Shipping
             | Service::Cart => 1,
             Service::Gateway => 2,
         }
@@ -190,6 +191,7 @@ pub(crate) fn child_args(
         Service::Registry
         | Service::Orders
         | Service::Payments
+        | Service::Shipping
         | Service::Cart
         | Service::Gateway => {}
     }
@@ -212,6 +214,7 @@ mod tests {
                 ("catalog-1", 7712),
                 ("orders-1", 7713),
                 ("payments-1", 7714),
+                ("shipping-1", 7715),
                 ("cart-1", 7718),
                 ("gateway-1", 7700)
             ]

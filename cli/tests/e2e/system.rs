@@ -124,6 +124,17 @@ impl Running {
             .collect()
     }
 
+    /// Pids of every instance, from `run.json`.
+    pub(crate) fn all_pids(&self) -> Vec<i32> {
+        let state = self.run_state().expect("run.json");
+        state["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .map(|i| i32::try_from(i["pid"].as_u64().expect("pid")).expect("pid fits"))
+            .collect()
+    }
+
     /// Pids of every instance of `service`, from `run.json`.
     pub(crate) fn pids(&self, service: &str) -> Vec<i32> {
         let state = self.run_state().expect("run.json");

@@ -75,7 +75,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     assert!(
-        output.contains("Bazaar is up. 8 instances ready"),
+        output.contains("Bazaar is up. 9 instances ready"),
         "{output}"
     );
     assert!(
@@ -148,7 +148,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
         "{table}"
     );
-    assert!(table.contains("7 of 7 instances passing"), "{table}");
+    assert!(table.contains("8 of 8 instances passing"), "{table}");
 
     // Kill one users replica outright: every request still succeeds, reads and writes alike.
     let users = running.instances("users");
@@ -187,12 +187,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     }
 
     // Ctrl-C stops everything, gracefully, and leaves no process behind.
-    let pids: Vec<i32> = [
-        "registry", "users", "catalog", "orders", "payments", "cart", "gateway",
-    ]
-    .iter()
-    .flat_map(|s| running.pids(s))
-    .collect();
+    let pids = running.all_pids();
     let (status, output) = running.interrupt();
     assert!(status.success(), "{status}\n{output}");
     assert!(output.contains("Stopped."), "{output}");
@@ -282,7 +277,9 @@ async fn up_runs_on_postgresql() {
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
         .await
         .expect("connects");
-    for service in ["registry", "users", "catalog", "orders", "payments"] {
+    for service in [
+        "registry", "users", "catalog", "orders", "payments", "shipping",
+    ] {
         let name = format!("{prefix}_{service}");
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(&name)
