@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chassis::HttpError;
+use chassis::auth::Caller;
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
@@ -283,14 +284,22 @@ pub async fn charge(
 }
 
 /// `GET /charges/{id}`.
+/// A customer sees only their own charges (404 for others'), an administrator or a service any.
 pub async fn get_charge(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ChargeView>, HttpError> {
-    let charge = state.store.charge(&id).await.map_err(HttpError::internal)?;
-    charge
-        .map(|c| Json(c.into()))
-        .ok_or_else(|| HttpError::not_found(format!("no charge {id:?}")))
+    match state.store.charge(&id).await.map_err(HttpError::internal)? {
+        Some(c)
+            if caller.as_ref().is_none_or(|caller| {
+                caller.is_admin() || c.user_id == caller.user_id.to_string()
+            }) =>
+        {
+            Ok(Json(c.into()))
+        }
+        _ => Err(HttpError::not_found(format!("no charge {id:?}"))),
+    }
 }
 
 /// Query of `GET /charges`.
@@ -299,9 +308,11 @@ pub struct ListQuery {
     order_id: String,
 }
 
-/// `GET /charges?order_id=`.
+/// `GET /charges?order_id=` (`GET /api/payments?order_id=` through the gateway): a customer
+/// sees only their own charges, an administrator or a service every one.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<ChargeView>>, HttpError> {
     let charges = state
@@ -309,8 +320,17 @@ pub async fn list(
         .charges_for_order(&query.order_id)
         .await
         .map_err(HttpError::internal)?;
+    let visible = |c: &ChargeRecord| {
+        caller
+            .as_ref()
+            .is_none_or(|caller| caller.is_admin() || c.user_id == caller.user_id.to_string())
+    };
     Ok(Json(Page::complete(
-        charges.into_iter().map(ChargeView::from).collect(),
+        charges
+            .into_iter()
+            .filter(visible)
+            .map(ChargeView::from)
+            .collect(),
     )))
 }
 

@@ -248,11 +248,20 @@ async fn found(state: &AppState, id: &str) -> Result<Shipment, HttpError> {
 }
 
 /// `GET /shipments/{id}`.
+/// A customer sees only their own shipments (404 for others'), an administrator or a service any.
 pub async fn get_one(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ShipmentView>, HttpError> {
-    Ok(Json(found(&state, &id).await?.into()))
+    let shipment = found(&state, &id).await?;
+    if caller
+        .as_ref()
+        .is_some_and(|caller| !caller.is_admin() && shipment.user_id != caller.user_id.to_string())
+    {
+        return Err(HttpError::not_found(format!("no shipment {id:?}")));
+    }
+    Ok(Json(shipment.into()))
 }
 
 /// Query of `GET /shipments`.
@@ -261,9 +270,11 @@ pub struct ListQuery {
     order_id: String,
 }
 
-/// `GET /shipments?order_id=`.
+/// `GET /shipments?order_id=` (also through the gateway): a customer sees only their own
+/// shipments, an administrator or a service every one.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<ShipmentView>>, HttpError> {
     let shipments = state
@@ -271,8 +282,17 @@ pub async fn list(
         .for_order(&query.order_id)
         .await
         .map_err(HttpError::internal)?;
+    let visible = |s: &Shipment| {
+        caller
+            .as_ref()
+            .is_none_or(|caller| caller.is_admin() || s.user_id == caller.user_id.to_string())
+    };
     Ok(Json(Page::complete(
-        shipments.into_iter().map(ShipmentView::from).collect(),
+        shipments
+            .into_iter()
+            .filter(visible)
+            .map(ShipmentView::from)
+            .collect(),
     )))
 }
 

@@ -225,3 +225,54 @@ async fn refunds_never_exceed_the_charge(db: TestDatabase) {
         404
     );
 }
+
+#[tokio::test]
+async fn customers_see_only_their_own_charges() {
+    let app = spawn(TestDatabase::sqlite()).await;
+    let charge: Value = app
+        .charge("own-1", "order-7", 1200, CARD_OK)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = charge["id"].as_str().expect("id");
+    let as_user = |user: &str, path: String| {
+        app.http
+            .get(format!("{}{path}", app.url))
+            .header("x-bazaar-user-id", user)
+            .header("x-bazaar-user-roles", "customer")
+    };
+    let stranger = "0190b5d8-0000-7000-8000-000000000b0b";
+    let mine: Value = as_user(USER, "/charges?order_id=order-7".into())
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    let theirs: Value = as_user(stranger, "/charges?order_id=order-7".into())
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(theirs["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        as_user(USER, format!("/charges/{id}"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    assert_eq!(
+        as_user(stranger, format!("/charges/{id}"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        404
+    );
+}

@@ -242,3 +242,54 @@ async fn bad_shipments_are_refused() {
         404
     );
 }
+
+#[tokio::test]
+async fn customers_see_only_their_own_shipments() {
+    let app = spawn(TestDatabase::sqlite(), stopped_clock()).await;
+    let shipment: Value = app
+        .create("own-1", &body("order-8"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = shipment["id"].as_str().expect("id");
+    let as_user = |user: &str, path: String| {
+        app.http
+            .get(format!("{}{path}", app.url))
+            .header("x-bazaar-user-id", user)
+            .header("x-bazaar-user-roles", "customer")
+    };
+    let stranger = "0190b5d8-0000-7000-8000-000000000b0b";
+    let mine: Value = as_user(USER, "/shipments?order_id=order-8".into())
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    let theirs: Value = as_user(stranger, "/shipments?order_id=order-8".into())
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(theirs["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        as_user(USER, format!("/shipments/{id}"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    assert_eq!(
+        as_user(stranger, format!("/shipments/{id}"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        404
+    );
+}
