@@ -19,8 +19,8 @@ use chassis::auth::Caller;
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
+use chassis::idempotency;
 use chrono::{DateTime, Datelike, Utc};
-use contracts::headers::IDEMPOTENCY_KEY;
 use contracts::money::Money;
 use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
@@ -49,18 +49,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn key(headers: &HeaderMap) -> Result<String, HttpError> {
-    headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            HttpError::bad_request("an Idempotency-Key header of 1 to 200 characters is required")
-        })
-}
-
 fn hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -72,15 +60,6 @@ fn hash(parts: &[&str]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn key_reused() -> HttpError {
-    HttpError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-        "Idempotency key reused",
-    )
-    .with_detail("this Idempotency-Key was used for a different request")
 }
 
 /// A charge as the API shows it: never the card number, only brand and last four digits.
@@ -182,7 +161,7 @@ pub async fn charge(
     headers: HeaderMap,
     Json(body): Json<ChargeRequest>,
 ) -> Result<Response, HttpError> {
-    let key = key(&headers)?;
+    let key = idempotency::required_key(&headers)?;
     let mut v = Validation::new();
     if body.order_id.trim().is_empty() || body.order_id.len() > 100 {
         v.add("order_id", "is required");
@@ -228,7 +207,7 @@ pub async fn charge(
         return if stored_hash == request_hash {
             Ok(answer(existing, true))
         } else {
-            Err(key_reused())
+            Err(idempotency::key_reused("request"))
         };
     }
     let outcome = state
@@ -276,7 +255,7 @@ pub async fn charge(
         return if stored_hash == request_hash {
             Ok(answer(existing, true))
         } else {
-            Err(key_reused())
+            Err(idempotency::key_reused("request"))
         };
     }
     tracing::info!(charge_id = %charge.id, order_id = %charge.order_id, status = %charge.status, "charge decided");
@@ -356,7 +335,7 @@ pub async fn refund(
     Path(id): Path<String>,
     Json(body): Json<RefundRequest>,
 ) -> Result<Response, HttpError> {
-    let key = key(&headers)?;
+    let key = idempotency::required_key(&headers)?;
     if body.amount.as_ref().is_some_and(|a| a.amount_minor <= 0) {
         let mut v = Validation::new();
         v.add("amount", "must be positive");
@@ -384,7 +363,7 @@ pub async fn refund(
             Ok((StatusCode::CREATED, Json(view(refund))).into_response())
         }
         Refunded::Replayed(refund) => Ok((StatusCode::OK, Json(view(refund))).into_response()),
-        Refunded::KeyReused => Err(key_reused()),
+        Refunded::KeyReused => Err(idempotency::key_reused("request")),
         Refunded::NoCharge => Err(HttpError::not_found(format!("no charge {id:?}"))),
         Refunded::NothingCharged => Err(HttpError::conflict(
             "nothing-charged",

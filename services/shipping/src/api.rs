@@ -17,9 +17,9 @@ use chassis::auth::Caller;
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
+use chassis::idempotency;
 use chrono::{DateTime, Utc};
 use contracts::auth::ROLE_ADMIN;
-use contracts::headers::IDEMPOTENCY_KEY;
 use contracts::page::Page;
 use contracts::sku::Sku;
 use http::{HeaderMap, StatusCode};
@@ -121,30 +121,13 @@ impl From<Shipment> for ShipmentView {
     }
 }
 
-fn key_reused() -> HttpError {
-    HttpError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-        "Idempotency key reused",
-    )
-    .with_detail("this Idempotency-Key was used for a different shipment")
-}
-
 /// `POST /shipments` → 201, 200 for a replay.
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<NewShipment>,
 ) -> Result<Response, HttpError> {
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            HttpError::bad_request("an Idempotency-Key header of 1 to 200 characters is required")
-        })?;
+    let key = idempotency::required_key(&headers)?;
     let mut v = Validation::new();
     if body.order_id.trim().is_empty() || body.order_id.len() > 100 {
         v.add("order_id", "is required");
@@ -197,7 +180,7 @@ pub async fn create(
         return if stored == request_hash {
             Ok((StatusCode::OK, Json(ShipmentView::from(existing))).into_response())
         } else {
-            Err(key_reused())
+            Err(idempotency::key_reused("shipment"))
         };
     }
     let (carrier, prefix) = domain::carrier(&country);
@@ -231,7 +214,7 @@ pub async fn create(
         return if stored == request_hash {
             Ok((StatusCode::OK, Json(ShipmentView::from(existing))).into_response())
         } else {
-            Err(key_reused())
+            Err(idempotency::key_reused("shipment"))
         };
     }
     tracing::info!(shipment_id = %shipment.id, order_id = %shipment.order_id, carrier, "shipment created");

@@ -6,8 +6,8 @@ use chassis::HttpError;
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path};
+use chassis::idempotency;
 use chrono::{DateTime, Utc};
-use contracts::headers::IDEMPOTENCY_KEY;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,9 +15,6 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use crate::domain::{Line, check_lines};
 use crate::store::reservations::{Moved, RELEASED, Reservation, Reserved};
-
-/// Longest idempotency key.
-const MAX_KEY_LEN: usize = 200;
 
 /// Body of `POST /reservations`.
 #[derive(Debug, Deserialize)]
@@ -72,17 +69,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<ReserveRequest>,
 ) -> Result<Response, HttpError> {
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-        .ok_or_else(|| {
-            HttpError::bad_request(format!(
-                "an Idempotency-Key header of 1 to {MAX_KEY_LEN} characters is required"
-            ))
-        })?
-        .to_owned();
+    let key = idempotency::required_key(&headers)?;
     let raw: Vec<(String, i64)> = body
         .items
         .into_iter()
@@ -119,12 +106,7 @@ pub async fn create(
         Reserved::Replayed(reservation) => {
             Ok((StatusCode::OK, Json(ReservationView::from(reservation))).into_response())
         }
-        Reserved::KeyReused => Err(HttpError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency key reused",
-        )
-        .with_detail("this Idempotency-Key was used for a different request")),
+        Reserved::KeyReused => Err(idempotency::key_reused("request")),
         Reserved::UnknownSku(sku) => {
             let mut v = Validation::new();
             v.add("items", format!("no product {sku} is for sale"));

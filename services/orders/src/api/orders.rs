@@ -9,8 +9,8 @@ use chassis::auth::Caller;
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
+use chassis::idempotency;
 use chrono::{DateTime, Utc};
-use contracts::headers::IDEMPOTENCY_KEY;
 use contracts::money::Money;
 use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
@@ -22,8 +22,6 @@ use crate::clients::{CatalogUnavailable, Reservation};
 use crate::domain::{self, Address, PENDING, PricingError};
 use crate::store::{Inserted, OrderRecord, StatusChange};
 
-/// Longest idempotency key.
-const MAX_KEY_LEN: usize = 200;
 /// Default and largest page sizes of `GET /orders`.
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
@@ -124,22 +122,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, HttpError> {
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-                .ok_or_else(|| {
-                    HttpError::bad_request(format!(
-                        "Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"
-                    ))
-                })?
-                .to_owned(),
-        ),
-    };
+    let key = idempotency::optional_key(&headers)?;
     let mut v = Validation::new();
     let explicit = match (body.items, body.from_cart) {
         (Some(items), false) => {
@@ -296,12 +279,7 @@ pub async fn create(
 
 fn replay(order: OrderRecord, stored_hash: &str, hash: &str) -> Result<Response, HttpError> {
     if stored_hash != hash {
-        return Err(HttpError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency key reused",
-        )
-        .with_detail("this Idempotency-Key was used for a different order"));
+        return Err(idempotency::key_reused("order"));
     }
     Ok((StatusCode::OK, Json(OrderView::from(order))).into_response())
 }
