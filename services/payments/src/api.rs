@@ -2,7 +2,9 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /charges` | charge a card (`Idempotency-Key` required): 201, or 402 when declined |
+//! | `POST /payment-methods` | register the caller's card: 201 with a token (`pm_…`) |
+//! | `GET /payment-methods` | the caller's cards (brand, last four digits, expiry) |
+//! | `POST /charges` | charge a payment method (`Idempotency-Key` required): 201, or 402 when declined |
 //! | `GET /charges/{id}` | one charge |
 //! | `GET /charges?order_id=` | every charge attempt of an order |
 //! | `POST /charges/{id}/refunds` | refund all or part (`Idempotency-Key` required) |
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::card::{Card, Outcome, Processor};
-use crate::store::{ChargeRecord, Refunded, Store};
+use crate::store::{ChargeRecord, PaymentMethod, Refunded, Store};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -42,6 +44,10 @@ pub struct AppState {
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route(
+            "/payment-methods",
+            get(payment_methods).post(register_payment_method),
+        )
         .route("/charges", get(list).post(charge))
         .route("/charges/{id}", get(get_charge))
         .route("/charges/{id}/refunds", post(refund))
@@ -107,28 +113,118 @@ impl From<ChargeRecord> for ChargeView {
     }
 }
 
-/// Body of `POST /charges`.
-#[derive(Debug, Deserialize)]
-pub struct ChargeRequest {
-    order_id: String,
-    user_id: String,
-    amount: Money,
-    payment: PaymentMethod,
-}
-
-/// Card details; they pass through and are never stored whole.
+/// Body of `POST /payment-methods`: card details, which pass through to the processor and are
+/// never stored, logged or shown whole.
 #[derive(Deserialize)]
-pub struct PaymentMethod {
+pub struct CardDetails {
     card_number: String,
     exp_month: u32,
     exp_year: u32,
     cvc: String,
 }
 
-impl std::fmt::Debug for PaymentMethod {
+impl std::fmt::Debug for CardDetails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PaymentMethod(***)")
+        f.write_str("CardDetails(***)")
     }
+}
+
+/// A payment method as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PaymentMethodView {
+    id: String,
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    created_at: DateTime<Utc>,
+}
+
+impl From<PaymentMethod> for PaymentMethodView {
+    fn from(m: PaymentMethod) -> Self {
+        Self {
+            id: m.id,
+            brand: m.brand,
+            last4: m.last4,
+            exp_month: m.exp_month,
+            exp_year: m.exp_year,
+            created_at: from_millis(m.created_at),
+        }
+    }
+}
+
+fn this_month_i64() -> (i64, i64) {
+    let (year, month) = this_month();
+    (i64::from(year), i64::from(month))
+}
+
+/// Today as `(year, month)`, for card expiry.
+fn this_month() -> (u32, u32) {
+    let today = Utc::now();
+    (u32::try_from(today.year()).unwrap_or(0), today.month())
+}
+
+/// `POST /payment-methods` (`/api/payment-methods` through the gateway): registers the caller's
+/// card with the processor and answers 201 with its token. Orders are paid with the token.
+pub async fn register_payment_method(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CardDetails>,
+) -> Result<Response, HttpError> {
+    let card = Card::parse(
+        &body.card_number,
+        body.exp_month,
+        body.exp_year,
+        &body.cvc,
+        this_month(),
+    )
+    .map_err(|errors| {
+        let mut v = Validation::new();
+        errors.into_iter().for_each(|(f, m)| v.add(f, m));
+        v.into_error()
+    })?;
+    let method = PaymentMethod {
+        id: format!("pm_{}", uuid::Uuid::new_v4().simple()),
+        user_id: caller.user_id.to_string(),
+        brand: card.brand().to_owned(),
+        last4: card.last4().to_owned(),
+        exp_month: i64::from(card.exp_month),
+        exp_year: i64::from(card.exp_year),
+        processor_ref: state.processor.register(&card),
+        created_at: now_millis(),
+    };
+    state
+        .store
+        .insert_payment_method(&method)
+        .await
+        .map_err(HttpError::internal)?;
+    tracing::info!(payment_method = %method.id, last4 = %method.last4, "card registered");
+    Ok((StatusCode::CREATED, Json(PaymentMethodView::from(method))).into_response())
+}
+
+/// `GET /payment-methods`: the caller's cards, newest first.
+pub async fn payment_methods(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Page<PaymentMethodView>>, HttpError> {
+    let methods = state
+        .store
+        .payment_methods(&caller.user_id.to_string())
+        .await
+        .map_err(HttpError::internal)?;
+    Ok(Json(Page::complete(
+        methods.into_iter().map(PaymentMethodView::from).collect(),
+    )))
+}
+
+/// Body of `POST /charges`.
+#[derive(Debug, Deserialize)]
+pub struct ChargeRequest {
+    order_id: String,
+    user_id: String,
+    amount: Money,
+    /// A token from `POST /payment-methods`, registered by `user_id`.
+    payment_method: String,
 }
 
 /// The answer for a stored charge: 201 or 402, and 200 for a replay of a success.
@@ -175,20 +271,25 @@ pub async fn charge(
             "must be a positive amount in an ISO 4217 currency",
         );
     }
-    let today = Utc::now();
-    let card = Card::parse(
-        &body.payment.card_number,
-        body.payment.exp_month,
-        body.payment.exp_year,
-        &body.payment.cvc,
-        (u32::try_from(today.year()).unwrap_or(0), today.month()),
-    )
-    .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(f, m)))
-    .ok();
-    let Some(card) = card else {
-        return Err(v.into_error());
-    };
     v.finish()?;
+    // Somebody else's token is as unknown as a made-up one.
+    let method = state
+        .store
+        .payment_method(&body.payment_method)
+        .await
+        .map_err(HttpError::internal)?
+        .filter(|m| m.user_id == body.user_id)
+        .ok_or_else(|| {
+            let mut v = Validation::new();
+            v.add(
+                "payment_method",
+                format!(
+                    "{:?} is not a payment method of this user",
+                    body.payment_method
+                ),
+            );
+            v.into_error()
+        })?;
 
     let amount = body.amount.amount_minor.to_string();
     let request_hash = hash(&[
@@ -196,7 +297,7 @@ pub async fn charge(
         &body.user_id,
         &amount,
         &body.amount.currency,
-        card.last4(),
+        &method.id,
     ]);
     if let Some((existing, stored_hash)) = state
         .store
@@ -210,18 +311,23 @@ pub async fn charge(
             Err(idempotency::key_reused("request"))
         };
     }
-    let outcome = state
-        .processor
-        .charge(&card, body.amount.amount_minor)
-        .await
-        .map_err(|e| {
-            tracing::warn!(order_id = %body.order_id, error = %e, "charge failed transiently");
-            HttpError::unavailable(
-                "the card processor is unavailable; retry with the same Idempotency-Key",
-                1,
-            )
-            .with_slug("processor-unavailable")
-        })?;
+    let expired = (method.exp_year, method.exp_month) < this_month_i64();
+    let outcome = if expired {
+        Outcome::Declined("expired_card")
+    } else {
+        state
+            .processor
+            .charge(&method.processor_ref, body.amount.amount_minor)
+            .await
+            .map_err(|e| {
+                tracing::warn!(order_id = %body.order_id, error = %e, "charge failed transiently");
+                HttpError::unavailable(
+                    "the card processor is unavailable; retry with the same Idempotency-Key",
+                    1,
+                )
+                .with_slug("processor-unavailable")
+            })?
+    };
     let (status, decline_reason) = match outcome {
         Outcome::Approved => ("succeeded", None),
         Outcome::Declined(reason) => ("declined", Some(reason.to_owned())),
@@ -232,8 +338,8 @@ pub async fn charge(
         user_id: body.user_id,
         amount_minor: body.amount.amount_minor,
         currency: body.amount.currency,
-        card_brand: card.brand().to_owned(),
-        card_last4: card.last4().to_owned(),
+        card_brand: method.brand,
+        card_last4: method.last4,
         status: status.to_owned(),
         decline_reason,
         refunded_minor: 0,

@@ -51,18 +51,15 @@ impl Card {
             || !digits.bytes().all(|b| b.is_ascii_digit())
             || !luhn(&digits)
         {
-            errors.push((
-                "payment.card_number",
-                "is not a valid card number".to_owned(),
-            ));
+            errors.push(("card_number", "is not a valid card number".to_owned()));
         }
         if !(1..=12).contains(&exp_month) {
-            errors.push(("payment.exp_month", "must be between 1 and 12".to_owned()));
+            errors.push(("exp_month", "must be between 1 and 12".to_owned()));
         } else if (exp_year, exp_month) < today {
-            errors.push(("payment.exp_year", "the card has expired".to_owned()));
+            errors.push(("exp_year", "the card has expired".to_owned()));
         }
         if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(("payment.cvc", "must be 3 or 4 digits".to_owned()));
+            errors.push(("cvc", "must be 3 or 4 digits".to_owned()));
         }
         if errors.is_empty() {
             Ok(Self {
@@ -124,17 +121,24 @@ pub enum Outcome {
 #[error("the card processor is unavailable: {0}")]
 pub struct Transient(pub String);
 
-/// Charges cards.
+/// Registers cards and charges them.
+///
+/// A real provider keeps the card in its vault and hands back a reference; only that reference
+/// (and what may be shown: brand, last four digits, expiry) is stored here.
 pub trait Processor: Send + Sync + fmt::Debug {
-    /// Asks to charge `amount_minor` to `card`.
+    /// Registers `card`; returns the processor's reference to it.
+    fn register(&self, card: &Card) -> String;
+
+    /// Asks to charge `amount_minor` to the card behind `reference`.
     fn charge<'a>(
         &'a self,
-        card: &'a Card,
+        reference: &'a str,
         amount_minor: i64,
     ) -> BoxFuture<'a, Result<Outcome, Transient>>;
 }
 
-/// The simulated processor.
+/// The simulated processor. Its "vault" is the reference itself: it records how the test card
+/// behaves (`sim_ok_…`, `sim_declined_…`, `sim_nofunds_…`, `sim_transient_…`), never its number.
 #[derive(Debug, Clone)]
 pub struct Simulated {
     /// Time every charge takes.
@@ -144,9 +148,19 @@ pub struct Simulated {
 }
 
 impl Processor for Simulated {
+    fn register(&self, card: &Card) -> String {
+        let behaviour = match card.number.as_str() {
+            CARD_DECLINED => "declined",
+            CARD_NO_FUNDS => "nofunds",
+            CARD_TRANSIENT => "transient",
+            _ => "ok",
+        };
+        format!("sim_{behaviour}_{}", uuid::Uuid::new_v4().simple())
+    }
+
     fn charge<'a>(
         &'a self,
-        card: &'a Card,
+        reference: &'a str,
         _amount_minor: i64,
     ) -> BoxFuture<'a, Result<Outcome, Transient>> {
         Box::pin(async move {
@@ -158,11 +172,14 @@ impl Processor for Simulated {
             {
                 return Err(Transient("simulated outage".into()));
             }
-            match card.number.as_str() {
-                CARD_DECLINED => Ok(Outcome::Declined("card_declined")),
-                CARD_NO_FUNDS => Ok(Outcome::Declined("insufficient_funds")),
-                CARD_TRANSIENT => Err(Transient("processing error".into())),
-                _ => Ok(Outcome::Approved),
+            let behaviour = reference.split('_').nth(1).unwrap_or_default();
+            match behaviour {
+                "ok" => Ok(Outcome::Approved),
+                "declined" => Ok(Outcome::Declined("card_declined")),
+                "nofunds" => Ok(Outcome::Declined("insufficient_funds")),
+                "transient" => Err(Transient("processing error".into())),
+                // A reference this processor never gave out: the issuer would not know it.
+                _ => Ok(Outcome::Declined("unknown_card")),
             }
         })
     }
@@ -182,12 +199,9 @@ mod tests {
         assert_eq!(format!("{card:?}"), "Card(**** 4242)");
         let errors = Card::parse("4242424242424241", 13, 2030, "12", TODAY).expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|(f, _)| *f).collect();
-        assert_eq!(
-            fields,
-            ["payment.card_number", "payment.exp_month", "payment.cvc"]
-        );
+        assert_eq!(fields, ["card_number", "exp_month", "cvc"]);
         let expired = Card::parse(CARD_OK, 10, 2026, "123", TODAY).expect_err("expired");
-        assert_eq!(expired[0].0, "payment.exp_year");
+        assert_eq!(expired[0].0, "exp_year");
         for number in [CARD_OK, CARD_DECLINED, CARD_NO_FUNDS, CARD_TRANSIENT] {
             assert!(
                 Card::parse(number, 1, 2030, "123", TODAY).is_ok(),
@@ -202,12 +216,15 @@ mod tests {
             latency: Duration::ZERO,
             transient_failure_rate: 0.0,
         };
-        let card = |n: &str| Card::parse(n, 1, 2030, "123", TODAY).expect("valid");
+        let card =
+            |n: &str| processor.register(&Card::parse(n, 1, 2030, "123", TODAY).expect("valid"));
+        let ok = card(CARD_OK);
+        assert!(
+            !ok.contains("4242"),
+            "the reference never holds the number: {ok}"
+        );
         assert_eq!(
-            processor
-                .charge(&card(CARD_OK), 100)
-                .await
-                .expect("decides"),
+            processor.charge(&ok, 100).await.expect("decides"),
             Outcome::Approved
         );
         assert_eq!(
@@ -225,10 +242,14 @@ mod tests {
             Outcome::Declined("insufficient_funds")
         );
         assert!(processor.charge(&card(CARD_TRANSIENT), 100).await.is_err());
+        assert_eq!(
+            processor.charge("forged", 100).await.expect("decides"),
+            Outcome::Declined("unknown_card")
+        );
         let flaky = Simulated {
             latency: Duration::ZERO,
             transient_failure_rate: 1.0,
         };
-        assert!(flaky.charge(&card(CARD_OK), 100).await.is_err());
+        assert!(flaky.charge(&ok, 100).await.is_err());
     }
 }

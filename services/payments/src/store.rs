@@ -65,6 +65,27 @@ pub enum Refunded {
     },
 }
 
+/// A card registered with the processor: what may be shown, and the processor's reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethod {
+    /// Token (`pm_…`), what orders and clients pass around.
+    pub id: String,
+    /// Whose card it is.
+    pub user_id: String,
+    /// Card brand.
+    pub brand: String,
+    /// Last four digits.
+    pub last4: String,
+    /// Expiry month.
+    pub exp_month: i64,
+    /// Expiry year.
+    pub exp_year: i64,
+    /// The processor's reference to the card; never shown.
+    pub processor_ref: String,
+    /// When, ms.
+    pub created_at: i64,
+}
+
 /// Charged and refunded totals of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Balance {
@@ -78,6 +99,9 @@ const CHARGE_COLUMNS: &str = "c.id, c.order_id, c.user_id, c.amount_minor, c.cur
      c.status, c.decline_reason, c.created_at, \
      CAST((SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r WHERE r.charge_id = c.id) AS BIGINT) AS refunded_minor";
 
+const METHOD_COLUMNS: &str =
+    "id, user_id, brand, last4, exp_month, exp_year, processor_ref, created_at";
+
 /// The payments database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -88,6 +112,48 @@ impl Store {
     /// A store over `db`.
     pub fn new(db: Db) -> Self {
         Self { db }
+    }
+
+    /// Stores a registered card.
+    pub async fn insert_payment_method(&self, method: &PaymentMethod) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO payment_methods (id, user_id, brand, last4, exp_month, exp_year, processor_ref, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&method.id)
+        .bind(&method.user_id)
+        .bind(&method.brand)
+        .bind(&method.last4)
+        .bind(method.exp_month)
+        .bind(method.exp_year)
+        .bind(&method.processor_ref)
+        .bind(method.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The payment method with this token.
+    pub async fn payment_method(&self, id: &str) -> Result<Option<PaymentMethod>, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(method_from_row).transpose()
+    }
+
+    /// A user's payment methods, newest first.
+    pub async fn payment_methods(&self, user_id: &str) -> Result<Vec<PaymentMethod>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
+        )))
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(method_from_row).collect()
     }
 
     /// The charge made under `key`, and the hash of the request that made it.
@@ -313,6 +379,19 @@ fn refund_from_row(row: &AnyRow) -> Result<RefundRecord, sqlx::Error> {
         id: row.try_get("id")?,
         charge_id: row.try_get("charge_id")?,
         amount_minor: row.try_get("amount_minor")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn method_from_row(row: &AnyRow) -> Result<PaymentMethod, sqlx::Error> {
+    Ok(PaymentMethod {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        brand: row.try_get("brand")?,
+        last4: row.try_get("last4")?,
+        exp_month: row.try_get("exp_month")?,
+        exp_year: row.try_get("exp_year")?,
+        processor_ref: row.try_get("processor_ref")?,
         created_at: row.try_get("created_at")?,
     })
 }

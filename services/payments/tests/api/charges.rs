@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chassis::config::ChassisConfig;
@@ -12,6 +14,8 @@ const USER: &str = "0190b5d8-0000-7000-8000-00000000a11c";
 struct App {
     url: String,
     http: reqwest::Client,
+    /// Token of each card registered so far, so the same card is the same payment method.
+    tokens: Mutex<HashMap<String, String>>,
     shutdown: CancellationToken,
     _db: TestDatabase,
 }
@@ -40,16 +44,55 @@ async fn spawn(db: TestDatabase) -> App {
     App {
         url,
         http: reqwest::Client::new(),
+        tokens: Mutex::default(),
         shutdown,
         _db: db,
     }
 }
 
 impl App {
+    async fn register(&self, user: &str, card: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/payment-methods", self.url))
+            .header("x-bazaar-user-id", user)
+            .header("x-bazaar-user-roles", "customer")
+            .json(&json!({"card_number": card, "exp_month": 12, "exp_year": 2035, "cvc": "123"}))
+            .send()
+            .await
+            .expect("answers")
+    }
+
+    /// `USER`'s token for `card`, registered on first use.
+    async fn token(&self, card: &str) -> String {
+        if let Some(token) = self.tokens.lock().expect("lock").get(card) {
+            return token.clone();
+        }
+        let registered = self.register(USER, card).await;
+        assert_eq!(registered.status(), 201);
+        let method: Value = registered.json().await.expect("json");
+        let token = method["id"].as_str().expect("token").to_owned();
+        self.tokens
+            .lock()
+            .expect("lock")
+            .insert(card.to_owned(), token.clone());
+        token
+    }
+
     async fn charge(&self, key: &str, order: &str, amount: i64, card: &str) -> reqwest::Response {
+        let token = self.token(card).await;
+        self.charge_with(key, order, amount, &token).await
+    }
+
+    async fn charge_with(
+        &self,
+        key: &str,
+        order: &str,
+        amount: i64,
+        token: &str,
+    ) -> reqwest::Response {
         let body = json!({
             "order_id": order, "user_id": USER, "amount": {"amount_minor": amount, "currency": "USD"},
-            "payment": {"card_number": card, "exp_month": 12, "exp_year": 2035, "cvc": "123"}
+            "payment_method": token
         });
         self.http
             .post(format!("{}/charges", self.url))
@@ -161,10 +204,39 @@ async fn charges_are_idempotent_and_never_keep_the_card(db: TestDatabase) {
         "each declined attempt is recorded once"
     );
 
-    let bad = app.charge("b-1", "order-4", 100, "4242424242424241").await;
+    let bad = app.register(USER, "4242424242424241").await;
     assert_eq!(bad.status(), 422);
+    let problem: Value = bad.json().await.expect("json");
+    assert_eq!(problem["errors"][0]["field"], "card_number", "{problem}");
+    assert!(
+        !problem.to_string().contains("4242424242424241"),
+        "a refused number is not echoed: {problem}"
+    );
+    assert_eq!(
+        app.charge_with("b-2", "order-4", 100, "pm_made_up")
+            .await
+            .status(),
+        422,
+        "an unknown token"
+    );
+    let strangers: Value = app
+        .register("0190b5d8-0000-7000-8000-000000000b0b", CARD_OK)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let strangers = strangers["id"].as_str().expect("token");
+    assert_eq!(
+        app.charge_with("b-3", "order-4", 100, strangers)
+            .await
+            .status(),
+        422,
+        "somebody else's card"
+    );
+    assert_eq!(app.balance("order-4").await["net_minor"], 0);
+    let token = app.token(CARD_OK).await;
     let body = json!({"order_id": "order-5", "user_id": USER, "amount": {"amount_minor": 100, "currency": "USD"},
-                      "payment": {"card_number": CARD_OK, "exp_month": 12, "exp_year": 2035, "cvc": "123"}});
+                      "payment_method": token});
     let no_key = app
         .http
         .post(format!("{}/charges", app.url))
