@@ -11,6 +11,7 @@
 //! | `GET /reservations/{id}` | services | a reservation |
 //! | `DELETE /reservations/{id}` | services | release |
 //! | `POST /reservations/{id}/commit` | services | turn held units into sales |
+//! | `POST /reservations/{id}/return` | services | put committed units back on hand (order cancelled) |
 
 pub mod products;
 pub mod reservations;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             get(reservations::get).delete(reservations::release),
         )
         .route("/reservations/{id}/commit", post(reservations::commit))
+        .route("/reservations/{id}/return", post(reservations::give_back))
         .with_state(state)
 }
 

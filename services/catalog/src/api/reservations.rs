@@ -148,6 +148,15 @@ pub async fn commit(
     answer(&id, state.store.commit(&id, now_millis()).await?)
 }
 
+/// `POST /reservations/{id}/return`: committed units go back on hand (an order cancelled after
+/// confirmation); a no-op on a returned one.
+pub async fn give_back(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>, HttpError> {
+    answer(&id, state.store.give_back(&id, now_millis()).await?)
+}
+
 fn answer(id: &str, moved: Moved) -> Result<Json<ReservationView>, HttpError> {
     match moved {
         Moved::Done(reservation) => Ok(Json(reservation.into())),

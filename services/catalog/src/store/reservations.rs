@@ -23,6 +23,9 @@ pub const COMMITTED: &str = "committed";
 pub const RELEASED: &str = "released";
 /// Units went back to stock because the reservation was not committed in time.
 pub const EXPIRED: &str = "expired";
+/// Committed, then given back (an order cancelled after confirmation): the units are on hand
+/// again.
+pub const RETURNED: &str = "returned";
 
 /// A stored reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +208,7 @@ impl Store {
     pub async fn release(&self, id: &str, to: &str, now: i64) -> Result<Moved, StoreError> {
         self.settle(
             id,
+            HELD,
             to,
             now,
             "UPDATE inventory SET reserved = reserved - $1 WHERE sku = $2",
@@ -218,6 +222,7 @@ impl Store {
     pub async fn commit(&self, id: &str, now: i64) -> Result<Moved, StoreError> {
         self.settle(
             id,
+            HELD,
             COMMITTED,
             now,
             "UPDATE inventory SET reserved = reserved - $1, on_hand = on_hand - $1, sold = sold + $1 WHERE sku = $2",
@@ -226,11 +231,27 @@ impl Store {
         .await
     }
 
-    /// Moves a held reservation to `to`, applying `per_line` to the inventory in the same
+    /// Puts the units of a committed reservation back on hand (its order was cancelled after
+    /// confirmation). Returning a returned reservation is a no-op; any other state is a
+    /// conflict.
+    pub async fn give_back(&self, id: &str, now: i64) -> Result<Moved, StoreError> {
+        self.settle(
+            id,
+            COMMITTED,
+            RETURNED,
+            now,
+            "UPDATE inventory SET on_hand = on_hand + $1, sold = sold - $1 WHERE sku = $2",
+            &[RETURNED],
+        )
+        .await
+    }
+
+    /// Moves a reservation from `from` to `to`, applying `per_line` to the inventory in the same
     /// transaction. `done_states` are the states that count as already done.
     async fn settle(
         &self,
         id: &str,
+        from: &str,
         to: &str,
         now: i64,
         per_line: &'static str,
@@ -243,7 +264,7 @@ impl Store {
         .bind(to)
         .bind(now)
         .bind(id)
-        .bind(HELD)
+        .bind(from)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 1 {

@@ -168,6 +168,37 @@ async fn repeats_are_safe_and_answer_the_same(db: TestDatabase) {
         replay_after_commit["status"], "committed",
         "a replay shows the reservation as it is now"
     );
+    for _ in 0..2 {
+        let returned = app
+            .http
+            .post(app.at(&format!("/reservations/{id}/return")))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(returned.status(), 200, "returning twice returns once");
+        let returned: Value = returned.json().await.expect("json");
+        assert_eq!(returned["status"], "returned");
+    }
+    let stock: Value = app
+        .as_admin(app.http.get(app.at("/products/BOOK-RUST")))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stock["inventory"],
+        json!({"on_hand": 30, "reserved": 0, "sold": 0}),
+        "returned units are on hand again"
+    );
+    let commit_returned = app
+        .http
+        .post(app.at(&format!("/reservations/{id}/commit")))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(commit_returned.status(), 409, "a returned sale is over");
 }
 
 async fn release_commit_and_expiry_move_stock_once(db: TestDatabase) {
