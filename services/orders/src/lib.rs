@@ -16,6 +16,7 @@
 pub mod api;
 pub mod clients;
 pub mod domain;
+pub mod saga;
 pub mod store;
 
 use std::net::SocketAddr;
