@@ -2,17 +2,24 @@
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /orders` | signed in | place an order (`Idempotency-Key` makes it safe to retry) |
+//! | `POST /orders` | signed in | place an order: 202, the checkout saga runs (`Idempotency-Key` makes it safe to retry) |
 //! | `GET /orders` | signed in | own orders, newest first (admins: everyone's) |
-//! | `GET /orders/{id}` | signed in | one order (404 for somebody else's) |
+//! | `GET /orders/{id}` | signed in | one order (404 for somebody else's); `?wait=10s` waits for the checkout to settle |
+//! | `POST /orders/{id}/cancel` | signed in | cancel a confirmed order that has not shipped |
+//! | `GET /orders/{id}/saga` | admin | the checkout saga: state, every attempt and its timing |
+//! | `GET /sagas` | admin | sagas with work left; `?stuck=true` for those failing to compensate |
 
 pub mod orders;
+pub mod sagas;
+
+use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use chassis::HttpError;
 
 use crate::clients::{Carts, Catalog};
+use crate::runner::Runner;
 use crate::store::{Store, StoreError};
 
 /// What the handlers share.
@@ -24,6 +31,10 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Customers' carts, for checking out a cart.
     pub carts: Carts,
+    /// Runs checkout sagas.
+    pub runner: Runner,
+    /// How long a checkout may keep retrying.
+    pub checkout_deadline: Duration,
 }
 
 /// The API routes.
@@ -31,6 +42,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", get(orders::list).post(orders::create))
         .route("/orders/{id}", get(orders::get))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/saga", get(sagas::of_order))
+        .route("/sagas", get(sagas::list))
         .with_state(state)
 }
 

@@ -158,6 +158,16 @@ pub fn price(
     })
 }
 
+/// Whether `token` looks like a payment-method token from the payments service (`pm_` and
+/// 1 to 64 letters, digits or underscores). Whether it exists and is the customer's is the
+/// payments service's call, at the charge.
+pub fn is_payment_token(token: &str) -> bool {
+    token.strip_prefix("pm_").is_some_and(|rest| {
+        (1..=64).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
 /// A shipping address, checked.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Address {

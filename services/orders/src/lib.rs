@@ -1,13 +1,17 @@
-//! The orders service: what customers bought, priced by the catalog and backed by reserved stock.
+//! The orders service: what customers bought, and the checkout saga that makes it happen.
 //!
 //! Placing an order checks the request, prices every line at the catalog's current price (the
-//! client never sets prices), reserves the stock (all lines or none), and stores the order with
-//! its own copy of names and prices, as PENDING. An `Idempotency-Key` makes placing safe to
-//! retry. The checkout saga (payments, shipping, confirmation) builds on this.
+//! client never sets prices), and stores the order (PENDING, with its own copy of names and
+//! prices) together with its checkout saga, in one transaction; it answers 202 at once. The
+//! saga then reserves the stock, charges the payment method, creates the shipment and
+//! confirms; a refusal or running out of time undoes what was done, in reverse, and cancels
+//! the order with a reason. An `Idempotency-Key` makes placing safe to retry.
 //!
 //! # Layout
 //! - [`domain`]: request rules and pricing (no I/O).
-//! - [`clients`]: the catalog, over HTTP.
+//! - [`saga`]: the checkout saga's state machine (no I/O).
+//! - [`runner`]: runs sagas against the neighbours, durably.
+//! - [`clients`]: the catalog and the cart, over HTTP.
 //! - [`store`]: the SQL.
 //! - [`api`]: the HTTP routes.
 
@@ -16,13 +20,15 @@
 pub mod api;
 pub mod clients;
 pub mod domain;
+pub mod runner;
 pub mod saga;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chassis::client::{ServiceClient, Transport};
-use chassis::config::ServiceConfig;
+use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
 use chassis::discovery::Discovery;
 use chassis::{Server, ServiceInfo, StartError};
@@ -45,6 +51,13 @@ pub struct Settings {
     pub catalog_service: String,
     /// Name of the cart service in discovery.
     pub cart_service: String,
+    /// Name of the payments service in discovery.
+    pub payments_service: String,
+    /// Name of the shipping service in discovery.
+    pub shipping_service: String,
+    /// How long a checkout may keep retrying before it gives up and is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub checkout_deadline: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +65,9 @@ impl Default for Settings {
         Self {
             catalog_service: "catalog".to_owned(),
             cart_service: "cart".to_owned(),
+            payments_service: "payments".to_owned(),
+            shipping_service: "shipping".to_owned(),
+            checkout_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -61,11 +77,22 @@ impl Default for Settings {
 pub struct Application {
     server: Server,
     state: api::AppState,
+    stop: CancellationToken,
 }
 
 impl Application {
-    /// Opens the database and binds the listener. `shutdown` also stops the discovery watches.
+    /// Opens the database and binds the listener. `shutdown` also stops the discovery watches
+    /// and the saga runner.
     pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let settings = &config.settings;
+        if settings.checkout_deadline < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "orders.checkout_deadline",
+                humantime::format_duration(settings.checkout_deadline),
+                "must be at least 1s",
+            )
+            .into());
+        }
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
         let db = Db::connect(
             &config.chassis.database_url(SERVICE),
@@ -76,13 +103,42 @@ impl Application {
         let transport = Transport::http();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
         let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
+        let store = store::Store::new(db.clone());
+        let catalog = clients::Catalog::new(client.clone(), &settings.catalog_service);
+        let carts = clients::Carts::new(client.clone(), &settings.cart_service);
+        let owner = info.instance_id.clone();
+        let mut server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let metrics = runner::SagaMetrics::register(server.metrics_registry());
+        // The runner stops with its own token, cancelled once the server has drained, so
+        // requests in flight can still start sagas.
+        let stop = CancellationToken::new();
+        let runner = runner::Runner::new(
+            store.clone(),
+            client,
+            catalog.clone(),
+            carts.clone(),
+            runner::Neighbours {
+                catalog: settings.catalog_service.clone(),
+                payments: settings.payments_service.clone(),
+                shipping: settings.shipping_service.clone(),
+            },
+            saga::RetryPolicy::default(),
+            owner,
+            metrics,
+            stop.clone(),
+        );
         let state = api::AppState {
-            store: store::Store::new(db.clone()),
-            catalog: clients::Catalog::new(client.clone(), &config.settings.catalog_service),
-            carts: clients::Carts::new(client, &config.settings.cart_service),
+            store,
+            catalog,
+            carts,
+            runner,
+            checkout_deadline: settings.checkout_deadline,
         };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
-        Ok(Self { server, state })
+        Ok(Self {
+            server,
+            state,
+            stop,
+        })
     }
 
     /// The bound address.
@@ -92,6 +148,12 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        self.server.serve(api::router(self.state), shutdown).await
+        let runner = self.state.runner.clone();
+        let sweep = runner.start();
+        let served = self.server.serve(api::router(self.state), shutdown).await;
+        self.stop.cancel();
+        let _ = sweep.await;
+        runner.stopped().await;
+        served
     }
 }

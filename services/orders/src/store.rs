@@ -1,4 +1,6 @@
-//! SQL for orders, their lines and their status history.
+//! SQL for orders, their lines and their status history; [`sagas`] for their checkout sagas.
+
+pub mod sagas;
 
 use std::collections::HashMap;
 
@@ -7,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::domain::{Address, PricedLine};
+use sagas::SagaRecord;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// A stored value this code cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
 }
 
 /// One status an order went through.
@@ -80,10 +86,11 @@ impl Store {
         Self { db }
     }
 
-    /// Stores an order, its lines and its first status in one transaction.
+    /// Stores an order, its lines, its first status and its checkout saga in one transaction.
     pub async fn insert(
         &self,
         order: &OrderRecord,
+        saga: &SagaRecord,
         key: Option<&str>,
         request_hash: Option<&str>,
     ) -> Result<Inserted, StoreError> {
@@ -145,6 +152,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sagas::insert_saga(&mut tx, saga).await?;
         tx.commit().await?;
         Ok(Inserted::Created)
     }

@@ -1,4 +1,4 @@
-//! Placing and reading orders.
+//! Placing, reading and cancelling orders.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,10 +16,13 @@ use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 use super::AppState;
-use crate::clients::{CatalogUnavailable, Reservation};
+use crate::clients::CatalogUnavailable;
 use crate::domain::{self, Address, PENDING, PricingError};
+use crate::saga::{self, Saga};
+use crate::store::sagas::SagaRecord;
 use crate::store::{Inserted, OrderRecord, StatusChange};
 
 /// Default and largest page sizes of `GET /orders`.
@@ -35,6 +38,8 @@ pub struct PlaceOrder {
     #[serde(default)]
     from_cart: bool,
     shipping_address: Address,
+    /// A payment-method token (`pm_…`) from `POST /api/payment-methods`; never a card.
+    payment_method: String,
 }
 
 /// One requested line.
@@ -55,8 +60,33 @@ pub struct OrderView {
     shipping_address: Address,
     status_history: Vec<StatusView>,
     cancel_reason: Option<String>,
+    /// Where the checkout saga is, when the view is of one order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout: Option<CheckoutView>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// The checkout saga as a customer sees it.
+#[derive(Debug, Serialize)]
+struct CheckoutView {
+    /// `running`, `compensating`, `confirmed` or `cancelled`.
+    status: String,
+    /// The step under way, while there is one.
+    step: Option<String>,
+    /// Failed attempts at that step so far.
+    attempts: u32,
+}
+
+impl OrderView {
+    fn with_checkout(mut self, saga: Option<&SagaRecord>) -> Self {
+        self.checkout = saga.map(|r| CheckoutView {
+            status: r.saga.status.to_string(),
+            step: r.saga.step.map(|s| s.as_str().to_owned()),
+            attempts: r.saga.attempts,
+        });
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -108,14 +138,16 @@ impl From<OrderRecord> for OrderView {
             status: order.status,
             shipping_address: order.address,
             cancel_reason: order.cancel_reason,
+            checkout: None,
             created_at: from_millis(order.created_at),
             updated_at: from_millis(order.updated_at),
         }
     }
 }
 
-/// `POST /orders` → 201 with the order (PENDING, stock reserved); 200 with the same order when
-/// the `Idempotency-Key` was used before with the same body; 422 when it was used with another.
+/// `POST /orders` → 202 with the order (PENDING) and a `Location`; its checkout saga runs in
+/// the background. 200 with the order as it is now when the `Idempotency-Key` was used before
+/// with the same body; 422 when it was used with another.
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,16 +175,24 @@ pub async fn create(
         .check()
         .map_err(|errors| errors.into_iter().for_each(|(f, m)| v.add(&f, m)))
         .ok();
+    let payment_method = body.payment_method.trim().to_owned();
+    if !domain::is_payment_token(&payment_method) {
+        v.add(
+            "payment_method",
+            "must be a payment-method token (pm_…) from POST /api/payment-methods",
+        );
+    }
     let (Some(explicit), Some(address)) = (explicit, address) else {
         return Err(v.into_error());
     };
+    v.finish()?;
 
     let user_id = caller.user_id.to_string();
-    let hash = request_hash(explicit.as_deref(), &address);
+    let hash = request_hash(explicit.as_deref(), &address, &payment_method);
     if let Some(key) = &key
         && let Some((order, stored_hash)) = state.store.find_by_key(&user_id, key).await?
     {
-        return replay(order, &stored_hash, &hash);
+        return replay(&state, order, &stored_hash, &hash).await;
     }
     let from_cart = explicit.is_none();
     let items = match explicit {
@@ -186,102 +226,85 @@ pub async fn create(
             }
         })?;
 
-    let order_id = uuid::Uuid::now_v7().to_string();
-    // With a client key, a retried request reuses the reservation of the first attempt.
-    let reservation_key = match &key {
-        Some(key) => format!("orders:{user_id}:{key}:reserve"),
-        None => format!("orders:{order_id}:reserve"),
-    };
-    let reservation_id = match state
-        .catalog
-        .reserve(&reservation_key, &items)
-        .await
-        .map_err(catalog_unavailable)?
-    {
-        Reservation::Held(id) => id,
-        Reservation::Insufficient(detail) => {
-            return Err(HttpError::conflict("insufficient-stock", detail));
-        }
-        Reservation::Refused(detail) => {
-            let mut v = Validation::new();
-            v.add("items", detail);
-            return Err(v.into_error());
-        }
-        Reservation::Spent(status) => {
-            return Err(HttpError::conflict(
-                "reservation-state",
-                format!(
-                    "the stock reserved for this Idempotency-Key was {status}; place the order with a new key"
-                ),
-            ));
-        }
-    };
-
     let now = now_millis();
     let order = OrderRecord {
-        id: order_id,
+        id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.clone(),
         status: PENDING.to_owned(),
         currency: priced.currency,
         total_minor: priced.total_minor,
         address,
-        reservation_id: Some(reservation_id.clone()),
+        reservation_id: None,
         cancel_reason: None,
         created_at: now,
         updated_at: now,
         lines: priced.lines,
         history: vec![StatusChange {
             status: PENDING.to_owned(),
-            reason: "order placed; stock reserved".to_owned(),
+            reason: "order placed; checking out".to_owned(),
             at: now,
         }],
     };
+    let deadline = i64::try_from(state.checkout_deadline.as_millis()).unwrap_or(i64::MAX);
+    let saga = SagaRecord {
+        saga: Saga::new(
+            uuid::Uuid::now_v7().to_string(),
+            order.id.clone(),
+            now,
+            now.saturating_add(deadline),
+        ),
+        user_id: user_id.clone(),
+        payment_method,
+        from_cart,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
     match state
         .store
-        .insert(&order, key.as_deref(), Some(&hash))
-        .await
+        .insert(&order, &saga, key.as_deref(), Some(&hash))
+        .await?
     {
-        Ok(Inserted::Created) => {
-            // Until the checkout saga confirms orders, the cart is emptied once the order exists.
-            if from_cart && let Err(error) = state.carts.clear(&caller).await {
-                tracing::warn!(order_id = %order.id, error = %chassis::error::ErrorChain(&error), "the cart could not be emptied");
-            }
-            tracing::info!(order_id = %order.id, total_minor = order.total_minor, "order placed");
+        Inserted::Created => {
+            tracing::info!(order_id = %order.id, saga = %saga.saga.id, total_minor = order.total_minor, "order placed");
+            state.runner.run(saga.saga.id.clone());
             Ok((
-                StatusCode::CREATED,
+                StatusCode::ACCEPTED,
                 [(http::header::LOCATION, format!("/orders/{}", order.id))],
-                Json(OrderView::from(order)),
+                Json(OrderView::from(order).with_checkout(Some(&saga))),
             )
                 .into_response())
         }
-        Ok(Inserted::DuplicateKey) => {
-            // A concurrent request with the same key stored first; it shares our reservation.
+        Inserted::DuplicateKey => {
+            // A concurrent request with the same key stored first.
             let key = key.unwrap_or_default();
             let (existing, stored_hash) = state
                 .store
                 .find_by_key(&user_id, &key)
                 .await?
                 .ok_or_else(|| HttpError::internal("an order with this key vanished"))?;
-            replay(existing, &stored_hash, &hash)
-        }
-        Err(error) => {
-            // With a client key, a retry replays this reservation, so it stays held (and expires
-            // if no retry comes). Without one, nothing will ever refer to it: give it back now.
-            if key.is_none()
-                && let Err(release) = state.catalog.release(&reservation_id).await
-            {
-                tracing::warn!(reservation = %reservation_id, error = %chassis::error::ErrorChain(&release), "could not release; it will expire");
-            }
-            Err(error.into())
+            replay(&state, existing, &stored_hash, &hash).await
         }
     }
 }
 
-fn replay(order: OrderRecord, stored_hash: &str, hash: &str) -> Result<Response, HttpError> {
+async fn replay(
+    state: &AppState,
+    order: OrderRecord,
+    stored_hash: &str,
+    hash: &str,
+) -> Result<Response, HttpError> {
     if stored_hash != hash {
         return Err(idempotency::key_reused("order"));
     }
-    Ok((StatusCode::OK, Json(OrderView::from(order))).into_response())
+    let saga = state.store.saga_of_order(&order.id).await?;
+    Ok((
+        StatusCode::OK,
+        [(http::header::LOCATION, format!("/orders/{}", order.id))],
+        Json(OrderView::from(order).with_checkout(saga.as_ref())),
+    )
+        .into_response())
 }
 
 fn catalog_unavailable(error: CatalogUnavailable) -> HttpError {
@@ -289,8 +312,12 @@ fn catalog_unavailable(error: CatalogUnavailable) -> HttpError {
 }
 
 /// What identifies an order request for idempotency: its lines in sku order (or the fact that
-/// it checks out the cart), and the address.
-fn request_hash(items: Option<&[domain::Requested]>, address: &Address) -> String {
+/// it checks out the cart), the address and the payment method.
+fn request_hash(
+    items: Option<&[domain::Requested]>,
+    address: &Address,
+    payment_method: &str,
+) -> String {
     let mut hasher = Sha256::new();
     match items {
         Some(items) => {
@@ -304,6 +331,7 @@ fn request_hash(items: Option<&[domain::Requested]>, address: &Address) -> Strin
         None => hasher.update(b"from_cart;"),
     }
     hasher.update(serde_json::to_vec(address).unwrap_or_default());
+    hasher.update(payment_method.as_bytes());
     hasher
         .finalize()
         .iter()
@@ -333,18 +361,130 @@ async fn cart_items(
     })
 }
 
+/// Query of `GET /orders/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct GetParams {
+    /// Wait up to this long (`10s`, at most 30 s) for the checkout to settle.
+    wait: Option<String>,
+}
+
+/// Longest `?wait=`.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// `GET /orders/{id}`: the caller's own order, or any for an admin; 404 otherwise, so ids of
-/// other people's orders cannot be probed.
+/// other people's orders cannot be probed. With `?wait=10s`, answers once the checkout saga has
+/// settled (the order is CONFIRMED or CANCELLED and nothing is being undone) or the wait is over,
+/// whichever comes first.
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(params): Query<GetParams>,
 ) -> Result<Json<OrderView>, HttpError> {
-    match state.store.find(&id).await? {
+    let wait = match params.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(raw) => humantime::parse_duration(raw)
+            .ok()
+            .filter(|d| *d <= MAX_WAIT)
+            .ok_or_else(|| {
+                let mut v = Validation::new();
+                v.add("wait", format!("{raw:?} is not a duration of at most 30s, such as 10s"));
+                v.into_error()
+            })?,
+    };
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let (order, saga) = own_order(&state, &caller, &id).await?;
+        let settled = saga.as_ref().is_none_or(|r| !r.saga.status.is_active());
+        if settled || tokio::time::Instant::now() >= until {
+            return Ok(Json(OrderView::from(order).with_checkout(saga.as_ref())));
+        }
+        tokio::select! {
+            () = state.runner.moved() => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+/// The order `id` with its saga, if the caller may see it.
+async fn own_order(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(OrderRecord, Option<SagaRecord>), HttpError> {
+    match state.store.find(id).await? {
         Some(order) if caller.is_admin() || order.user_id == caller.user_id.to_string() => {
-            Ok(Json(order.into()))
+            let saga = state.store.saga_of_order(id).await?;
+            Ok((order, saga))
         }
         _ => Err(HttpError::not_found(format!("no order {id:?}"))),
+    }
+}
+
+/// How long `POST /orders/{id}/cancel` waits to hear whether the shipment could be stopped.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// `POST /orders/{id}/cancel`: cancels a CONFIRMED order that has not shipped. The shipment is
+/// cancelled first; once it is, the answer is 202 and the refund and the return of the stock
+/// follow (the order turns CANCELLED; `GET /orders/{id}?wait=10s` waits for it). 409 when the
+/// order has shipped, is still being placed, or is already cancelled.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    let (order, saga) = own_order(&state, &caller, &id).await?;
+    let Some(record) = saga else {
+        return Err(HttpError::conflict(
+            "order-not-cancellable",
+            "this order has no checkout to undo",
+        ));
+    };
+    let already = record.saga.status == saga::Status::Compensating && record.saga.by_customer;
+    if !already {
+        let next = record
+            .saga
+            .cancelled_by_customer(now_millis())
+            .map_err(|why| HttpError::conflict("order-not-cancellable", why))?;
+        let now = now_millis();
+        if !state
+            .store
+            .save_saga(&record, &next, None, None, 0, now)
+            .await?
+        {
+            return Err(HttpError::conflict(
+                "order-changed",
+                "the order changed while cancelling; look at it again",
+            ));
+        }
+        tracing::info!(order_id = %order.id, saga = %next.id, "the customer asked to cancel");
+        state.runner.notify();
+        state.runner.run(next.id.clone());
+    }
+    // The shipment decides: wait until the saga is past cancelling it.
+    let until = tokio::time::Instant::now() + CANCEL_WAIT;
+    loop {
+        let (order, saga) = own_order(&state, &caller, &id).await?;
+        let at_shipment = saga.as_ref().is_some_and(|r| {
+            r.saga.status == saga::Status::Compensating
+                && r.saga.step == Some(saga::Step::CancelShipment)
+        });
+        if let Some(r) = saga.as_ref().filter(|r| r.saga.status == saga::Status::Confirmed) {
+            let why = r.saga.last_error.clone().unwrap_or_else(|| "the order has shipped".to_owned());
+            return Err(HttpError::conflict("already-shipped", why));
+        }
+        if !at_shipment || tokio::time::Instant::now() >= until {
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(http::header::LOCATION, format!("/orders/{}", order.id))],
+                Json(OrderView::from(order).with_checkout(saga.as_ref())),
+            )
+                .into_response());
+        }
+        tokio::select! {
+            () = state.runner.moved() => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
     }
 }
 
