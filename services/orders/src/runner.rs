@@ -138,7 +138,11 @@ impl Runner {
         tokio::spawn(async move {
             if let Err(error) = runner.drive(&id).await {
                 tracing::warn!(saga = %id, error = %ErrorChain(&error), "saga paused; it will be resumed");
-                let _ = runner.inner.store.release_lease(&id, &runner.inner.owner).await;
+                let _ = runner
+                    .inner
+                    .store
+                    .release_lease(&id, &runner.inner.owner)
+                    .await;
             }
             runner
                 .inner
@@ -153,7 +157,8 @@ impl Runner {
     /// Once stopped, waits (a few seconds at most) for the steps in flight to be stored.
     pub async fn stopped(&self) {
         let all = u32::try_from(CONCURRENCY).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.slots.acquire_many(all)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), self.inner.slots.acquire_many(all)).await;
     }
 
     /// Waits until some saga moves (or a little while passes).
@@ -171,7 +176,9 @@ impl Runner {
         match store.saga_counts().await {
             Ok(counts) => {
                 let m = &self.inner.metrics;
-                m.active.get_or_create(&StatusLabel::new("running")).set(counts.running);
+                m.active
+                    .get_or_create(&StatusLabel::new("running"))
+                    .set(counts.running);
                 m.active
                     .get_or_create(&StatusLabel::new("compensating"))
                     .set(counts.compensating);
@@ -186,7 +193,9 @@ impl Runner {
         }
         match store.due_sagas(&self.inner.owner, now, now, free).await {
             Ok(due) => due.into_iter().for_each(|id| self.run(id)),
-            Err(error) => tracing::warn!(error = %ErrorChain(&error), "could not look for due sagas"),
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "could not look for due sagas")
+            }
         }
     }
 
@@ -261,18 +270,25 @@ impl Runner {
             };
             let lease = lease_until(next.next_attempt_at.max(now));
             if !store
-                .save_saga(&record, &next, Some(finished), Some(&inner.owner), lease, now)
+                .save_saga(
+                    &record,
+                    &next,
+                    Some(finished),
+                    Some(&inner.owner),
+                    lease,
+                    now,
+                )
                 .await?
             {
                 tracing::info!(saga = %id, "another instance took the saga over");
                 return Ok(());
             }
-            self.notify();
             if !next.status.is_active() {
                 self.finished(&record, &next, now).await;
             } else if next.status == Status::Compensating && saga.status == Status::Running {
                 tracing::info!(saga = %id, order_id = %order.id, reason = next.reason.as_deref().unwrap_or_default(), "compensating");
             }
+            self.notify();
             record = SagaRecord {
                 saga: next,
                 version: record.version + 1,
@@ -352,7 +368,10 @@ impl Runner {
                     "amount": {"amount_minor": order.total_minor, "currency": order.currency},
                     "payment_method": record.payment_method,
                 });
-                let call = client.post(&n.payments, "/charges").idempotency_key(&key).json(&body);
+                let call = client
+                    .post(&n.payments, "/charges")
+                    .idempotency_key(&key)
+                    .json(&body);
                 match answer(call.send().await) {
                     Answer::Yes(response) => created_id(response),
                     Answer::No { detail, .. } => Outcome::Refused(detail),
@@ -366,7 +385,10 @@ impl Runner {
                     "address": order.address,
                     "items": order.lines.iter().map(|l| json!({"sku": l.sku, "quantity": l.quantity})).collect::<Vec<_>>(),
                 });
-                let call = client.post(&n.shipping, "/shipments").idempotency_key(&key).json(&body);
+                let call = client
+                    .post(&n.shipping, "/shipments")
+                    .idempotency_key(&key)
+                    .json(&body);
                 match answer(call.send().await) {
                     Answer::Yes(response) => created_id(response),
                     Answer::No { detail, .. } => {
@@ -408,7 +430,10 @@ impl Runner {
                     return missing("charge");
                 };
                 let path = format!("/charges/{charge}/refunds");
-                let call = client.post(&n.payments, &path).idempotency_key(&key).json(&json!({}));
+                let call = client
+                    .post(&n.payments, &path)
+                    .idempotency_key(&key)
+                    .json(&json!({}));
                 match answer(call.send().await) {
                     Answer::Yes(_) => Outcome::Done(None),
                     // Nothing is left to refund: somebody refunded it already.

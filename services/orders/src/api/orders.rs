@@ -388,7 +388,10 @@ pub async fn get(
             .filter(|d| *d <= MAX_WAIT)
             .ok_or_else(|| {
                 let mut v = Validation::new();
-                v.add("wait", format!("{raw:?} is not a duration of at most 30s, such as 10s"));
+                v.add(
+                    "wait",
+                    format!("{raw:?} is not a duration of at most 30s, such as 10s"),
+                );
                 v.into_error()
             })?,
     };
@@ -412,9 +415,11 @@ async fn own_order(
     caller: &Caller,
     id: &str,
 ) -> Result<(OrderRecord, Option<SagaRecord>), HttpError> {
+    // The saga first: the order's status changes in the same transaction as the saga's, so an
+    // order read after a settled saga is settled too.
+    let saga = state.store.saga_of_order(id).await?;
     match state.store.find(id).await? {
         Some(order) if caller.is_admin() || order.user_id == caller.user_id.to_string() => {
-            let saga = state.store.saga_of_order(id).await?;
             Ok((order, saga))
         }
         _ => Err(HttpError::not_found(format!("no order {id:?}"))),
@@ -469,8 +474,15 @@ pub async fn cancel(
             r.saga.status == saga::Status::Compensating
                 && r.saga.step == Some(saga::Step::CancelShipment)
         });
-        if let Some(r) = saga.as_ref().filter(|r| r.saga.status == saga::Status::Confirmed) {
-            let why = r.saga.last_error.clone().unwrap_or_else(|| "the order has shipped".to_owned());
+        if let Some(r) = saga
+            .as_ref()
+            .filter(|r| r.saga.status == saga::Status::Confirmed)
+        {
+            let why = r
+                .saga
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the order has shipped".to_owned());
             return Err(HttpError::conflict("already-shipped", why));
         }
         if !at_shipment || tokio::time::Instant::now() >= until {

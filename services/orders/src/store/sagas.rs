@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
 use crate::domain::{CANCELLED, CONFIRMED};
-use crate::saga::{Saga, Status, Step, STUCK_AFTER};
+use crate::saga::{STUCK_AFTER, Saga, Status, Step};
 
 /// A stored saga, with what the runner needs beyond the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +203,8 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let finished_at = (current.saga.status.is_active() && !next.status.is_active()).then_some(now);
+        let finished_at =
+            (current.saga.status.is_active() && !next.status.is_active()).then_some(now);
         let updated = sqlx::query(
             "UPDATE sagas SET status = $1, step = $2, reservation_id = $3, committed = $4, charge_id = $5,
                     shipment_id = $6, reason = $7, by_customer = $8, attempts = $9, next_attempt_at = $10,

@@ -36,36 +36,149 @@ impl Respond for Products {
     }
 }
 
-/// The fake catalog, with reservations answered by `reservations`.
-pub(crate) async fn catalog(reservations: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/products"))
-        .respond_with(Products)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/reservations"))
-        .respond_with(reservations)
-        .mount(&server)
-        .await;
-    Mock::given(method("DELETE"))
-        .and(path_regex("^/reservations/"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"id": "r-1", "status": "released"})),
-        )
-        .mount(&server)
-        .await;
-    server
+/// One mock server playing every neighbour of orders: catalog (products and reservations),
+/// cart, payments and shipping. Each answers as the real one does when all goes well; a test
+/// mounts [`Neighbours::answer`] to change one answer.
+pub(crate) struct Neighbours {
+    pub(crate) server: MockServer,
 }
 
-/// A catalog that holds everything asked for.
-pub(crate) async fn generous_catalog() -> MockServer {
-    catalog(
-        ResponseTemplate::new(201)
-            .set_body_json(json!({"id": "res-1", "status": "held", "items": []})),
-    )
-    .await
+impl Neighbours {
+    pub(crate) async fn start() -> Self {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/products"))
+            .respond_with(Products)
+            .mount(&server)
+            .await;
+        let ok = |body: Value| ResponseTemplate::new(200).set_body_json(body);
+        let created = |body: Value| ResponseTemplate::new(201).set_body_json(body);
+        for (verb, route, answer) in [
+            (
+                "POST",
+                "^/reservations$",
+                created(json!({"id": "res-1", "status": "held", "items": []})),
+            ),
+            (
+                "DELETE",
+                "^/reservations/[^/]+$",
+                ok(json!({"id": "res-1", "status": "released"})),
+            ),
+            (
+                "POST",
+                "^/reservations/[^/]+/commit$",
+                ok(json!({"id": "res-1", "status": "committed"})),
+            ),
+            (
+                "POST",
+                "^/reservations/[^/]+/return$",
+                ok(json!({"id": "res-1", "status": "returned"})),
+            ),
+            (
+                "POST",
+                "^/charges$",
+                created(json!({"id": "ch-1", "status": "succeeded"})),
+            ),
+            (
+                "POST",
+                "^/charges/[^/]+/refunds$",
+                created(json!({"id": "rf-1", "charge_id": "ch-1"})),
+            ),
+            (
+                "POST",
+                "^/shipments$",
+                created(json!({"id": "sh-1", "status": "label_created"})),
+            ),
+            (
+                "POST",
+                "^/shipments/[^/]+/cancel$",
+                ok(json!({"id": "sh-1", "status": "cancelled"})),
+            ),
+        ] {
+            Mock::given(method(verb))
+                .and(path_regex(route))
+                .respond_with(answer)
+                .mount(&server)
+                .await;
+        }
+        Self { server }
+    }
+
+    pub(crate) fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Answers `verb route` (a path regex) with `answer`, the first `times` times (always when
+    /// `None`), instead of the default.
+    pub(crate) async fn answer(
+        &self,
+        verb: &str,
+        route: &str,
+        answer: ResponseTemplate,
+        times: Option<u64>,
+    ) {
+        let mut mock = Mock::given(method(verb))
+            .and(path_regex(route))
+            .respond_with(answer)
+            .with_priority(1);
+        if let Some(times) = times {
+            mock = mock.up_to_n_times(times);
+        }
+        mock.mount(&self.server).await;
+    }
+
+    /// The requests received for `verb` on paths matching the regex `route`.
+    pub(crate) async fn calls(&self, verb: &str, route: &str) -> Vec<Request> {
+        let route = regex_lite(route);
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == verb && route(r.url.path()))
+            .collect()
+    }
+}
+
+impl Neighbours {
+    /// Waits (5 s at most) until `verb route` has been called `n` times; returns the calls.
+    pub(crate) async fn wait_for(&self, verb: &str, route: &str, n: usize) -> Vec<Request> {
+        for _ in 0..100 {
+            let calls = self.calls(verb, route).await;
+            if calls.len() >= n {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{verb} {route} was not called {n} times");
+    }
+}
+
+/// A tiny matcher for the anchored patterns the tests use: `^literal$` with `[^/]+` segments.
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    let parts: Vec<String> = pattern
+        .trim_start_matches('^')
+        .trim_end_matches('$')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    move |path: &str| {
+        let segments: Vec<&str> = path.split('/').collect();
+        segments.len() == parts.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p == "[^/]+" && !s.is_empty() || p == s)
+    }
+}
+
+/// A problem+json answer.
+pub(crate) fn problem_answer(status: u16, slug: &str, detail: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/problem+json")
+        .set_body_json(json!({
+            "type": format!("urn:bazaar:problem:{slug}"), "title": slug, "status": status, "detail": detail
+        }))
 }
 
 /// An orders service running for one test.
@@ -73,7 +186,7 @@ pub(crate) struct TestApp {
     pub(crate) url: String,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 impl Drop for TestApp {
@@ -83,31 +196,27 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    pub(crate) async fn spawn(db: TestDatabase, catalog_url: &str) -> Self {
+    pub(crate) async fn spawn(db: TestDatabase, neighbours: &str) -> Self {
+        Self::spawn_with(db, neighbours, Settings::default()).await
+    }
+
+    /// With every neighbour at `neighbours` and these settings.
+    pub(crate) async fn spawn_with(db: TestDatabase, neighbours: &str, settings: Settings) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
         chassis.discovery.call_timeout = Duration::from_secs(2);
-        chassis
-            .discovery
-            .static_instances
-            .insert("catalog".into(), vec![catalog_url.to_owned()]);
-        // The fake catalog's server also plays the cart service.
-        chassis
-            .discovery
-            .static_instances
-            .insert("cart".into(), vec![catalog_url.to_owned()]);
+        for service in ["catalog", "cart", "payments", "shipping"] {
+            chassis
+                .discovery
+                .static_instances
+                .insert(service.into(), vec![neighbours.to_owned()]);
+        }
         let shutdown = CancellationToken::new();
-        let app = Application::build(
-            Config {
-                chassis,
-                settings: Settings::default(),
-            },
-            &shutdown,
-        )
-        .await
-        .expect("orders starts");
+        let app = Application::build(Config { chassis, settings }, &shutdown)
+            .await
+            .expect("orders starts");
         let url = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
@@ -115,7 +224,7 @@ impl TestApp {
             url,
             http: reqwest::Client::new(),
             shutdown,
-            _db: db,
+            db,
         }
     }
 
@@ -149,6 +258,39 @@ impl TestApp {
         request.send().await.expect("orders answers")
     }
 
+    /// Stops the service and hands its database back, to start another on it.
+    pub(crate) async fn stop(mut self) -> TestDatabase {
+        self.shutdown.cancel();
+        // Let it drain and give its leases up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::mem::replace(&mut self.db, TestDatabase::sqlite())
+    }
+
+    /// The order once its checkout has settled (CONFIRMED or CANCELLED), as `user` sees it.
+    pub(crate) async fn settled(&self, user: &str, id: &str) -> Value {
+        for _ in 0..10 {
+            let order: Value = self
+                .get(user, &format!("/orders/{id}?wait=5s"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            if order["checkout"]["status"] != "running"
+                && order["checkout"]["status"] != "compensating"
+            {
+                return order;
+            }
+        }
+        panic!("order {id} did not settle");
+    }
+
+    /// The order's saga, as an administrator sees it.
+    pub(crate) async fn saga(&self, id: &str) -> Value {
+        let response = self.get(ADMIN, &format!("/orders/{id}/saga")).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
     pub(crate) async fn get(&self, user: &str, path: &str) -> Response {
         self.as_user(self.http.get(self.at(path)), user)
             .send()
@@ -165,6 +307,7 @@ pub(crate) fn order_body() -> Value {
             {"sku": "BOOK-RUST", "quantity": 1}
         ],
         "total": {"amount_minor": 1, "currency": "USD"},
+        "payment_method": "pm_test_visa",
         "shipping_address": {"name": "Ada Lovelace", "line1": "12 Analytical St", "city": "London",
                              "postal_code": "N1 9GU", "country": "gb"}
     })

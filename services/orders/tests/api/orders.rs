@@ -2,21 +2,30 @@ use chassis::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
-use crate::helpers::{ADMIN, ALICE, BOB, TestApp, catalog, generous_catalog, order_body, problem};
+use crate::helpers::{ADMIN, ALICE, BOB, Neighbours, TestApp, order_body, problem};
 
 chassis::database_tests!(
-    orders_are_priced_by_the_catalog_and_reserve_stock,
+    orders_are_priced_by_the_catalog_and_checked_out,
     an_idempotency_key_makes_placing_safe_to_retry,
     customers_see_only_their_own_orders,
 );
 
-async fn orders_are_priced_by_the_catalog_and_reserve_stock(db: TestDatabase) {
-    let catalog = generous_catalog().await;
+async fn orders_are_priced_by_the_catalog_and_checked_out(db: TestDatabase) {
+    let catalog = Neighbours::start().await;
     let app = TestApp::spawn(db, &catalog.uri()).await;
     let placed = app.place(ALICE, None, &order_body()).await;
-    assert_eq!(placed.status(), 201);
+    assert_eq!(placed.status(), 202);
+    let location = placed.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let order: Value = placed.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/orders/{}", order["id"].as_str().expect("id"))
+    );
     assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["checkout"]["status"], "running");
     assert_eq!(order["user_id"], ALICE);
     assert_eq!(order["lines"][0]["sku"], "MUG-STONE");
     assert_eq!(order["lines"][0]["name"], "Stoneware Mug");
@@ -32,14 +41,11 @@ async fn orders_are_priced_by_the_catalog_and_reserve_stock(db: TestDatabase) {
     );
     assert_eq!(order["shipping_address"]["country"], "GB");
     assert_eq!(order["status_history"][0]["status"], "PENDING");
+    let id = order["id"].as_str().expect("id");
+    let settled = app.settled(ALICE, id).await;
+    assert_eq!(settled["status"], "CONFIRMED");
 
-    let reservations: Vec<_> = catalog
-        .received_requests()
-        .await
-        .expect("recorded")
-        .into_iter()
-        .filter(|r| r.url.path() == "/reservations")
-        .collect();
+    let reservations = catalog.calls("POST", "^/reservations$").await;
     assert_eq!(reservations.len(), 1);
     let asked: Value = serde_json::from_slice(&reservations[0].body).expect("json");
     assert_eq!(
@@ -52,10 +58,7 @@ async fn orders_are_priced_by_the_catalog_and_reserve_stock(db: TestDatabase) {
     );
 
     let read: Value = app
-        .get(
-            ALICE,
-            &format!("/orders/{}", order["id"].as_str().expect("id")),
-        )
+        .get(ALICE, &format!("/orders/{id}"))
         .await
         .json()
         .await
@@ -65,10 +68,10 @@ async fn orders_are_priced_by_the_catalog_and_reserve_stock(db: TestDatabase) {
 }
 
 async fn an_idempotency_key_makes_placing_safe_to_retry(db: TestDatabase) {
-    let catalog = generous_catalog().await;
+    let catalog = Neighbours::start().await;
     let app = TestApp::spawn(db, &catalog.uri()).await;
     let first = app.place(ALICE, Some("checkout-42"), &order_body()).await;
-    assert_eq!(first.status(), 201);
+    assert_eq!(first.status(), 202);
     let first: Value = first.json().await.expect("json");
     let again = app.place(ALICE, Some("checkout-42"), &order_body()).await;
     assert_eq!(again.status(), 200);
@@ -86,7 +89,15 @@ async fn an_idempotency_key_makes_placing_safe_to_retry(db: TestDatabase) {
 
     // Keys belong to one customer: Bob's "checkout-42" is another order.
     let bobs = app.place(BOB, Some("checkout-42"), &order_body()).await;
-    assert_eq!(bobs.status(), 201);
+    assert_eq!(bobs.status(), 202);
+    let bobs: Value = bobs.json().await.expect("json");
+    app.settled(ALICE, first["id"].as_str().expect("id")).await;
+    app.settled(BOB, bobs["id"].as_str().expect("id")).await;
+    assert_eq!(
+        catalog.calls("POST", "^/charges$").await.len(),
+        2,
+        "one charge per order, however many retries of placing it"
+    );
 
     let alices: Value = app.get(ALICE, "/orders").await.json().await.expect("json");
     assert_eq!(
@@ -97,7 +108,7 @@ async fn an_idempotency_key_makes_placing_safe_to_retry(db: TestDatabase) {
 }
 
 async fn customers_see_only_their_own_orders(db: TestDatabase) {
-    let catalog = generous_catalog().await;
+    let catalog = Neighbours::start().await;
     let app = TestApp::spawn(db, &catalog.uri()).await;
     let mut alices = Vec::new();
     for _ in 0..5 {
@@ -157,19 +168,9 @@ async fn customers_see_only_their_own_orders(db: TestDatabase) {
 }
 
 #[tokio::test]
-async fn short_stock_and_unknown_products_store_nothing() {
-    let catalog = catalog(ResponseTemplate::new(409).insert_header("content-type", "application/problem+json").set_body_json(json!({
-        "type": "urn:bazaar:problem:insufficient-stock", "title": "Conflict", "status": 409, "detail": "MUG-STONE: only 1 available"
-    })))
-    .await;
+async fn unknown_products_store_nothing() {
+    let catalog = Neighbours::start().await;
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
-    let short = app.place(ALICE, None, &order_body()).await;
-    assert_eq!(short.status(), 409);
-    assert_eq!(
-        problem(short).await["detail"],
-        "MUG-STONE: only 1 available"
-    );
-
     let mut unknown = order_body();
     unknown["items"][1]["sku"] = json!("NOT-SOLD-HERE");
     let refused = app.place(ALICE, None, &unknown).await;
@@ -182,7 +183,7 @@ async fn short_stock_and_unknown_products_store_nothing() {
 
 #[tokio::test]
 async fn hostile_requests_are_refused() {
-    let catalog = generous_catalog().await;
+    let catalog = Neighbours::start().await;
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
     let anonymous = app
         .http
@@ -197,6 +198,7 @@ async fn hostile_requests_are_refused() {
     bad["items"][0]["quantity"] = json!(0);
     bad["items"][1]["quantity"] = json!(-4);
     bad["shipping_address"]["country"] = json!("Atlantis");
+    bad["payment_method"] = json!("4242424242424242");
     let refused = app.place(ALICE, None, &bad).await;
     assert_eq!(refused.status(), 422);
     let fields: Vec<String> = problem(refused).await["errors"]
@@ -210,7 +212,8 @@ async fn hostile_requests_are_refused() {
         [
             "items[0].quantity",
             "items[1].quantity",
-            "shipping_address.country"
+            "shipping_address.country",
+            "payment_method"
         ]
     );
 
@@ -218,23 +221,23 @@ async fn hostile_requests_are_refused() {
         .place(
             ALICE,
             None,
-            &json!({"items": [], "shipping_address": order_body()["shipping_address"]}),
+            &json!({"items": [], "shipping_address": order_body()["shipping_address"], "payment_method": "pm_x"}),
         )
         .await;
     assert_eq!(empty.status(), 422);
-    let huge = app.place(ALICE, None, &json!({"items": [{"sku": "MUG-STONE", "quantity": 1_000_000}], "shipping_address": order_body()["shipping_address"]})).await;
+    let huge = app.place(ALICE, None, &json!({"items": [{"sku": "MUG-STONE", "quantity": 1_000_000}], "shipping_address": order_body()["shipping_address"], "payment_method": "pm_x"})).await;
     assert_eq!(huge.status(), 422);
     assert_eq!(app.get(ALICE, "/orders?page_size=0").await.status(), 422);
     assert_eq!(app.get(ALICE, "/orders?cursor=forged").await.status(), 422);
 
-    let reservations = catalog
-        .received_requests()
-        .await
-        .expect("recorded")
-        .into_iter()
-        .filter(|r| r.url.path() == "/reservations")
-        .count();
-    assert_eq!(reservations, 0, "nothing refused reached the catalog");
+    assert!(
+        catalog.calls("POST", "^/reservations$").await.is_empty(),
+        "nothing refused reached the catalog"
+    );
+    let wait = app.get(ALICE, "/orders/anything?wait=forever").await;
+    assert_eq!(wait.status(), 422, "a wait that is not a duration");
+    let wait = app.get(ALICE, "/orders/anything?wait=10m").await;
+    assert_eq!(wait.status(), 422, "a wait longer than 30 s");
 }
 
 #[tokio::test]
@@ -252,28 +255,8 @@ async fn a_catalog_outage_is_a_503_that_stores_nothing() {
 }
 
 #[tokio::test]
-async fn a_key_whose_reservation_was_released_cannot_place_an_order() {
-    let catalog = catalog(
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"id": "res-9", "status": "released", "items": []})),
-    )
-    .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
-    let response = app.place(ALICE, Some("stale-key"), &order_body()).await;
-    assert_eq!(response.status(), 409);
-    let body = problem(response).await;
-    assert_eq!(body["type"], "urn:bazaar:problem:reservation-state");
-    let listed: Value = app.get(ALICE, "/orders").await.json().await.expect("json");
-    assert_eq!(
-        listed["items"].as_array().map(Vec::len),
-        Some(0),
-        "no order without held stock"
-    );
-}
-
-#[tokio::test]
-async fn checking_out_the_cart_orders_its_lines_and_empties_it() {
-    let catalog = generous_catalog().await;
+async fn checking_out_the_cart_orders_its_lines_and_empties_it_once_confirmed() {
+    let catalog = Neighbours::start().await;
     wiremock::Mock::given(wiremock::matchers::method("GET"))
         .and(wiremock::matchers::path("/cart"))
         .and(wiremock::matchers::header("x-bazaar-user-id", ALICE))
@@ -281,48 +264,52 @@ async fn checking_out_the_cart_orders_its_lines_and_empties_it() {
             "cart_id": null, "item_count": 3, "priced": true, "total": null,
             "lines": [{"sku": "BOOK-RUST", "quantity": 1}, {"sku": "MUG-STONE", "quantity": 2}]
         })))
-        .mount(&catalog)
+        .mount(&catalog.server)
         .await;
     wiremock::Mock::given(wiremock::matchers::method("DELETE"))
         .and(wiremock::matchers::path("/cart"))
         .and(wiremock::matchers::header("x-bazaar-user-id", ALICE))
         .respond_with(ResponseTemplate::new(204))
         .expect(1)
-        .mount(&catalog)
+        .mount(&catalog.server)
         .await;
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
-    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"]});
+    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"], "payment_method": "pm_test_visa"});
     let placed = app.place(ALICE, Some("cart-checkout"), &body).await;
-    assert_eq!(placed.status(), 201);
+    assert_eq!(placed.status(), 202);
     let order: Value = placed.json().await.expect("json");
     assert_eq!(
         order["total"],
         json!({"amount_minor": 7500, "currency": "USD"})
     );
     assert_eq!(order["lines"].as_array().map(Vec::len), Some(2));
+    let settled = app.settled(ALICE, order["id"].as_str().expect("id")).await;
+    assert_eq!(settled["status"], "CONFIRMED");
     // A retry with the same key replays the order, even though the cart is now empty.
     let again = app.place(ALICE, Some("cart-checkout"), &body).await;
     assert_eq!(again.status(), 200);
-    catalog.verify().await;
+    catalog.wait_for("DELETE", "^/cart$", 1).await;
+    catalog.server.verify().await;
 
-    let both = json!({"from_cart": true, "items": [{"sku": "MUG-STONE", "quantity": 1}], "shipping_address": order_body()["shipping_address"]});
+    let both = json!({"from_cart": true, "items": [{"sku": "MUG-STONE", "quantity": 1}], "shipping_address": order_body()["shipping_address"], "payment_method": "pm_x"});
     assert_eq!(app.place(ALICE, None, &both).await.status(), 422);
-    let neither = json!({"shipping_address": order_body()["shipping_address"]});
+    let neither =
+        json!({"shipping_address": order_body()["shipping_address"], "payment_method": "pm_x"});
     assert_eq!(app.place(ALICE, None, &neither).await.status(), 422);
 }
 
 #[tokio::test]
 async fn an_empty_cart_cannot_be_checked_out() {
-    let catalog = generous_catalog().await;
+    let catalog = Neighbours::start().await;
     wiremock::Mock::given(wiremock::matchers::method("GET"))
         .and(wiremock::matchers::path("/cart"))
         .respond_with(ResponseTemplate::new(200).set_body_json(
             json!({"cart_id": null, "item_count": 0, "priced": true, "total": null, "lines": []}),
         ))
-        .mount(&catalog)
+        .mount(&catalog.server)
         .await;
     let app = TestApp::spawn(TestDatabase::sqlite(), &catalog.uri()).await;
-    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"]});
+    let body = json!({"from_cart": true, "shipping_address": order_body()["shipping_address"], "payment_method": "pm_x"});
     let refused = app.place(ALICE, None, &body).await;
     let status = refused.status();
     let body = problem(refused).await;
