@@ -24,12 +24,19 @@ pub(crate) struct Running {
 impl Running {
     /// Runs `bazaar up --data-dir <data_dir> --base-port 0 <extra>` and waits for it to be up.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`Running::start`], with extra environment variables (configuration overrides such
+    /// as `BAZAAR_PAYMENTS__PROCESSOR_LATENCY`), which every instance inherits.
+    pub(crate) fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut child = Command::new(BIN)
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--base-port", "0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,6 +129,19 @@ impl Running {
                 )
             })
             .collect()
+    }
+
+    /// Base URL of the first instance of `service`, from `run.json`.
+    pub(crate) fn url_of(&self, service: &str) -> String {
+        let state = self.run_state().expect("run.json");
+        state["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["service"] == service)
+            .and_then(|i| i["url"].as_str())
+            .expect("an instance with a url")
+            .to_owned()
     }
 
     /// Pids of every instance, from `run.json`.
@@ -222,3 +242,57 @@ impl Drop for Running {
 pub(crate) fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
+
+/// A database prefix on the test PostgreSQL server for one `up --db`, whose databases
+/// (`<prefix>_<service>`) are dropped by [`PgPrefix::drop_all`].
+pub(crate) struct PgPrefix {
+    server: String,
+    prefix: String,
+}
+
+impl PgPrefix {
+    /// A prefix unique to this test process and `name`.
+    pub(crate) fn new(name: &str) -> Self {
+        let server = std::env::var("BAZAAR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        Self {
+            server,
+            prefix: format!("e2e_{name}_{}", std::process::id()),
+        }
+    }
+
+    /// The `--db` URL.
+    pub(crate) fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.server).expect("url");
+        url.set_path(&format!("/{}", self.prefix));
+        url.to_string()
+    }
+
+    /// Checks that every database of `services` exists, and drops it.
+    pub(crate) async fn drop_all(&self, services: &[&str]) {
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&self.server)
+            .await
+            .expect("connects");
+        for service in services {
+            let name = format!("{}_{service}", self.prefix);
+            let exists: Option<(i32,)> =
+                sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut admin)
+                    .await
+                    .expect("query");
+            assert!(exists.is_some(), "database {name} was created");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("drops");
+        }
+    }
+}
+
+/// The services that keep a database.
+pub(crate) const WITH_DATABASES: [&str; 6] = [
+    "registry", "users", "catalog", "orders", "payments", "shipping",
+];

@@ -3,23 +3,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::system::{BIN, Running, alive};
+use crate::checkout::{assert_invariant, login, register_card, settled};
+use crate::system::{BIN, PgPrefix, Running, WITH_DATABASES, alive};
 
-async fn login(running: &Running, email: &str, password: &str) -> String {
-    let response = running
-        .post_json(
-            "/api/auth/login",
-            &json!({"email": email, "password": password}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "login as {email}");
-    let tokens: Value = response.json().await.expect("json");
-    tokens["access_token"].as_str().expect("token").to_owned()
-}
-
-/// Orders two products and reads the order back: catalog prices, right totals, stock held,
-/// and hidden from another customer.
+/// Orders two products and reads the order back: catalog prices, right totals, checked out to
+/// CONFIRMED with the invariant holding, and hidden from another customer.
 async fn order_two_products(running: &Running, token: &str) {
+    let card = register_card(running, token, "4242424242424242").await;
     let mug_before: Value = running
         .get("/api/products/MUG-STONE", None)
         .await
@@ -28,7 +18,8 @@ async fn order_two_products(running: &Running, token: &str) {
         .expect("json");
     let order = json!({
         "items": [{"sku": "MUG-STONE", "quantity": 2}, {"sku": "BOOK-RUST", "quantity": 1}],
-        "shipping_address": {"name": "Ada", "line1": "12 Analytical St", "city": "London", "postal_code": "N1 9GU", "country": "GB"}
+        "shipping_address": {"name": "Ada", "line1": "12 Analytical St", "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+        "payment_method": card,
     });
     let placed = running
         .http
@@ -39,16 +30,14 @@ async fn order_two_products(running: &Running, token: &str) {
         .send()
         .await
         .expect("answers");
-    assert_eq!(placed.status(), 201, "{}", running.output());
+    assert_eq!(placed.status(), 202, "{}", running.output());
     let placed: Value = placed.json().await.expect("json");
-    let path = format!("/api/orders/{}", placed["id"].as_str().expect("id"));
-    let read: Value = running
-        .get(&path, Some(token))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(read["status"], "PENDING");
+    let id = placed["id"].as_str().expect("id");
+    let path = format!("/api/orders/{id}");
+    let read = settled(running, token, id).await;
+    assert_eq!(read["status"], "CONFIRMED", "{read}");
+    let admin = login(running, "admin@bazaar.example", "keys-to-the-shop").await;
+    assert_invariant(running, &admin, &read).await;
     assert_eq!(
         read["total"],
         json!({"amount_minor": 2 * 1800 + 3900, "currency": "USD"})
@@ -63,7 +52,7 @@ async fn order_two_products(running: &Running, token: &str) {
     assert_eq!(
         mug_after["available"].as_i64(),
         mug_before["available"].as_i64().map(|n| n - 2),
-        "two mugs reserved"
+        "two mugs sold"
     );
     let someone_else = login(running, "demo@bazaar.example", "shop-till-you-drop").await;
     assert_eq!(running.get(&path, Some(&someone_else)).await.status(), 404);
@@ -251,13 +240,9 @@ async fn a_second_up_reuses_the_data_and_reset_wipes_it() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
 async fn up_runs_on_postgresql() {
-    let server = std::env::var("BAZAAR_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let prefix = format!("e2e_{}", std::process::id());
-    let mut url = url::Url::parse(&server).expect("url");
-    url.set_path(&format!("/{prefix}"));
+    let pg = PgPrefix::new("up");
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = Running::start(dir.path(), &["--db", url.as_str()]);
+    let running = Running::start(dir.path(), &["--db", &pg.url()]);
     let signup = running
         .post_json(
             "/api/auth/signup",
@@ -273,27 +258,7 @@ async fn up_runs_on_postgresql() {
         !dir.path().join("users.db").exists(),
         "no SQLite file when PostgreSQL is used"
     );
-
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
-        .await
-        .expect("connects");
-    for service in [
-        "registry", "users", "catalog", "orders", "payments", "shipping",
-    ] {
-        let name = format!("{prefix}_{service}");
-        let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(&name)
-            .fetch_optional(&mut admin)
-            .await
-            .expect("query");
-        assert!(exists.is_some(), "database {name} was created");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("drops");
-    }
+    pg.drop_all(&WITH_DATABASES).await;
 }
 
 /// Fills a cart anonymously, signs up and logs in, and checks out the merged cart.
@@ -347,7 +312,8 @@ async fn anonymous_cart_to_order(running: &Running, email: &str) {
         json!({"amount_minor": 7500, "currency": "USD"})
     );
 
-    let order = json!({"from_cart": true, "shipping_address": {"name": "Shopper", "line1": "1 Main St", "city": "Leeds", "postal_code": "LS1", "country": "GB"}});
+    let card = register_card(running, &token, "4242424242424242").await;
+    let order = json!({"from_cart": true, "shipping_address": {"name": "Shopper", "line1": "1 Main St", "city": "Leeds", "postal_code": "LS1", "country": "GB"}, "payment_method": card});
     let placed = running
         .http
         .post(running.at("/api/orders"))
@@ -356,7 +322,7 @@ async fn anonymous_cart_to_order(running: &Running, email: &str) {
         .send()
         .await
         .expect("answers");
-    assert_eq!(placed.status(), 201, "{}", running.output());
+    assert_eq!(placed.status(), 202, "{}", running.output());
     let placed: Value = placed.json().await.expect("json");
     assert_eq!(
         placed["total"],
@@ -369,6 +335,8 @@ async fn anonymous_cart_to_order(running: &Running, email: &str) {
         .filter_map(|l| l["sku"].as_str())
         .collect();
     assert_eq!(skus, ["BOOK-RUST", "MUG-STONE"]);
+    let confirmed = settled(running, &token, placed["id"].as_str().expect("id")).await;
+    assert_eq!(confirmed["status"], "CONFIRMED", "{confirmed}");
     let emptied: Value = running
         .get("/api/cart", Some(&token))
         .await
@@ -377,7 +345,7 @@ async fn anonymous_cart_to_order(running: &Running, email: &str) {
         .expect("json");
     assert_eq!(
         emptied["item_count"], 0,
-        "the cart is emptied once the order exists"
+        "the cart is emptied once the order is confirmed"
     );
 }
 
