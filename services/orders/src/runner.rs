@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::{Carts, Catalog, Reservation};
@@ -69,8 +69,8 @@ struct Inner {
     neighbours: Neighbours,
     policy: RetryPolicy,
     owner: String,
-    /// Woken whenever a saga moves, for requests waiting on an order.
-    moved: Notify,
+    /// The id of every order whose saga moves, for requests waiting on an order.
+    moves: broadcast::Sender<String>,
     slots: Arc<Semaphore>,
     /// Sagas this instance is running now.
     running: Mutex<HashSet<String>>,
@@ -101,7 +101,7 @@ impl Runner {
                 neighbours,
                 policy,
                 owner,
-                moved: Notify::new(),
+                moves: broadcast::channel(1024).0,
                 slots: Arc::new(Semaphore::new(CONCURRENCY)),
                 running: Mutex::default(),
                 metrics,
@@ -161,14 +161,19 @@ impl Runner {
             tokio::time::timeout(Duration::from_secs(5), self.inner.slots.acquire_many(all)).await;
     }
 
-    /// Waits until some saga moves (or a little while passes).
-    pub async fn moved(&self) {
-        let _ = tokio::time::timeout(Duration::from_millis(250), self.inner.moved.notified()).await;
+    /// A watch on the sagas this instance moves. Take it before reading an order, then
+    /// [`Moves::next`] cannot miss a move made after the read.
+    pub fn watch(&self, order_id: &str) -> Moves {
+        Moves {
+            order_id: order_id.to_owned(),
+            receiver: self.inner.moves.subscribe(),
+        }
     }
 
-    /// Tells waiters that a saga moved.
-    pub fn notify(&self) {
-        self.inner.moved.notify_waiters();
+    /// Tells waiters that the saga of `order_id` moved.
+    pub fn notify(&self, order_id: &str) {
+        // No receiver is not an error: nobody is waiting.
+        let _ = self.inner.moves.send(order_id.to_owned());
     }
 
     async fn sweep(&self) {
@@ -217,6 +222,8 @@ impl Runner {
         let Some(order) = store.find(&record.saga.order_id).await? else {
             return Err(StoreError::Corrupt(format!("saga {id} has no order")));
         };
+        // The log position of the current attempt, when it was recorded as started already.
+        let mut started: Option<i64> = None;
         loop {
             let saga = &record.saga;
             let Some(step) = saga.step.filter(|_| saga.status.is_active()) else {
@@ -241,15 +248,18 @@ impl Runner {
                 return Ok(());
             }
             let attempt = i64::from(saga.attempts) + 1;
-            let position = store.step_started(id, step, attempt, now_millis()).await?;
-            let started = Instant::now();
+            let position = match started.take() {
+                Some(position) => position,
+                None => store.step_started(id, step, attempt, now_millis()).await?,
+            };
+            let began = Instant::now();
             let outcome = self.execute(step, &record, &order).await;
             let (label, detail) = match &outcome {
                 Outcome::Done(id) => ("done", id.clone()),
                 Outcome::Refused(reason) => ("refused", Some(reason.clone())),
                 Outcome::Failed(error) => ("failed", Some(error.clone())),
             };
-            inner.metrics.step(step, label, started.elapsed());
+            inner.metrics.step(step, label, began.elapsed());
             match &outcome {
                 Outcome::Done(_) => {
                     tracing::info!(saga = %id, order_id = %order.id, %step, attempt, "step done");
@@ -269,7 +279,7 @@ impl Runner {
                 detail: detail.as_deref(),
             };
             let lease = lease_until(next.next_attempt_at.max(now));
-            if !store
+            let Some(next_started) = store
                 .save_saga(
                     &record,
                     &next,
@@ -279,16 +289,17 @@ impl Runner {
                     now,
                 )
                 .await?
-            {
+            else {
                 tracing::info!(saga = %id, "another instance took the saga over");
                 return Ok(());
-            }
+            };
+            started = next_started;
             if !next.status.is_active() {
                 self.finished(&record, &next, now).await;
             } else if next.status == Status::Compensating && saga.status == Status::Running {
                 tracing::info!(saga = %id, order_id = %order.id, reason = next.reason.as_deref().unwrap_or_default(), "compensating");
             }
-            self.notify();
+            self.notify(&next.order_id);
             record = SagaRecord {
                 saga: next,
                 version: record.version + 1,
@@ -476,6 +487,37 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// Moves of one order's saga, as seen by this instance.
+#[derive(Debug)]
+pub struct Moves {
+    order_id: String,
+    receiver: broadcast::Receiver<String>,
+}
+
+/// How often a waiter looks again anyway: another instance may be running the saga, and its
+/// moves are not announced here.
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+impl Moves {
+    /// Returns when the saga may have moved: this instance moved it, or [`LOOK_AGAIN`] passed.
+    pub async fn next(&mut self) {
+        let wait = async {
+            loop {
+                match self.receiver.recv().await {
+                    Ok(id) if id == self.order_id => return,
+                    Ok(_) => {}
+                    // Missed some: one of them may be ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LOOK_AGAIN, wait).await;
     }
 }
 

@@ -396,6 +396,7 @@ pub async fn get(
             })?,
     };
     let until = tokio::time::Instant::now() + wait;
+    let mut moves = state.runner.watch(&id);
     loop {
         let (order, saga) = own_order(&state, &caller, &id).await?;
         let settled = saga.as_ref().is_none_or(|r| !r.saga.status.is_active());
@@ -403,7 +404,7 @@ pub async fn get(
             return Ok(Json(OrderView::from(order).with_checkout(saga.as_ref())));
         }
         tokio::select! {
-            () = state.runner.moved() => {}
+            () = moves.next() => {}
             () = tokio::time::sleep_until(until) => {}
         }
     }
@@ -445,6 +446,7 @@ pub async fn cancel(
             "this order has no checkout to undo",
         ));
     };
+    let mut moves = state.runner.watch(&id);
     let already = record.saga.status == saga::Status::Compensating && record.saga.by_customer;
     if !already {
         let next = record
@@ -452,10 +454,11 @@ pub async fn cancel(
             .cancelled_by_customer(now_millis())
             .map_err(|why| HttpError::conflict("order-not-cancellable", why))?;
         let now = now_millis();
-        if !state
+        if state
             .store
             .save_saga(&record, &next, None, None, 0, now)
             .await?
+            .is_none()
         {
             return Err(HttpError::conflict(
                 "order-changed",
@@ -463,7 +466,7 @@ pub async fn cancel(
             ));
         }
         tracing::info!(order_id = %order.id, saga = %next.id, "the customer asked to cancel");
-        state.runner.notify();
+        state.runner.notify(&order.id);
         state.runner.run(next.id.clone());
     }
     // The shipment decides: wait until the saga is past cancelling it.
@@ -494,7 +497,7 @@ pub async fn cancel(
                 .into_response());
         }
         tokio::select! {
-            () = state.runner.moved() => {}
+            () = moves.next() => {}
             () = tokio::time::sleep_until(until) => {}
         }
     }

@@ -168,31 +168,17 @@ impl Store {
         now: i64,
     ) -> Result<i64, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let position: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT) AS next FROM saga_steps WHERE saga_id = $1",
-        )
-        .bind(saga_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("next")?;
-        sqlx::query(
-            "INSERT INTO saga_steps (saga_id, position, step, attempt, outcome, started_at) VALUES ($1, $2, $3, $4, 'started', $5)",
-        )
-        .bind(saga_id)
-        .bind(position)
-        .bind(step.as_str())
-        .bind(attempt)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let position = insert_started(&mut tx, saga_id, step, attempt, now).await?;
         tx.commit().await?;
         Ok(position)
     }
 
     /// Stores the saga's next state and the attempt's answer in one transaction, moving the
-    /// order to CONFIRMED or CANCELLED when the saga finishes. The write only happens if the
-    /// saga is still at `current.version` and leased to `owner`; `false` otherwise (another
-    /// instance took over, and this one must stop).
+    /// order to CONFIRMED or CANCELLED when the saga finishes. When the next step is due at
+    /// once and `owner` runs it, its attempt is recorded as started in the same transaction, and
+    /// its log position returned. The write only happens if the saga is still at
+    /// `current.version` and leased to `owner`; `None` otherwise (another instance took over,
+    /// and this one must stop).
     pub async fn save_saga(
         &self,
         current: &SagaRecord,
@@ -201,7 +187,7 @@ impl Store {
         owner: Option<&str>,
         lease_until: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Option<i64>>, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let finished_at =
             (current.saga.status.is_active() && !next.status.is_active()).then_some(now);
@@ -233,7 +219,7 @@ impl Store {
         .await?;
         if updated.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         if let Some(finished) = finished {
             sqlx::query(
@@ -294,8 +280,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let started = match next.step {
+            Some(step)
+                if owner.is_some() && next.status.is_active() && next.next_attempt_at <= now =>
+            {
+                Some(
+                    insert_started(&mut tx, &next.id, step, i64::from(next.attempts) + 1, now)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(started))
     }
 
     /// Every attempt of a saga, in order.
@@ -356,6 +353,34 @@ impl Store {
             stuck: row.try_get("stuck")?,
         })
     }
+}
+
+/// Records an attempt at `step` as started; returns its log position.
+async fn insert_started(
+    tx: &mut WriteTransaction,
+    saga_id: &str,
+    step: Step,
+    attempt: i64,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let position: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT) AS next FROM saga_steps WHERE saga_id = $1",
+    )
+    .bind(saga_id)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("next")?;
+    sqlx::query(
+        "INSERT INTO saga_steps (saga_id, position, step, attempt, outcome, started_at) VALUES ($1, $2, $3, $4, 'started', $5)",
+    )
+    .bind(saga_id)
+    .bind(position)
+    .bind(step.as_str())
+    .bind(attempt)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(position)
 }
 
 /// Inserts a new saga inside the order's transaction.
