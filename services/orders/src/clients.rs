@@ -1,5 +1,6 @@
-//! Calls to the catalog, through the chassis client (discovery, deadline, retries of what is
-//! safe to repeat).
+//! Calls to the catalog (prices, reservations) and the cart, through the chassis client
+//! (discovery, deadline, retries of what is safe to repeat). The saga's other commands are sent
+//! by [`crate::runner`].
 
 use std::collections::HashMap;
 
@@ -143,21 +144,6 @@ impl Catalog {
                     }),
             )),
         }
-    }
-
-    /// Gives reserved stock back.
-    pub async fn release(&self, reservation_id: &str) -> Result<(), CatalogUnavailable> {
-        self.client
-            .call(
-                http::Method::DELETE,
-                &self.service,
-                &format!("/reservations/{reservation_id}"),
-            )
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map(drop)
-            .map_err(CatalogUnavailable)
     }
 }
 
