@@ -69,8 +69,8 @@ struct Inner {
     neighbours: Neighbours,
     policy: RetryPolicy,
     owner: String,
-    /// The id of every order whose saga moves, for requests waiting on an order.
-    moves: broadcast::Sender<String>,
+    /// Every move of a saga, for requests waiting on an order.
+    moves: broadcast::Sender<Move>,
     slots: Arc<Semaphore>,
     /// Sagas this instance is running now.
     running: Mutex<HashSet<String>>,
@@ -119,8 +119,25 @@ impl Runner {
         })
     }
 
+    /// The lease a new saga is stored with, so that this instance runs it at once: its owner,
+    /// and until when.
+    pub fn new_lease(&self, now: i64) -> (&str, i64) {
+        (&self.inner.owner, now.saturating_add(millis(LEASE)))
+    }
+
+    /// Runs a saga just stored with [`Runner::new_lease`] and its first attempt recorded as
+    /// started at log position 0, in the background.
+    pub fn run_placed(&self, record: SagaRecord, order: OrderRecord) {
+        let id = record.saga.id.clone();
+        self.spawn(id, Some(Placed { record, order }));
+    }
+
     /// Runs the saga `id` now, in the background, unless this instance is running it already.
     pub fn run(&self, id: String) {
+        self.spawn(id, None);
+    }
+
+    fn spawn(&self, id: String, placed: Option<Placed>) {
         if self.inner.stop.is_cancelled() {
             return;
         }
@@ -136,7 +153,7 @@ impl Runner {
         }
         let runner = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = runner.drive(&id).await {
+            if let Err(error) = runner.drive(&id, placed).await {
                 tracing::warn!(saga = %id, error = %ErrorChain(&error), "saga paused; it will be resumed");
                 let _ = runner
                     .inner
@@ -170,10 +187,14 @@ impl Runner {
         }
     }
 
-    /// Tells waiters that the saga of `order_id` moved.
-    pub fn notify(&self, order_id: &str) {
+    /// Tells waiters that `saga` moved.
+    pub fn notify(&self, saga: &Saga) {
         // No receiver is not an error: nobody is waiting.
-        let _ = self.inner.moves.send(order_id.to_owned());
+        let _ = self.inner.moves.send(Move {
+            order_id: saga.order_id.clone(),
+            status: saga.status,
+            step: saga.step,
+        });
     }
 
     async fn sweep(&self) {
@@ -206,24 +227,33 @@ impl Runner {
 
     /// Runs a saga until it finishes, waits longer than [`WAIT_IN_PLACE`], the instance stops,
     /// or another instance owns it.
-    async fn drive(&self, id: &str) -> Result<(), StoreError> {
+    async fn drive(&self, id: &str, placed: Option<Placed>) -> Result<(), StoreError> {
         let inner = &self.inner;
         let store = &inner.store;
         let lease_until = |at: i64| at.saturating_add(millis(LEASE));
-        if !store
-            .claim(id, &inner.owner, now_millis(), lease_until(now_millis()))
-            .await?
-        {
-            return Ok(());
-        }
-        let Some(mut record) = store.saga(id).await? else {
-            return Ok(());
-        };
-        let Some(order) = store.find(&record.saga.order_id).await? else {
-            return Err(StoreError::Corrupt(format!("saga {id} has no order")));
-        };
         // The log position of the current attempt, when it was recorded as started already.
         let mut started: Option<i64> = None;
+        let (mut record, order) = match placed {
+            Some(Placed { record, order }) => {
+                started = Some(0);
+                (record, order)
+            }
+            None => {
+                if !store
+                    .claim(id, &inner.owner, now_millis(), lease_until(now_millis()))
+                    .await?
+                {
+                    return Ok(());
+                }
+                let Some(record) = store.saga(id).await? else {
+                    return Ok(());
+                };
+                let Some(order) = store.find(&record.saga.order_id).await? else {
+                    return Err(StoreError::Corrupt(format!("saga {id} has no order")));
+                };
+                (record, order)
+            }
+        };
         loop {
             let saga = &record.saga;
             let Some(step) = saga.step.filter(|_| saga.status.is_active()) else {
@@ -299,7 +329,7 @@ impl Runner {
             } else if next.status == Status::Compensating && saga.status == Status::Running {
                 tracing::info!(saga = %id, order_id = %order.id, reason = next.reason.as_deref().unwrap_or_default(), "compensating");
             }
-            self.notify(&next.order_id);
+            self.notify(&next);
             record = SagaRecord {
                 saga: next,
                 version: record.version + 1,
@@ -490,11 +520,29 @@ impl Runner {
     }
 }
 
+/// A saga's new place, as announced to waiters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The order.
+    pub order_id: String,
+    /// The saga's status now.
+    pub status: Status,
+    /// The step it runs next.
+    pub step: Option<Step>,
+}
+
+/// A saga stored a moment ago with its order, leased to this instance.
+#[derive(Debug)]
+struct Placed {
+    record: SagaRecord,
+    order: OrderRecord,
+}
+
 /// Moves of one order's saga, as seen by this instance.
 #[derive(Debug)]
 pub struct Moves {
     order_id: String,
-    receiver: broadcast::Receiver<String>,
+    receiver: broadcast::Receiver<Move>,
 }
 
 /// How often a waiter looks again anyway: another instance may be running the saga, and its
@@ -502,12 +550,13 @@ pub struct Moves {
 const LOOK_AGAIN: Duration = Duration::from_millis(250);
 
 impl Moves {
-    /// Returns when the saga may have moved: this instance moved it, or [`LOOK_AGAIN`] passed.
-    pub async fn next(&mut self) {
+    /// Returns when the saga may have made a move the waiter wants: this instance made one
+    /// (`wanted` says which count), some announcements were missed, or [`LOOK_AGAIN`] passed.
+    pub async fn next(&mut self, wanted: impl Fn(&Move) -> bool) {
         let wait = async {
             loop {
                 match self.receiver.recv().await {
-                    Ok(id) if id == self.order_id => return,
+                    Ok(m) if m.order_id == self.order_id && wanted(&m) => return,
                     Ok(_) => {}
                     // Missed some: one of them may be ours.
                     Err(broadcast::error::RecvError::Lagged(_)) => return,

@@ -86,11 +86,13 @@ impl Store {
         Self { db }
     }
 
-    /// Stores an order, its lines, its first status and its checkout saga in one transaction.
+    /// Stores an order, its lines, its first status and its checkout saga (leased as `lease`,
+    /// first step started) in one transaction.
     pub async fn insert(
         &self,
         order: &OrderRecord,
         saga: &SagaRecord,
+        lease: (&str, i64),
         key: Option<&str>,
         request_hash: Option<&str>,
     ) -> Result<Inserted, StoreError> {
@@ -152,7 +154,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sagas::insert_saga(&mut tx, saga).await?;
+        sagas::insert_saga(&mut tx, saga, lease).await?;
         tx.commit().await?;
         Ok(Inserted::Created)
     }

@@ -261,18 +261,20 @@ pub async fn create(
         updated_at: now,
         finished_at: None,
     };
+    let lease = state.runner.new_lease(now);
     match state
         .store
-        .insert(&order, &saga, key.as_deref(), Some(&hash))
+        .insert(&order, &saga, lease, key.as_deref(), Some(&hash))
         .await?
     {
         Inserted::Created => {
             tracing::info!(order_id = %order.id, saga = %saga.saga.id, total_minor = order.total_minor, "order placed");
-            state.runner.run(saga.saga.id.clone());
+            let view = OrderView::from(order.clone()).with_checkout(Some(&saga));
+            state.runner.run_placed(saga, order);
             Ok((
                 StatusCode::ACCEPTED,
-                [(http::header::LOCATION, format!("/orders/{}", order.id))],
-                Json(OrderView::from(order).with_checkout(Some(&saga))),
+                [(http::header::LOCATION, format!("/orders/{}", view.id))],
+                Json(view),
             )
                 .into_response())
         }
@@ -404,7 +406,7 @@ pub async fn get(
             return Ok(Json(OrderView::from(order).with_checkout(saga.as_ref())));
         }
         tokio::select! {
-            () = moves.next() => {}
+            () = moves.next(|m| !m.status.is_active()) => {}
             () = tokio::time::sleep_until(until) => {}
         }
     }
@@ -466,7 +468,7 @@ pub async fn cancel(
             ));
         }
         tracing::info!(order_id = %order.id, saga = %next.id, "the customer asked to cancel");
-        state.runner.notify(&order.id);
+        state.runner.notify(&next);
         state.runner.run(next.id.clone());
     }
     // The shipment decides: wait until the saga is past cancelling it.
@@ -497,7 +499,7 @@ pub async fn cancel(
                 .into_response());
         }
         tokio::select! {
-            () = moves.next() => {}
+            () = moves.next(|m| m.step != Some(saga::Step::CancelShipment)) => {}
             () = tokio::time::sleep_until(until) => {}
         }
     }

@@ -383,16 +383,18 @@ async fn insert_started(
     Ok(position)
 }
 
-/// Inserts a new saga inside the order's transaction.
+/// Inserts a new saga inside the order's transaction, leased to `lease.0` until `lease.1`, with
+/// its first attempt recorded as started (log position 0).
 pub(super) async fn insert_saga(
     tx: &mut WriteTransaction,
     record: &SagaRecord,
+    lease: (&str, i64),
 ) -> Result<(), sqlx::Error> {
     let saga = &record.saga;
     sqlx::query(
         "INSERT INTO sagas (id, order_id, user_id, payment_method, from_cart, status, step, committed, by_customer,
-                            attempts, next_attempt_at, deadline_at, version, lease_until, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, 0, 0, $10, $10)",
+                            attempts, next_attempt_at, deadline_at, version, lease_owner, lease_until, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, 0, $11, $12, $10, $10)",
     )
     .bind(&saga.id)
     .bind(&saga.order_id)
@@ -404,8 +406,13 @@ pub(super) async fn insert_saga(
     .bind(saga.next_attempt_at)
     .bind(saga.deadline_at)
     .bind(record.created_at)
+    .bind(lease.0)
+    .bind(lease.1)
     .execute(&mut **tx)
     .await?;
+    if let Some(step) = saga.step {
+        insert_started(tx, &saga.id, step, 1, record.created_at).await?;
+    }
     Ok(())
 }
 
