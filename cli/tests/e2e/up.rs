@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::checkout::{assert_invariant, login, register_card, settled};
+use crate::checkout::{assert_invariant, login, place, register_card, settled};
 use crate::system::{BIN, PgPrefix, Running, WITH_DATABASES, alive};
 
 /// Orders two products and reads the order back: catalog prices, right totals, checked out to
@@ -16,23 +16,8 @@ async fn order_two_products(running: &Running, token: &str) {
         .json()
         .await
         .expect("json");
-    let order = json!({
-        "items": [{"sku": "MUG-STONE", "quantity": 2}, {"sku": "BOOK-RUST", "quantity": 1}],
-        "shipping_address": {"name": "Ada", "line1": "12 Analytical St", "city": "London", "postal_code": "N1 9GU", "country": "GB"},
-        "payment_method": card,
-    });
-    let placed = running
-        .http
-        .post(running.at("/api/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", "e2e-order-1")
-        .json(&order)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(placed.status(), 202, "{}", running.output());
-    let placed: Value = placed.json().await.expect("json");
-    let id = placed["id"].as_str().expect("id");
+    let id = place(running, token, &[("MUG-STONE", 2), ("BOOK-RUST", 1)], &card).await;
+    let id = id.as_str();
     let path = format!("/api/orders/{id}");
     let read = settled(running, token, id).await;
     assert_eq!(read["status"], "CONFIRMED", "{read}");

@@ -24,6 +24,21 @@ async fn place(app: &TestApp) -> String {
     order["id"].as_str().expect("id").to_owned()
 }
 
+/// Starts neighbours that answer `verb route` with `answer` (the first `times` times, or
+/// always), an orders service on them, and places the standard order.
+async fn checkout_where(
+    verb: &str,
+    route: &str,
+    answer: ResponseTemplate,
+    times: Option<u64>,
+) -> (Neighbours, TestApp, String) {
+    let neighbours = Neighbours::start().await;
+    neighbours.answer(verb, route, answer, times).await;
+    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
+    let id = place(&app).await;
+    (neighbours, app, id)
+}
+
 fn key_of(request: &wiremock::Request) -> String {
     request
         .headers
@@ -131,21 +146,17 @@ async fn a_checkout_reserves_charges_ships_and_confirms(db: TestDatabase) {
 
 #[tokio::test]
 async fn a_declined_card_releases_the_stock_and_cancels() {
-    let neighbours = Neighbours::start().await;
-    neighbours
-        .answer(
-            "POST",
-            "^/charges$",
-            problem_answer(
-                402,
-                "payment-declined",
-                "the card was declined: insufficient_funds",
-            ),
-            None,
-        )
-        .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
-    let id = place(&app).await;
+    let (neighbours, app, id) = checkout_where(
+        "POST",
+        "^/charges$",
+        problem_answer(
+            402,
+            "payment-declined",
+            "the card was declined: insufficient_funds",
+        ),
+        None,
+    )
+    .await;
     let order = app.settled(ALICE, &id).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(
@@ -181,17 +192,13 @@ async fn a_declined_card_releases_the_stock_and_cancels() {
 
 #[tokio::test]
 async fn out_of_stock_cancels_with_nothing_charged() {
-    let neighbours = Neighbours::start().await;
-    neighbours
-        .answer(
-            "POST",
-            "^/reservations$",
-            problem_answer(409, "insufficient-stock", "MUG-STONE: only 1 available"),
-            None,
-        )
-        .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
-    let id = place(&app).await;
+    let (neighbours, app, id) = checkout_where(
+        "POST",
+        "^/reservations$",
+        problem_answer(409, "insufficient-stock", "MUG-STONE: only 1 available"),
+        None,
+    )
+    .await;
     let order = app.settled(ALICE, &id).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(
@@ -209,17 +216,13 @@ async fn out_of_stock_cancels_with_nothing_charged() {
 
 #[tokio::test]
 async fn a_payments_outage_is_retried_until_it_passes() {
-    let neighbours = Neighbours::start().await;
-    neighbours
-        .answer(
-            "POST",
-            "^/charges$",
-            problem_answer(503, "processor-unavailable", "down"),
-            Some(3),
-        )
-        .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
-    let id = place(&app).await;
+    let (neighbours, app, id) = checkout_where(
+        "POST",
+        "^/charges$",
+        problem_answer(503, "processor-unavailable", "down"),
+        Some(3),
+    )
+    .await;
     let order = app.settled(ALICE, &id).await;
     assert_eq!(order["status"], "CONFIRMED");
     let saga = app.saga(&id).await;
@@ -415,17 +418,13 @@ async fn a_customer_cancels_a_confirmed_order(db: TestDatabase) {
 
 #[tokio::test]
 async fn a_shipped_order_cannot_be_cancelled() {
-    let neighbours = Neighbours::start().await;
-    neighbours
-        .answer(
-            "POST",
-            "^/shipments/[^/]+/cancel$",
-            problem_answer(409, "already-shipped", "shipment sh-1 is in_transit"),
-            None,
-        )
-        .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
-    let id = place(&app).await;
+    let (neighbours, app, id) = checkout_where(
+        "POST",
+        "^/shipments/[^/]+/cancel$",
+        problem_answer(409, "already-shipped", "shipment sh-1 is in_transit"),
+        None,
+    )
+    .await;
     assert_eq!(app.settled(ALICE, &id).await["status"], "CONFIRMED");
     let refused = app
         .as_user(
@@ -462,19 +461,15 @@ async fn a_shipped_order_cannot_be_cancelled() {
 
 #[tokio::test]
 async fn a_pending_order_cannot_be_cancelled_yet() {
-    let neighbours = Neighbours::start().await;
-    neighbours
-        .answer(
-            "POST",
-            "^/charges$",
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"id": "ch-1"}))
-                .set_delay(Duration::from_millis(1500)),
-            None,
-        )
-        .await;
-    let app = TestApp::spawn(TestDatabase::sqlite(), &neighbours.uri()).await;
-    let id = place(&app).await;
+    let (neighbours, app, id) = checkout_where(
+        "POST",
+        "^/charges$",
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": "ch-1"}))
+            .set_delay(Duration::from_millis(1500)),
+        None,
+    )
+    .await;
     let early = app
         .as_user(
             app.http.post(app.at(&format!("/orders/{id}/cancel"))),
