@@ -461,7 +461,7 @@ async fn a_shipped_order_cannot_be_cancelled() {
 
 #[tokio::test]
 async fn a_pending_order_cannot_be_cancelled_yet() {
-    let (neighbours, app, id) = checkout_where(
+    let (_neighbours, app, id) = checkout_where(
         "POST",
         "^/charges$",
         ResponseTemplate::new(201)
