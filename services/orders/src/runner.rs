@@ -551,7 +551,7 @@ const LOOK_AGAIN: Duration = Duration::from_millis(250);
 
 impl Moves {
     /// Returns when the saga may have made a move the waiter wants: this instance made one
-    /// (`wanted` says which count), some announcements were missed, or [`LOOK_AGAIN`] passed.
+    /// (`wanted` says which count), some announcements were missed, or 250 ms passed.
     pub async fn next(&mut self, wanted: impl Fn(&Move) -> bool) {
         let wait = async {
             loop {
