@@ -286,6 +286,8 @@ pub struct ChassisConfig {
     pub discovery: DiscoveryConfig,
     /// Log output.
     pub log: LogConfig,
+    /// How events are published and consumed.
+    pub events: EventsConfig,
 }
 
 impl ChassisConfig {
@@ -302,6 +304,7 @@ impl ChassisConfig {
             database: DatabaseConfig::default(),
             discovery: DiscoveryConfig::default(),
             log: LogConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 
@@ -416,6 +419,49 @@ impl Default for DiscoveryConfig {
             ttl: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             retries: 2,
+        }
+    }
+}
+
+/// Which transport carries events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTransport {
+    /// No broker: consumers long-poll each producer's `/internal/events`.
+    Feed,
+    /// NATS JetStream, at `events.nats_url`.
+    Nats,
+}
+
+/// How events are published and consumed (`[events]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// `feed` (default) or `nats`.
+    pub transport: EventTransport,
+    /// The NATS server, for the `nats` transport.
+    pub nats_url: String,
+    /// Prefix of stream names and subjects on NATS (a test uses its own).
+    pub nats_prefix: String,
+    /// Attempts at handling one event before it goes to the dead letters.
+    pub max_attempts: u32,
+    /// How long published events are kept in the outbox.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long a feed request waits for new events before answering empty.
+    #[serde(with = "humantime_serde")]
+    pub feed_wait: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            transport: EventTransport::Feed,
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            nats_prefix: "bazaar".to_owned(),
+            max_attempts: 5,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            feed_wait: Duration::from_secs(10),
         }
     }
 }

@@ -99,6 +99,16 @@ impl Db {
         config: &DatabaseConfig,
         migrator: &Migrator,
     ) -> Result<Self, DbError> {
+        Self::connect_with(url, config, &[migrator]).await
+    }
+
+    /// Opens the database at `url` and runs each of `migrators` in turn (the service's, then
+    /// the chassis's event tables, each with its own history table).
+    pub async fn connect_with(
+        url: &SecretString,
+        config: &DatabaseConfig,
+        migrators: &[&Migrator],
+    ) -> Result<Self, DbError> {
         install_default_drivers();
         let url = url.expose_secret();
         let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
@@ -127,7 +137,9 @@ impl Db {
             .connect(url)
             .await
             .map_err(sqlx_error("connecting to the database"))?;
-        migrator.run(&pool).await?;
+        for migrator in migrators {
+            migrator.run(&pool).await?;
+        }
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(())),

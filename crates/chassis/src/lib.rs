@@ -16,6 +16,7 @@ pub mod context;
 pub mod db;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -23,7 +24,7 @@ pub mod metrics;
 pub mod ports;
 pub mod server;
 pub mod telemetry;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod worker;
 

@@ -63,6 +63,11 @@ impl TestDatabase {
         }
     }
 
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
     /// The database URL, as a service's `database.url` takes it.
     pub fn url(&self) -> SecretString {
         SecretString::from(self.url.clone())

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod discovery;
+pub mod events;
 pub mod headers;
 pub mod money;
 pub mod page;
