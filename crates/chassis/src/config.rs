@@ -451,6 +451,10 @@ pub struct EventsConfig {
     /// How long a feed request waits for new events before answering empty.
     #[serde(with = "humantime_serde")]
     pub feed_wait: Duration,
+    /// How long NATS waits for a consumer's acknowledgement before delivering an event again
+    /// (to the next instance, after a crash).
+    #[serde(with = "humantime_serde")]
+    pub nats_ack_wait: Duration,
 }
 
 impl Default for EventsConfig {
@@ -462,6 +466,7 @@ impl Default for EventsConfig {
             max_attempts: 5,
             retention: Duration::from_secs(7 * 24 * 3600),
             feed_wait: Duration::from_secs(10),
+            nats_ack_wait: Duration::from_secs(30),
         }
     }
 }

@@ -19,6 +19,7 @@
 mod conformance;
 mod consumer;
 mod dead_letters;
+mod nats;
 mod outbox;
 
 use std::sync::LazyLock;
@@ -70,12 +71,29 @@ pub fn routes(db: Db, feed_wait: Duration, consumer: Option<Consumer>) -> Router
 /// How often the outbox is cleaned of events older than the retention.
 const CLEAN_EVERY: Duration = Duration::from_secs(600);
 
-/// Starts a producer's background work, until `stop`: deleting events older than
-/// `config.retention` from the outbox.
-pub fn start_producer(db: Db, config: &EventsConfig, stop: CancellationToken) -> JoinHandle<()> {
-    let retention = config.retention;
+/// Starts a producer's background work, until `stop`: on the `nats` transport the relay that
+/// publishes `source`'s outbox to JetStream, and always the removal of events older than
+/// `config.retention` (on `nats`, only those already relayed).
+pub fn start_producer(
+    db: Db,
+    source: &str,
+    config: &EventsConfig,
+    metrics: EventMetrics,
+    stop: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
     let relayed = config.transport == EventTransport::Nats;
-    crate::worker::every(CLEAN_EVERY, stop, move || {
+    if relayed {
+        tasks.push(tokio::spawn(nats::relay(
+            db.clone(),
+            source.to_owned(),
+            config.clone(),
+            metrics,
+            stop.clone(),
+        )));
+    }
+    let retention = config.retention;
+    tasks.push(crate::worker::every(CLEAN_EVERY, stop, move || {
         let db = db.clone();
         async move {
             match outbox::clean(&db, retention, relayed).await {
@@ -86,7 +104,8 @@ pub fn start_producer(db: Db, config: &EventsConfig, stop: CancellationToken) ->
                 }
             }
         }
-    })
+    }));
+    tasks
 }
 
 /// Labels of consumer metrics.

@@ -18,9 +18,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{Consumer, EventMetrics, Handler, HandlerError, migrator, publish, routes};
+use super::{
+    Consumer, EventMetrics, Handler, HandlerError, migrator, publish, routes, start_producer,
+};
 use crate::client::{ServiceClient, Transport};
-use crate::config::{ChassisConfig, EventsConfig};
+use crate::config::{ChassisConfig, EventTransport, EventsConfig};
 use crate::db::{Db, WriteTransaction};
 use crate::discovery::Discovery;
 use crate::testing::TestDatabase;
@@ -98,12 +100,21 @@ impl Handler for Recorder {
     }
 }
 
+/// The transport under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Feed,
+    Nats,
+}
+
 /// A producer and a consumer database, joined by one transport.
 struct Harness {
+    kind: Kind,
     producer_db: Db,
     consumer_db: Db,
     producer_addr: SocketAddr,
-    producer_server: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The running producer side: the feed's server, or the relay.
+    producer_server: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
     config: EventsConfig,
     recorder: Arc<Recorder>,
     stop: CancellationToken,
@@ -116,11 +127,30 @@ impl Drop for Harness {
         if let Some((stop, _)) = &self.producer_server {
             stop.cancel();
         }
+        if self.kind == Kind::Nats {
+            // The test's stream (and its consumers) go with it.
+            let url = self.config.nats_url.clone();
+            let stream = super::nats::stream_name(&self.config.nats_prefix, PRODUCER);
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime.block_on(async move {
+                    let client = async_nats::connect(url).await.ok()?;
+                    async_nats::jetstream::new(client)
+                        .delete_stream(stream)
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+        }
     }
 }
 
 impl Harness {
-    async fn feed(producer: TestDatabase, consumer: TestDatabase) -> Self {
+    async fn new(kind: Kind, producer: TestDatabase, consumer: TestDatabase) -> Self {
         let connect = |db: &TestDatabase| {
             let url = db.url();
             async move {
@@ -140,11 +170,19 @@ impl Harness {
             .and_then(|l| l.local_addr())
             .expect("a free port");
         Self {
+            kind,
             producer_db,
             consumer_db,
             producer_addr,
             producer_server: None,
             config: EventsConfig {
+                transport: match kind {
+                    Kind::Feed => EventTransport::Feed,
+                    Kind::Nats => EventTransport::Nats,
+                },
+                // Streams and consumers of this test only.
+                nats_prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+                nats_ack_wait: Duration::from_secs(1),
                 max_attempts: 3,
                 feed_wait: Duration::from_millis(300),
                 ..EventsConfig::default()
@@ -155,20 +193,31 @@ impl Harness {
         }
     }
 
-    /// Serves the producer's feed.
+    /// Starts the producer's side: serves its feed, or runs its relay.
     async fn start_producer(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.producer_addr)
-            .await
-            .expect("the producer's port is free");
-        let app = routes(self.producer_db.clone(), Duration::from_millis(300), None);
         let stop = CancellationToken::new();
-        let until = stop.clone();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
-        self.producer_server = Some((stop, server));
+        let tasks = match self.kind {
+            Kind::Feed => {
+                let listener = tokio::net::TcpListener::bind(self.producer_addr)
+                    .await
+                    .expect("the producer's port is free");
+                let app = routes(self.producer_db.clone(), Duration::from_millis(300), None);
+                let until = stop.clone();
+                vec![tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { until.cancelled().await })
+                        .await;
+                })]
+            }
+            Kind::Nats => start_producer(
+                self.producer_db.clone(),
+                PRODUCER,
+                &self.config,
+                EventMetrics::default(),
+                stop.clone(),
+            ),
+        };
+        self.producer_server = Some((stop, tasks));
     }
 
     /// A consumer of ticks (not tocks), not started.
@@ -267,28 +316,59 @@ fn ticks(range: std::ops::Range<i64>) -> impl Iterator<Item = Tick> {
     })
 }
 
-crate::database_tests!(
-    feed_events_arrive_once_and_in_order,
-    feed_a_crash_before_commit_redelivers_without_a_second_effect,
-    feed_two_replicas_handle_each_event_once,
-    feed_a_failing_event_is_dead_lettered_and_replayed,
-    feed_a_producer_that_is_down_delays_but_loses_nothing,
+/// Each scenario on the feed over SQLite and PostgreSQL, and on NATS.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::{Kind, TestDatabase};
+
+                #[tokio::test]
+                async fn feed_sqlite() {
+                    super::$name(Kind::Feed, TestDatabase::sqlite()).await;
+                }
+
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
+                async fn feed_postgres() {
+                    super::$name(Kind::Feed, TestDatabase::postgres().await).await;
+                }
+
+                #[tokio::test]
+                #[ignore = "needs NATS JetStream at 127.0.0.1:4222"]
+                async fn nats_sqlite() {
+                    super::$name(Kind::Nats, TestDatabase::sqlite()).await;
+                }
+            }
+        )*
+    };
+}
+
+conformance!(
+    events_arrive_once_and_in_order,
+    a_crash_before_commit_redelivers_without_a_second_effect,
+    two_replicas_handle_each_event_once,
+    a_failing_event_is_dead_lettered_and_replayed,
+    a_producer_that_is_down_delays_but_loses_nothing,
 );
 
-async fn harness(db: TestDatabase) -> Harness {
-    // The consumer's database is of the same kind as the producer's.
-    let other = if !db.is_postgres() {
-        TestDatabase::sqlite()
-    } else {
+/// A harness with a consumer database of the same kind as `db`, its producer side started
+/// when `running`.
+async fn harness(kind: Kind, db: TestDatabase, running: bool) -> Harness {
+    let other = if db.is_postgres() {
         TestDatabase::postgres().await
+    } else {
+        TestDatabase::sqlite()
     };
-    let mut h = Harness::feed(db, other).await;
-    h.start_producer().await;
+    let mut h = Harness::new(kind, db, other).await;
+    if running {
+        h.start_producer().await;
+    }
     h
 }
 
-async fn feed_events_arrive_once_and_in_order(db: TestDatabase) {
-    let h = harness(db).await;
+async fn events_arrive_once_and_in_order(kind: Kind, db: TestDatabase) {
+    let h = harness(kind, db, true).await;
     h.publish(ticks(0..10)).await;
     h.publish_tock(99).await;
     h.publish(ticks(10..30)).await;
@@ -300,8 +380,8 @@ async fn feed_events_arrive_once_and_in_order(db: TestDatabase) {
     assert!(h.dead_letters().await.is_empty());
 }
 
-async fn feed_a_crash_before_commit_redelivers_without_a_second_effect(db: TestDatabase) {
-    let h = harness(db).await;
+async fn a_crash_before_commit_redelivers_without_a_second_effect(kind: Kind, db: TestDatabase) {
+    let h = harness(kind, db, true).await;
     h.recorder.slow.store(true, Ordering::SeqCst);
     h.publish(ticks(0..3)).await;
     h.publish([Tick {
@@ -326,8 +406,8 @@ async fn feed_a_crash_before_commit_redelivers_without_a_second_effect(db: TestD
     assert_eq!(effects, (0..8).collect::<Vec<_>>());
 }
 
-async fn feed_two_replicas_handle_each_event_once(db: TestDatabase) {
-    let h = harness(db).await;
+async fn two_replicas_handle_each_event_once(kind: Kind, db: TestDatabase) {
+    let h = harness(kind, db, true).await;
     let _one = h.start_consumer(&h.stop);
     let _two = h.start_consumer(&h.stop);
     h.publish(ticks(0..40)).await;
@@ -341,8 +421,8 @@ async fn feed_two_replicas_handle_each_event_once(db: TestDatabase) {
     );
 }
 
-async fn feed_a_failing_event_is_dead_lettered_and_replayed(db: TestDatabase) {
-    let h = harness(db).await;
+async fn a_failing_event_is_dead_lettered_and_replayed(kind: Kind, db: TestDatabase) {
+    let h = harness(kind, db, true).await;
     h.recorder.failing.store(true, Ordering::SeqCst);
     h.publish(ticks(0..2)).await;
     h.publish([Tick {
@@ -402,13 +482,8 @@ async fn feed_a_failing_event_is_dead_lettered_and_replayed(db: TestDatabase) {
     assert_eq!(h.effects().await.len(), 5);
 }
 
-async fn feed_a_producer_that_is_down_delays_but_loses_nothing(db: TestDatabase) {
-    let other = if !db.is_postgres() {
-        TestDatabase::sqlite()
-    } else {
-        TestDatabase::postgres().await
-    };
-    let mut h = Harness::feed(db, other).await;
+async fn a_producer_that_is_down_delays_but_loses_nothing(kind: Kind, db: TestDatabase) {
+    let mut h = harness(kind, db, false).await;
     let _consumer = h.start_consumer(&h.stop);
     h.publish(ticks(0..10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::FeedPage;
 use super::{EventMetrics, dead_letters};
 use crate::client::ServiceClient;
-use crate::config::EventsConfig;
+use crate::config::{EventTransport, EventsConfig};
 use crate::db::{Db, WriteTransaction, is_unique_violation, now_millis};
 use crate::error::ErrorChain;
 
@@ -41,10 +41,6 @@ pub(super) enum Record<'a> {
         to: i64,
     },
     /// Insert the event's id into the inbox; if it is there, this is a redelivery.
-    #[expect(
-        dead_code,
-        reason = "the nats transport, in progress, records consumption so"
-    )]
     Inbox,
 }
 
@@ -71,10 +67,10 @@ pub(super) struct Inner {
     pub(super) name: String,
     pub(super) db: Db,
     client: ServiceClient,
-    config: EventsConfig,
+    pub(super) config: EventsConfig,
     /// Producer → event type → handler.
     pub(super) handlers: BTreeMap<String, BTreeMap<String, Arc<dyn Handler>>>,
-    metrics: EventMetrics,
+    pub(super) metrics: EventMetrics,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -124,7 +120,7 @@ impl Consumer {
         }
     }
 
-    /// Starts consuming, until `stop`.
+    /// Starts consuming, one task per producer, until `stop`.
     pub fn start(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
         self.inner
             .handlers
@@ -133,7 +129,14 @@ impl Consumer {
                 let consumer = self.clone();
                 let producer = producer.clone();
                 let stop = stop.clone();
-                tokio::spawn(async move { consumer.follow_feed(&producer, stop).await })
+                match self.inner.config.transport {
+                    EventTransport::Feed => {
+                        tokio::spawn(async move { consumer.follow_feed(&producer, stop).await })
+                    }
+                    EventTransport::Nats => {
+                        tokio::spawn(super::nats::follow(consumer, producer, stop))
+                    }
+                }
             })
             .collect()
     }

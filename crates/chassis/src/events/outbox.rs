@@ -109,7 +109,6 @@ pub async fn read_feed(
 }
 
 /// Up to `limit` events the relay has not handed to the broker yet, in order.
-#[expect(dead_code, reason = "the nats relay, in progress")]
 pub(super) async fn unpublished(db: &Db, limit: i64) -> Result<Vec<Envelope>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT position, id, kind, version, occurred_at, source, traceparent, request_id, data
@@ -122,7 +121,6 @@ pub(super) async fn unpublished(db: &Db, limit: i64) -> Result<Vec<Envelope>, sq
 }
 
 /// Marks events as handed to the broker.
-#[expect(dead_code, reason = "the nats relay, in progress")]
 pub(super) async fn mark_published(db: &Db, positions: &[i64]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     let now = now_millis();
