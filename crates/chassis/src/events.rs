@@ -68,6 +68,73 @@ pub fn routes(db: Db, feed_wait: Duration, consumer: Option<Consumer>) -> Router
     outbox::routes(db, feed_wait).merge(dead_letters::routes(consumer))
 }
 
+/// A service's events: its outbox (every service with events publishes through it) and,
+/// when it consumes, its [`Consumer`]. Given to [`Server::with_events`](crate::Server::with_events),
+/// which serves [`routes`] and runs the background work while the service runs.
+#[derive(Debug, Clone)]
+pub struct Events {
+    db: Db,
+    source: String,
+    config: EventsConfig,
+    metrics: EventMetrics,
+    consumer: Option<Consumer>,
+}
+
+impl Events {
+    /// The events of the service `source`, whose database is `db` (migrated with
+    /// [`migrator`]); registers the event metrics in `registry`.
+    pub fn new(db: Db, source: &str, config: &EventsConfig, registry: &mut Registry) -> Self {
+        Self {
+            db,
+            source: source.to_owned(),
+            config: config.clone(),
+            metrics: EventMetrics::register(registry),
+            consumer: None,
+        }
+    }
+
+    /// The metrics, for a [`Consumer`] to report into.
+    pub fn metrics(&self) -> EventMetrics {
+        self.metrics.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventsConfig {
+        &self.config
+    }
+
+    /// Consumes events with `consumer` too.
+    #[must_use]
+    pub fn consuming(mut self, consumer: Consumer) -> Self {
+        self.consumer = Some(consumer);
+        self
+    }
+
+    /// The feed and the dead letters.
+    pub fn routes(&self) -> Router {
+        routes(
+            self.db.clone(),
+            self.config.feed_wait,
+            self.consumer.clone(),
+        )
+    }
+
+    /// Starts the relay, the outbox cleaning and the consumer, until `stop`.
+    pub fn start(&self, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut tasks = start_producer(
+            self.db.clone(),
+            &self.source,
+            &self.config,
+            self.metrics.clone(),
+            stop.clone(),
+        );
+        if let Some(consumer) = &self.consumer {
+            tasks.extend(consumer.start(stop.clone()));
+        }
+        tasks
+    }
+}
+
 /// How often the outbox is cleaned of events older than the retention.
 const CLEAN_EVERY: Duration = Duration::from_secs(600);
 

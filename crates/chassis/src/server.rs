@@ -32,6 +32,7 @@ use crate::client::Transport;
 use crate::config::{ChassisConfig, ConfigError, DiscoveryConfig, HttpConfig};
 use crate::db::{Db, DbError};
 use crate::discovery::{Registrar, RegistryClient};
+use crate::events::Events;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
 
@@ -125,6 +126,7 @@ pub struct Server {
     url: String,
     metrics: Registry,
     database: Option<Db>,
+    events: Option<Events>,
     registers: bool,
 }
 
@@ -157,6 +159,7 @@ impl Server {
             url,
             metrics,
             database: None,
+            events: None,
             registers: config.discovery.registry.is_some(),
         })
     }
@@ -188,6 +191,14 @@ impl Server {
         self
     }
 
+    /// Serves the events' feed and dead letters, and runs their relay, cleaning and consumer
+    /// while the server runs (stopped once requests have drained).
+    #[must_use]
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// Serves without registering (the registry itself).
     #[must_use]
     pub fn without_registration(mut self) -> Self {
@@ -213,6 +224,11 @@ impl Server {
             self.http.request_timeout,
         ));
 
+        let events_stop = CancellationToken::new();
+        let (app, event_tasks) = match &self.events {
+            Some(events) => (app.merge(events.routes()), events.start(&events_stop)),
+            None => (app, Vec::new()),
+        };
         let app = app
             .merge(health::routes(Arc::clone(&readiness)))
             .route(
@@ -242,7 +258,10 @@ impl Server {
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let mut serving = std::pin::pin!(serving.into_future());
         tokio::select! {
-            result = &mut serving => return result.map_err(StartError::Serve),
+            result = &mut serving => {
+                events_stop.cancel();
+                return result.map_err(StartError::Serve);
+            }
             () = shutdown.cancelled() => {}
         }
 
@@ -260,6 +279,17 @@ impl Server {
                 ?grace,
                 "in-flight requests outlived the shutdown grace period; closing them"
             ),
+        }
+        // An event being handled is abandoned if it takes too long: its transaction rolls
+        // back and it is delivered again later.
+        events_stop.cancel();
+        for task in event_tasks {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an event task outlived the shutdown; abandoned");
+            }
         }
         tracing::info!(target: LIFECYCLE, "stopped");
         Ok(())

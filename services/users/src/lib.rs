@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
+use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -98,10 +99,10 @@ impl Application {
     /// the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(
+        let db = Db::connect_with(
             &config.chassis.database_url(SERVICE),
             &config.chassis.database,
-            &MIGRATOR,
+            &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
 
@@ -134,7 +135,14 @@ impl Application {
                 .await
                 .map_err(|e| StartError::other("seeding the demo accounts", e))?;
         }
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
+        let server = server.with_database(db).with_events(events);
         Ok(Self { server, state })
     }
 

@@ -2,6 +2,7 @@
 //! `chassis::db` for the rules that make that work).
 
 use chassis::db::{Db, is_unique_violation};
+use contracts::events::UserRegistered;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -104,8 +105,10 @@ impl Store {
         Self { db }
     }
 
-    /// Creates an account; `EmailTaken` if the normalized email exists.
+    /// Creates an account and publishes `users.user.registered` with it; `EmailTaken` if the
+    /// normalized email exists.
     pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
         let result = sqlx::query(
             "INSERT INTO users (id, email, email_normalized, name, password_hash, roles, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -117,13 +120,24 @@ impl Store {
         .bind(user.password_hash)
         .bind(user.roles.join(","))
         .bind(user.now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                return Err(StoreError::EmailTaken);
+            }
+            Err(e) => return Err(e.into()),
         }
+        let registered = UserRegistered {
+            user_id: user.id.to_string(),
+            email: user.email.to_owned(),
+            name: user.name.to_owned(),
+        };
+        chassis::events::publish(&mut tx, crate::SERVICE, &registered).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The account with this normalized email.

@@ -7,7 +7,41 @@ chassis::database_tests!(
     signup_then_login_then_read_the_profile,
     emails_are_unique_case_insensitively,
     profile_updates_are_validated_and_atomic,
+    a_signup_publishes_user_registered_once,
 );
+
+async fn a_signup_publishes_user_registered_once(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    assert_eq!(
+        app.signup("ada@example.com", "correct horse battery", "Ada")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.signup("ADA@example.com", "correct horse battery", "Ada again")
+            .await
+            .status(),
+        409,
+        "a refused signup publishes nothing"
+    );
+    let feed: Value = app
+        .http
+        .get(format!("{}/internal/events?after=0&wait=0s", app.url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let events = feed["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{feed}");
+    assert_eq!(events[0]["type"], "users.user.registered");
+    assert_eq!(events[0]["source"], "users");
+    assert_eq!(events[0]["data"]["email"], "ada@example.com");
+    assert_eq!(events[0]["data"]["name"], "Ada");
+    assert_eq!(feed["head"], 1);
+}
 
 async fn signup_then_login_then_read_the_profile(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
