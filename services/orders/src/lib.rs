@@ -31,6 +31,7 @@ use chassis::client::{ServiceClient, Transport};
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
 use chassis::discovery::Discovery;
+use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -94,10 +95,10 @@ impl Application {
             .into());
         }
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(
+        let db = Db::connect_with(
             &config.chassis.database_url(SERVICE),
             &config.chassis.database,
-            &MIGRATOR,
+            &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
         let transport = Transport::http();
@@ -107,8 +108,15 @@ impl Application {
         let catalog = clients::Catalog::new(client.clone(), &settings.catalog_service);
         let carts = clients::Carts::new(client.clone(), &settings.cart_service);
         let owner = info.instance_id.clone();
-        let mut server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
         let metrics = runner::SagaMetrics::register(server.metrics_registry());
+        let server = server.with_database(db).with_events(events);
         // The runner stops with its own token, cancelled once the server has drained, so
         // requests in flight can still start sagas.
         let stop = CancellationToken::new();

@@ -8,6 +8,9 @@ use chassis::db::{Db, is_unique_violation};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use contracts::events::{OrderCreated, OrderLine};
+use contracts::money::Money;
+
 use crate::domain::{Address, PricedLine};
 use sagas::SagaRecord;
 
@@ -155,6 +158,26 @@ impl Store {
                 .await?;
         }
         sagas::insert_saga(&mut tx, saga, lease).await?;
+        let money = |amount_minor: i64| Money {
+            amount_minor,
+            currency: order.currency.clone(),
+        };
+        let created = OrderCreated {
+            order_id: order.id.clone(),
+            user_id: order.user_id.clone(),
+            lines: order
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    sku: l.sku.clone(),
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    unit_price: money(l.unit_price_minor),
+                })
+                .collect(),
+            total: money(order.total_minor),
+        };
+        chassis::events::publish(&mut tx, crate::SERVICE, &created).await?;
         tx.commit().await?;
         Ok(Inserted::Created)
     }

@@ -2,6 +2,8 @@
 //! from running the same saga at once.
 
 use chassis::db::WriteTransaction;
+use contracts::events::{OrderCancelled, OrderConfirmed, OrderLine};
+use contracts::money::Money;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -275,10 +277,11 @@ impl Store {
                 .bind(&next.order_id)
                 .bind(position)
                 .bind(status)
-                .bind(reason)
+                .bind(&reason)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            publish_outcome(&mut tx, &next.order_id, status, reason).await?;
         }
         let started = match next.step {
             Some(step)
@@ -353,6 +356,61 @@ impl Store {
             stuck: row.try_get("stuck")?,
         })
     }
+}
+
+/// Publishes `orders.order.confirmed` or `orders.order.cancelled` for an order that just
+/// reached `status`, in the transaction that moved it.
+async fn publish_outcome(
+    tx: &mut WriteTransaction,
+    order_id: &str,
+    status: &str,
+    reason: String,
+) -> Result<(), sqlx::Error> {
+    let order = sqlx::query("SELECT user_id, currency, total_minor FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let user_id: String = order.try_get("user_id")?;
+    let currency: String = order.try_get("currency")?;
+    let money = |amount_minor: i64| Money {
+        amount_minor,
+        currency: currency.clone(),
+    };
+    let total = money(order.try_get("total_minor")?);
+    if status == CANCELLED {
+        let cancelled = OrderCancelled {
+            order_id: order_id.to_owned(),
+            user_id,
+            reason,
+            total,
+        };
+        chassis::events::publish(tx, crate::SERVICE, &cancelled).await?;
+        return Ok(());
+    }
+    let lines = sqlx::query(
+        "SELECT sku, name, unit_price_minor, quantity FROM order_lines WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(OrderLine {
+            sku: row.try_get("sku")?,
+            name: row.try_get("name")?,
+            quantity: row.try_get("quantity")?,
+            unit_price: money(row.try_get("unit_price_minor")?),
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let confirmed = OrderConfirmed {
+        order_id: order_id.to_owned(),
+        user_id,
+        lines,
+        total,
+    };
+    chassis::events::publish(tx, crate::SERVICE, &confirmed).await?;
+    Ok(())
 }
 
 /// Records an attempt at `step` as started; returns its log position.

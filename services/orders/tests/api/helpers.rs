@@ -284,6 +284,30 @@ impl TestApp {
         panic!("order {id} did not settle");
     }
 
+    /// Every event in the outbox: `(type, data)`, in order.
+    pub(crate) async fn events(&self) -> Vec<(String, Value)> {
+        let feed: Value = self
+            .http
+            .get(self.at("/internal/events?after=0&wait=0s&limit=500"))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("json");
+        feed["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    e["data"].clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The order's saga, as an administrator sees it.
     pub(crate) async fn saga(&self, id: &str) -> Value {
         let response = self.get(ADMIN, &format!("/orders/{id}/saga")).await;

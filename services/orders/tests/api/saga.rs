@@ -103,6 +103,15 @@ async fn a_checkout_reserves_charges_ships_and_confirms(db: TestDatabase) {
         (&json!("res-1"), &json!("ch-1"), &json!("sh-1"))
     );
     assert!(saga["steps"][0]["duration_ms"].as_i64().is_some());
+    let events = app.events().await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["orders.order.created", "orders.order.confirmed"]);
+    assert_eq!(events[1].1["order_id"], json!(id));
+    assert_eq!(
+        events[1].1["total"],
+        json!({"amount_minor": 7500, "currency": "USD"})
+    );
+    assert_eq!(events[1].1["lines"][0]["name"], "Stoneware Mug");
 
     let reserve = neighbours.calls("POST", "^/reservations$").await;
     assert_eq!(key_of(&reserve[0]), format!("{saga_id}:reserve"));
@@ -163,6 +172,16 @@ async fn a_declined_card_releases_the_stock_and_cancels() {
         order["cancel_reason"],
         "the card was declined: insufficient_funds"
     );
+    let events = app.events().await;
+    assert_eq!(
+        events.last().map(|(k, _)| k.as_str()),
+        Some("orders.order.cancelled")
+    );
+    assert_eq!(
+        events.last().map(|(_, d)| d["reason"].clone()),
+        Some(json!("the card was declined: insufficient_funds"))
+    );
+    assert_eq!(events.len(), 2, "created, then cancelled: {events:?}");
     assert_eq!(order["status_history"][1]["status"], "CANCELLED");
     assert_eq!(
         neighbours
