@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
+use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -65,10 +66,10 @@ impl Application {
             .into());
         }
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(
+        let db = Db::connect_with(
             &config.chassis.database_url(SERVICE),
             &config.chassis.database,
-            &MIGRATOR,
+            &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
         let processor = card::Simulated {
@@ -79,7 +80,14 @@ impl Application {
             store: store::Store::new(db.clone()),
             processor: Arc::new(processor),
         };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
+        let server = server.with_database(db).with_events(events);
         Ok(Self { server, state })
     }
 

@@ -2,6 +2,8 @@
 //! same transaction as the charge or refund, so the ledger is always the truth.
 
 use chassis::db::{Db, is_unique_violation};
+use contracts::events::{PaymentCharged, PaymentRefunded};
+use contracts::money::Money;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -218,6 +220,16 @@ impl Store {
                 charge.created_at,
             )
             .await?;
+            let charged = PaymentCharged {
+                charge_id: charge.id.clone(),
+                order_id: charge.order_id.clone(),
+                user_id: charge.user_id.clone(),
+                amount: Money {
+                    amount_minor: charge.amount_minor,
+                    currency: charge.currency.clone(),
+                },
+            };
+            chassis::events::publish(&mut tx, crate::SERVICE, &charged).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -314,6 +326,16 @@ impl Store {
             now,
         )
         .await?;
+        let refunded = PaymentRefunded {
+            refund_id: refund.id.clone(),
+            charge_id: charge.id.clone(),
+            order_id: charge.order_id.clone(),
+            amount: Money {
+                amount_minor: amount,
+                currency: charge.currency.clone(),
+            },
+        };
+        chassis::events::publish(&mut tx, crate::SERVICE, &refunded).await?;
         tx.commit().await?;
         Ok(Refunded::Created(refund))
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
+use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -62,16 +63,23 @@ impl Application {
     /// Opens the database and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(
+        let db = Db::connect_with(
             &config.chassis.database_url(SERVICE),
             &config.chassis.database,
-            &MIGRATOR,
+            &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
         let state = api::AppState {
             store: store::Store::new(db.clone()),
         };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
+        let server = server.with_database(db).with_events(events);
         Ok(Self {
             server,
             state,

@@ -2,6 +2,9 @@
 //! current status, so repeats and races move a shipment once.
 
 use chassis::db::{Db, is_unique_violation};
+use contracts::events::{ShipmentCreated, ShipmentDelivered, ShipmentFacts, ShipmentShipped};
+
+use crate::domain::{DELIVERED, IN_TRANSIT};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -98,6 +101,8 @@ impl Store {
             .bind(shipment.created_at)
             .execute(&mut *tx)
             .await?;
+        let created = ShipmentCreated(facts(shipment));
+        chassis::events::publish(&mut tx, crate::SERVICE, &created).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -166,6 +171,21 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if to == IN_TRANSIT || to == DELIVERED {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM shipments WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let facts = facts(&from_row(&row)?);
+            if to == IN_TRANSIT {
+                chassis::events::publish(&mut tx, crate::SERVICE, &ShipmentShipped(facts)).await?;
+            } else {
+                chassis::events::publish(&mut tx, crate::SERVICE, &ShipmentDelivered(facts))
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -203,4 +223,15 @@ fn from_row(row: &AnyRow) -> Result<Shipment, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         history: Vec::new(),
     })
+}
+
+/// What events about `shipment` carry.
+fn facts(shipment: &Shipment) -> ShipmentFacts {
+    ShipmentFacts {
+        shipment_id: shipment.id.clone(),
+        order_id: shipment.order_id.clone(),
+        user_id: shipment.user_id.clone(),
+        carrier: shipment.carrier.clone(),
+        tracking_number: shipment.tracking_number.clone(),
+    }
 }

@@ -296,6 +296,37 @@ async fn refunds_never_exceed_the_charge(db: TestDatabase) {
         app.refund("r-5", "no-such-charge", None).await.status(),
         404
     );
+    let feed: Value = app
+        .http
+        .get(format!("{}/internal/events?after=0&wait=0s", app.url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let moves: Vec<(String, i64)> = feed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                e["data"]["amount"]["amount_minor"]
+                    .as_i64()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("payments.payment.charged".to_owned(), 5000),
+            ("payments.payment.refunded".to_owned(), 2000),
+            ("payments.payment.refunded".to_owned(), 3000)
+        ],
+        "one event per movement of money, none for replays or refusals"
+    );
 }
 
 #[tokio::test]

@@ -175,6 +175,39 @@ async fn shipments_are_idempotent_and_cancellable_until_shipped(db: TestDatabase
         .await
         .expect("json");
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+
+    let feed: Value = app
+        .http
+        .get(format!("{}/internal/events?after=0&wait=0s", app.url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let events: Vec<(&str, &str)> = feed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["data"]["shipment_id"] == id)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default(),
+                e["data"]["tracking_number"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "shipping.shipment.created",
+            "shipping.shipment.shipped",
+            "shipping.shipment.delivered"
+        ],
+        "one event per move, none for the refused ones"
+    );
+    assert!(events.iter().all(|(_, t)| !t.is_empty()));
 }
 
 #[tokio::test]
