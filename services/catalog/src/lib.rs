@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
+use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub expiry_sweep: Duration,
     /// Load the demo catalog into an empty database. `bazaar up` turns it on.
     pub seed_demo: bool,
+    /// A reservation that leaves this many units available, or fewer, publishes
+    /// `catalog.stock.low`.
+    pub low_stock_threshold: i64,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             reservation_ttl: Duration::from_secs(15 * 60),
             expiry_sweep: Duration::from_secs(5),
             seed_demo: false,
+            low_stock_threshold: 5,
         }
     }
 }
@@ -70,10 +75,10 @@ impl Application {
     /// Opens the database, seeds the demo catalog if asked, and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let db = Db::connect(
+        let db = Db::connect_with(
             &config.chassis.database_url(SERVICE),
             &config.chassis.database,
-            &MIGRATOR,
+            &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
         let store = store::Store::new(db.clone());
@@ -89,7 +94,14 @@ impl Application {
             store,
             settings: Arc::new(config.settings),
         };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
+        let server = server.with_database(db).with_events(events);
         Ok(Self { server, state })
     }
 

@@ -92,6 +92,7 @@ pub async fn create(
             &lines,
             now,
             now.saturating_add(ttl),
+            state.settings.low_stock_threshold,
         )
         .await?;
     match outcome {

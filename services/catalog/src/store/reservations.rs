@@ -10,6 +10,7 @@
 //! racing request finds the reservation already moved and answers with its current state.
 
 use chassis::db::is_unique_violation;
+use contracts::events::StockLow;
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -77,6 +78,8 @@ pub enum Moved {
 
 impl Store {
     /// Holds stock for `lines` (checked and sorted) under `key`, expiring at `expires_at`.
+    /// A sku whose available stock falls to `low_stock` or below with it gets a
+    /// `catalog.stock.low` event, in the same transaction.
     pub async fn reserve(
         &self,
         key: &str,
@@ -84,6 +87,7 @@ impl Store {
         lines: &[Line],
         now: i64,
         expires_at: i64,
+        low_stock: i64,
     ) -> Result<Reserved, StoreError> {
         if let Some(existing) = self.replay(key, request_hash).await? {
             return Ok(existing);
@@ -148,6 +152,20 @@ impl Store {
             .bind(line.quantity)
             .execute(&mut *tx)
             .await?;
+            let available: i64 =
+                sqlx::query("SELECT on_hand - reserved AS available FROM inventory WHERE sku = $1")
+                    .bind(line.sku.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("available")?;
+            if available <= low_stock && available + line.quantity > low_stock {
+                let low = StockLow {
+                    sku: line.sku.as_str().to_owned(),
+                    available,
+                    threshold: low_stock,
+                };
+                chassis::events::publish(&mut tx, crate::SERVICE, &low).await?;
+            }
         }
         tx.commit().await?;
         Ok(Reserved::Created(Reservation {

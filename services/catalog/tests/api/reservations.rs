@@ -10,7 +10,46 @@ chassis::database_tests!(
     all_lines_or_none,
     repeats_are_safe_and_answer_the_same,
     release_commit_and_expiry_move_stock_once,
+    crossing_the_low_stock_threshold_publishes_once,
 );
+
+async fn crossing_the_low_stock_threshold_publishes_once(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // LAMP-HEAD starts with 30 units; the threshold is 5.
+    assert_eq!(
+        app.reserve("low-1", &[("LAMP-HEAD", 20)]).await.status(),
+        201
+    );
+    assert_eq!(
+        app.reserve("low-2", &[("LAMP-HEAD", 6)]).await.status(),
+        201
+    );
+    assert_eq!(
+        app.reserve("low-3", &[("LAMP-HEAD", 1)]).await.status(),
+        201
+    );
+    assert_eq!(
+        app.reserve("low-9", &[("LAMP-HEAD", 50)]).await.status(),
+        409,
+        "a refused reservation publishes nothing"
+    );
+    let feed: Value = app
+        .http
+        .get(app.at("/internal/events?after=0&wait=0s"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let events = feed["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "only the crossing: {feed}");
+    assert_eq!(events[0]["type"], "catalog.stock.low");
+    assert_eq!(
+        events[0]["data"],
+        json!({"sku": "LAMP-HEAD", "available": 4, "threshold": 5})
+    );
+}
 
 async fn concurrent_reservations_never_oversell(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
