@@ -1,0 +1,89 @@
+//! The notifications HTTP API.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /emails?to=<address>` | admin | the newest emails (to one address), with what they said |
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use chassis::HttpError;
+use chassis::auth::Caller;
+use chassis::db::from_millis;
+use chassis::extract::{Json, Query};
+use chrono::{DateTime, Utc};
+use contracts::page::Page;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{EmailRecord, Store};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+}
+
+/// The API routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/emails", get(list))
+        .with_state(state)
+}
+
+/// An email as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EmailView {
+    id: String,
+    kind: String,
+    to: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    event_id: String,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<EmailRecord> for EmailView {
+    fn from(e: EmailRecord) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            to: e.to_address,
+            subject: e.subject,
+            body: e.body,
+            status: e.status,
+            attempts: e.attempts,
+            last_error: e.last_error,
+            event_id: e.event_id,
+            created_at: from_millis(e.created_at),
+            sent_at: e.sent_at.map(from_millis),
+        }
+    }
+}
+
+/// Query of `GET /emails`.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    to: Option<String>,
+}
+
+/// `GET /emails?to=` (admin; `/api/emails` through the gateway): the newest 100 emails, to one
+/// address when `to` is given, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<EmailView>>, HttpError> {
+    if !caller.is_admin() {
+        return Err(HttpError::forbidden("emails are for administrators"));
+    }
+    let to = params.to.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let emails = state.store.list(to, 100).await.map_err(HttpError::internal)?;
+    Ok(Json(Page::complete(
+        emails.into_iter().map(EmailView::from).collect(),
+    )))
+}
