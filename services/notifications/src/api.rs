@@ -26,9 +26,7 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/emails", get(list))
-        .with_state(state)
+    Router::new().route("/emails", get(list)).with_state(state)
 }
 
 /// An email as the API shows it.
@@ -81,8 +79,16 @@ pub async fn list(
     if !caller.is_admin() {
         return Err(HttpError::forbidden("emails are for administrators"));
     }
-    let to = params.to.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let emails = state.store.list(to, 100).await.map_err(HttpError::internal)?;
+    let to = params
+        .to
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let emails = state
+        .store
+        .list(to, 100)
+        .await
+        .map_err(HttpError::internal)?;
     Ok(Json(Page::complete(
         emails.into_iter().map(EmailView::from).collect(),
     )))

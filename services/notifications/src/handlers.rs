@@ -34,7 +34,15 @@ impl Handler for QueueEmail {
             let user_id = event.data["user_id"]
                 .as_str()
                 .ok_or_else(|| format!("{} carries no user_id", event.kind))?;
-            store::queue(tx, &event.id, self.kind, user_id, &event.data.to_string(), now).await?;
+            store::queue(
+                tx,
+                &event.id,
+                self.kind,
+                user_id,
+                &event.data.to_string(),
+                now,
+            )
+            .await?;
             Ok(())
         })
     }

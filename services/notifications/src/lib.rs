@@ -78,7 +78,11 @@ impl Application {
         let mailer: Arc<dyn mailer::Mailer> = match &settings.smtp_url {
             None => Arc::new(mailer::BuiltInMailbox),
             Some(url) => Arc::new(mailer::Smtp::new(url, &settings.from).map_err(|e| {
-                ConfigError::invalid("notifications.smtp_url or notifications.from", url, e.to_string())
+                ConfigError::invalid(
+                    "notifications.smtp_url or notifications.from",
+                    url,
+                    e.to_string(),
+                )
             })?),
         };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
@@ -129,7 +133,11 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, sending queued emails meanwhile.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        let sender = mailer::start_sender(self.state.store.clone(), self.mailer, shutdown.child_token());
+        let sender = mailer::start_sender(
+            self.state.store.clone(),
+            self.mailer,
+            shutdown.child_token(),
+        );
         let result = self
             .server
             .serve(api::router(self.state), shutdown.clone())

@@ -52,7 +52,12 @@ impl Mailer for BuiltInMailbox {
         DELIVERED
     }
 
-    fn send<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), MailError>> {
+    fn send<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(), MailError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -137,21 +142,32 @@ pub fn start_sender(
                         }
                     }
                 }
-                Err(error) => tracing::warn!(error = %ErrorChain(&error), "could not read the email queue"),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "could not read the email queue")
+                }
             }
         }
     })
 }
 
-async fn send_one(store: &Store, mailer: &dyn Mailer, email: &EmailRecord) -> Result<(), sqlx::Error> {
+async fn send_one(
+    store: &Store,
+    mailer: &dyn Mailer,
+    email: &EmailRecord,
+) -> Result<(), sqlx::Error> {
     let later = |attempts: i64| {
-        now_millis().saturating_add(i64::try_from(backoff(attempts).as_millis()).unwrap_or(i64::MAX))
+        now_millis()
+            .saturating_add(i64::try_from(backoff(attempts).as_millis()).unwrap_or(i64::MAX))
     };
     // The address comes from users.user.registered, which may arrive after the event that
     // asked for this email: wait for it.
     let Some(customer) = store.customer(&email.user_id).await? else {
         return store
-            .retry_later(&email.id, "no address known for this customer yet", later(email.attempts))
+            .retry_later(
+                &email.id,
+                "no address known for this customer yet",
+                later(email.attempts),
+            )
             .await;
     };
     let data: serde_json::Value = serde_json::from_str(&email.data).unwrap_or_default();
@@ -161,7 +177,14 @@ async fn send_one(store: &Store, mailer: &dyn Mailer, email: &EmailRecord) -> Re
             tracing::error!(email = %email.id, error = %ErrorChain(&error), "an email cannot be rendered");
             let reason = ErrorChain(&error).to_string();
             return store
-                .finish(&email.id, FAILED, Some(&customer.email), None, Some(&reason), now_millis())
+                .finish(
+                    &email.id,
+                    FAILED,
+                    Some(&customer.email),
+                    None,
+                    Some(&reason),
+                    now_millis(),
+                )
                 .await;
         }
     };

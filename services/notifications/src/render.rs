@@ -3,9 +3,7 @@
 
 use std::sync::LazyLock;
 
-use contracts::events::{
-    Event, OrderCancelled, OrderConfirmed, ShipmentShipped, UserRegistered,
-};
+use contracts::events::{Event, OrderCancelled, OrderConfirmed, ShipmentShipped, UserRegistered};
 use contracts::money::Money;
 use minijinja::Environment;
 use serde_json::{Value, json};
@@ -22,9 +20,18 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     for (name, source) in [
         ("welcome", include_str!("../templates/welcome.txt")),
-        ("order_confirmed", include_str!("../templates/order_confirmed.txt")),
-        ("order_cancelled", include_str!("../templates/order_cancelled.txt")),
-        ("shipment_shipped", include_str!("../templates/shipment_shipped.txt")),
+        (
+            "order_confirmed",
+            include_str!("../templates/order_confirmed.txt"),
+        ),
+        (
+            "order_cancelled",
+            include_str!("../templates/order_cancelled.txt"),
+        ),
+        (
+            "shipment_shipped",
+            include_str!("../templates/shipment_shipped.txt"),
+        ),
     ] {
         // The templates are part of the binary and checked by the tests below.
         if let Err(error) = env.add_template(name, source) {
@@ -140,23 +147,44 @@ mod tests {
                        "unit_price": {"amount_minor": 1800, "currency": "USD"}}],
             "total": {"amount_minor": 3600, "currency": "USD"}
         });
-        let email = render("order_confirmed", &confirmed, "Ada", "ada@example.com").expect("renders");
+        let email =
+            render("order_confirmed", &confirmed, "Ada", "ada@example.com").expect("renders");
         assert_eq!(email.subject, "Your Bazaar order is confirmed");
         assert!(email.body.starts_with("Hello Ada,"), "{}", email.body);
-        assert!(email.body.contains("2 x Stoneware Mug (MUG-STONE)  36.00 USD"), "{}", email.body);
+        assert!(
+            email
+                .body
+                .contains("2 x Stoneware Mug (MUG-STONE)  36.00 USD"),
+            "{}",
+            email.body
+        );
         assert!(email.body.contains("Total: 36.00 USD"), "{}", email.body);
 
         let cancelled = json!({"order_id": "o-2", "user_id": "u-1", "reason": "out of stock: MUG-STONE",
                                "total": {"amount_minor": 105, "currency": "EUR"}});
-        let email = render("order_cancelled", &cancelled, "Ada", "ada@example.com").expect("renders");
-        assert!(email.body.contains("(1.05 EUR) was cancelled: out of stock: MUG-STONE."), "{}", email.body);
+        let email =
+            render("order_cancelled", &cancelled, "Ada", "ada@example.com").expect("renders");
+        assert!(
+            email
+                .body
+                .contains("(1.05 EUR) was cancelled: out of stock: MUG-STONE."),
+            "{}",
+            email.body
+        );
 
         let shipped = json!({"shipment_id": "s-1", "order_id": "o-1", "user_id": "u-1",
                              "carrier": "Royal Mail", "tracking_number": "RM123"});
-        let email = render("shipment_shipped", &shipped, "Ada", "ada@example.com").expect("renders");
+        let email =
+            render("shipment_shipped", &shipped, "Ada", "ada@example.com").expect("renders");
         assert!(email.body.contains("Royal Mail") && email.body.contains("RM123"));
 
-        let welcome = render("welcome", &json!({"user_id": "u-1"}), "Ada", "ada@example.com").expect("renders");
+        let welcome = render(
+            "welcome",
+            &json!({"user_id": "u-1"}),
+            "Ada",
+            "ada@example.com",
+        )
+        .expect("renders");
         assert_eq!(welcome.subject, "Welcome to Bazaar, Ada!");
         assert!(welcome.body.contains("(ada@example.com)"));
         assert!(matches!(

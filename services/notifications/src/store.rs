@@ -191,7 +191,11 @@ impl Store {
     }
 
     /// The newest emails (up to `limit`), to `to` if given, newest first.
-    pub async fn list(&self, to: Option<&str>, limit: i64) -> Result<Vec<EmailRecord>, sqlx::Error> {
+    pub async fn list(
+        &self,
+        to: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EmailRecord>, sqlx::Error> {
         let rows = match to {
             Some(to) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
