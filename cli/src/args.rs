@@ -44,19 +44,22 @@ pub(crate) enum Service {
     Payments,
     /// Shipments and tracking.
     Shipping,
+    /// Emails to customers, from events.
+    Notifications,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 8] = [
+    pub(crate) const ALL: [Service; 9] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
         Service::Orders,
         Service::Payments,
         Service::Shipping,
+        Service::Notifications,
         Service::Cart,
         Service::Gateway,
     ];
@@ -70,6 +73,7 @@ impl Service {
             Self::Cart => cart::SERVICE,
             Self::Payments => payments::SERVICE,
             Self::Shipping => shipping::SERVICE,
+            Self::Notifications => notifications::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -108,6 +112,10 @@ pub(crate) struct UpArgs {
     /// (`redis://127.0.0.1:6379`), which cart replicas need.
     #[arg(long, value_name = "STORE", default_value = "embedded")]
     pub(crate) cart_store: String,
+    /// Carry events through NATS JetStream (`nats://127.0.0.1:4222`) instead of each
+    /// producer's feed.
+    #[arg(long, value_name = "URL")]
+    pub(crate) bus: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Notifications => {
+            let mut config = notifications::Config::load(loader, notifications::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            notifications::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;

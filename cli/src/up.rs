@@ -110,6 +110,9 @@ async fn start(
     let started = Instant::now();
     let specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
     plan::check_cart_store(&args.cart_store, &specs).map_err(UpError::Usage)?;
+    if let Some(bus) = &args.bus {
+        plan::check_bus(bus).map_err(UpError::Usage)?;
+    }
     if let Some(db) = &args.db {
         plan::database_url(db, Service::Users).map_err(UpError::Usage)?;
     }
@@ -141,6 +144,7 @@ async fn start(
                 args.db.as_deref(),
                 args.config.as_deref(),
                 &args.cart_store,
+                args.bus.as_deref(),
             )
             .map_err(UpError::Usage)?;
             let supervisor = Supervisor {

@@ -30,6 +30,7 @@ impl InstanceSpec {
             | Service::Orders
             | Service::Payments
             | Service::Shipping
+            | Service::Notifications
             | Service::Cart => 1,
             Service::Gateway => 2,
         }
@@ -149,6 +150,16 @@ pub(crate) fn check_cart_store(store: &str, specs: &[InstanceSpec]) -> Result<()
     Ok(())
 }
 
+/// Checks `--bus`: a NATS URL.
+pub(crate) fn check_bus(bus: &str) -> Result<(), String> {
+    match url::Url::parse(bus) {
+        Ok(url) if url.scheme() == "nats" && url.host_str().is_some() => Ok(()),
+        _ => Err(format!(
+            "--bus {bus:?}: expected a NATS URL such as nats://127.0.0.1:4222"
+        )),
+    }
+}
+
 /// The `bazaar serve` arguments of one instance.
 pub(crate) fn child_args(
     spec: &InstanceSpec,
@@ -157,6 +168,7 @@ pub(crate) fn child_args(
     db_server: Option<&str>,
     config: Option<&Path>,
     cart_store: &str,
+    bus: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let mut args = vec![
         "serve".to_owned(),
@@ -184,6 +196,14 @@ pub(crate) fn child_args(
     if spec.service == Service::Cart {
         args.extend(["--set".to_owned(), format!("cart.store={cart_store}")]);
     }
+    if let Some(bus) = bus {
+        args.extend([
+            "--set".to_owned(),
+            "events.transport=nats".to_owned(),
+            "--set".to_owned(),
+            format!("events.nats_url={bus}"),
+        ]);
+    }
     // A fresh data directory gets the demo accounts and the demo catalog.
     match spec.service {
         Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
@@ -192,6 +212,7 @@ pub(crate) fn child_args(
         | Service::Orders
         | Service::Payments
         | Service::Shipping
+        | Service::Notifications
         | Service::Cart
         | Service::Gateway => {}
     }
@@ -215,6 +236,7 @@ mod tests {
                 ("orders-1", 7713),
                 ("payments-1", 7714),
                 ("shipping-1", 7715),
+                ("notifications-1", 7716),
                 ("cart-1", 7718),
                 ("gateway-1", 7700)
             ]
@@ -313,13 +335,18 @@ mod tests {
             Some("postgres://pg@h:5432"),
             None,
             "embedded",
+            Some("nats://127.0.0.1:4222"),
         )
         .expect("valid");
         assert_eq!(
             args.join(" "),
             "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent \
-             --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users --set users.seed_demo=true"
+             --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users \
+             --set events.transport=nats --set events.nats_url=nats://127.0.0.1:4222 --set users.seed_demo=true"
         );
+        assert!(check_bus("nats://127.0.0.1:4222").is_ok());
+        assert!(check_bus("redis://127.0.0.1:6379").is_err());
+        assert!(check_bus("nats").is_err());
         let gateway = InstanceSpec {
             id: "gateway-1".into(),
             service: Service::Gateway,
@@ -332,6 +359,7 @@ mod tests {
             Some("postgres://pg@h"),
             None,
             "embedded",
+            None,
         )
         .expect("valid");
         assert!(

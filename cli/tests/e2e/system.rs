@@ -293,6 +293,12 @@ impl PgPrefix {
 }
 
 /// The services that keep a database.
-pub(crate) const WITH_DATABASES: [&str; 6] = [
-    "registry", "users", "catalog", "orders", "payments", "shipping",
+pub(crate) const WITH_DATABASES: [&str; 7] = [
+    "registry",
+    "users",
+    "catalog",
+    "orders",
+    "payments",
+    "shipping",
+    "notifications",
 ];
