@@ -3,5 +3,6 @@
 
 mod checkout;
 mod cli;
+mod events;
 mod system;
 mod up;
