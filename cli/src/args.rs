@@ -46,13 +46,15 @@ pub(crate) enum Service {
     Shipping,
     /// Emails to customers, from events.
     Notifications,
+    /// Products bought together, from events.
+    Recommendations,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 9] = [
+    pub(crate) const ALL: [Service; 10] = [
         Service::Registry,
         Service::Users,
         Service::Catalog,
@@ -60,6 +62,7 @@ impl Service {
         Service::Payments,
         Service::Shipping,
         Service::Notifications,
+        Service::Recommendations,
         Service::Cart,
         Service::Gateway,
     ];
@@ -74,6 +77,7 @@ impl Service {
             Self::Payments => payments::SERVICE,
             Self::Shipping => shipping::SERVICE,
             Self::Notifications => notifications::SERVICE,
+            Self::Recommendations => recommendations::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }

@@ -97,6 +97,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Recommendations => {
+            let mut config = recommendations::Config::load(loader, recommendations::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            recommendations::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;

@@ -31,6 +31,7 @@ impl InstanceSpec {
             | Service::Payments
             | Service::Shipping
             | Service::Notifications
+            | Service::Recommendations
             | Service::Cart => 1,
             Service::Gateway => 2,
         }
@@ -213,6 +214,7 @@ pub(crate) fn child_args(
         | Service::Payments
         | Service::Shipping
         | Service::Notifications
+        | Service::Recommendations
         | Service::Cart
         | Service::Gateway => {}
     }
@@ -237,6 +239,7 @@ mod tests {
                 ("payments-1", 7714),
                 ("shipping-1", 7715),
                 ("notifications-1", 7716),
+                ("recommendations-1", 7717),
                 ("cart-1", 7718),
                 ("gateway-1", 7700)
             ]

@@ -43,7 +43,7 @@ async fn wait_for_email(running: &Running, admin: &str, to: &str, subject: &str)
 }
 
 /// Sign-up and checkout through the gateway; the emails arrive once each, also across a
-/// SIGKILL of the notifications service.
+/// SIGKILL of the notifications service, and the recommendations learn from the order.
 async fn emails_follow_events(running: &Running, email: &str) {
     let admin = login(running, "admin@bazaar.example", "keys-to-the-shop").await;
     let customer = shopper(running, email).await;
@@ -59,7 +59,7 @@ async fn emails_follow_events(running: &Running, email: &str) {
     let id = place(
         running,
         &customer.token,
-        &[("MUG-STONE", 2)],
+        &[("MUG-STONE", 2), ("BOOK-RUST", 1)],
         &customer.card,
     )
     .await;
@@ -78,6 +78,26 @@ async fn emails_follow_events(running: &Running, email: &str) {
         body.contains("2 x Stoneware Mug (MUG-STONE)  36.00 USD"),
         "{body}"
     );
+
+    // The recommendations learnt that the mug and the book go together.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: Value = running
+            .get("/api/recommendations?product=MUG-STONE", None)
+            .await
+            .json()
+            .await
+            .unwrap_or_default();
+        if page["items"][0]["sku"] == "BOOK-RUST" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recommendation: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mine = running
+        .get("/api/recommendations/for-me", Some(&customer.token))
+        .await;
+    assert_eq!(mine.status(), 200);
 
     // Nothing arrives twice.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -124,6 +144,7 @@ async fn emails_follow_events_on_nats() {
         "PAYMENTS",
         "SHIPPING",
         "NOTIFICATIONS",
+        "RECOMMENDATIONS",
     ] {
         let _ = js
             .delete_stream(format!("{}_{producer}", prefix.to_uppercase()))

@@ -293,7 +293,7 @@ impl PgPrefix {
 }
 
 /// The services that keep a database.
-pub(crate) const WITH_DATABASES: [&str; 7] = [
+pub(crate) const WITH_DATABASES: [&str; 8] = [
     "registry",
     "users",
     "catalog",
@@ -301,4 +301,5 @@ pub(crate) const WITH_DATABASES: [&str; 7] = [
     "payments",
     "shipping",
     "notifications",
+    "recommendations",
 ];

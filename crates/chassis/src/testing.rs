@@ -132,3 +132,67 @@ pub async fn wait_ready(base_url: &str, within: Duration) {
         "{base_url} not ready within {within:?}"
     );
 }
+
+/// An outbox served as a feed, standing in for the producers a consumer under test follows:
+/// the test publishes events into it as any producer would (the source is the first part of
+/// the event type: `users` for `users.user.registered`).
+#[derive(Debug)]
+pub struct FeedProducer {
+    db: crate::db::Db,
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+    _db: TestDatabase,
+}
+
+impl Drop for FeedProducer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl FeedProducer {
+    /// An outbox in a fresh SQLite database, served on a free port.
+    pub async fn start() -> Self {
+        let test_db = TestDatabase::sqlite();
+        let db = crate::db::Db::connect_with(
+            &test_db.url(),
+            &Default::default(),
+            &[crate::events::migrator()],
+        )
+        .await
+        .expect("the producer's database opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let app = crate::events::routes(db.clone(), Duration::from_millis(200), None);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await;
+        });
+        Self {
+            db,
+            url,
+            stop,
+            _db: test_db,
+        }
+    }
+
+    /// The feed's base URL, for the consumer's static instances.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Publishes `event`, committed.
+    pub async fn publish<E: contracts::events::Event>(&self, event: &E) {
+        let source = E::TYPE.split('.').next().unwrap_or(E::TYPE);
+        let mut tx = self.db.begin_write().await.expect("a write transaction");
+        crate::events::publish(&mut tx, source, event)
+            .await
+            .expect("the event is written");
+        tx.commit().await.expect("the event commits");
+    }
+}

@@ -2,10 +2,9 @@ use std::time::Duration;
 
 use chassis::config::ChassisConfig;
 use chassis::db::Db;
-use chassis::testing::TestDatabase;
+use chassis::testing::{FeedProducer, TestDatabase};
 use contracts::events::{
-    Event, OrderCancelled, OrderConfirmed, OrderLine, ShipmentFacts, ShipmentShipped,
-    UserRegistered,
+    OrderCancelled, OrderConfirmed, OrderLine, ShipmentFacts, ShipmentShipped, UserRegistered,
 };
 use contracts::money::Money;
 use notifications::{Application, Config, Settings};
@@ -14,60 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 const ADA: &str = "0190b5d8-0000-7000-8000-00000000a11c";
 const ADMIN: &str = "0190b5d8-0000-7000-8000-0000000ad000";
-
-/// One outbox playing users, orders and shipping, served as their feed.
-struct Producers {
-    db: Db,
-    url: String,
-    stop: CancellationToken,
-    _db: TestDatabase,
-}
-
-impl Drop for Producers {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Producers {
-    async fn start() -> Self {
-        let test_db = TestDatabase::sqlite();
-        let db = Db::connect_with(
-            &test_db.url(),
-            &Default::default(),
-            &[chassis::events::migrator()],
-        )
-        .await
-        .expect("connects");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = chassis::events::routes(db.clone(), Duration::from_millis(200), None);
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
-        Self {
-            db,
-            url,
-            stop,
-            _db: test_db,
-        }
-    }
-
-    async fn publish<E: Event>(&self, event: &E) {
-        let source = E::TYPE.split('.').next().expect("a source");
-        let mut tx = self.db.begin_write().await.expect("begins");
-        chassis::events::publish(&mut tx, source, event)
-            .await
-            .expect("publishes");
-        tx.commit().await.expect("commits");
-    }
-}
 
 struct App {
     url: String,
@@ -82,7 +27,7 @@ impl Drop for App {
     }
 }
 
-async fn spawn(db: TestDatabase, producers: &Producers) -> App {
+async fn spawn(db: TestDatabase, producers: &FeedProducer) -> App {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut chassis = ChassisConfig::with_port(0);
     chassis.database.url = Some(db.url());
@@ -92,7 +37,7 @@ async fn spawn(db: TestDatabase, producers: &Producers) -> App {
         chassis
             .discovery
             .static_instances
-            .insert(service.into(), vec![producers.url.clone()]);
+            .insert(service.into(), vec![producers.url().to_owned()]);
     }
     let shutdown = CancellationToken::new();
     let app = Application::build(
@@ -182,7 +127,7 @@ chassis::database_tests!(
 );
 
 async fn every_event_becomes_one_email(db: TestDatabase) {
-    let producers = Producers::start().await;
+    let producers = FeedProducer::start().await;
     producers
         .publish(&UserRegistered {
             user_id: ADA.into(),
@@ -267,7 +212,7 @@ async fn every_event_becomes_one_email(db: TestDatabase) {
 }
 
 async fn an_email_waits_for_its_address(db: TestDatabase) {
-    let producers = Producers::start().await;
+    let producers = FeedProducer::start().await;
     // The shipment's event comes before the sign-up's (they come from different producers).
     producers.publish(&ShipmentShipped(facts())).await;
     let app = spawn(db, &producers).await;

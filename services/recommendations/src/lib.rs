@@ -1,0 +1,117 @@
+//! The recommendations service: its own read model of products bought together, built from
+//! `orders.order.confirmed` events (and undone by `orders.order.cancelled`), served as
+//! "customers who bought this also bought" and "for you".
+//!
+//! # Layout
+//! - [`handlers`]: events into the read model.
+//! - [`store`]: the read model.
+//! - [`api`]: the HTTP routes.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod handlers;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chassis::client::{ServiceClient, Transport};
+use chassis::config::ServiceConfig;
+use chassis::db::Db;
+use chassis::discovery::Discovery;
+use chassis::events::{Consumer, Events, Handler};
+use chassis::{Server, ServiceInfo, StartError};
+use contracts::events::{Event, OrderCancelled, OrderConfirmed};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// The service name.
+pub const SERVICE: &str = "recommendations";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The service's configuration: the chassis keys and the `[recommendations]` section.
+pub type Config = ServiceConfig<Settings>;
+
+/// The `[recommendations]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Name of the orders service in discovery (the producer of the events).
+    pub orders_service: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            orders_service: "orders".to_owned(),
+        }
+    }
+}
+
+/// A recommendations service ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: Server,
+    state: api::AppState,
+}
+
+impl Application {
+    /// Opens the database, sets up the consumer and binds the listener. `shutdown` also stops
+    /// the discovery watches.
+    pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
+        let db = Db::connect_with(
+            &config.chassis.database_url(SERVICE),
+            &config.chassis.database,
+            &[&MIGRATOR, chassis::events::migrator()],
+        )
+        .await?;
+        let transport = Transport::http();
+        let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
+        let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let events = Events::new(
+            db.clone(),
+            SERVICE,
+            &config.chassis.events,
+            server.metrics_registry(),
+        );
+        let orders = &config.settings.orders_service;
+        let consumer = Consumer::builder(
+            SERVICE,
+            db.clone(),
+            client,
+            events.config(),
+            events.metrics(),
+        )
+        .on(
+            orders,
+            OrderConfirmed::TYPE,
+            Arc::new(handlers::Confirmed) as Arc<dyn Handler>,
+        )
+        .on(
+            orders,
+            OrderCancelled::TYPE,
+            Arc::new(handlers::Cancelled) as Arc<dyn Handler>,
+        )
+        .build();
+        let events = events.consuming(consumer);
+        let state = api::AppState {
+            store: store::Store::new(db.clone()),
+        };
+        let server = server.with_database(db).with_events(events);
+        Ok(Self { server, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        self.server.serve(api::router(self.state), shutdown).await
+    }
+}
