@@ -25,6 +25,39 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Delete the data directory, so the next `up` starts with fresh data.
     Reset(ResetArgs),
+    /// Events a consumer gave up on (dead letters): list them, or replay one.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) action: EventsAction,
+    /// Registry to find the services through; by default the one a running `up` in the data
+    /// directory started.
+    #[arg(long, value_name = "URL", global = true)]
+    pub(crate) registry: Option<String>,
+    /// The data directory of a running `up`.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR, global = true)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum EventsAction {
+    /// The dead letters of every consuming service (or of one).
+    DeadLetters {
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<Service>,
+    },
+    /// Runs a dead letter's handler again.
+    Replay {
+        /// The service that holds it.
+        service: Service,
+        /// Its id, from `bazaar events dead-letters`.
+        id: String,
+    },
 }
 
 /// The processes Bazaar is made of.

@@ -4,6 +4,7 @@
 
 mod args;
 mod console;
+mod events;
 mod reset;
 mod serve;
 mod state;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             args::Command::Serve(args) => serve::run(args).await,
             args::Command::Status(args) => status::run(args).await,
             args::Command::Reset(args) => reset::run(&args),
+            args::Command::Events(args) => events::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

@@ -115,6 +115,39 @@ async fn emails_follow_events_on_the_feed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = Running::start(dir.path(), &[]);
     emails_follow_events(&running, "feed@example.com").await;
+
+    // `bazaar events` finds the consumers through the registry.
+    let listed = std::process::Command::new(crate::system::BIN)
+        .args(["events", "dead-letters", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains("No dead letters"), "{stdout}");
+    let replay = std::process::Command::new(crate::system::BIN)
+        .args([
+            "events",
+            "replay",
+            "notifications",
+            "no-such-letter",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no dead letter \"no-such-letter\""),
+        "{stderr}"
+    );
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");
 }
