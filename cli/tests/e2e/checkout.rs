@@ -437,6 +437,28 @@ async fn kill_orders_mid_saga(running: Running) {
     );
     let after = inventory(&running, &admin, "BOOK-RUST").await;
     assert_eq!(after, (before.0 - 2, 0, before.2 + 2), "stock moved once");
+
+    // The producer was killed too: its events still arrive, once. One confirmation email.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = read(&running, &admin, "/api/emails?to=cy@example.com").await;
+        let confirmations = page["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["subject"] == "Your Bazaar order is confirmed")
+            .count();
+        if confirmations > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let page = read(&running, &admin, "/api/emails?to=cy@example.com").await;
+            let all = page["items"].as_array().map(Vec::len).unwrap_or_default();
+            assert_eq!(all, 2, "a welcome and one confirmation: {page}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no confirmation email: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");
 }
