@@ -21,9 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::client::{ServiceClient, Transport};
+use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
-use chassis::discovery::Discovery;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -117,9 +116,7 @@ impl Application {
             .into());
         };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let transport = Transport::http();
-        let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
-        let catalog = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
+        let catalog = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let state = api::AppState {
             store,
             limits: Limits {

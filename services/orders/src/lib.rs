@@ -27,10 +27,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chassis::client::{ServiceClient, Transport};
+use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
-use chassis::discovery::Discovery;
 use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
@@ -101,9 +100,7 @@ impl Application {
             &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
-        let transport = Transport::http();
-        let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
-        let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
+        let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let store = store::Store::new(db.clone());
         let catalog = clients::Catalog::new(client.clone(), &settings.catalog_service);
         let carts = clients::Carts::new(client.clone(), &settings.cart_service);

@@ -16,10 +16,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chassis::client::{ServiceClient, Transport};
+use chassis::client::ServiceClient;
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
-use chassis::discovery::Discovery;
 use chassis::events::{Consumer, Events, Handler};
 use chassis::{Server, ServiceInfo, StartError};
 use contracts::events::{Event, OrderCancelled, OrderConfirmed};
@@ -68,9 +67,7 @@ impl Application {
             &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
-        let transport = Transport::http();
-        let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
-        let client = ServiceClient::new(discovery, transport, &config.chassis.discovery, SERVICE);
+        let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let mut server = Server::bind(info, &config.chassis).await?;
         let events = Events::new(
             db.clone(),

@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use super::transport::{Transport, TransportError};
 use crate::config::DiscoveryConfig;
@@ -80,6 +81,14 @@ pub struct ServiceClient {
 }
 
 impl ServiceClient {
+    /// The usual client of a service: HTTP over the network, resolved through the discovery
+    /// of `config` (whose watches stop with `shutdown`), named `caller`.
+    pub fn over_http(config: &DiscoveryConfig, caller: &str, shutdown: &CancellationToken) -> Self {
+        let transport = Transport::http();
+        let discovery = Discovery::new(config, transport.clone(), shutdown);
+        Self::new(discovery, transport, config, caller)
+    }
+
     /// A client that resolves through `discovery` and sends through `transport`; `caller` names
     /// this service in the `user-agent` of every call.
     pub fn new(
