@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -131,6 +132,7 @@ impl Application {
             metrics,
             max_attempts: settings.max_attempts,
             body_limit: config.chassis.http.body_limit,
+            limiter: ratelimit::LocalStore::default(),
         };
         Ok(Self {
             server,

@@ -35,6 +35,14 @@ pub struct GatewayMetrics {
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     auth_failures: Family<AuthLabels, Counter>,
+    rate_limited: Family<RouteOnly, Counter>,
+}
+
+/// A route label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    /// The route's prefix.
+    pub route: String,
 }
 
 impl GatewayMetrics {
@@ -44,7 +52,13 @@ impl GatewayMetrics {
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(chassis::metrics::latency_histogram),
             auth_failures: Family::default(),
+            rate_limited: Family::default(),
         };
+        registry.register(
+            "gateway_rate_limited",
+            "Requests refused by a rate limit, by route",
+            metrics.rate_limited.clone(),
+        );
         registry.register(
             "gateway_upstream_requests",
             "Requests forwarded, by upstream service, version, instance and status",
@@ -69,6 +83,15 @@ impl GatewayMetrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.upstream_requests.get_or_create(&labels).inc();
+    }
+
+    /// Records a request refused by a rate limit.
+    pub fn rate_limited(&self, route: &str) {
+        self.rate_limited
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a refused token.

@@ -23,6 +23,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::metrics::{GatewayMetrics, UpstreamLabels};
+use crate::ratelimit::{Decision, LocalStore};
 use crate::routes::{AuthMode, Match, Route, RouteTable};
 
 /// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub max_attempts: usize,
     /// Largest body buffered.
     pub body_limit: usize,
+    /// Rate-limit buckets.
+    pub limiter: LocalStore,
 }
 
 /// Handles every request that is not the gateway's own health or metrics.
@@ -102,6 +105,37 @@ async fn forward(
     peer: SocketAddr,
 ) -> Result<Response, HttpError> {
     let identity = authenticate(gateway, route, &parts.headers).await?;
+    let decision = route.rate_limit.map(|limit| {
+        let caller = identity.as_ref().map_or_else(
+            || format!("addr:{}", peer.ip()),
+            |i| format!("user:{}", i.user_id),
+        );
+        gateway.limiter.take(
+            &format!("{}|{caller}", route.prefix),
+            &limit,
+            chassis::db::now_millis(),
+        )
+    });
+    if let Some(decision) = decision.filter(|d| !d.allowed) {
+        gateway.metrics.rate_limited(&route.prefix);
+        let retry_after = u64::try_from(decision.retry_after.as_millis().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut refused = HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+        )
+        .with_detail(format!(
+            "this route allows {} requests at once; try again in {retry_after} s",
+            decision.limit
+        ))
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        for (name, value) in rate_limit_headers(&decision) {
+            refused = refused.with_header(name, value);
+        }
+        return Err(refused);
+    }
     let body = axum::body::to_bytes(body, gateway.body_limit)
         .await
         .map_err(|_| {
@@ -151,7 +185,11 @@ async fn forward(
             Ok(Ok(response)) => {
                 record(gateway, route, &endpoint, response.status(), elapsed);
                 tracing::Span::current().record("upstream", endpoint.id.as_str());
-                return Ok(downstream_response(response));
+                let mut response = downstream_response(response);
+                if let Some(decision) = &decision {
+                    response.headers_mut().extend(rate_limit_headers(decision));
+                }
+                return Ok(response);
             }
             Ok(Err(error)) => {
                 record(gateway, route, &endpoint, StatusCode::BAD_GATEWAY, elapsed);
@@ -325,6 +363,25 @@ fn build_request(
         .map_err(|e| HttpError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     *request.headers_mut() = headers.clone();
     Ok(request)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until full).
+fn rate_limit_headers(decision: &Decision) -> [(HeaderName, HeaderValue); 3] {
+    let reset = decision.reset.as_millis().div_ceil(1000);
+    [
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(decision.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(decision.remaining),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from(u64::try_from(reset).unwrap_or(u64::MAX)),
+        ),
+    ]
 }
 
 fn downstream_response(response: http::Response<Body>) -> Response {

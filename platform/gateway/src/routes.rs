@@ -7,6 +7,8 @@ use chassis::config::ConfigError;
 use http::Method;
 use serde::{Deserialize, Serialize};
 
+use crate::ratelimit::{Limit, RateLimitConfig};
+
 /// The default table, shipped as configuration (`platform/gateway/routes.toml`).
 pub const DEFAULT_ROUTES: &str = include_str!("../routes.toml");
 
@@ -49,6 +51,9 @@ pub struct RouteConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// Requests allowed per caller (user, or client address when anonymous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// The parsed default table.
@@ -64,7 +69,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
 }
 
 /// A checked route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Prefix, without a trailing `/`.
     pub prefix: String,
@@ -80,6 +85,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Upstream deadline.
     pub timeout: Duration,
+    /// Requests allowed per caller.
+    pub rate_limit: Option<Limit>,
 }
 
 impl Route {
@@ -108,7 +115,7 @@ impl Route {
 }
 
 /// What the table says about a request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Match<'a> {
     /// This route serves it.
     Found(&'a Route),
@@ -203,6 +210,18 @@ impl RouteTable {
                 roles: config.roles.clone(),
                 methods,
                 timeout: config.timeout.unwrap_or(default_timeout),
+                rate_limit: config
+                    .rate_limit
+                    .as_ref()
+                    .map(Limit::new)
+                    .transpose()
+                    .map_err(|reason| {
+                        ConfigError::invalid(
+                            &key("rate_limit"),
+                            format!("{:?}", config.rate_limit),
+                            reason,
+                        )
+                    })?,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -249,6 +268,7 @@ mod tests {
             roles: vec![],
             methods: vec!["GET".into()],
             timeout: None,
+            rate_limit: None,
         });
         configs.push(RouteConfig {
             prefix: "/api/products".into(),
@@ -258,6 +278,7 @@ mod tests {
             roles: vec!["admin".into()],
             methods: vec!["post".into()],
             timeout: Some(Duration::from_secs(2)),
+            rate_limit: None,
         });
         RouteTable::new(&[("gateway.routes", &configs)], Duration::from_secs(10)).expect("valid")
     }

@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use gateway::Settings;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::any;
@@ -174,4 +175,70 @@ async fn metrics_count_per_route_and_per_upstream() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"bazaar_gateway_upstream_requests_total{service="echo",version="static",instance="echo-static-0",status="200"} 3"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_with_429_and_count_exactly_under_concurrency() {
+    let echo = spawn_echo("echo-1").await;
+    let settings = Settings {
+        extra_routes: toml_routes(
+            r#"
+        [[routes]]
+        prefix = "/api/limited"
+        service = "echo"
+        auth = "optional"
+        rate_limit = { requests = 5, per = "1h" }
+        "#,
+        ),
+        ..Settings::default()
+    };
+    let stack = Stack::start(
+        &[("echo", vec![echo])],
+        settings,
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
+    let first = stack.get("/api/limited/x", None).await;
+    assert_eq!(first.status(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header(&first, "ratelimit-limit").as_deref(), Some("5"));
+    assert_eq!(header(&first, "ratelimit-remaining").as_deref(), Some("4"));
+    assert_eq!(
+        header(&first, "ratelimit-reset").as_deref(),
+        Some("720"),
+        "one token per 12 min"
+    );
+
+    // Twenty at once for the four left: exactly four pass.
+    let racers: Vec<_> = (0..20)
+        .map(|_| {
+            let request = stack.http.get(stack.at("/api/limited/x")).send();
+            tokio::spawn(request)
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.expect("joins").expect("answers"));
+    }
+    let passed = statuses.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(passed, 4, "the limit holds under concurrency");
+    let refused = statuses
+        .into_iter()
+        .find(|r| r.status() == 429)
+        .expect("some refused");
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("720"));
+    assert_eq!(
+        header(&refused, "ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        problem(refused).await["type"],
+        "urn:bazaar:problem:rate-limited"
+    );
 }

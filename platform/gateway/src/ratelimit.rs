@@ -1,0 +1,212 @@
+//! Rate limiting: a token bucket per route and caller (the user when signed in, the client
+//! address otherwise). A bucket holds `burst` tokens and refills at `requests` per `per`; a
+//! request takes one token or is refused with 429.
+//!
+//! The arithmetic is [`take`], with no I/O; [`LocalStore`] keeps buckets in this process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A route's limit, as configured (`rate_limit = { requests = 60, per = "1m", burst = 10 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitConfig {
+    /// Requests allowed per `per`, on average.
+    pub requests: u32,
+    /// The period of `requests`.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Requests allowed at once after a quiet spell; `requests` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// A checked limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    /// Tokens a full bucket holds.
+    pub capacity: u32,
+    /// Time to earn one token, in milliseconds (fractional).
+    pub refill_ms: f64,
+}
+
+impl Limit {
+    /// Checks a configured limit; the error says what is wrong.
+    pub fn new(config: &RateLimitConfig) -> Result<Self, String> {
+        if config.requests == 0 {
+            return Err("requests must be at least 1".into());
+        }
+        if config.per < Duration::from_millis(1) {
+            return Err("per must be at least 1ms".into());
+        }
+        let capacity = config.burst.unwrap_or(config.requests);
+        if capacity == 0 {
+            return Err("burst must be at least 1".into());
+        }
+        Ok(Self {
+            capacity,
+            refill_ms: config.per.as_secs_f64() * 1000.0 / f64::from(config.requests),
+        })
+    }
+}
+
+/// A bucket: tokens left, as of a time (ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Tokens, fractional.
+    pub tokens: f64,
+    /// When `tokens` was true, ms.
+    pub at: i64,
+}
+
+/// What a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether it may pass.
+    pub allowed: bool,
+    /// The bucket's capacity (`RateLimit-Limit`).
+    pub limit: u32,
+    /// Whole tokens left after this request (`RateLimit-Remaining`).
+    pub remaining: u32,
+    /// Until the bucket is full again (`RateLimit-Reset`).
+    pub reset: Duration,
+    /// Until the next token, for a refused request (`Retry-After`).
+    pub retry_after: Duration,
+}
+
+/// Takes a token from `bucket` (a new, full one when `None`) at `now` (ms): the bucket after,
+/// and the decision.
+pub fn take(bucket: Option<Bucket>, limit: &Limit, now: i64) -> (Bucket, Decision) {
+    let capacity = f64::from(limit.capacity);
+    let tokens = match bucket {
+        None => capacity,
+        Some(b) => {
+            let elapsed = (now - b.at).max(0) as f64;
+            (b.tokens + elapsed / limit.refill_ms).min(capacity)
+        }
+    };
+    let allowed = tokens >= 1.0;
+    let left = if allowed { tokens - 1.0 } else { tokens };
+    let millis = |ms: f64| Duration::from_millis(ms.max(0.0).ceil() as u64);
+    let decision = Decision {
+        allowed,
+        limit: limit.capacity,
+        remaining: left.floor() as u32,
+        reset: millis((capacity - left) * limit.refill_ms),
+        retry_after: if allowed {
+            Duration::ZERO
+        } else {
+            millis((1.0 - left) * limit.refill_ms)
+        },
+    };
+    (
+        Bucket {
+            tokens: left,
+            at: now,
+        },
+        decision,
+    )
+}
+
+/// Most buckets kept before full ones are forgotten (a full bucket is the same as none).
+const MAX_BUCKETS: usize = 100_000;
+
+/// Buckets in this process.
+#[derive(Debug, Default)]
+pub struct LocalStore {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl LocalStore {
+    /// Takes a token for `key`.
+    pub fn take(&self, key: &str, limit: &Limit, now: i64) -> Decision {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            let capacity = f64::from(limit.capacity);
+            buckets.retain(|_, b| {
+                let refilled = b.tokens + (now - b.at).max(0) as f64 / limit.refill_ms;
+                refilled < capacity
+            });
+        }
+        let (bucket, decision) = take(buckets.get(key).copied(), limit, now);
+        buckets.insert(key.to_owned(), bucket);
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(requests: u32, per_ms: u64, burst: Option<u32>) -> Limit {
+        Limit::new(&RateLimitConfig {
+            requests,
+            per: Duration::from_millis(per_ms),
+            burst,
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_full_bucket_allows_its_burst_then_refuses() {
+        let l = limit(10, 1000, Some(3));
+        let mut bucket = None;
+        let mut allowed = Vec::new();
+        for _ in 0..4 {
+            let (b, d) = take(bucket, &l, 0);
+            bucket = Some(b);
+            allowed.push((d.allowed, d.remaining));
+        }
+        assert_eq!(allowed, [(true, 2), (true, 1), (true, 0), (false, 0)]);
+        let (_, refused) = take(bucket, &l, 0);
+        assert_eq!(
+            refused.retry_after,
+            Duration::from_millis(100),
+            "one token per 100 ms"
+        );
+        assert_eq!(refused.reset, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn tokens_come_back_at_the_rate_and_never_beyond_capacity() {
+        let l = limit(10, 1000, Some(3));
+        let (b, _) = take(None, &l, 0);
+        let (b, _) = take(Some(b), &l, 0);
+        let (b, _) = take(Some(b), &l, 0);
+        let (_, d) = take(Some(b), &l, 250);
+        assert!(d.allowed, "2.5 tokens came back in 250 ms");
+        assert_eq!(d.remaining, 1);
+        let (_, d) = take(Some(b), &l, 60_000);
+        assert_eq!(d.remaining, 2, "capped at capacity, minus this request");
+    }
+
+    #[test]
+    fn configurations_are_checked() {
+        let bad = |requests, per_ms, burst| {
+            Limit::new(&RateLimitConfig {
+                requests,
+                per: Duration::from_millis(per_ms),
+                burst,
+            })
+            .is_err()
+        };
+        assert!(bad(0, 1000, None));
+        assert!(bad(1, 0, None));
+        assert!(bad(1, 1000, Some(0)));
+        assert_eq!(limit(60, 60_000, None).capacity, 60);
+    }
+
+    #[test]
+    fn the_local_store_keeps_one_bucket_per_key() {
+        let store = LocalStore::default();
+        let l = limit(1, 60_000, None);
+        assert!(store.take("a", &l, 0).allowed);
+        assert!(!store.take("a", &l, 1).allowed);
+        assert!(
+            store.take("b", &l, 1).allowed,
+            "another caller has its own bucket"
+        );
+    }
+}
