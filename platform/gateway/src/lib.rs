@@ -63,6 +63,13 @@ pub struct Settings {
     /// How often the JWKS is fetched even when no unknown key appears.
     #[serde(with = "humantime_serde")]
     pub jwks_refresh: Duration,
+    /// Where rate-limit buckets live: `local` (this process) or a Redis URL, shared by every
+    /// gateway replica (`up --ratelimit redis://…`).
+    pub ratelimit_store: String,
+    /// Prefix of rate-limit keys in Redis.
+    pub ratelimit_prefix: String,
+    /// When Redis cannot be asked: `open` (let requests through) or `closed` (503).
+    pub ratelimit_on_error: ratelimit::OnStoreError,
 }
 
 impl Default for Settings {
@@ -76,6 +83,9 @@ impl Default for Settings {
             issuer: "bazaar-users".to_owned(),
             audience: "bazaar".to_owned(),
             jwks_refresh: Duration::from_secs(300),
+            ratelimit_store: "local".to_owned(),
+            ratelimit_prefix: "bazaar:ratelimit:".to_owned(),
+            ratelimit_on_error: ratelimit::OnStoreError::Open,
         }
     }
 }
@@ -106,6 +116,24 @@ impl Application {
                 ConfigError::invalid("gateway.max_attempts", 0, "must be at least 1").into(),
             );
         }
+        let limiter = match settings.ratelimit_store.as_str() {
+            "local" => ratelimit::Limiter::Local(ratelimit::LocalStore::default()),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                let store =
+                    ratelimit::RedisStore::new(url, &settings.ratelimit_prefix).map_err(|e| {
+                        ConfigError::invalid("gateway.ratelimit_store", url, e.to_string())
+                    })?;
+                ratelimit::Limiter::Redis(store, settings.ratelimit_on_error)
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "gateway.ratelimit_store",
+                    format!("{other:?}"),
+                    "expected local or a redis:// URL",
+                )
+                .into());
+            }
+        };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
         let transport = Transport::http();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
@@ -132,7 +160,7 @@ impl Application {
             metrics,
             max_attempts: settings.max_attempts,
             body_limit: config.chassis.http.body_limit,
-            limiter: ratelimit::LocalStore::default(),
+            limiter,
         };
         Ok(Self {
             server,

@@ -36,6 +36,7 @@ pub struct GatewayMetrics {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     auth_failures: Family<AuthLabels, Counter>,
     rate_limited: Family<RouteOnly, Counter>,
+    rate_limit_store_errors: Counter,
 }
 
 /// A route label.
@@ -53,7 +54,13 @@ impl GatewayMetrics {
             upstream_duration: Family::new_with_constructor(chassis::metrics::latency_histogram),
             auth_failures: Family::default(),
             rate_limited: Family::default(),
+            rate_limit_store_errors: Counter::default(),
         };
+        registry.register(
+            "gateway_rate_limit_store_errors",
+            "Rate-limit checks the shared store could not answer",
+            metrics.rate_limit_store_errors.clone(),
+        );
         registry.register(
             "gateway_rate_limited",
             "Requests refused by a rate limit, by route",
@@ -92,6 +99,11 @@ impl GatewayMetrics {
                 route: route.to_owned(),
             })
             .inc();
+    }
+
+    /// Records a failure of the shared rate-limit store.
+    pub fn rate_limit_store_error(&self) {
+        self.rate_limit_store_errors.inc();
     }
 
     /// Records a refused token.

@@ -23,7 +23,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::metrics::{GatewayMetrics, UpstreamLabels};
-use crate::ratelimit::{Decision, LocalStore};
+use crate::ratelimit::{Decision, Limiter, OnStoreError};
 use crate::routes::{AuthMode, Match, Route, RouteTable};
 
 /// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
@@ -56,7 +56,7 @@ pub struct Gateway {
     /// Largest body buffered.
     pub body_limit: usize,
     /// Rate-limit buckets.
-    pub limiter: LocalStore,
+    pub limiter: Limiter,
 }
 
 /// Handles every request that is not the gateway's own health or metrics.
@@ -105,17 +105,36 @@ async fn forward(
     peer: SocketAddr,
 ) -> Result<Response, HttpError> {
     let identity = authenticate(gateway, route, &parts.headers).await?;
-    let decision = route.rate_limit.map(|limit| {
-        let caller = identity.as_ref().map_or_else(
-            || format!("addr:{}", peer.ip()),
-            |i| format!("user:{}", i.user_id),
-        );
-        gateway.limiter.take(
-            &format!("{}|{caller}", route.prefix),
-            &limit,
-            chassis::db::now_millis(),
-        )
-    });
+    let decision = match route.rate_limit {
+        None => None,
+        Some(limit) => {
+            let caller = identity.as_ref().map_or_else(
+                || format!("addr:{}", peer.ip()),
+                |i| format!("user:{}", i.user_id),
+            );
+            let key = format!("{}|{caller}", route.prefix);
+            match gateway
+                .limiter
+                .take(&key, &limit, chassis::db::now_millis())
+                .await
+            {
+                Ok(decision) => Some(decision),
+                Err(error) => {
+                    gateway.metrics.rate_limit_store_error();
+                    let error = chassis::error::ErrorChain(&error).to_string();
+                    if gateway.limiter.on_error() == OnStoreError::Closed {
+                        tracing::error!(%error, "the rate-limit store failed; refusing the request");
+                        return Err(HttpError::unavailable(
+                            "rate limiting is unavailable; try again shortly",
+                            1,
+                        ));
+                    }
+                    tracing::warn!(%error, "the rate-limit store failed; letting the request through");
+                    None
+                }
+            }
+        }
+    };
     if let Some(decision) = decision.filter(|d| !d.allowed) {
         gateway.metrics.rate_limited(&route.prefix);
         let retry_after = u64::try_from(decision.retry_after.as_millis().div_ceil(1000))

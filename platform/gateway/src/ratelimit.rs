@@ -89,8 +89,20 @@ pub fn take(bucket: Option<Bucket>, limit: &Limit, now: i64) -> (Bucket, Decisio
     };
     let allowed = tokens >= 1.0;
     let left = if allowed { tokens - 1.0 } else { tokens };
+    (
+        Bucket {
+            tokens: left,
+            at: now,
+        },
+        decide(allowed, left, limit),
+    )
+}
+
+/// The decision for a request that was `allowed` and left `left` tokens in its bucket.
+pub fn decide(allowed: bool, left: f64, limit: &Limit) -> Decision {
+    let capacity = f64::from(limit.capacity);
     let millis = |ms: f64| Duration::from_millis(ms.max(0.0).ceil() as u64);
-    let decision = Decision {
+    Decision {
         allowed,
         limit: limit.capacity,
         remaining: left.floor() as u32,
@@ -100,14 +112,7 @@ pub fn take(bucket: Option<Bucket>, limit: &Limit, now: i64) -> (Bucket, Decisio
         } else {
             millis((1.0 - left) * limit.refill_ms)
         },
-    };
-    (
-        Bucket {
-            tokens: left,
-            at: now,
-        },
-        decision,
-    )
+    }
 }
 
 /// Most buckets kept before full ones are forgotten (a full bucket is the same as none).
@@ -133,6 +138,126 @@ impl LocalStore {
         let (bucket, decision) = take(buckets.get(key).copied(), limit, now);
         buckets.insert(key.to_owned(), bucket);
         decision
+    }
+}
+
+/// The token bucket in Redis, atomic for every gateway sharing it: refill by the server's
+/// clock, take a token if there is one, and let the key expire once the bucket would be full
+/// anyway. Returns `{allowed (0 or 1), tokens left}`.
+const TAKE: &str = r"
+local capacity = tonumber(ARGV[1])
+local refill_ms = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = capacity
+if bucket[1] then
+  tokens = math.min(capacity, tonumber(bucket[1]) + math.max(0, now - tonumber(bucket[2])) / refill_ms)
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) * refill_ms) + 1000)
+return {allowed, tostring(tokens)}
+";
+
+/// Buckets in Redis, shared by every gateway that uses the same server and prefix.
+pub struct RedisStore {
+    client: redis::Client,
+    /// Made on first use, so a gateway starts while Redis is down.
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    prefix: String,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// The store at `url` (checked now, connected on first use); keys start with `prefix`.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            connection: tokio::sync::OnceCell::new(),
+            prefix: prefix.to_owned(),
+            script: redis::Script::new(TAKE),
+        })
+    }
+
+    /// Takes a token for `key`.
+    pub async fn take(&self, key: &str, limit: &Limit) -> Result<Decision, redis::RedisError> {
+        let mut connection = self
+            .connection
+            .get_or_try_init(|| {
+                // Fail fast: a rate-limit check must never hold a request up for long.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(250)))
+                    .set_response_timeout(Some(Duration::from_millis(250)))
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await?
+            .clone();
+        let (allowed, left): (i64, String) = self
+            .script
+            .key(format!("{}{key}", self.prefix))
+            .arg(limit.capacity)
+            .arg(limit.refill_ms)
+            .invoke_async(&mut connection)
+            .await?;
+        let left: f64 = left.parse().unwrap_or(0.0);
+        Ok(decide(allowed == 1, left, limit))
+    }
+}
+
+/// What to do when the shared store cannot be asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Let the request through (the default: an outage of Redis is not an outage of the shop).
+    #[default]
+    Open,
+    /// Refuse it with 503.
+    Closed,
+}
+
+/// Where buckets live.
+#[derive(Debug)]
+pub enum Limiter {
+    /// In this process.
+    Local(LocalStore),
+    /// In Redis, shared, with what to do when it fails.
+    Redis(RedisStore, OnStoreError),
+}
+
+impl Limiter {
+    /// Takes a token for `key`.
+    pub async fn take(
+        &self,
+        key: &str,
+        limit: &Limit,
+        now: i64,
+    ) -> Result<Decision, redis::RedisError> {
+        match self {
+            Self::Local(store) => Ok(store.take(key, limit, now)),
+            Self::Redis(store, _) => store.take(key, limit).await,
+        }
+    }
+
+    /// What to do when the store fails.
+    pub fn on_error(&self) -> OnStoreError {
+        match self {
+            Self::Local(_) => OnStoreError::Open,
+            Self::Redis(_, policy) => *policy,
+        }
     }
 }
 

@@ -242,3 +242,109 @@ async fn rate_limits_refuse_with_429_and_count_exactly_under_concurrency() {
         "urn:bazaar:problem:rate-limited"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Redis at 127.0.0.1:6379"]
+async fn two_gateways_sharing_redis_enforce_one_limit() {
+    let echo = spawn_echo("echo-1").await;
+    let settings = Settings {
+        extra_routes: toml_routes(
+            r#"
+        [[routes]]
+        prefix = "/api/limited"
+        service = "echo"
+        rate_limit = { requests = 6, per = "1h" }
+        "#,
+        ),
+        ratelimit_store: "redis://127.0.0.1:6379".into(),
+        // Keys of this test only; they expire once the buckets would be full again.
+        ratelimit_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        ..Settings::default()
+    };
+    let mut stacks = Vec::new();
+    for _ in 0..2 {
+        stacks.push(
+            Stack::start(
+                &[("echo", vec![echo.clone()])],
+                settings.clone(),
+                CancellationToken::new(),
+                vec![],
+            )
+            .await,
+        );
+    }
+    let racers: Vec<_> = (0..30)
+        .map(|i| {
+            let stack = &stacks[i % 2];
+            tokio::spawn(stack.http.get(stack.at("/api/limited/x")).send())
+        })
+        .collect();
+    let mut passed = 0;
+    let mut refused = 0;
+    for racer in racers {
+        match racer
+            .await
+            .expect("joins")
+            .expect("answers")
+            .status()
+            .as_u16()
+        {
+            200 => passed += 1,
+            429 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((passed, refused), (6, 24), "one limit across both gateways");
+}
+
+#[tokio::test]
+async fn a_rate_limit_store_that_is_down_fails_open_or_closed() {
+    let echo = spawn_echo("echo-1").await;
+    let dead = dead_address().await.replace("http://", "redis://");
+    let routes = toml_routes(
+        r#"
+        [[routes]]
+        prefix = "/api/limited"
+        service = "echo"
+        rate_limit = { requests = 1, per = "1h" }
+        "#,
+    );
+    for (policy, expected) in [
+        (gateway::ratelimit::OnStoreError::Open, 200),
+        (gateway::ratelimit::OnStoreError::Closed, 503),
+    ] {
+        let settings = Settings {
+            extra_routes: routes.clone(),
+            ratelimit_store: dead.clone(),
+            ratelimit_on_error: policy,
+            ..Settings::default()
+        };
+        let stack = Stack::start(
+            &[("echo", vec![echo.clone()])],
+            settings,
+            CancellationToken::new(),
+            vec![],
+        )
+        .await;
+        for _ in 0..3 {
+            assert_eq!(
+                stack.get("/api/limited/x", None).await.status(),
+                expected,
+                "{policy:?}"
+            );
+        }
+        let metrics = stack
+            .http
+            .get(stack.at("/metrics"))
+            .send()
+            .await
+            .expect("answers")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("bazaar_gateway_rate_limit_store_errors_total 3"),
+            "{metrics}"
+        );
+    }
+}
