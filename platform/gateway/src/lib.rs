@@ -123,7 +123,7 @@ impl Application {
                     ratelimit::RedisStore::new(url, &settings.ratelimit_prefix).map_err(|e| {
                         ConfigError::invalid("gateway.ratelimit_store", url, e.to_string())
                     })?;
-                ratelimit::Limiter::Redis(store, settings.ratelimit_on_error)
+                ratelimit::Limiter::Redis(Box::new(store), settings.ratelimit_on_error)
             }
             other => {
                 return Err(ConfigError::invalid(

@@ -235,7 +235,7 @@ pub enum Limiter {
     /// In this process.
     Local(LocalStore),
     /// In Redis, shared, with what to do when it fails.
-    Redis(RedisStore, OnStoreError),
+    Redis(Box<RedisStore>, OnStoreError),
 }
 
 impl Limiter {
