@@ -153,6 +153,10 @@ pub(crate) struct UpArgs {
     /// producer's feed.
     #[arg(long, value_name = "URL")]
     pub(crate) bus: Option<String>,
+    /// Keep the gateways' rate-limit buckets in Redis (`redis://127.0.0.1:6379`), shared by
+    /// gateway replicas, instead of in each process.
+    #[arg(long, value_name = "URL")]
+    pub(crate) ratelimit: Option<String>,
 }
 
 #[derive(Debug, Args)]

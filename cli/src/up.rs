@@ -113,6 +113,9 @@ async fn start(
     if let Some(bus) = &args.bus {
         plan::check_bus(bus).map_err(UpError::Usage)?;
     }
+    if let Some(store) = &args.ratelimit {
+        plan::check_ratelimit(store).map_err(UpError::Usage)?;
+    }
     if let Some(db) = &args.db {
         plan::database_url(db, Service::Users).map_err(UpError::Usage)?;
     }
@@ -137,16 +140,16 @@ async fn start(
     );
     let launch =
         |spec: &InstanceSpec, registry: Option<&str>, system: &mut System| -> Result<(), UpError> {
-            let args = plan::child_args(
-                spec,
+            let shared = plan::Shared {
                 data_dir,
                 registry,
-                args.db.as_deref(),
-                args.config.as_deref(),
-                &args.cart_store,
-                args.bus.as_deref(),
-            )
-            .map_err(UpError::Usage)?;
+                db_server: args.db.as_deref(),
+                config: args.config.as_deref(),
+                cart_store: &args.cart_store,
+                bus: args.bus.as_deref(),
+                ratelimit: args.ratelimit.as_deref(),
+            };
+            let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
             let supervisor = Supervisor {
                 spec: spec.clone(),
                 exe: exe.clone(),

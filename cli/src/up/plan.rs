@@ -161,16 +161,46 @@ pub(crate) fn check_bus(bus: &str) -> Result<(), String> {
     }
 }
 
+/// Checks `--ratelimit`: a Redis URL.
+pub(crate) fn check_ratelimit(store: &str) -> Result<(), String> {
+    match url::Url::parse(store) {
+        Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some() => Ok(()),
+        _ => Err(format!(
+            "--ratelimit {store:?}: expected a Redis URL such as redis://127.0.0.1:6379"
+        )),
+    }
+}
+
+/// What every instance's arguments are made from, besides its own spec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shared<'a> {
+    /// The data directory.
+    pub(crate) data_dir: &'a Path,
+    /// The registry, once it runs.
+    pub(crate) registry: Option<&'a str>,
+    /// `--db`.
+    pub(crate) db_server: Option<&'a str>,
+    /// `--config`.
+    pub(crate) config: Option<&'a Path>,
+    /// `--cart-store`.
+    pub(crate) cart_store: &'a str,
+    /// `--bus`.
+    pub(crate) bus: Option<&'a str>,
+    /// `--ratelimit`.
+    pub(crate) ratelimit: Option<&'a str>,
+}
+
 /// The `bazaar serve` arguments of one instance.
-pub(crate) fn child_args(
-    spec: &InstanceSpec,
-    data_dir: &Path,
-    registry: Option<&str>,
-    db_server: Option<&str>,
-    config: Option<&Path>,
-    cart_store: &str,
-    bus: Option<&str>,
-) -> Result<Vec<String>, String> {
+pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec<String>, String> {
+    let Shared {
+        data_dir,
+        registry,
+        db_server,
+        config,
+        cart_store,
+        bus,
+        ratelimit,
+    } = *shared;
     let mut args = vec![
         "serve".to_owned(),
         spec.service.name().to_owned(),
@@ -196,6 +226,12 @@ pub(crate) fn child_args(
     }
     if spec.service == Service::Cart {
         args.extend(["--set".to_owned(), format!("cart.store={cart_store}")]);
+    }
+    if let Some(store) = ratelimit.filter(|_| spec.service == Service::Gateway) {
+        args.extend([
+            "--set".to_owned(),
+            format!("gateway.ratelimit_store={store}"),
+        ]);
     }
     if let Some(bus) = bus {
         args.extend([
@@ -331,16 +367,16 @@ mod tests {
             service: Service::Users,
             port: 0,
         };
-        let args = child_args(
-            &spec,
-            Path::new(".bazaar"),
-            Some("http://127.0.0.1:7701"),
-            Some("postgres://pg@h:5432"),
-            None,
-            "embedded",
-            Some("nats://127.0.0.1:4222"),
-        )
-        .expect("valid");
+        let shared = Shared {
+            data_dir: Path::new(".bazaar"),
+            registry: Some("http://127.0.0.1:7701"),
+            db_server: Some("postgres://pg@h:5432"),
+            config: None,
+            cart_store: "embedded",
+            bus: Some("nats://127.0.0.1:4222"),
+            ratelimit: Some("redis://127.0.0.1:6379"),
+        };
+        let args = child_args(&spec, &shared).expect("valid");
         assert_eq!(
             args.join(" "),
             "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent \
@@ -357,17 +393,23 @@ mod tests {
         };
         let args = child_args(
             &gateway,
-            Path::new("d"),
-            None,
-            Some("postgres://pg@h"),
-            None,
-            "embedded",
-            None,
+            &Shared {
+                data_dir: Path::new("d"),
+                db_server: Some("postgres://pg@h"),
+                bus: None,
+                ..shared
+            },
         )
         .expect("valid");
         assert!(
             !args.contains(&"--db".to_owned()),
             "the gateway has no database"
         );
+        assert!(
+            args.contains(&"gateway.ratelimit_store=redis://127.0.0.1:6379".to_owned()),
+            "only the gateway gets the rate-limit store: {args:?}"
+        );
+        assert!(check_ratelimit("redis://127.0.0.1:6379").is_ok());
+        assert!(check_ratelimit("local").is_err());
     }
 }
