@@ -247,6 +247,7 @@ async fn rate_limits_refuse_with_429_and_count_exactly_under_concurrency() {
 #[ignore = "needs Redis at 127.0.0.1:6379"]
 async fn two_gateways_sharing_redis_enforce_one_limit() {
     let echo = spawn_echo("echo-1").await;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let settings = Settings {
         extra_routes: toml_routes(
             r#"
@@ -257,8 +258,8 @@ async fn two_gateways_sharing_redis_enforce_one_limit() {
         "#,
         ),
         ratelimit_store: "redis://127.0.0.1:6379".into(),
-        // Keys of this test only; they expire once the buckets would be full again.
-        ratelimit_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        // Keys of this test only, deleted at the end.
+        ratelimit_prefix: prefix.clone(),
         ..Settings::default()
     };
     let mut stacks = Vec::new();
@@ -295,6 +296,22 @@ async fn two_gateways_sharing_redis_enforce_one_limit() {
         }
     }
     assert_eq!((passed, refused), (6, 24), "one limit across both gateways");
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("a Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "one bucket for the one caller: {keys:?}");
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut redis)
+        .await
+        .expect("deleted");
 }
 
 #[tokio::test]
