@@ -295,6 +295,17 @@ async fn checkouts_confirm_cancel_and_keep_the_invariant() {
     assert_invariant(&running, &admin, &order).await;
     assert_eq!(inventory(&running, &admin, "MUG-STONE").await, after);
 
+    // The dashboard gathers profile, orders and recommendations in one answer.
+    let dashboard = read(&running, &ada.token, "/api/dashboard").await;
+    assert_eq!(dashboard["partial"], false, "{dashboard}");
+    assert_eq!(dashboard["profile"]["email"], "ada@example.com");
+    assert_eq!(
+        dashboard["recent_orders"]["items"].as_array().map(Vec::len),
+        Some(4),
+        "{dashboard}"
+    );
+    assert!(dashboard["recommendations"]["items"].is_array());
+
     let stuck: Value = running
         .get("/api/sagas?stuck=true", Some(&admin))
         .await

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod dashboard;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any;
+use axum::routing::{any, get};
 use chassis::client::{ServiceClient, Transport};
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
@@ -66,6 +67,9 @@ pub struct Settings {
     /// Where rate-limit buckets live: `local` (this process) or a Redis URL, shared by every
     /// gateway replica (`up --ratelimit redis://…`).
     pub ratelimit_store: String,
+    /// Deadline of each part of `GET /api/dashboard`.
+    #[serde(with = "humantime_serde")]
+    pub dashboard_part_timeout: Duration,
     /// Prefix of rate-limit keys in Redis.
     pub ratelimit_prefix: String,
     /// When Redis cannot be asked: `open` (let requests through) or `closed` (503).
@@ -85,6 +89,7 @@ impl Default for Settings {
             jwks_refresh: Duration::from_secs(300),
             ratelimit_store: "local".to_owned(),
             ratelimit_prefix: "bazaar:ratelimit:".to_owned(),
+            dashboard_part_timeout: Duration::from_millis(500),
             ratelimit_on_error: ratelimit::OnStoreError::Open,
         }
     }
@@ -144,7 +149,7 @@ impl Application {
             SERVICE,
         );
         let verifier = auth::Verifier::new(
-            client,
+            client.clone(),
             &settings.token_service,
             &settings.issuer,
             &settings.audience,
@@ -161,6 +166,8 @@ impl Application {
             max_attempts: settings.max_attempts,
             body_limit: config.chassis.http.body_limit,
             limiter,
+            client,
+            dashboard_part_timeout: settings.dashboard_part_timeout,
         };
         Ok(Self {
             server,
@@ -189,6 +196,7 @@ impl Application {
                 }
             });
         let router = Router::new()
+            .route("/api/dashboard", get(dashboard::dashboard))
             .route("/", any(proxy::handle))
             .route("/{*path}", any(proxy::handle))
             .with_state(self.gateway);

@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
-use chassis::client::Transport;
+use chassis::client::{ServiceClient, Transport};
 use chassis::discovery::{Discovery, EJECTION, Endpoint};
 use chassis::server::middleware::RouteLabel;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
@@ -57,6 +57,10 @@ pub struct Gateway {
     pub body_limit: usize,
     /// Rate-limit buckets.
     pub limiter: Limiter,
+    /// Calls of the gateway's own (the dashboard's parts).
+    pub client: ServiceClient,
+    /// Deadline of each part of the dashboard.
+    pub dashboard_part_timeout: Duration,
 }
 
 /// Handles every request that is not the gateway's own health or metrics.
@@ -253,7 +257,7 @@ async fn forward(
 }
 
 /// Checks the caller as the route requires; `None` is an anonymous caller.
-async fn authenticate(
+pub(crate) async fn authenticate(
     gateway: &Gateway,
     route: &Route,
     headers: &HeaderMap,

@@ -280,3 +280,62 @@ fn base64url(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+#[tokio::test]
+async fn the_dashboard_degrades_part_by_part() {
+    let shutdown = CancellationToken::new();
+    let (users, _data, keep) = spawn_users(&shutdown).await;
+    let slow_orders = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [], "next_cursor": null}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&slow_orders)
+        .await;
+    let stack = Stack::start(
+        &[
+            ("users", vec![users]),
+            ("orders", vec![slow_orders.uri()]),
+            (
+                "recommendations",
+                vec![crate::helpers::dead_address().await],
+            ),
+        ],
+        gateway::Settings {
+            dashboard_part_timeout: Duration::from_millis(300),
+            ..gateway::Settings::default()
+        },
+        shutdown,
+        keep,
+    )
+    .await;
+    assert_eq!(stack.get("/api/dashboard", None).await.status(), 401);
+    let token = sign_in(&stack, "dash@example.com").await;
+    let started = std::time::Instant::now();
+    let answer = stack.get("/api/dashboard", Some(&token)).await;
+    assert_eq!(answer.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a slow part does not hold the page up"
+    );
+    let dashboard: Value = answer.json().await.expect("json");
+    assert_eq!(dashboard["profile"]["email"], "dash@example.com");
+    assert_eq!(dashboard["recent_orders"], Value::Null);
+    assert_eq!(dashboard["recommendations"], Value::Null);
+    assert_eq!(dashboard["partial"], true);
+    let missing: Vec<&str> = dashboard["missing"]
+        .as_array()
+        .expect("missing")
+        .iter()
+        .filter_map(|m| m["part"].as_str())
+        .collect();
+    assert_eq!(missing, ["recent_orders", "recommendations"]);
+    assert!(
+        dashboard["missing"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not answer within")),
+        "{dashboard}"
+    );
+}
