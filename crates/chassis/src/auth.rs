@@ -21,6 +21,12 @@ pub struct Caller {
     pub roles: Vec<String>,
 }
 
+/// Whether a request may see something `owner` owns: a service calling with no user sees
+/// everything; a user, as [`Caller::may_see`] says.
+pub fn may_see(caller: Option<&Caller>, owner: &str) -> bool {
+    caller.is_none_or(|caller| caller.may_see(owner))
+}
+
 impl Caller {
     /// Whether the caller has `role`.
     pub fn has_role(&self, role: &str) -> bool {
@@ -30,6 +36,12 @@ impl Caller {
     /// Whether the caller is an administrator.
     pub fn is_admin(&self) -> bool {
         self.has_role(ROLE_ADMIN)
+    }
+
+    /// Whether the caller may see something `owner` (a user id) owns: their own, or anything
+    /// for an administrator.
+    pub fn may_see(&self, owner: &str) -> bool {
+        self.is_admin() || self.user_id.to_string() == owner
     }
 
     /// `Ok` if the caller has `role`, 403 otherwise.

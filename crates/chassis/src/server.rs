@@ -29,7 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::client::Transport;
-use crate::config::{ChassisConfig, ConfigError, DiscoveryConfig, HttpConfig};
+use crate::config::{ChassisConfig, ConfigError, DiscoveryConfig, EventsConfig, HttpConfig};
 use crate::db::{Db, DbError};
 use crate::discovery::{Registrar, RegistryClient};
 use crate::events::Events;
@@ -126,6 +126,7 @@ pub struct Server {
     url: String,
     metrics: Registry,
     database: Option<Db>,
+    events_config: EventsConfig,
     events: Option<Events>,
     registers: bool,
 }
@@ -159,6 +160,7 @@ impl Server {
             url,
             metrics,
             database: None,
+            events_config: config.events.clone(),
             events: None,
             registers: config.discovery.registry.is_some(),
         })
@@ -189,6 +191,18 @@ impl Server {
     pub fn with_database(mut self, db: Db) -> Self {
         self.database = Some(db);
         self
+    }
+
+    /// This service's events in `db` (migrated with [`crate::events::migrator`]), with their
+    /// metrics registered here; hand them back (with a consumer, if any) to
+    /// [`Server::with_events`].
+    pub fn events(&mut self, db: &Db) -> Events {
+        Events::new(
+            db.clone(),
+            &self.info.name,
+            &self.events_config,
+            &mut self.metrics,
+        )
     }
 
     /// Serves the events' feed and dead letters, and runs their relay, cleaning and consumer

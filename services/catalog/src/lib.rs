@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
-use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -95,12 +94,7 @@ impl Application {
             settings: Arc::new(config.settings),
         };
         let mut server = Server::bind(info, &config.chassis).await?;
-        let events = Events::new(
-            db.clone(),
-            SERVICE,
-            &config.chassis.events,
-            server.metrics_registry(),
-        );
+        let events = server.events(&db);
         let server = server.with_database(db).with_events(events);
         Ok(Self { server, state })
     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
-use chassis::events::{Consumer, Events, Handler};
+use chassis::events::{Consumer, Handler};
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -93,12 +93,7 @@ impl Application {
         .await?;
         let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let mut server = Server::bind(info, &config.chassis).await?;
-        let events = Events::new(
-            db.clone(),
-            SERVICE,
-            &config.chassis.events,
-            server.metrics_registry(),
-        );
+        let events = server.events(&db);
         let mut consumer = Consumer::builder(
             SERVICE,
             db.clone(),

@@ -30,7 +30,6 @@ use std::time::Duration;
 use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
-use chassis::events::Events;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -106,12 +105,7 @@ impl Application {
         let carts = clients::Carts::new(client.clone(), &settings.cart_service);
         let owner = info.instance_id.clone();
         let mut server = Server::bind(info, &config.chassis).await?;
-        let events = Events::new(
-            db.clone(),
-            SERVICE,
-            &config.chassis.events,
-            server.metrics_registry(),
-        );
+        let events = server.events(&db);
         let metrics = runner::SagaMetrics::register(server.metrics_registry());
         let server = server.with_database(db).with_events(events);
         // The runner stops with its own token, cancelled once the server has drained, so

@@ -376,13 +376,7 @@ pub async fn get_charge(
     Path(id): Path<String>,
 ) -> Result<Json<ChargeView>, HttpError> {
     match state.store.charge(&id).await.map_err(HttpError::internal)? {
-        Some(c)
-            if caller.as_ref().is_none_or(|caller| {
-                caller.is_admin() || c.user_id == caller.user_id.to_string()
-            }) =>
-        {
-            Ok(Json(c.into()))
-        }
+        Some(c) if chassis::auth::may_see(caller.as_ref(), &c.user_id) => Ok(Json(c.into())),
         _ => Err(HttpError::not_found(format!("no charge {id:?}"))),
     }
 }
@@ -405,11 +399,7 @@ pub async fn list(
         .charges_for_order(&query.order_id)
         .await
         .map_err(HttpError::internal)?;
-    let visible = |c: &ChargeRecord| {
-        caller
-            .as_ref()
-            .is_none_or(|caller| caller.is_admin() || c.user_id == caller.user_id.to_string())
-    };
+    let visible = |c: &ChargeRecord| chassis::auth::may_see(caller.as_ref(), &c.user_id);
     Ok(Json(Page::complete(
         charges
             .into_iter()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chassis::client::ServiceClient;
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
-use chassis::events::{Consumer, Events, Handler};
+use chassis::events::{Consumer, Handler};
 use chassis::{Server, ServiceInfo, StartError};
 use contracts::events::{Event, OrderCancelled, OrderConfirmed};
 use serde::{Deserialize, Serialize};
@@ -69,12 +69,7 @@ impl Application {
         .await?;
         let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let mut server = Server::bind(info, &config.chassis).await?;
-        let events = Events::new(
-            db.clone(),
-            SERVICE,
-            &config.chassis.events,
-            server.metrics_registry(),
-        );
+        let events = server.events(&db);
         let orders = &config.settings.orders_service;
         let consumer = Consumer::builder(
             SERVICE,

@@ -240,7 +240,7 @@ pub async fn get_one(
     let shipment = found(&state, &id).await?;
     if caller
         .as_ref()
-        .is_some_and(|caller| !caller.is_admin() && shipment.user_id != caller.user_id.to_string())
+        .is_some_and(|caller| !caller.may_see(&shipment.user_id))
     {
         return Err(HttpError::not_found(format!("no shipment {id:?}")));
     }
@@ -265,11 +265,7 @@ pub async fn list(
         .for_order(&query.order_id)
         .await
         .map_err(HttpError::internal)?;
-    let visible = |s: &Shipment| {
-        caller
-            .as_ref()
-            .is_none_or(|caller| caller.is_admin() || s.user_id == caller.user_id.to_string())
-    };
+    let visible = |s: &Shipment| chassis::auth::may_see(caller.as_ref(), &s.user_id);
     Ok(Json(Page::complete(
         shipments
             .into_iter()

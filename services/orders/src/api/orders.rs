@@ -422,9 +422,7 @@ async fn own_order(
     // order read after a settled saga is settled too.
     let saga = state.store.saga_of_order(id).await?;
     match state.store.find(id).await? {
-        Some(order) if caller.is_admin() || order.user_id == caller.user_id.to_string() => {
-            Ok((order, saga))
-        }
+        Some(order) if caller.may_see(&order.user_id) => Ok((order, saga)),
         _ => Err(HttpError::not_found(format!("no order {id:?}"))),
     }
 }
