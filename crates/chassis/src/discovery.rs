@@ -21,7 +21,7 @@ pub mod registration;
 pub mod registry_api;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,42 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` until which this endpoint is avoided; 0 when it is not.
     ejected_until: AtomicU64,
+    /// Failed requests in a row (passive outlier detection).
+    failures: AtomicU32,
+    /// Times ejected as an outlier since its last success; lengthens the next ejection.
+    ejections: AtomicU32,
     epoch: Instant,
+}
+
+/// Passive outlier detection: an instance whose requests fail `consecutive_failures` times in
+/// a row is avoided for `base_ejection`, longer each time it is ejected again without a
+/// success in between (up to `max_ejection`), while at most `max_ejected_percent` of a
+/// service's instances are avoided at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct OutlierPolicy {
+    /// Failures in a row that make an instance an outlier.
+    pub consecutive_failures: u32,
+    /// How long an outlier is avoided the first time.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection: Duration,
+    /// Most of a service's instances avoided at once, in percent (rounded down, so a lone
+    /// instance is never ejected: it is the circuit breaker's business then).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(120),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 impl Endpoint {
@@ -76,6 +111,8 @@ impl Endpoint {
             version,
             in_flight: AtomicUsize::new(0),
             ejected_until: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
             epoch,
         }
     }
@@ -100,6 +137,41 @@ impl Endpoint {
     /// Whether the instance is being avoided.
     pub fn is_ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > self.now()
+    }
+
+    /// Records the outcome of one request to this instance, one of `peers` (all instances of
+    /// its service). Returns the ejection when this failure made it an outlier.
+    pub fn record_outcome(
+        &self,
+        success: bool,
+        policy: &OutlierPolicy,
+        peers: &[Arc<Endpoint>],
+    ) -> Option<Duration> {
+        if success {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < policy.consecutive_failures || self.is_ejected() {
+            return None;
+        }
+        let ejected = peers
+            .iter()
+            .filter(|p| p.is_ejected() && p.id != self.id)
+            .count();
+        let allowed = peers.len() * usize::from(policy.max_ejected_percent) / 100;
+        if ejected + 1 > allowed {
+            return None;
+        }
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let duration = policy
+            .base_ejection
+            .saturating_mul(times)
+            .min(policy.max_ejection);
+        self.failures.store(0, Ordering::Relaxed);
+        self.eject(duration);
+        Some(duration)
     }
 }
 
@@ -431,6 +503,54 @@ mod tests {
         all[2].eject(Duration::from_secs(60));
         assert!(pick(&all, &["svc-1".to_owned()]).is_some());
         assert!(pick(&all, &["svc-0".into(), "svc-1".into(), "svc-2".into()]).is_none());
+    }
+
+    #[test]
+    fn consecutive_failures_eject_an_outlier_for_longer_each_time() {
+        let all = endpoints(2);
+        let policy = OutlierPolicy::default();
+        for _ in 0..4 {
+            assert_eq!(all[0].record_outcome(false, &policy, &all), None);
+        }
+        // A success in between starts the count again.
+        assert_eq!(all[0].record_outcome(true, &policy, &all), None);
+        for _ in 0..4 {
+            assert_eq!(all[0].record_outcome(false, &policy, &all), None);
+        }
+        assert_eq!(
+            all[0].record_outcome(false, &policy, &all),
+            Some(policy.base_ejection)
+        );
+        assert!(all[0].is_ejected());
+        // Back from ejection and failing again: twice as long.
+        all[0].eject(Duration::ZERO);
+        for _ in 0..4 {
+            assert_eq!(all[0].record_outcome(false, &policy, &all), None);
+        }
+        assert_eq!(
+            all[0].record_outcome(false, &policy, &all),
+            Some(policy.base_ejection * 2)
+        );
+    }
+
+    #[test]
+    fn never_ejects_more_than_the_allowed_share() {
+        let policy = OutlierPolicy::default();
+        let lone = endpoints(1);
+        for _ in 0..20 {
+            assert_eq!(lone[0].record_outcome(false, &policy, &lone), None);
+        }
+        assert!(!lone[0].is_ejected(), "a lone instance stays");
+
+        let pair = endpoints(2);
+        for _ in 0..5 {
+            pair[0].record_outcome(false, &policy, &pair);
+        }
+        assert!(pair[0].is_ejected());
+        for _ in 0..20 {
+            assert_eq!(pair[1].record_outcome(false, &policy, &pair), None);
+        }
+        assert!(!pair[1].is_ejected(), "half of two is one");
     }
 
     #[tokio::test]

@@ -10,7 +10,10 @@
 //! - [`routes`]: the route table and its matching (no I/O).
 //! - [`auth`]: token verification and the JWKS cache.
 //! - [`proxy`]: the handler.
-//! - [`metrics`]: upstream and auth metrics.
+//! - [`resilience`]: retry budgets and circuit breakers per upstream service.
+//! - [`ratelimit`]: token buckets, in process or in Redis.
+//! - [`dashboard`]: `GET /api/dashboard`, gathered from several services.
+//! - [`metrics`]: upstream, auth, rate-limit and resilience metrics.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +22,7 @@ pub mod dashboard;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod resilience;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -74,6 +78,8 @@ pub struct Settings {
     pub ratelimit_prefix: String,
     /// When Redis cannot be asked: `open` (let requests through) or `closed` (503).
     pub ratelimit_on_error: ratelimit::OnStoreError,
+    /// Retry budget, circuit breakers and outlier ejection.
+    pub resilience: resilience::ResilienceSettings,
 }
 
 impl Default for Settings {
@@ -91,6 +97,7 @@ impl Default for Settings {
             ratelimit_prefix: "bazaar:ratelimit:".to_owned(),
             dashboard_part_timeout: Duration::from_millis(500),
             ratelimit_on_error: ratelimit::OnStoreError::Open,
+            resilience: resilience::ResilienceSettings::default(),
         }
     }
 }
@@ -120,6 +127,9 @@ impl Application {
             return Err(
                 ConfigError::invalid("gateway.max_attempts", 0, "must be at least 1").into(),
             );
+        }
+        if let Some((key, value, why)) = settings.resilience.invalid() {
+            return Err(ConfigError::invalid(key, value, why).into());
         }
         let limiter = match settings.ratelimit_store.as_str() {
             "local" => ratelimit::Limiter::Local(ratelimit::LocalStore::default()),
@@ -157,6 +167,17 @@ impl Application {
 
         let mut server = Server::bind(info, &config.chassis).await?;
         let metrics = metrics::GatewayMetrics::register(server.metrics_registry());
+        let upstreams = table
+            .routes()
+            .iter()
+            .map(|route| {
+                metrics.circuit_state(&route.service, resilience::BreakerState::Closed);
+                (
+                    route.service.clone(),
+                    proxy::Upstream::new(&settings.resilience),
+                )
+            })
+            .collect();
         let gateway = proxy::Gateway {
             table,
             discovery,
@@ -168,6 +189,8 @@ impl Application {
             limiter,
             client,
             dashboard_part_timeout: settings.dashboard_part_timeout,
+            resilience: settings.resilience.clone(),
+            upstreams,
         };
         Ok(Self {
             server,

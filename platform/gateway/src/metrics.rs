@@ -1,13 +1,17 @@
 //! The gateway's own metrics: requests per upstream service, version and instance (what a
-//! canary analysis compares), and refused tokens by reason.
+//! canary analysis compares), refused tokens by reason, rate limiting, retries, outlier
+//! ejections and circuit breakers.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::resilience::BreakerState;
 
 /// Labels of upstream metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +41,35 @@ pub struct GatewayMetrics {
     auth_failures: Family<AuthLabels, Counter>,
     rate_limited: Family<RouteOnly, Counter>,
     rate_limit_store_errors: Counter,
+    retries: Family<RetryLabels, Counter>,
+    outlier_ejections: Family<InstanceLabels, Counter>,
+    circuit_state: Family<ServiceOnly, Gauge>,
+    circuit_rejected: Family<ServiceOnly, Counter>,
+}
+
+/// A service label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceOnly {
+    /// Upstream service.
+    pub service: String,
+}
+
+/// Labels of retries.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Upstream service.
+    pub service: String,
+    /// `sent`, or `budget_exhausted` when the retry budget refused it.
+    pub outcome: &'static str,
+}
+
+/// Labels of one instance.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    /// Upstream service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
 }
 
 /// A route label.
@@ -55,7 +88,31 @@ impl GatewayMetrics {
             auth_failures: Family::default(),
             rate_limited: Family::default(),
             rate_limit_store_errors: Counter::default(),
+            retries: Family::default(),
+            outlier_ejections: Family::default(),
+            circuit_state: Family::default(),
+            circuit_rejected: Family::default(),
         };
+        registry.register(
+            "gateway_retries",
+            "Requests sent again to another instance, or refused by the retry budget, by service",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "gateway_outlier_ejections",
+            "Instances ejected for failing repeatedly, by service and instance",
+            metrics.outlier_ejections.clone(),
+        );
+        registry.register(
+            "gateway_circuit_state",
+            "Circuit breaker per upstream service: 0 closed, 1 open, 2 half-open",
+            metrics.circuit_state.clone(),
+        );
+        registry.register(
+            "gateway_circuit_rejected",
+            "Requests failed fast by an open circuit breaker, by service",
+            metrics.circuit_rejected.clone(),
+        );
         registry.register(
             "gateway_rate_limit_store_errors",
             "Rate-limit checks the shared store could not answer",
@@ -104,6 +161,44 @@ impl GatewayMetrics {
     /// Records a failure of the shared rate-limit store.
     pub fn rate_limit_store_error(&self) {
         self.rate_limit_store_errors.inc();
+    }
+
+    /// Records a retry, or one the budget refused.
+    pub fn retry(&self, service: &str, sent: bool) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                service: service.to_owned(),
+                outcome: if sent { "sent" } else { "budget_exhausted" },
+            })
+            .inc();
+    }
+
+    /// Records an outlier ejection.
+    pub fn outlier_ejected(&self, service: &str, instance: &str) {
+        self.outlier_ejections
+            .get_or_create(&InstanceLabels {
+                service: service.to_owned(),
+                instance: instance.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the state of a service's breaker.
+    pub fn circuit_state(&self, service: &str, state: BreakerState) {
+        self.circuit_state
+            .get_or_create(&ServiceOnly {
+                service: service.to_owned(),
+            })
+            .set(state as i64);
+    }
+
+    /// Records a request failed fast by an open breaker.
+    pub fn circuit_rejected(&self, service: &str) {
+        self.circuit_rejected
+            .get_or_create(&ServiceOnly {
+                service: service.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a refused token.

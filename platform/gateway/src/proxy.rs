@@ -1,11 +1,16 @@
 //! The one handler of the gateway: match the route, check the caller, forward to an instance,
 //! fail over to another when one is down.
 //!
-//! Failover: a request whose connection was refused never reached the upstream, so it moves to
+//! Retries: a request whose connection was refused never reached the upstream, so it moves to
 //! another instance whatever its method, and the refusing instance is ejected locally for a few
-//! seconds. A request that failed after it was sent moves on only if its method is idempotent.
+//! seconds. A request that reached an instance and failed (no answer, or 502, 503, 504) moves
+//! on only if sending it twice is safe: its method is idempotent or it carries an
+//! `Idempotency-Key`. Every retry draws on the service's retry budget, and every attempt
+//! informs the service's circuit breaker and the instance's outlier detection
+//! ([`crate::resilience`]). A 500 is passed on as it is: it may be the application's answer.
 //! Bodies are buffered (they are bounded by `http.body_limit`) so they can be sent again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +29,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::metrics::{GatewayMetrics, UpstreamLabels};
 use crate::ratelimit::{Decision, Limiter, OnStoreError};
+use crate::resilience::{Admission, Breaker, BreakerState, ResilienceSettings, RetryBudget};
 use crate::routes::{AuthMode, Match, Route, RouteTable};
 
 /// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
@@ -61,6 +67,71 @@ pub struct Gateway {
     pub client: ServiceClient,
     /// Deadline of each part of the dashboard.
     pub dashboard_part_timeout: Duration,
+    /// Retry budget, breaker and outlier settings.
+    pub resilience: ResilienceSettings,
+    /// Breaker and retry budget of each upstream service of the route table.
+    pub upstreams: HashMap<String, Upstream>,
+}
+
+impl Gateway {
+    fn upstream(&self, service: &str) -> &Upstream {
+        // Built for every service of the table at start; routes cannot name another.
+        self.upstreams
+            .get(service)
+            .unwrap_or_else(|| unreachable!("no upstream state for {service}"))
+    }
+}
+
+/// What the gateway keeps about one upstream service.
+#[derive(Debug)]
+pub struct Upstream {
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+impl Upstream {
+    /// A closed breaker and a fresh budget.
+    pub fn new(settings: &ResilienceSettings) -> Self {
+        let now = Instant::now();
+        Self {
+            breaker: Breaker::new(settings, now),
+            budget: RetryBudget::new(settings, now),
+        }
+    }
+
+    fn admit(&self, now: Instant) -> Result<Admitted<'_>, Duration> {
+        match self.breaker.admit(now) {
+            Admission::Rejected(wait) => Err(wait),
+            admission => Ok(Admitted {
+                breaker: &self.breaker,
+                admission,
+                settled: false,
+            }),
+        }
+    }
+}
+
+/// A request the breaker let through; a probe whose request is dropped unanswered is given
+/// back, so the breaker cannot stay half-open forever.
+struct Admitted<'a> {
+    breaker: &'a Breaker,
+    admission: Admission,
+    settled: bool,
+}
+
+impl Admitted<'_> {
+    fn settle(mut self, success: bool, now: Instant) -> Option<BreakerState> {
+        self.settled = true;
+        self.breaker.record(self.admission, success, now)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.admission == Admission::Probe {
+            self.breaker.abandon_probe();
+        }
+    }
 }
 
 /// Handles every request that is not the gateway's own health or metrics.
@@ -174,17 +245,42 @@ async fn forward(
         })?;
     let path = route.upstream_path(parts.uri.path(), parts.uri.query());
     let headers = upstream_headers(&parts.headers, identity.as_ref(), peer);
-    let idempotent = parts.method.is_idempotent();
+    // A request that reached an upstream is sent again only when that cannot do something
+    // twice: its method is idempotent, or it carries a key the upstream deduplicates on.
+    let repeatable = parts.method.is_idempotent()
+        || parts
+            .headers
+            .contains_key(contracts::headers::IDEMPOTENCY_KEY);
+    let upstream = gateway.upstream(&route.service);
+    upstream.budget.deposit(Instant::now());
 
     let mut tried: Vec<String> = Vec::new();
     let mut last_failure = String::new();
+    let mut last_response: Option<Response> = None;
     while tried.len() < gateway.max_attempts {
+        let retry = !tried.is_empty();
+        let admitted = match upstream.admit(Instant::now()) {
+            Ok(admitted) => admitted,
+            Err(wait) if !retry => {
+                gateway.metrics.circuit_rejected(&route.service);
+                let seconds = wait.as_millis().div_ceil(1000).max(1);
+                return Err(HttpError::unavailable(
+                    format!(
+                        "{} is failing; the gateway is not sending it requests for now",
+                        route.service
+                    ),
+                    u64::try_from(seconds).unwrap_or(u64::MAX),
+                )
+                .with_slug("circuit-open"));
+            }
+            Err(_) => break,
+        };
         let Ok(lease) = gateway
             .discovery
             .pick_excluding(&route.service, &tried)
             .await
         else {
-            if tried.is_empty() {
+            if !retry {
                 return Err(HttpError::unavailable(
                     format!("no healthy instance of {}", route.service),
                     1,
@@ -193,6 +289,14 @@ async fn forward(
             }
             break;
         };
+        if retry {
+            let allowed = upstream.budget.withdraw(Instant::now());
+            gateway.metrics.retry(&route.service, allowed);
+            if !allowed {
+                tracing::warn!(service = %route.service, "retry budget spent; not retrying");
+                break;
+            }
+        }
         let endpoint = Arc::clone(lease.endpoint());
         let request = build_request(
             &parts.method,
@@ -204,20 +308,43 @@ async fn forward(
         let started = Instant::now();
         let outcome = tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
         let elapsed = started.elapsed();
+        let status = match &outcome {
+            Ok(Ok(response)) => response.status(),
+            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+            Err(_) => StatusCode::GATEWAY_TIMEOUT,
+        };
+        record(gateway, route, &endpoint, status, elapsed);
+        settle(
+            gateway,
+            route,
+            &endpoint,
+            admitted,
+            !status.is_server_error(),
+        )
+        .await;
         match outcome {
             Ok(Ok(response)) => {
-                record(gateway, route, &endpoint, response.status(), elapsed);
                 tracing::Span::current().record("upstream", endpoint.id.as_str());
                 let mut response = downstream_response(response);
                 if let Some(decision) = &decision {
                     response.headers_mut().extend(rate_limit_headers(decision));
                 }
-                return Ok(response);
+                let unavailable = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                );
+                if !(unavailable && repeatable) {
+                    return Ok(response);
+                }
+                tracing::warn!(instance = %endpoint.id, %status, "upstream unavailable; trying another");
+                last_response = Some(response);
+                tried.push(endpoint.id.clone());
             }
             Ok(Err(error)) => {
-                record(gateway, route, &endpoint, StatusCode::BAD_GATEWAY, elapsed);
                 last_failure = format!("{}: {}", endpoint.id, chassis::error::ErrorChain(&error));
-                let retry = error.is_connect() || idempotent;
+                let retry = error.is_connect() || repeatable;
                 if error.is_connect() {
                     endpoint.eject(EJECTION);
                 }
@@ -225,16 +352,10 @@ async fn forward(
                 if !retry {
                     break;
                 }
+                last_response = None;
                 tried.push(endpoint.id.clone());
             }
             Err(_) => {
-                record(
-                    gateway,
-                    route,
-                    &endpoint,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    elapsed,
-                );
                 tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
                 return Err(HttpError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -249,11 +370,41 @@ async fn forward(
             }
         }
     }
+    if let Some(response) = last_response {
+        return Ok(response);
+    }
     Err(
         HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
             .with_detail(format!("{} could not be reached", route.service))
             .with_cause(last_failure),
     )
+}
+
+/// Feeds one attempt's outcome to the instance's outlier detection and the service's breaker.
+async fn settle(
+    gateway: &Gateway,
+    route: &Route,
+    endpoint: &Endpoint,
+    admitted: Admitted<'_>,
+    success: bool,
+) {
+    if let Some(state) = admitted.settle(success, Instant::now()) {
+        gateway.metrics.circuit_state(&route.service, state);
+        tracing::warn!(service = %route.service, state = state.as_str(), "circuit breaker changed");
+    }
+    if let Ok(peers) = gateway.discovery.endpoints(&route.service).await
+        && let Some(ejection) =
+            endpoint.record_outcome(success, &gateway.resilience.outliers, &peers)
+    {
+        gateway
+            .metrics
+            .outlier_ejected(&route.service, &endpoint.id);
+        tracing::warn!(
+            instance = %endpoint.id,
+            ejection = %humantime::format_duration(ejection),
+            "instance failed repeatedly; ejected"
+        );
+    }
 }
 
 /// Checks the caller as the route requires; `None` is an anonymous caller.
