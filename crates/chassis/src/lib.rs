@@ -26,6 +26,7 @@ pub mod server;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod tls;
 pub mod worker;
 
 pub use error::HttpError;

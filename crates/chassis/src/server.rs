@@ -8,6 +8,9 @@
 //! stop sending), stop accepting, let in-flight requests finish within `http.shutdown_grace`,
 //! return.
 //!
+//! A service may serve the same routes over HTTPS (HTTP/2 and HTTP/1.1) on a second port too
+//! ([`Server::with_tls`], [`crate::tls`]), announced by a `serving HTTPS on https://…` line.
+//!
 //! # Layout
 //! - [`middleware`]: request id, request span, metrics, access log, timeout, problem bodies.
 
@@ -18,9 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::{Extension, Router};
 use contracts::discovery::Registration;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -35,9 +39,13 @@ use crate::discovery::{Registrar, RegistryClient};
 use crate::events::Events;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
+use crate::tls::{self, Secure, TlsConfig, TlsListener};
 
 /// The wording of the line that announces the listener; `bazaar up` matches on it.
 pub const LISTENING_PREFIX: &str = "listening on ";
+
+/// The wording of the line that announces the HTTPS listener, when there is one.
+pub const TLS_LISTENING_PREFIX: &str = "serving HTTPS on ";
 
 /// Log target of the start and stop lines, which are written whatever `log.level` says: tools
 /// (`bazaar up`) read them, and there are only a few per process lifetime.
@@ -123,6 +131,7 @@ pub struct Server {
     discovery: DiscoveryConfig,
     listener: TcpListener,
     local_addr: SocketAddr,
+    tls: Option<TlsListener>,
     url: String,
     metrics: Registry,
     database: Option<Db>,
@@ -157,6 +166,7 @@ impl Server {
             discovery: config.discovery.clone(),
             listener,
             local_addr,
+            tls: None,
             url,
             metrics,
             database: None,
@@ -169,6 +179,20 @@ impl Server {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves HTTPS too, per `tls` (read from the configuration section `section`): binds its
+    /// listener on `http.host` and logs its address.
+    pub async fn with_tls(mut self, tls: &TlsConfig, section: &str) -> Result<Self, StartError> {
+        self.tls = Some(bind_tls(self.local_addr.ip(), tls, section).await?);
+        Ok(self)
+    }
+
+    /// The bound address of the HTTPS listener, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .and_then(|tls| axum::serve::Listener::local_addr(tls).ok())
     }
 
     /// The base URL other processes reach this one on.
@@ -265,12 +289,29 @@ impl Server {
         }
 
         let stop_accepting = CancellationToken::new();
-        let serving = axum::serve(
+        let secure = self.tls.map(|listener| {
+            // Requests over TLS carry a mark, so the service can tell (and redirect the rest).
+            let app = app.clone().layer(Extension(Secure));
+            axum::serve(
+                listener.tap_io(|_| {}),
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+        });
+        let plain = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let mut serving = std::pin::pin!(serving.into_future());
+        let serving = async move {
+            match secure {
+                Some(secure) => {
+                    tokio::try_join!(plain.into_future(), secure.into_future()).map(|((), ())| ())
+                }
+                None => plain.await,
+            }
+        };
+        let mut serving = std::pin::pin!(serving);
         tokio::select! {
             result = &mut serving => {
                 events_stop.cancel();
@@ -327,6 +368,35 @@ impl Server {
             self.discovery.heartbeat,
         ))
     }
+}
+
+/// Binds the HTTPS listener of `tls` on `host` and logs its address.
+async fn bind_tls(
+    host: std::net::IpAddr,
+    tls: &TlsConfig,
+    section: &str,
+) -> Result<TlsListener, StartError> {
+    let server_config = tls::server_config(tls, section).map_err(|error| match &error {
+        tls::TlsError::File { key, path, reason } => {
+            ConfigError::invalid(key, path.display(), reason.clone())
+        }
+        other => ConfigError::invalid(section, tls.cert.display(), other.to_string()),
+    })?;
+    let addr = SocketAddr::new(host, tls.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = TlsListener::new(listener, server_config, tls.handshake_timeout)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = axum::serve::Listener::local_addr(&listener)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let shown = if bound.ip().is_unspecified() || bound.ip().is_loopback() {
+        format!("https://localhost:{}", bound.port())
+    } else {
+        format!("https://{bound}")
+    };
+    tracing::info!(target: LIFECYCLE, "{TLS_LISTENING_PREFIX}{shown}");
+    Ok(listener)
 }
 
 /// A token cancelled on SIGINT or SIGTERM, for binaries.
