@@ -413,8 +413,8 @@ mod tests {
         .to_string();
         assert!(error.contains("no CERTIFICATE"), "{error}");
 
-        let unset = server_config(&TlsConfig::default()).expect_err("unset");
-        assert!(unset.to_string().contains("cert"), "{unset}");
+        let unset = server_config(&TlsConfig::default(), "gateway.tls").expect_err("unset");
+        assert!(unset.to_string().contains("gateway.tls.cert"), "{unset}");
     }
 
     #[test]
