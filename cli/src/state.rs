@@ -41,6 +41,9 @@ pub(crate) struct InstanceState {
     pub(crate) url: String,
     /// Process id.
     pub(crate) pid: u32,
+    /// HTTPS base URL, for an instance that serves HTTPS too (the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) https: Option<String>,
 }
 
 pub(crate) fn run_file(data_dir: &Path) -> PathBuf {
@@ -85,6 +88,7 @@ mod tests {
                 service: "users".into(),
                 url: "http://127.0.0.1:7711".into(),
                 pid: 1,
+                https: None,
             }],
         };
         write(dir.path(), &state).expect("writes");

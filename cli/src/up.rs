@@ -19,6 +19,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use chassis::config::{Loader, Sources};
+use chassis::tls::TlsConfig;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -127,6 +129,7 @@ async fn start(
     }
     let data_dir = &args.data_dir;
     prepare_data_dir(data_dir)?;
+    let tls = dev_certificate(args, data_dir)?;
     let exe = std::env::current_exe()
         .map_err(|e| UpError::Environment(format!("cannot find the bazaar executable: {e}")))?;
     let width = specs.iter().map(|s| s.id.len()).max().unwrap_or(8);
@@ -148,6 +151,7 @@ async fn start(
                 cart_store: &args.cart_store,
                 bus: args.bus.as_deref(),
                 ratelimit: args.ratelimit.as_deref(),
+                tls: tls.as_ref(),
             };
             let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
             let supervisor = Supervisor {
@@ -196,6 +200,22 @@ async fn start(
     Ok(())
 }
 
+/// The gateway's HTTPS certificate, issued by the development CA in `<data>/tls` (made on the
+/// first run), unless `gateway.tls` is configured, in which case the gateway uses that.
+fn dev_certificate(args: &UpArgs, data_dir: &Path) -> Result<Option<TlsConfig>, UpError> {
+    let loader = Loader::new(Sources::from_process(args.config.clone(), Vec::new()));
+    let configured = loader
+        .section("gateway", &gateway::Settings::default())
+        .map_err(|e| UpError::Usage(e.to_string()))?;
+    if configured.tls.is_some() {
+        return Ok(None);
+    }
+    chassis::tls::DevCa::open(&data_dir.join("tls"))
+        .and_then(|ca| ca.issue_server(0, &[]))
+        .map(Some)
+        .map_err(|e| UpError::Environment(e.to_string()))
+}
+
 fn prepare_data_dir(data_dir: &Path) -> Result<(), UpError> {
     if let Some(running) = state::running(data_dir) {
         return Err(UpError::Environment(format!(
@@ -232,6 +252,7 @@ async fn wait_ready(
         specs.iter().map(|s| (s.id.as_str(), s.service)).collect();
     let mut polls = JoinSet::new();
     let mut ready = Vec::new();
+    let mut https: BTreeMap<String, String> = BTreeMap::new();
     let started = Instant::now();
     while !pending.is_empty() {
         tokio::select! {
@@ -248,6 +269,9 @@ async fn wait_ready(
                         (id, url, pid)
                     });
                 }
+                Event::ListeningTls { id, url } => {
+                    https.insert(id, url);
+                }
                 Event::Exited { id, status, .. } if pending.contains(id.as_str()) => {
                     return Err(UpError::NotReady { id, reason: format!("it exited ({status})") });
                 }
@@ -257,7 +281,8 @@ async fn wait_ready(
                 let service = services.get(id.as_str()).map_or("?", |s| s.name()).to_owned();
                 println!("  {} {id} ready on {url} {}", console.green("✓"), console.dim(&format!("({} ms)", started.elapsed().as_millis())));
                 pending.remove(id.as_str());
-                ready.push(InstanceState { id, service, url, pid });
+                let https = https.remove(&id);
+                ready.push(InstanceState { id, service, url, pid, https });
             }
         }
     }
@@ -308,6 +333,11 @@ impl System {
                     Some(Event::Exited { id, status, restart_in }) => {
                         eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
                     }
+                    Some(Event::ListeningTls { id, url }) => {
+                        if let Some(instance) = self.instances.get_mut(&id) {
+                            instance.https = Some(url);
+                        }
+                    }
                     Some(Event::Listening { id, url, pid }) => {
                         restarts.spawn(async move {
                             let ready = chassis::health::wait_until_ready(&url, Some(START_TIMEOUT)).await;
@@ -321,8 +351,8 @@ impl System {
                     } else {
                         eprintln!("{} {id} restarted on {url} but is not ready after {START_TIMEOUT:?}", console.red("!"));
                     }
-                    let service = self.instances.get(&id).map(|i| i.service.clone()).unwrap_or_default();
-                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid });
+                    let (service, https) = self.instances.get(&id).map(|i| (i.service.clone(), i.https.clone())).unwrap_or_default();
+                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid, https });
                     self.save(data_dir);
                 }
             }
@@ -369,8 +399,20 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
     ));
     let customer = users::demo::CUSTOMER;
     let admin = users::demo::ADMIN;
+    let https = system
+        .instances
+        .values()
+        .find(|i| i.service == Service::Gateway.name())
+        .and_then(|i| i.https.as_deref())
+        .map(|url| {
+            format!(
+                "  HTTPS       {url}/api/   (trust {})\n",
+                data_dir.join("tls").join("ca.pem").display()
+            )
+        })
+        .unwrap_or_default();
     out.push_str(&format!(
-        "\n  Shop API    {}/api/\n  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n\n{}\n",
+        "\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n\n{}\n",
         system.gateway,
         customer.email,
         customer.password,
@@ -410,18 +452,21 @@ mod tests {
                 service: "gateway".into(),
                 url: "http://127.0.0.1:7700".into(),
                 pid: 11,
+                https: Some("https://localhost:7743".into()),
             },
             InstanceState {
                 id: "registry-1".into(),
                 service: "registry".into(),
                 url: "http://127.0.0.1:7701".into(),
                 pid: 10,
+                https: None,
             },
             InstanceState {
                 id: "users-1".into(),
                 service: "users".into(),
                 url: "http://127.0.0.1:7711".into(),
                 pid: 12,
+                https: None,
             },
         ]);
         let text = summary(
@@ -439,6 +484,7 @@ mod tests {
           users     users-1     http://127.0.0.1:7711  12
 
           Shop API    http://127.0.0.1:7700/api/
+          HTTPS       https://localhost:7743/api/   (trust .bazaar/tls/ca.pem)
           Demo login  demo@bazaar.example / shop-till-you-drop
           Admin       admin@bazaar.example / keys-to-the-shop
           Data        .bazaar   (logs in .bazaar/logs)

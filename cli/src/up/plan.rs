@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use chassis::tls::TlsConfig;
+
 use crate::args::Service;
 
 /// Most replicas of one service.
@@ -104,6 +106,20 @@ fn port_of(base_port: u16, service: Service) -> Result<u16, String> {
     Ok(port)
 }
 
+/// The HTTPS port of the gateway whose HTTP port is `http_port` (the base port).
+fn https_port(http_port: u16) -> Result<u16, String> {
+    let offset = chassis::ports::offset("gateway-tls").unwrap_or(43);
+    match http_port.checked_add(offset) {
+        Some(port) if !chassis::ports::is_reserved(port) => Ok(port),
+        Some(port) => Err(format!(
+            "--base-port {http_port}: the gateway's HTTPS would get port {port}, which belongs to a database or broker on this machine"
+        )),
+        None => Err(format!(
+            "--base-port {http_port}: the gateway's HTTPS would need port {http_port}+{offset}, above 65535"
+        )),
+    }
+}
+
 /// The database URL of `service` on the PostgreSQL server `server`: its own database,
 /// `<prefix>_<service>`, keeping the server's user, host and parameters. The prefix is the
 /// database named in `server`, or `bazaar`: `postgres://host/shop` gives `shop_users`.
@@ -188,6 +204,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) bus: Option<&'a str>,
     /// `--ratelimit`.
     pub(crate) ratelimit: Option<&'a str>,
+    /// The gateway's certificate from the development CA, unless one is configured.
+    pub(crate) tls: Option<&'a TlsConfig>,
 }
 
 /// The `bazaar serve` arguments of one instance.
@@ -200,6 +218,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         cart_store,
         bus,
         ratelimit,
+        tls,
     } = *shared;
     let mut args = vec![
         "serve".to_owned(),
@@ -231,6 +250,21 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         args.extend([
             "--set".to_owned(),
             format!("gateway.ratelimit_store={store}"),
+        ]);
+    }
+    if let Some(tls) = tls.filter(|_| spec.service == Service::Gateway) {
+        let port = if spec.port == 0 {
+            0
+        } else {
+            https_port(spec.port)?
+        };
+        args.extend([
+            "--set".to_owned(),
+            format!("gateway.tls.port={port}"),
+            "--set".to_owned(),
+            format!("gateway.tls.cert={}", tls.cert.display()),
+            "--set".to_owned(),
+            format!("gateway.tls.key={}", tls.key.display()),
         ]);
     }
     if let Some(bus) = bus {
@@ -375,6 +409,7 @@ mod tests {
             cart_store: "embedded",
             bus: Some("nats://127.0.0.1:4222"),
             ratelimit: Some("redis://127.0.0.1:6379"),
+            tls: None,
         };
         let args = child_args(&spec, &shared).expect("valid");
         assert_eq!(
@@ -409,6 +444,34 @@ mod tests {
             args.contains(&"gateway.ratelimit_store=redis://127.0.0.1:6379".to_owned()),
             "only the gateway gets the rate-limit store: {args:?}"
         );
+        let tls = TlsConfig {
+            cert: "d/tls/server.pem".into(),
+            key: "d/tls/server.key".into(),
+            ..TlsConfig::default()
+        };
+        let with_tls = Shared {
+            tls: Some(&tls),
+            ..shared
+        };
+        let args = child_args(&gateway, &with_tls).expect("valid");
+        assert!(
+            args.join(" ").contains(
+                "--set gateway.tls.port=7743 --set gateway.tls.cert=d/tls/server.pem --set gateway.tls.key=d/tls/server.key"
+            ),
+            "{args:?}"
+        );
+        assert!(
+            !child_args(&spec, &with_tls)
+                .expect("valid")
+                .join(" ")
+                .contains("tls"),
+            "only the gateway serves HTTPS"
+        );
+        let high = InstanceSpec {
+            port: 65500,
+            ..gateway.clone()
+        };
+        assert!(child_args(&high, &with_tls).is_err());
         assert!(check_ratelimit("redis://127.0.0.1:6379").is_ok());
         assert!(check_ratelimit("local").is_err());
     }

@@ -32,6 +32,8 @@ const STABLE_RUN: Duration = Duration::from_secs(60);
 pub(crate) enum Event {
     /// The instance logged its address.
     Listening { id: String, url: String, pid: u32 },
+    /// The instance logged the address of its HTTPS listener.
+    ListeningTls { id: String, url: String },
     /// The instance's process ended without being asked to.
     Exited {
         id: String,
@@ -161,6 +163,14 @@ impl Supervisor {
                     id: self.spec.id.clone(),
                     url: url.to_owned(),
                     pid,
+                });
+            } else if let Some(url) = line
+                .message()
+                .and_then(|m| m.strip_prefix(chassis::server::TLS_LISTENING_PREFIX))
+            {
+                let _ = self.events.send(Event::ListeningTls {
+                    id: self.spec.id.clone(),
+                    url: url.to_owned(),
                 });
             }
             println!(

@@ -71,6 +71,33 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     // The seeded demo account works too.
     login(&running, "demo@bazaar.example", "shop-till-you-drop").await;
 
+    // HTTPS with HTTP/2, trusting the development CA `up` made in the data directory.
+    let https = running.run_state().expect("run.json")["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["service"] == "gateway")
+        .and_then(|i| i["https"].as_str())
+        .expect("the gateway serves HTTPS")
+        .to_owned();
+    assert!(
+        output.contains(&format!("HTTPS       {https}/api/")),
+        "{output}"
+    );
+    let ca = std::fs::read(dir.path().join("tls").join("ca.pem")).expect("ca.pem");
+    let secure = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("certificate")])
+        .build()
+        .expect("client");
+    let over_tls = secure
+        .get(format!("{https}/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("https answers");
+    assert_eq!(over_tls.version(), reqwest::Version::HTTP_2);
+    assert_eq!(over_tls.status(), 200);
+
     // The seeded catalog is public; changing it takes an administrator.
     let products: Value = running
         .get("/api/products?page_size=100", None)
@@ -197,8 +224,14 @@ async fn a_second_up_reuses_the_data_and_reset_wipes_it() {
     assert_eq!(reset.status.code(), Some(1), "no reset while running");
     let (status, _) = first.interrupt();
     assert!(status.success());
+    let ca = std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem");
 
     let second = Running::start(&data, &[]);
+    assert_eq!(
+        std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem"),
+        ca,
+        "the development CA is made once, so trusting it lasts"
+    );
     login(&second, "grace@example.com", "correct horse battery").await;
     login(&second, "demo@bazaar.example", "shop-till-you-drop").await;
     let (status, _) = second.interrupt();

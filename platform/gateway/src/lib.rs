@@ -34,6 +34,7 @@ use axum::routing::{any, get};
 use chassis::client::{ServiceClient, Transport};
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
+use chassis::tls::TlsConfig;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -80,6 +81,12 @@ pub struct Settings {
     pub ratelimit_on_error: ratelimit::OnStoreError,
     /// Retry budget, circuit breakers and outlier ejection.
     pub resilience: resilience::ResilienceSettings,
+    /// HTTPS (HTTP/2 and HTTP/1.1) on a second port, with this certificate and key; `bazaar up`
+    /// sets it to a certificate from its development CA unless it is configured.
+    pub tls: Option<TlsConfig>,
+    /// Answer plain-HTTP requests to routes with `308 Permanent Redirect` to the same URL over
+    /// HTTPS (health and metrics stay on plain HTTP for the platform's own checks).
+    pub redirect_to_https: bool,
 }
 
 impl Default for Settings {
@@ -98,6 +105,8 @@ impl Default for Settings {
             dashboard_part_timeout: Duration::from_millis(500),
             ratelimit_on_error: ratelimit::OnStoreError::Open,
             resilience: resilience::ResilienceSettings::default(),
+            tls: None,
+            redirect_to_https: false,
         }
     }
 }
@@ -106,6 +115,8 @@ impl Default for Settings {
 #[derive(Debug)]
 pub struct Application {
     server: Server,
+    /// The HTTPS port plain-HTTP requests are redirected to, when they are.
+    redirect: Option<u16>,
     gateway: Arc<proxy::Gateway>,
     jwks_refresh: Duration,
     shutdown: CancellationToken,
@@ -165,7 +176,22 @@ impl Application {
             &settings.audience,
         );
 
+        if settings.redirect_to_https && settings.tls.is_none() {
+            return Err(ConfigError::invalid(
+                "gateway.redirect_to_https",
+                true,
+                "needs gateway.tls (a certificate to serve HTTPS with)",
+            )
+            .into());
+        }
         let mut server = Server::bind(info, &config.chassis).await?;
+        if let Some(tls) = &settings.tls {
+            server = server.with_tls(tls, "gateway.tls").await?;
+        }
+        let redirect = match server.tls_addr() {
+            Some(addr) if settings.redirect_to_https => Some(addr.port()),
+            _ => None,
+        };
         let metrics = metrics::GatewayMetrics::register(server.metrics_registry());
         let upstreams = table
             .routes()
@@ -194,6 +220,7 @@ impl Application {
         };
         Ok(Self {
             server,
+            redirect,
             gateway: Arc::new(gateway),
             jwks_refresh: settings.jwks_refresh,
             shutdown: shutdown.clone(),
@@ -203,6 +230,11 @@ impl Application {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The bound address of the HTTPS listener, when `gateway.tls` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.server.tls_addr()
     }
 
     /// Serves until `shutdown` is cancelled, refreshing the token keys meanwhile.
@@ -218,11 +250,16 @@ impl Application {
                     }
                 }
             });
-        let router = Router::new()
+        let mut router = Router::new()
             .route("/api/dashboard", get(dashboard::dashboard))
             .route("/", any(proxy::handle))
             .route("/{*path}", any(proxy::handle))
             .with_state(self.gateway);
+        if let Some(port) = self.redirect {
+            router = router.layer(axum::middleware::from_fn(move |request, next| {
+                proxy::redirect_to_https(port, request, next)
+            }));
+        }
         let result = self.server.serve(router, shutdown.clone()).await;
         shutdown.cancel();
         self.shutdown.cancel();

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
 use chassis::client::{ServiceClient, Transport};
 use chassis::discovery::{Discovery, EJECTION, Endpoint};
 use chassis::server::middleware::RouteLabel;
+use chassis::tls::Secure;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -244,7 +246,8 @@ async fn forward(
             ))
         })?;
     let path = route.upstream_path(parts.uri.path(), parts.uri.query());
-    let headers = upstream_headers(&parts.headers, identity.as_ref(), peer);
+    let secure = parts.extensions.get::<Secure>().is_some();
+    let headers = upstream_headers(&parts.headers, identity.as_ref(), peer, secure);
     // A request that reached an upstream is sent again only when that cannot do something
     // twice: its method is idempotent, or it carries a key the upstream deduplicates on.
     let repeatable = parts.method.is_idempotent()
@@ -407,6 +410,37 @@ async fn settle(
     }
 }
 
+/// Sends a plain-HTTP request to the same URL over HTTPS on `port` (308 keeps the method and
+/// the body); lets requests that came over TLS through.
+pub async fn redirect_to_https(port: u16, request: Request, next: Next) -> Response {
+    if request.extensions().get::<Secure>().is_some() {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .map_or_else(|| "localhost".to_owned(), |a| a.host().to_owned());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => HttpError::bad_request("the Host header cannot be redirected to").into_response(),
+    }
+}
+
 /// Checks the caller as the route requires; `None` is an anonymous caller.
 pub(crate) async fn authenticate(
     gateway: &Gateway,
@@ -480,6 +514,7 @@ fn upstream_headers(
     incoming: &HeaderMap,
     identity: Option<&Identity>,
     peer: SocketAddr,
+    secure: bool,
 ) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
     let listed: Vec<String> = incoming
@@ -519,7 +554,10 @@ fn upstream_headers(
     if let Some(host) = incoming.get(header::HOST) {
         headers.insert("x-forwarded-host", host.clone());
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if secure { "https" } else { "http" }),
+    );
     headers
 }
 
@@ -607,7 +645,7 @@ mod tests {
         incoming.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
 
-        let anonymous = upstream_headers(&incoming, None, peer);
+        let anonymous = upstream_headers(&incoming, None, peer, false);
         assert!(anonymous.get(header::AUTHORIZATION).is_none());
         assert!(anonymous.get(USER_ID).is_none());
         assert!(anonymous.get(USER_ROLES).is_none());
@@ -621,8 +659,10 @@ mod tests {
             user_id: "u-1".into(),
             roles: vec!["customer".into(), "admin".into()],
         };
-        let signed_in = upstream_headers(&incoming, Some(&identity), peer);
+        let signed_in = upstream_headers(&incoming, Some(&identity), peer, true);
         assert_eq!(signed_in[USER_ID], "u-1");
         assert_eq!(signed_in[USER_ROLES], "customer,admin");
+        assert_eq!(anonymous["x-forwarded-proto"], "http");
+        assert_eq!(signed_in["x-forwarded-proto"], "https");
     }
 }

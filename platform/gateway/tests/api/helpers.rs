@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// Processes started for one test; all stop when it is dropped.
 pub(crate) struct Stack {
     pub(crate) gateway: String,
+    /// `https://localhost:<port>` when `gateway.tls` is set.
+    pub(crate) https: Option<String>,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
     _keep: Vec<Box<dyn Send>>,
@@ -107,10 +109,14 @@ impl Stack {
         .await
         .expect("gateway starts");
         let gateway = format!("http://{}", app.local_addr());
+        let https = app
+            .tls_addr()
+            .map(|addr| format!("https://localhost:{}", addr.port()));
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         chassis::testing::wait_ready(&gateway, Duration::from_secs(10)).await;
         Self {
             gateway,
+            https,
             http: reqwest::Client::new(),
             shutdown,
             _keep: keep,

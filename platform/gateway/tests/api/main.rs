@@ -6,3 +6,4 @@ mod auth;
 mod helpers;
 mod resilience;
 mod routing;
+mod tls;
