@@ -258,9 +258,9 @@ impl DevCa {
             dir: self.dir.clone(),
             reason,
         };
-        let ca_key = std::fs::read_to_string(self.ca_key())
+        let ca_key = PrivateKeyDer::from_pem_file(self.ca_key())
             .map_err(|e| fail(format!("reading ca.key: {e}")))?;
-        let ca_key = rcgen::KeyPair::from_pem(&ca_key).map_err(|e| fail(format!("ca.key: {e}")))?;
+        let ca_key = rcgen::KeyPair::try_from(&ca_key).map_err(|e| fail(format!("ca.key: {e}")))?;
         let issuer = rcgen::Issuer::new(ca_params(), ca_key);
 
         let mut names = vec![
@@ -292,9 +292,9 @@ impl DevCa {
             key: self.dir.join("server.key"),
             ..TlsConfig::default()
         };
-        write_private(&config.key, &key.serialize_pem())
+        write_private(&config.key, &pem("PRIVATE KEY", key.serialized_der()))
             .map_err(|e| fail(format!("writing server.key: {e}")))?;
-        std::fs::write(&config.cert, cert.pem())
+        std::fs::write(&config.cert, pem("CERTIFICATE", cert.der()))
             .map_err(|e| fail(format!("writing server.pem: {e}")))?;
         Ok(config)
     }
@@ -309,9 +309,9 @@ impl DevCa {
         let cert = ca_params()
             .self_signed(&key)
             .map_err(|e| fail(format!("signing the CA: {e}")))?;
-        write_private(&self.ca_key(), &key.serialize_pem())
+        write_private(&self.ca_key(), &pem("PRIVATE KEY", key.serialized_der()))
             .map_err(|e| fail(format!("writing ca.key: {e}")))?;
-        std::fs::write(self.ca_cert(), cert.pem())
+        std::fs::write(self.ca_cert(), pem("CERTIFICATE", cert.der()))
             .map_err(|e| fail(format!("writing ca.pem: {e}")))?;
         Ok(())
     }
@@ -349,6 +349,20 @@ fn valid_between(params: &mut rcgen::CertificateParams, from: NaiveDate, to: Nai
     let start = |d: NaiveDate| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
     params.not_before = start(from);
     params.not_after = start(to);
+}
+
+/// `der` as a PEM block (RFC 7468): base64 in lines of 64 between the labels.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        // Base64 is ASCII, so every chunk is valid UTF-8.
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// Writes a file only its owner can read.
