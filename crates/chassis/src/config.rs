@@ -348,6 +348,10 @@ pub struct HttpConfig {
     /// Time in-flight requests get to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Largest total size of request header names and values, in bytes (431 beyond).
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -359,6 +363,8 @@ impl Default for HttpConfig {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
         }
     }
 }

@@ -257,10 +257,7 @@ impl Server {
         let mut metrics_registry = self.metrics;
         let http_metrics = HttpMetrics::register(&mut metrics_registry);
         let metrics_registry = Arc::new(metrics_registry);
-        let observer = Arc::new(middleware::Observer::new(
-            http_metrics,
-            self.http.request_timeout,
-        ));
+        let observer = Arc::new(middleware::Observer::new(http_metrics, &self.http));
 
         let events_stop = CancellationToken::new();
         let (app, event_tasks) = match &self.events {

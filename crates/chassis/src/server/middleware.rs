@@ -3,9 +3,11 @@
 //! 1. take the incoming `x-request-id` if it is well-formed, or make one (the edge is wherever a
 //!    request first enters Bazaar), and echo it on the response;
 //! 2. open the request span (`request_id`, `method`, `route`) and the request context;
-//! 3. hold the handler to `http.request_timeout` (503 when it overruns);
-//! 4. give any bare error response from a lower layer (404, 405, 413) a problem body;
-//! 5. record RED metrics and write the access log line.
+//! 3. refuse requests with more headers than `http.max_headers`, or more header bytes than
+//!    `http.max_header_bytes` (431);
+//! 4. hold the handler to `http.request_timeout` (503 when it overruns);
+//! 5. give any bare error response from a lower layer (404, 405, 413) a problem body;
+//! 6. record RED metrics and write the access log line.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 use tracing::Instrument;
 
+use crate::config::HttpConfig;
 use crate::context::{self, RequestContext};
 use crate::error::HttpError;
 use crate::metrics::{HttpMetrics, RouteLabels};
@@ -38,12 +41,50 @@ pub struct Quiet;
 pub struct Observer {
     metrics: HttpMetrics,
     timeout: Duration,
+    max_headers: usize,
+    max_header_bytes: usize,
 }
 
 impl Observer {
-    /// Middleware state recording into `metrics`, timing requests out after `timeout`.
-    pub fn new(metrics: HttpMetrics, timeout: Duration) -> Self {
-        Self { metrics, timeout }
+    /// Middleware state recording into `metrics`, holding requests to the limits of `http`.
+    pub fn new(metrics: HttpMetrics, http: &HttpConfig) -> Self {
+        Self {
+            metrics,
+            timeout: http.request_timeout,
+            max_headers: http.max_headers,
+            max_header_bytes: http.max_header_bytes,
+        }
+    }
+
+    /// A 431 problem when `headers` break the limits.
+    fn check_headers(&self, headers: &http::HeaderMap) -> Option<Response> {
+        let count = headers.len();
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let detail = if count > self.max_headers {
+            format!(
+                "the request has {count} headers; at most {} are accepted",
+                self.max_headers
+            )
+        } else if bytes > self.max_header_bytes {
+            format!(
+                "the request's headers take {bytes} bytes; at most {} are accepted",
+                self.max_header_bytes
+            )
+        } else {
+            return None;
+        };
+        Some(
+            HttpError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+            )
+            .with_detail(detail)
+            .into_response(),
+        )
     }
 }
 
@@ -84,7 +125,11 @@ pub async fn observe(
         path: path.clone(),
     };
     let timeout = observer.timeout;
+    let refused = observer.check_headers(request.headers());
     let handle = async move {
+        if let Some(refused) = refused {
+            return refused;
+        }
         let response = match tokio::time::timeout(timeout, next.run(request)).await {
             Ok(response) => response,
             Err(_) => timed_out(timeout),

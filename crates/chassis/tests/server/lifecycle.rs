@@ -199,3 +199,35 @@ async fn health_and_metrics_are_served() {
     );
     started.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_431_problems() {
+    let mut config = config();
+    config.http.max_headers = 20;
+    config.http.max_header_bytes = 2048;
+    let started = start(config).await;
+    let url = format!("{}/health/live", started.url);
+
+    let names: Vec<String> = (0..25).map(|i| format!("x-extra-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let (status, headers, body) = fetch(&url, &many).await;
+    assert_eq!(status, 431);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let problem: Value = serde_json::from_str(&body).expect("problem json");
+    assert_eq!(problem["type"], "urn:bazaar:problem:headers-too-large");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 20")),
+        "{problem}"
+    );
+
+    let big = "x".repeat(3000);
+    let (status, _, body) = fetch(&url, &[("x-big", &big)]).await;
+    assert_eq!(status, 431);
+    assert!(body.contains("at most 2048"), "{body}");
+
+    // Within the limits: served.
+    let (status, _, _) = fetch(&url, &many[..10]).await;
+    assert_eq!(status, 200);
+}
