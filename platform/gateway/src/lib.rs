@@ -12,12 +12,14 @@
 //! - [`proxy`]: the handler.
 //! - [`resilience`]: retry budgets and circuit breakers per upstream service.
 //! - [`ratelimit`]: token buckets, in process or in Redis.
+//! - [`cors`]: which web origins may call the API.
 //! - [`dashboard`]: `GET /api/dashboard`, gathered from several services.
 //! - [`metrics`]: upstream, auth, rate-limit and resilience metrics.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cors;
 pub mod dashboard;
 pub mod metrics;
 pub mod proxy;
@@ -87,6 +89,8 @@ pub struct Settings {
     /// Answer plain-HTTP requests to routes with `308 Permanent Redirect` to the same URL over
     /// HTTPS (health and metrics stay on plain HTTP for the platform's own checks).
     pub redirect_to_https: bool,
+    /// Which web origins may call the API from a browser.
+    pub cors: cors::CorsSettings,
 }
 
 impl Default for Settings {
@@ -107,6 +111,7 @@ impl Default for Settings {
             resilience: resilience::ResilienceSettings::default(),
             tls: None,
             redirect_to_https: false,
+            cors: cors::CorsSettings::default(),
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Application {
     server: Server,
     /// The HTTPS port plain-HTTP requests are redirected to, when they are.
     redirect: Option<u16>,
+    /// Cross-origin policy, when CORS is on.
+    cors: Option<tower_http::cors::CorsLayer>,
     gateway: Arc<proxy::Gateway>,
     jwks_refresh: Duration,
     shutdown: CancellationToken,
@@ -176,6 +183,7 @@ impl Application {
             &settings.audience,
         );
 
+        let cors = settings.cors.layer()?;
         if settings.redirect_to_https && settings.tls.is_none() {
             return Err(ConfigError::invalid(
                 "gateway.redirect_to_https",
@@ -221,6 +229,7 @@ impl Application {
         Ok(Self {
             server,
             redirect,
+            cors,
             gateway: Arc::new(gateway),
             jwks_refresh: settings.jwks_refresh,
             shutdown: shutdown.clone(),
@@ -255,6 +264,9 @@ impl Application {
             .route("/", any(proxy::handle))
             .route("/{*path}", any(proxy::handle))
             .with_state(self.gateway);
+        if let Some(cors) = self.cors {
+            router = router.layer(cors);
+        }
         if let Some(port) = self.redirect {
             router = router.layer(axum::middleware::from_fn(move |request, next| {
                 proxy::redirect_to_https(port, request, next)

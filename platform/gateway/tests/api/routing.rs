@@ -365,3 +365,98 @@ async fn a_rate_limit_store_that_is_down_fails_open_or_closed() {
         );
     }
 }
+
+#[tokio::test]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let echo = spawn_echo("echo-1").await;
+    let settings = Settings {
+        cors: gateway::cors::CorsSettings {
+            allowed_origins: vec!["http://localhost:3000".into()],
+            ..gateway::cors::CorsSettings::default()
+        },
+        ..settings_with_echo()
+    };
+    let stack = Stack::start(
+        &[("echo", vec![echo])],
+        settings,
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        stack
+            .http
+            .request(reqwest::Method::OPTIONS, stack.at("/api/echo/items"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("http://localhost:3000").await.expect("answers");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(
+        allowed.headers()["access-control-allow-methods"]
+            .to_str()
+            .is_ok_and(|m| m.contains("POST"))
+    );
+    assert_eq!(allowed.headers()["access-control-max-age"], "600");
+    let stranger = preflight("https://evil.example").await.expect("answers");
+    assert!(
+        !stranger
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    // The actual request: the page may read the request id and the rate-limit headers.
+    let response = stack
+        .http
+        .get(stack.at("/api/echo/items"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(
+        response.headers()["access-control-expose-headers"]
+            .to_str()
+            .is_ok_and(|h| h.contains("x-request-id") && h.contains("ratelimit-remaining"))
+    );
+}
+
+#[tokio::test]
+async fn too_many_headers_are_refused_before_reaching_an_upstream() {
+    let upstream = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&upstream)
+        .await;
+    let stack = Stack::start(
+        &[("echo", vec![upstream.uri()])],
+        settings_with_echo(),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
+    let mut request = stack.http.get(stack.at("/api/echo/x"));
+    for i in 0..70 {
+        request = request.header(format!("x-extra-{i}"), "1");
+    }
+    let response = request.send().await.expect("answers");
+    assert_eq!(response.status(), 431);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:bazaar:problem:headers-too-large"
+    );
+    assert_eq!(upstream.received_requests().await.map(|r| r.len()), Some(0));
+}
