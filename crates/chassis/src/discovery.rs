@@ -367,9 +367,17 @@ impl Discovery {
             .ok_or_else(|| DiscoveryError::NoInstances(service.to_owned()))
     }
 
+    /// Picks among `endpoints` (from [`Self::endpoints`]) other than those in `exclude`.
+    pub fn pick_among(endpoints: &[Arc<Endpoint>], exclude: &[String]) -> Option<Lease> {
+        pick(endpoints, exclude).map(Lease::new)
+    }
+
     /// The current instances of `service`, starting its watch on first use.
     pub async fn endpoints(&self, service: &str) -> Result<Arc<[Arc<Endpoint>]>, DiscoveryError> {
         let cache = self.cache(service)?;
+        if *cache.loaded.borrow() {
+            return Ok(cache.snapshot());
+        }
         let mut loaded = cache.loaded.subscribe();
         // Only the first lookup waits, and only until the first answer (or a bounded time).
         let _ = tokio::time::timeout(FIRST_LOOKUP_TIMEOUT, loaded.wait_for(|l| *l)).await;

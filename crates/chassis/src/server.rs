@@ -295,8 +295,13 @@ impl Server {
             )
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
         });
+        // Responses go out as soon as they are written, not when the previous segment is
+        // acknowledged (Nagle's algorithm would add up to a delayed-ACK timeout).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let plain = axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());

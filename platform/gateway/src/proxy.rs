@@ -257,6 +257,12 @@ async fn forward(
     let upstream = gateway.upstream(&route.service);
     upstream.budget.deposit(Instant::now());
 
+    // One snapshot of the instances serves the whole request: picks, retries and outlier checks.
+    let peers = gateway
+        .discovery
+        .endpoints(&route.service)
+        .await
+        .unwrap_or_else(|_| Arc::from(Vec::new()));
     let mut tried: Vec<String> = Vec::new();
     let mut last_failure = String::new();
     let mut last_response: Option<Response> = None;
@@ -278,11 +284,7 @@ async fn forward(
             }
             Err(_) => break,
         };
-        let Ok(lease) = gateway
-            .discovery
-            .pick_excluding(&route.service, &tried)
-            .await
-        else {
+        let Some(lease) = Discovery::pick_among(&peers, &tried) else {
             if !retry {
                 return Err(HttpError::unavailable(
                     format!("no healthy instance of {}", route.service),
@@ -321,10 +323,10 @@ async fn forward(
             gateway,
             route,
             &endpoint,
+            &peers,
             admitted,
             !status.is_server_error(),
-        )
-        .await;
+        );
         match outcome {
             Ok(Ok(response)) => {
                 tracing::Span::current().record("upstream", endpoint.id.as_str());
@@ -384,10 +386,11 @@ async fn forward(
 }
 
 /// Feeds one attempt's outcome to the instance's outlier detection and the service's breaker.
-async fn settle(
+fn settle(
     gateway: &Gateway,
     route: &Route,
     endpoint: &Endpoint,
+    peers: &[Arc<Endpoint>],
     admitted: Admitted<'_>,
     success: bool,
 ) {
@@ -395,10 +398,7 @@ async fn settle(
         gateway.metrics.circuit_state(&route.service, state);
         tracing::warn!(service = %route.service, state = state.as_str(), "circuit breaker changed");
     }
-    if let Ok(peers) = gateway.discovery.endpoints(&route.service).await
-        && let Some(ejection) =
-            endpoint.record_outcome(success, &gateway.resilience.outliers, &peers)
-    {
+    if let Some(ejection) = endpoint.record_outcome(success, &gateway.resilience.outliers, peers) {
         gateway
             .metrics
             .outlier_ejected(&route.service, &endpoint.id);

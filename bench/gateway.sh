@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The gateway against nginx and against calling the service directly.
+#
+# Starts Bazaar (release build) and an nginx that proxies the same upstream, then drives each
+# with wrk at 1 and 64 connections:
+#
+#   direct        GET catalog /categories, no proxy
+#   nginx         GET /api/categories through nginx (HTTP/1.1 keep-alive to the upstream)
+#   gateway       GET /api/categories through the gateway (public route)
+#   gateway+auth  GET /api/bench/categories through the gateway: token verified, rate limited
+#
+# Access logs are off on both proxies (BAZAAR_LOG__LEVEL=warn, nginx `access_log off`), so
+# the numbers compare proxying, not log writing. Prints a Markdown table; "added p50" is the
+# median latency over the direct call at the same number of connections.
+#
+# Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Everything shares this
+# machine's cores, so compare rows of one run, not runs on different machines.
+#
+#   bench/gateway.sh                 # 10 s per cell
+#   DURATION=30s bench/gateway.sh    # longer cells
+set -euo pipefail
+
+DURATION="${DURATION:-10s}"
+BASE_PORT="${BASE_PORT:-27700}"
+NGINX_PORT="${NGINX_PORT:-27780}"
+CONNECTIONS="${CONNECTIONS:-1 64}"
+WARMUP="${WARMUP:-2s}"
+
+for tool in wrk nginx curl python3; do
+    command -v "$tool" >/dev/null || {
+        echo "bench/gateway.sh needs $tool (Debian: apt-get install wrk nginx-light curl python3)" >&2
+        exit 2
+    }
+done
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+cargo build --release --quiet -p bazaar
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+bazaar="$target_dir/release/bazaar"
+
+work="$(mktemp -d)"
+up_pid=""
+cleanup() {
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    if [ -n "$up_pid" ]; then
+        kill -INT "$up_pid" 2>/dev/null || true
+        wait "$up_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# An authenticated, rate-limited route to the same upstream, with a limit the load never hits:
+# the cost of checking is measured, not the cost of refusing.
+cat >"$work/bench.toml" <<'EOF'
+[[gateway.extra_routes]]
+prefix = "/api/bench/categories"
+service = "catalog"
+rewrite = "/categories"
+auth = "required"
+rate_limit = { requests = 100000000, per = "1s", burst = 100000000 }
+EOF
+
+BAZAAR_LOG__LEVEL=warn "$bazaar" up --data-dir "$work/data" --base-port "$BASE_PORT" \
+    --config "$work/bench.toml" >"$work/up.log" 2>&1 </dev/null &
+up_pid=$!
+for _ in $(seq 1 600); do
+    grep -q "Press Ctrl-C to stop" "$work/up.log" && break
+    kill -0 "$up_pid" 2>/dev/null || { cat "$work/up.log" >&2; exit 1; }
+    sleep 0.1
+done
+grep -q "Press Ctrl-C to stop" "$work/up.log" || { cat "$work/up.log" >&2; exit 1; }
+
+gateway="http://127.0.0.1:$BASE_PORT"
+catalog="http://127.0.0.1:$((BASE_PORT + 12))"
+token="$(curl -fsS -X POST "$gateway/api/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"demo@bazaar.example","password":"shop-till-you-drop"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    upstream catalog {
+        server 127.0.0.1:$((BASE_PORT + 12));
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location /api/categories {
+            proxy_pass http://catalog/categories;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work/nginx"
+for _ in $(seq 1 50); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/api/categories" 2>/dev/null && break
+    sleep 0.1
+done
+
+# Same answer through every path, or the comparison means nothing.
+expected="$(curl -fsS "$catalog/categories")"
+for url in "http://127.0.0.1:$NGINX_PORT/api/categories" "$gateway/api/categories"; do
+    [ "$(curl -fsS "$url")" = "$expected" ] || { echo "$url answers differently" >&2; exit 1; }
+done
+[ "$(curl -fsS -H "authorization: Bearer $token" "$gateway/api/bench/categories")" = "$expected" ] ||
+    { echo "the authenticated route answers differently" >&2; exit 1; }
+
+# Milliseconds from a wrk latency such as 812.00us, 1.20ms or 1.01s.
+to_ms() {
+    case "$1" in
+        *us) python3 -c "print(round(${1%us} / 1000, 3))" ;;
+        *ms) python3 -c "print(round(${1%ms}, 3))" ;;
+        *s) python3 -c "print(round(${1%s} * 1000, 3))" ;;
+        *) echo "?" ;;
+    esac
+}
+
+# run NAME URL CONNECTIONS [HEADER] -> "req/s p50 p99 errors"
+run() {
+    local url="$2" connections="$3" header="${4:-x-bench: 1}"
+    local threads=$((connections < 2 ? 1 : 2))
+    wrk -t"$threads" -c"$connections" -d"$WARMUP" -H "$header" "$url" >/dev/null
+    local out
+    out="$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency -H "$header" "$url")"
+    local rps p50 p99 errors
+    rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    errors="$(awk '/Non-2xx or 3xx responses/ {print $5}' <<<"$out")"
+    echo "$rps $p50 $p99 ${errors:-0}"
+}
+
+echo "Bazaar $("$bazaar" --version | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, $DURATION per cell"
+echo
+echo "| target | connections | req/s | p50 ms | p99 ms | added p50 ms | non-2xx |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for c in $CONNECTIONS; do
+    read -r d_rps d_p50 d_p99 d_err <<<"$(run direct "$catalog/categories" "$c")"
+    echo "| direct | $c | $d_rps | $d_p50 | $d_p99 | – | $d_err |"
+    while read -r name url header; do
+        read -r rps p50 p99 err <<<"$(run "$name" "$url" "$c" "$header")"
+        added="$(python3 -c "print(round($p50 - $d_p50, 3))")"
+        echo "| $name | $c | $rps | $p50 | $p99 | $added | $err |"
+    done <<EOF
+nginx http://127.0.0.1:$NGINX_PORT/api/categories x-bench: 1
+gateway $gateway/api/categories x-bench: 1
+gateway+auth $gateway/api/bench/categories authorization: Bearer $token
+EOF
+done
