@@ -17,6 +17,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use contracts::headers::{PROBLEM_JSON, REQUEST_ID};
+use http::HeaderName;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 use tracing::Instrument;
@@ -25,6 +26,9 @@ use crate::config::HttpConfig;
 use crate::context::{self, RequestContext};
 use crate::error::HttpError;
 use crate::metrics::{HttpMetrics, RouteLabels};
+
+/// `x-request-id` as a header name: parsed once, not on every request.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Overrides the `route` label of a response's metrics and log line. The gateway sets it to the
 /// route table entry a request matched, since its own router has a single catch-all route.
@@ -98,13 +102,13 @@ pub async fn observe(
     let _in_flight = observer.metrics.start();
     let request_id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|id| context::is_valid_request_id(id))
         .map(str::to_owned)
         .unwrap_or_else(context::new_request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID, value);
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -139,7 +143,7 @@ pub async fn observe(
     let mut response = context::scope(context, handle.instrument(span.clone())).await;
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let route = response
         .extensions()
