@@ -209,12 +209,7 @@ async fn bad_tokens_are_refused_with_a_reason() {
         .expect("answers");
     assert_eq!(malformed_header.status(), 401);
 
-    let metrics = stack
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("text");
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"bazaar_gateway_auth_failures_total{reason="invalid"}"#),
         "{metrics}"

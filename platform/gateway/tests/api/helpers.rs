@@ -123,6 +123,20 @@ impl Stack {
         }
     }
 
+    /// A gateway with `settings` in front of `upstreams`, stopped when the stack is dropped.
+    pub(crate) async fn serving(upstreams: &[(&str, Vec<String>)], settings: Settings) -> Self {
+        Self::start(upstreams, settings, CancellationToken::new(), vec![]).await
+    }
+
+    /// The gateway's metrics, as text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.get("/metrics", None)
+            .await
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub(crate) fn at(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
     }

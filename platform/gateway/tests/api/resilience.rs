@@ -32,24 +32,13 @@ fn with_resilience(resilience: ResilienceSettings) -> Settings {
     }
 }
 
-async fn metrics(stack: &Stack) -> String {
-    stack
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 #[tokio::test]
 async fn an_instance_answering_500s_is_ejected_after_five_in_a_row() {
     let broken = answering(500).await;
     let healthy = spawn_echo("healthy").await;
-    let stack = Stack::start(
+    let stack = Stack::serving(
         &[("echo", vec![broken.uri(), healthy])],
         settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
     )
     .await;
     let mut errors = 0;
@@ -65,7 +54,7 @@ async fn an_instance_answering_500s_is_ejected_after_five_in_a_row() {
     // instance costs exactly five of them before it is avoided.
     assert_eq!(errors, 5);
     assert_eq!(received(&broken).await, 5);
-    let metrics = metrics(&stack).await;
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(
             r#"bazaar_gateway_outlier_ejections_total{service="echo",instance="echo-static-0"} 1"#
@@ -78,11 +67,9 @@ async fn an_instance_answering_500s_is_ejected_after_five_in_a_row() {
 async fn unavailable_answers_are_retried_elsewhere_only_when_repeating_is_safe() {
     let first = answering(503).await;
     let second = answering(503).await;
-    let stack = Stack::start(
+    let stack = Stack::serving(
         &[("echo", vec![first.uri(), second.uri()])],
         settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
     )
     .await;
     let both = || async { received(&first).await + received(&second).await };
@@ -112,7 +99,7 @@ async fn unavailable_answers_are_retried_elsewhere_only_when_repeating_is_safe()
     assert_eq!(both().await, 5);
     assert_eq!(stack.get("/api/echo/orders", None).await.status(), 503);
     assert_eq!(both().await, 7);
-    let metrics = metrics(&stack).await;
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"bazaar_gateway_retries_total{service="echo",outcome="sent"} 2"#),
         "{metrics}"
@@ -134,19 +121,13 @@ async fn the_retry_budget_caps_retries() {
         },
         ..ResilienceSettings::default()
     });
-    let stack = Stack::start(
-        &[("echo", vec![first.uri(), second.uri()])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![first.uri(), second.uri()])], settings).await;
     for _ in 0..15 {
         assert_eq!(stack.get("/api/echo/x", None).await.status(), 503);
     }
     // One retry per second over a ten-second window: ten of the fifteen were retried.
     assert_eq!(received(&first).await + received(&second).await, 25);
-    let metrics = metrics(&stack).await;
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"bazaar_gateway_retries_total{service="echo",outcome="sent"} 10"#),
         "{metrics}"
@@ -167,13 +148,7 @@ async fn the_breaker_opens_fails_fast_and_recovers_through_a_probe() {
         breaker_open_for: Duration::from_millis(300),
         ..ResilienceSettings::default()
     });
-    let stack = Stack::start(
-        &[("echo", vec![upstream.uri()])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![upstream.uri()])], settings).await;
     for _ in 0..10 {
         assert_eq!(stack.get("/api/echo/x", None).await.status(), 500);
     }
@@ -187,7 +162,8 @@ async fn the_breaker_opens_fails_fast_and_recovers_through_a_probe() {
     );
     assert_eq!(received(&upstream).await, 10);
     assert!(
-        metrics(&stack)
+        stack
+            .metrics()
             .await
             .contains(r#"bazaar_gateway_circuit_state{service="echo"} 1"#)
     );
@@ -208,7 +184,7 @@ async fn the_breaker_opens_fails_fast_and_recovers_through_a_probe() {
     for _ in 0..5 {
         assert_eq!(stack.get("/api/echo/x", None).await.status(), 200);
     }
-    let metrics = metrics(&stack).await;
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"bazaar_gateway_circuit_state{service="echo"} 0"#),
         "{metrics}"

@@ -11,13 +11,7 @@ use crate::helpers::{Stack, dead_address, problem, settings_with_echo, spawn_ech
 #[tokio::test]
 async fn rewrites_paths_and_passes_queries_and_bodies() {
     let echo = spawn_echo("echo-1").await;
-    let stack = Stack::start(
-        &[("echo", vec![echo])],
-        settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![echo])], settings_with_echo()).await;
     let answer: Value = stack
         .http
         .post(stack.at("/api/echo/items/7?color=red"))
@@ -40,7 +34,7 @@ async fn rewrites_paths_and_passes_queries_and_bodies() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_problems() {
-    let stack = Stack::start(&[], settings_with_echo(), CancellationToken::new(), vec![]).await;
+    let stack = Stack::serving(&[], settings_with_echo()).await;
     let missing = stack.get("/api/nothing-here", None).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
@@ -61,13 +55,7 @@ async fn unknown_routes_and_methods_get_problems() {
 async fn fails_over_from_a_dead_instance_even_for_posts() {
     let live = spawn_echo("live").await;
     let dead = dead_address().await;
-    let stack = Stack::start(
-        &[("echo", vec![dead, live])],
-        settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![dead, live])], settings_with_echo()).await;
     for _ in 0..20 {
         let response = stack
             .http
@@ -85,11 +73,9 @@ async fn fails_over_from_a_dead_instance_even_for_posts() {
 #[tokio::test]
 async fn no_instance_is_503_and_all_dead_is_502() {
     let dead = dead_address().await;
-    let stack = Stack::start(
+    let stack = Stack::serving(
         &[("echo", vec![]), ("users", vec![dead])],
         settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
     )
     .await;
     let none = stack.get("/api/echo", None).await;
@@ -127,13 +113,7 @@ async fn a_slow_upstream_is_cut_off_with_504() {
         ),
         ..gateway::Settings::default()
     };
-    let stack = Stack::start(
-        &[("slow", vec![slow.uri()])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("slow", vec![slow.uri()])], settings).await;
     let started = Instant::now();
     let response = stack.get("/api/slow/thing", None).await;
     assert_eq!(response.status(), 504);
@@ -147,23 +127,12 @@ async fn a_slow_upstream_is_cut_off_with_504() {
 #[tokio::test]
 async fn metrics_count_per_route_and_per_upstream() {
     let echo = spawn_echo("echo-1").await;
-    let stack = Stack::start(
-        &[("echo", vec![echo])],
-        settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![echo])], settings_with_echo()).await;
     for _ in 0..3 {
         stack.get("/api/echo/a", None).await;
     }
     stack.get("/api/none", None).await;
-    let metrics = stack
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .expect("text");
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(
             r#"bazaar_http_server_requests_total{method="GET",route="/api/echo",status="200"} 3"#
@@ -192,13 +161,7 @@ async fn rate_limits_refuse_with_429_and_count_exactly_under_concurrency() {
         ),
         ..Settings::default()
     };
-    let stack = Stack::start(
-        &[("echo", vec![echo])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![echo])], settings).await;
     let first = stack.get("/api/limited/x", None).await;
     assert_eq!(first.status(), 200);
     let header = |r: &reqwest::Response, name: &str| {
@@ -336,13 +299,7 @@ async fn a_rate_limit_store_that_is_down_fails_open_or_closed() {
             ratelimit_on_error: policy,
             ..Settings::default()
         };
-        let stack = Stack::start(
-            &[("echo", vec![echo.clone()])],
-            settings,
-            CancellationToken::new(),
-            vec![],
-        )
-        .await;
+        let stack = Stack::serving(&[("echo", vec![echo.clone()])], settings).await;
         for _ in 0..3 {
             assert_eq!(
                 stack.get("/api/limited/x", None).await.status(),
@@ -376,13 +333,7 @@ async fn cors_answers_preflights_for_configured_origins_only() {
         },
         ..settings_with_echo()
     };
-    let stack = Stack::start(
-        &[("echo", vec![echo])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![echo])], settings).await;
     let preflight = |origin: &'static str| {
         stack
             .http
@@ -441,13 +392,7 @@ async fn too_many_headers_are_refused_before_reaching_an_upstream() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&upstream)
         .await;
-    let stack = Stack::start(
-        &[("echo", vec![upstream.uri()])],
-        settings_with_echo(),
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![upstream.uri()])], settings_with_echo()).await;
     let mut request = stack.http.get(stack.at("/api/echo/x"));
     for i in 0..70 {
         request = request.header(format!("x-extra-{i}"), "1");

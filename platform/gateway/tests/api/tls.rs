@@ -27,13 +27,7 @@ async fn serves_https_with_http2_and_redirects_plain_http_to_it() {
         redirect_to_https: true,
         ..settings_with_echo()
     };
-    let stack = Stack::start(
-        &[("echo", vec![echo])],
-        settings,
-        CancellationToken::new(),
-        vec![],
-    )
-    .await;
+    let stack = Stack::serving(&[("echo", vec![echo])], settings).await;
     let https = stack.https.clone().expect("https bound");
     let client = trusting(&ca);
 
