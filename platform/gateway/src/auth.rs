@@ -66,7 +66,17 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
-    verified: Mutex<HashMap<String, (Identity, u64)>>,
+    /// Verified tokens by their signature (short, and as unique as the token), with the whole
+    /// token to compare, the identity and the expiry.
+    verified: Mutex<HashMap<String, (String, Identity, u64)>>,
+}
+
+/// The signature segment of a compact JWS (what follows the last `.`): hashing it rather than
+/// the whole token keeps the cache lookup cheap on every request.
+fn signature(token: &str) -> &str {
+    token
+        .rsplit_once('.')
+        .map_or(token, |(_, signature)| signature)
 }
 
 impl Verifier {
@@ -92,7 +102,8 @@ impl Verifier {
     /// Verifies `token`.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((identity, exp)) = lock(&self.verified).get(token)
+        if let Some((whole, identity, exp)) = lock(&self.verified).get(signature(token))
+            && whole == token
             && *exp + LEEWAY_SECS > now
         {
             return Ok(identity.clone());
@@ -141,12 +152,15 @@ impl Verifier {
     fn remember(&self, token: &str, identity: &Identity, exp: u64, now: u64) {
         let mut verified = lock(&self.verified);
         if verified.len() >= CACHE_CAPACITY {
-            verified.retain(|_, (_, exp)| *exp > now);
+            verified.retain(|_, (_, _, exp)| *exp > now);
             if verified.len() >= CACHE_CAPACITY {
                 verified.clear();
             }
         }
-        verified.insert(token.to_owned(), (identity.clone(), exp));
+        verified.insert(
+            signature(token).to_owned(),
+            (token.to_owned(), identity.clone(), exp),
+        );
     }
 
     /// Fetches the JWKS, unless another task fetched it successfully moments ago. A failed

@@ -49,6 +49,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
+const USER_ROLES_HEADER: HeaderName = HeaderName::from_static(USER_ROLES);
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// What the handler needs.
 #[derive(Debug)]
@@ -189,11 +194,19 @@ async fn forward(
     let decision = match route.rate_limit {
         None => None,
         Some(limit) => {
-            let caller = identity.as_ref().map_or_else(
-                || format!("addr:{}", peer.ip()),
-                |i| format!("user:{}", i.user_id),
-            );
-            let key = format!("{}|{caller}", route.prefix);
+            // `<route>|user:<id>` or `<route>|addr:<ip>`, built without the formatter.
+            let mut key = String::with_capacity(route.prefix.len() + 48);
+            key.push_str(&route.prefix);
+            match &identity {
+                Some(identity) => {
+                    key.push_str("|user:");
+                    key.push_str(&identity.user_id);
+                }
+                None => {
+                    key.push_str("|addr:");
+                    push_ip(&mut key, peer.ip());
+                }
+            }
             match gateway
                 .limiter
                 .take(&key, &limit, chassis::db::now_millis())
@@ -551,10 +564,10 @@ fn upstream_headers(
     let host = headers.remove(header::HOST);
     if let Some(identity) = identity {
         if let Ok(id) = HeaderValue::from_str(&identity.user_id) {
-            headers.insert(USER_ID, id);
+            headers.insert(USER_ID_HEADER, id);
         }
         if let Ok(roles) = HeaderValue::from_str(&identity.roles.join(",")) {
-            headers.insert(USER_ROLES, roles);
+            headers.insert(USER_ROLES_HEADER, roles);
         }
     }
     let mut forwarded_for = String::with_capacity(64);
@@ -608,9 +621,12 @@ fn build_request(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<http::Request<Body>, HttpError> {
+    let mut uri = String::with_capacity(address.len() + path.len());
+    uri.push_str(address);
+    uri.push_str(path);
     let mut request = http::Request::builder()
         .method(method.clone())
-        .uri(format!("{address}{path}"))
+        .uri(uri)
         .body(Body::from(body))
         .map_err(|e| HttpError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     *request.headers_mut() = headers.clone();
@@ -621,16 +637,10 @@ fn build_request(
 fn rate_limit_headers(decision: &Decision) -> [(HeaderName, HeaderValue); 3] {
     let reset = decision.reset.as_millis().div_ceil(1000);
     [
+        (RATELIMIT_LIMIT, HeaderValue::from(decision.limit)),
+        (RATELIMIT_REMAINING, HeaderValue::from(decision.remaining)),
         (
-            HeaderName::from_static("ratelimit-limit"),
-            HeaderValue::from(decision.limit),
-        ),
-        (
-            HeaderName::from_static("ratelimit-remaining"),
-            HeaderValue::from(decision.remaining),
-        ),
-        (
-            HeaderName::from_static("ratelimit-reset"),
+            RATELIMIT_RESET,
             HeaderValue::from(u64::try_from(reset).unwrap_or(u64::MAX)),
         ),
     ]

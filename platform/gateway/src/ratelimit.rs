@@ -135,7 +135,12 @@ impl LocalStore {
                 refilled < capacity
             });
         }
-        let (bucket, decision) = take(buckets.get(key).copied(), limit, now);
+        if let Some(bucket) = buckets.get_mut(key) {
+            let (next, decision) = take(Some(*bucket), limit, now);
+            *bucket = next;
+            return decision;
+        }
+        let (bucket, decision) = take(None, limit, now);
         buckets.insert(key.to_owned(), bucket);
         decision
     }

@@ -102,7 +102,11 @@ impl Route {
     /// The upstream path and query for `path_and_query` (which matched this route).
     pub fn upstream_path(&self, path: &str, query: Option<&str>) -> String {
         let rest = path.strip_prefix(&self.prefix).unwrap_or("");
-        let mut upstream = format!("{}{rest}", self.rewrite);
+        let mut upstream = String::with_capacity(
+            self.rewrite.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
+        );
+        upstream.push_str(&self.rewrite);
+        upstream.push_str(rest);
         if upstream.is_empty() {
             upstream.push('/');
         }
