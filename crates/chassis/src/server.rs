@@ -138,6 +138,8 @@ pub struct Server {
     events_config: EventsConfig,
     events: Option<Events>,
     registers: bool,
+    /// The app's own fallback answers unmatched paths (a proxy); no chassis 404 there.
+    own_fallback: bool,
 }
 
 impl Server {
@@ -173,6 +175,7 @@ impl Server {
             events_config: config.events.clone(),
             events: None,
             registers: config.discovery.registry.is_some(),
+            own_fallback: false,
         })
     }
 
@@ -244,9 +247,18 @@ impl Server {
         self
     }
 
+    /// Lets the app's own fallback answer every path no route matches, as a proxy does
+    /// (cheaper than a catch-all `/{*path}` route, which captures the path on every request).
+    #[must_use]
+    pub fn with_own_fallback(mut self) -> Self {
+        self.own_fallback = true;
+        self
+    }
+
     /// Serves `app` until `shutdown` is cancelled, then shuts down gracefully.
     ///
-    /// `app` must not set a fallback: the chassis answers unknown routes with a problem body.
+    /// Unless [`Server::with_own_fallback`] was called, `app` must not set a fallback: the
+    /// chassis answers unknown routes with a problem body.
     pub async fn serve(self, app: Router, shutdown: CancellationToken) -> Result<(), StartError> {
         let registrar = if self.registers {
             self.registrar()
@@ -264,13 +276,14 @@ impl Server {
             Some(events) => (app.merge(events.routes()), events.start(&events_stop)),
             None => (app, Vec::new()),
         };
+        let mut app = app.merge(health::routes(Arc::clone(&readiness))).route(
+            "/metrics",
+            get(move || std::future::ready(metrics::render(&metrics_registry))),
+        );
+        if !self.own_fallback {
+            app = app.fallback(middleware::not_found);
+        }
         let app = app
-            .merge(health::routes(Arc::clone(&readiness)))
-            .route(
-                "/metrics",
-                get(move || std::future::ready(metrics::render(&metrics_registry))),
-            )
-            .fallback(middleware::not_found)
             .method_not_allowed_fallback(middleware::method_not_allowed)
             .layer(DefaultBodyLimit::max(self.http.body_limit))
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))

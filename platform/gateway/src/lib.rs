@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::get;
 use chassis::client::{ServiceClient, Transport};
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
@@ -192,7 +192,9 @@ impl Application {
             )
             .into());
         }
-        let mut server = Server::bind(info, &config.chassis).await?;
+        let mut server = Server::bind(info, &config.chassis)
+            .await?
+            .with_own_fallback();
         if let Some(tls) = &settings.tls {
             server = server.with_tls(tls, "gateway.tls").await?;
         }
@@ -261,8 +263,7 @@ impl Application {
             });
         let mut router = Router::new()
             .route("/api/dashboard", get(dashboard::dashboard))
-            .route("/", any(proxy::handle))
-            .route("/{*path}", any(proxy::handle))
+            .fallback(proxy::handle)
             .with_state(self.gateway);
         if let Some(cors) = self.cors {
             router = router.layer(cors);
