@@ -10,14 +10,15 @@
 #   gateway+auth  GET /api/bench/categories through the gateway: token verified, rate limited
 #
 # Access logs are off on both proxies (BAZAAR_LOG__LEVEL=warn, nginx `access_log off`), so
-# the numbers compare proxying, not log writing. Prints a Markdown table; "added p50" is the
-# median latency over the direct call at the same number of connections.
+# the numbers compare proxying, not log writing. Prints a Markdown table of medians over the
+# rounds; "added p50" is the median latency over the direct call at the same number of
+# connections.
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Everything shares this
 # machine's cores, so compare rows of one run, not runs on different machines.
 #
-#   bench/gateway.sh                 # 10 s per cell
-#   DURATION=30s bench/gateway.sh    # longer cells
+#   bench/gateway.sh                          # 3 rounds of 10 s per cell
+#   ROUNDS=5 DURATION=30s bench/gateway.sh    # more, longer
 set -euo pipefail
 
 DURATION="${DURATION:-10s}"
@@ -25,6 +26,7 @@ BASE_PORT="${BASE_PORT:-27700}"
 NGINX_PORT="${NGINX_PORT:-27780}"
 CONNECTIONS="${CONNECTIONS:-1 64}"
 WARMUP="${WARMUP:-2s}"
+ROUNDS="${ROUNDS:-3}"
 
 for tool in wrk nginx curl python3; do
     command -v "$tool" >/dev/null || {
@@ -144,20 +146,41 @@ run() {
     echo "$rps $p50 $p99 ${errors:-0}"
 }
 
-echo "Bazaar $("$bazaar" --version | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, $DURATION per cell"
-echo
-echo "| target | connections | req/s | p50 ms | p99 ms | added p50 ms | non-2xx |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-for c in $CONNECTIONS; do
-    read -r d_rps d_p50 d_p99 d_err <<<"$(run direct "$catalog/categories" "$c")"
-    echo "| direct | $c | $d_rps | $d_p50 | $d_p99 | – | $d_err |"
-    while read -r name url header; do
-        read -r rps p50 p99 err <<<"$(run "$name" "$url" "$c" "$header")"
-        added="$(python3 -c "print(round($p50 - $d_p50, 3))")"
-        echo "| $name | $c | $rps | $p50 | $p99 | $added | $err |"
-    done <<EOF
-nginx http://127.0.0.1:$NGINX_PORT/api/categories x-bench: 1
-gateway $gateway/api/categories x-bench: 1
-gateway+auth $gateway/api/bench/categories authorization: Bearer $token
-EOF
+targets() {
+    echo "direct $catalog/categories x-bench: 1"
+    echo "nginx http://127.0.0.1:$NGINX_PORT/api/categories x-bench: 1"
+    echo "gateway $gateway/api/categories x-bench: 1"
+    echo "gateway+auth $gateway/api/bench/categories authorization: Bearer $token"
+}
+
+# Every round runs each target once, in turn, so a slow spell of the machine hits all of them;
+# each cell of the table is the median of its rounds.
+results="$work/results"
+for round in $(seq 1 "$ROUNDS"); do
+    for c in $CONNECTIONS; do
+        while read -r name url header; do
+            echo "$name $c $(run "$name" "$url" "$c" "$header")" >>"$results"
+        done <<<"$(targets)"
+    done
 done
+
+echo "Bazaar $("$bazaar" --version | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, $DURATION per cell, median of $ROUNDS rounds"
+echo
+python3 - "$results" "$CONNECTIONS" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+order = ["direct", "nginx", "gateway", "gateway+auth"]
+print("| target | connections | req/s | p50 ms | p99 ms | added p50 ms | % of nginx req/s | non-2xx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for c in sys.argv[2].split():
+    cell = {}
+    for name in order:
+        runs = [r for r in rows if r[0] == name and r[1] == c]
+        med = lambda i: statistics.median(float(r[i]) for r in runs)
+        cell[name] = (med(2), med(3), med(4), sum(int(r[5]) for r in runs))
+    for name in order:
+        rps, p50, p99, errors = cell[name]
+        added = "–" if name == "direct" else f"{p50 - cell['direct'][1]:.3f}"
+        share = "–" if name in ("direct", "nginx") else f"{100 * rps / cell['nginx'][0]:.0f} %"
+        print(f"| {name} | {c} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {added} | {share} | {errors} |")
+PY
