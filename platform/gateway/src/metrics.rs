@@ -2,7 +2,11 @@
 //! canary analysis compares), refused tokens by reason, rate limiting, retries, outlier
 //! ejections and circuit breakers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use chassis::discovery::Endpoint;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,9 +37,22 @@ pub struct AuthLabels {
     pub reason: String,
 }
 
+/// The counter and histogram of one instance and status.
+type Series = (u16, Counter, Histogram);
+
+/// The series of each upstream instance seen, keyed by the address of its `Endpoint` and
+/// checked against a weak reference to it, so an address reused by another instance is not
+/// mistaken for the old one.
+type SeriesByInstance = HashMap<usize, (Weak<Endpoint>, Vec<Series>)>;
+
+/// Most instances whose series are kept before those of departed instances are forgotten.
+const MAX_INSTANCES: usize = 4096;
+
 /// Upstream and auth metrics.
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
+    /// Found once per instance and status, not by label lookup on every request.
+    series: Arc<Mutex<SeriesByInstance>>,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     auth_failures: Family<AuthLabels, Counter>,
@@ -83,6 +100,7 @@ impl GatewayMetrics {
     /// Registers the metrics in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
+            series: Arc::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(chassis::metrics::latency_histogram),
             auth_failures: Family::default(),
@@ -141,12 +159,47 @@ impl GatewayMetrics {
         metrics
     }
 
-    /// Records one upstream exchange.
-    pub fn upstream(&self, labels: UpstreamLabels, elapsed: Duration) {
-        self.upstream_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.upstream_requests.get_or_create(&labels).inc();
+    /// Records one exchange with `endpoint`, an instance of `service`.
+    pub fn upstream(
+        &self,
+        service: &str,
+        endpoint: &Arc<Endpoint>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let (requests, duration) = {
+            let mut series = self
+                .series
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if series.len() >= MAX_INSTANCES {
+                series.retain(|_, (instance, _)| instance.strong_count() > 0);
+            }
+            let entry = series
+                .entry(Arc::as_ptr(endpoint).addr())
+                .or_insert_with(|| (Arc::downgrade(endpoint), Vec::new()));
+            if !std::ptr::eq(entry.0.as_ptr(), Arc::as_ptr(endpoint)) || entry.0.strong_count() == 0
+            {
+                *entry = (Arc::downgrade(endpoint), Vec::new());
+            }
+            match entry.1.iter().find(|(s, _, _)| *s == status) {
+                Some((_, requests, duration)) => (requests.clone(), duration.clone()),
+                None => {
+                    let labels = UpstreamLabels {
+                        service: service.to_owned(),
+                        version: endpoint.version.clone(),
+                        instance: endpoint.id.clone(),
+                        status,
+                    };
+                    let requests = self.upstream_requests.get_or_create(&labels).clone();
+                    let duration = self.upstream_duration.get_or_create(&labels).clone();
+                    entry.1.push((status, requests.clone(), duration.clone()));
+                    (requests, duration)
+                }
+            }
+        };
+        duration.observe(elapsed.as_secs_f64());
+        requests.inc();
     }
 
     /// Records a request refused by a rate limit.

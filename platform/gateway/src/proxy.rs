@@ -29,7 +29,7 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::{AuthError, Identity, Verifier};
-use crate::metrics::{GatewayMetrics, UpstreamLabels};
+use crate::metrics::GatewayMetrics;
 use crate::ratelimit::{Decision, Limiter, OnStoreError};
 use crate::resilience::{Admission, Breaker, BreakerState, ResilienceSettings, RetryBudget};
 use crate::routes::{AuthMode, Match, Route, RouteTable};
@@ -657,19 +657,13 @@ fn downstream_response(response: http::Response<Body>) -> Response {
 fn record(
     gateway: &Gateway,
     route: &Route,
-    endpoint: &Endpoint,
+    endpoint: &Arc<Endpoint>,
     status: StatusCode,
     elapsed: Duration,
 ) {
-    gateway.metrics.upstream(
-        UpstreamLabels {
-            service: route.service.clone(),
-            version: endpoint.version.clone(),
-            instance: endpoint.id.clone(),
-            status: status.as_u16(),
-        },
-        elapsed,
-    );
+    gateway
+        .metrics
+        .upstream(&route.service, endpoint, status.as_u16(), elapsed);
 }
 
 #[cfg(test)]
