@@ -362,8 +362,7 @@ impl Discovery {
         exclude: &[String],
     ) -> Result<Lease, DiscoveryError> {
         let endpoints = self.endpoints(service).await?;
-        pick(&endpoints, exclude)
-            .map(Lease::new)
+        Self::pick_among(&endpoints, exclude)
             .ok_or_else(|| DiscoveryError::NoInstances(service.to_owned()))
     }
 

@@ -303,6 +303,8 @@ impl Server {
             // Requests over TLS carry a mark, so the service can tell (and redirect the rest).
             let app = app.clone().layer(Extension(Secure));
             axum::serve(
+                // `tap_io` gives any listener axum's `ConnectInfo<SocketAddr>`; the TLS
+                // listener already set TCP_NODELAY before the handshake.
                 listener.tap_io(|_| {}),
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )

@@ -225,7 +225,7 @@ impl Application {
             limiter,
             client,
             dashboard_part_timeout: settings.dashboard_part_timeout,
-            resilience: settings.resilience.clone(),
+            outliers: settings.resilience.outliers.clone(),
             upstreams,
         };
         Ok(Self {

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
 use chassis::client::{ServiceClient, Transport};
-use chassis::discovery::{Discovery, EJECTION, Endpoint};
+use chassis::discovery::{Discovery, EJECTION, Endpoint, OutlierPolicy};
 use chassis::server::middleware::RouteLabel;
 use chassis::tls::Secure;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
@@ -78,8 +78,8 @@ pub struct Gateway {
     pub client: ServiceClient,
     /// Deadline of each part of the dashboard.
     pub dashboard_part_timeout: Duration,
-    /// Retry budget, breaker and outlier settings.
-    pub resilience: ResilienceSettings,
+    /// When an instance counts as an outlier.
+    pub outliers: OutlierPolicy,
     /// Breaker and retry budget of each upstream service of the route table.
     pub upstreams: HashMap<String, Upstream>,
 }
@@ -420,7 +420,7 @@ fn settle(
         gateway.metrics.circuit_state(&route.service, state);
         tracing::warn!(service = %route.service, state = state.as_str(), "circuit breaker changed");
     }
-    if let Some(ejection) = endpoint.record_outcome(success, &gateway.resilience.outliers, peers) {
+    if let Some(ejection) = endpoint.record_outcome(success, &gateway.outliers, peers) {
         gateway
             .metrics
             .outlier_ejected(&route.service, &endpoint.id);
