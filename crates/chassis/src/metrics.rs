@@ -5,11 +5,12 @@
 //! one and passes it where metrics are registered, so tests (and several services in one
 //! process) never share counters through a global.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use http::header::CONTENT_TYPE;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,9 +42,15 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+/// The counter and histogram of one method and status of a route.
+type Series = (Method, u16, Counter, Histogram);
+
 /// Request count and latency per route and status.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
+    /// Found once per route, method and status, not by label lookup on every request: a
+    /// lookup by `&str` needs no owned labels, and a route has few methods and statuses.
+    series: Arc<RwLock<HashMap<String, Vec<Series>>>>,
     requests: Family<RouteLabels, Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -53,6 +60,7 @@ impl HttpMetrics {
     /// Registers the metrics in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
+            series: Arc::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
@@ -82,11 +90,44 @@ impl HttpMetrics {
     }
 
     /// Records one finished request.
-    pub fn observe(&self, labels: RouteLabels, elapsed: Duration) {
-        self.duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.requests.get_or_create(&labels).inc();
+    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let (requests, duration) = self
+            .find(method, route, status)
+            .unwrap_or_else(|| self.create(method, route, status));
+        duration.observe(elapsed.as_secs_f64());
+        requests.inc();
+    }
+
+    fn find(&self, method: &Method, route: &str, status: u16) -> Option<(Counter, Histogram)> {
+        let series = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        series
+            .get(route)?
+            .iter()
+            .find(|(m, s, _, _)| m == method && *s == status)
+            .map(|(_, _, requests, duration)| (requests.clone(), duration.clone()))
+    }
+
+    fn create(&self, method: &Method, route: &str, status: u16) -> (Counter, Histogram) {
+        let labels = RouteLabels {
+            method: method.to_string(),
+            route: route.to_owned(),
+            status,
+        };
+        let requests = self.requests.get_or_create(&labels).clone();
+        let duration = self.duration.get_or_create(&labels).clone();
+        let mut series = self
+            .series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let of_route = series.entry(labels.route).or_default();
+        // Another request may have created it between the read and the write.
+        if !of_route.iter().any(|(m, s, _, _)| m == method && *s == status) {
+            of_route.push((method.clone(), status, requests.clone(), duration.clone()));
+        }
+        (requests, duration)
     }
 }
 
@@ -152,13 +193,9 @@ mod tests {
     async fn renders_counts_and_histograms_per_route() {
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
-        let labels = RouteLabels {
-            method: "GET".into(),
-            route: "/users/me".into(),
-            status: 200,
-        };
-        metrics.observe(labels.clone(), Duration::from_millis(3));
-        metrics.observe(labels, Duration::from_millis(30));
+        metrics.observe(&Method::GET, "/users/me", 200, Duration::from_millis(3));
+        metrics.observe(&Method::GET, "/users/me", 200, Duration::from_millis(30));
+        metrics.observe(&Method::POST, "/users/me", 201, Duration::from_millis(4));
         let response = render(&Arc::new(registry));
         let body = response
             .into_body()
@@ -175,6 +212,12 @@ mod tests {
         );
         assert!(
             text.contains(r#"http_server_request_duration_seconds_bucket{le="0.005",method="GET",route="/users/me",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_server_requests_total{method="POST",route="/users/me",status="201"} 1"#
+            ),
             "{text}"
         );
     }

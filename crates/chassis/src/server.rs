@@ -140,6 +140,8 @@ pub struct Server {
     registers: bool,
     /// The app's own fallback answers unmatched paths (a proxy); no chassis 404 there.
     own_fallback: bool,
+    /// The app keeps its own deadlines; no `http.request_timeout` around it.
+    own_deadlines: bool,
 }
 
 impl Server {
@@ -176,6 +178,7 @@ impl Server {
             events: None,
             registers: config.discovery.registry.is_some(),
             own_fallback: false,
+            own_deadlines: false,
         })
     }
 
@@ -247,6 +250,16 @@ impl Server {
         self
     }
 
+    /// Leaves deadlines to the app: the chassis does not hold requests to `http.request_timeout`.
+    /// For the gateway, which gives each route its own upstream deadline and bounds the rest
+    /// (body reads, token key fetches, rate-limit store calls) itself; a second timer around
+    /// every proxied request would only cost time.
+    #[must_use]
+    pub fn with_own_deadlines(mut self) -> Self {
+        self.own_deadlines = true;
+        self
+    }
+
     /// Lets the app's own fallback answer every path no route matches, as a proxy does
     /// (cheaper than a catch-all `/{*path}` route, which captures the path on every request).
     #[must_use]
@@ -269,7 +282,11 @@ impl Server {
         let mut metrics_registry = self.metrics;
         let http_metrics = HttpMetrics::register(&mut metrics_registry);
         let metrics_registry = Arc::new(metrics_registry);
-        let observer = Arc::new(middleware::Observer::new(http_metrics, &self.http));
+        let observer = Arc::new(middleware::Observer::new(
+            http_metrics,
+            &self.http,
+            self.own_deadlines,
+        ));
 
         let events_stop = CancellationToken::new();
         let (app, event_tasks) = match &self.events {

@@ -194,7 +194,8 @@ impl Application {
         }
         let mut server = Server::bind(info, &config.chassis)
             .await?
-            .with_own_fallback();
+            .with_own_fallback()
+            .with_own_deadlines();
         if let Some(tls) = &settings.tls {
             server = server.with_tls(tls, "gateway.tls").await?;
         }
@@ -222,6 +223,7 @@ impl Application {
             metrics,
             max_attempts: settings.max_attempts,
             body_limit: config.chassis.http.body_limit,
+            body_timeout: config.chassis.http.request_timeout,
             limiter,
             client,
             dashboard_part_timeout: settings.dashboard_part_timeout,

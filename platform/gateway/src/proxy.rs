@@ -72,6 +72,8 @@ pub struct Gateway {
     pub max_attempts: usize,
     /// Largest body buffered.
     pub body_limit: usize,
+    /// Longest wait for a request body to arrive (`http.request_timeout`).
+    pub body_timeout: Duration,
     /// Rate-limit buckets.
     pub limiter: Limiter,
     /// Calls of the gateway's own (the dashboard's parts).
@@ -249,19 +251,7 @@ async fn forward(
         }
         return Err(refused);
     }
-    let body = axum::body::to_bytes(body, gateway.body_limit)
-        .await
-        .map_err(|_| {
-            HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-            )
-            .with_detail(format!(
-                "request bodies are at most {} bytes",
-                gateway.body_limit
-            ))
-        })?;
+    let body = read_body(gateway, body).await?;
     let path = route.upstream_path(parts.uri.path(), parts.uri.query());
     let secure = parts.extensions.get::<Secure>().is_some();
     // A request that reached an upstream is sent again only when that cannot do something
@@ -405,6 +395,42 @@ async fn forward(
             .with_detail(format!("{} could not be reached", route.service))
             .with_cause(last_failure),
     )
+}
+
+/// Buffers the request body, at most `body_limit` bytes within `body_timeout` (the chassis
+/// leaves the gateway its own deadlines). A request without a body sets no timer.
+async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, HttpError> {
+    let too_large = |_| {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail(format!(
+            "request bodies are at most {} bytes",
+            gateway.body_limit
+        ))
+    };
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
+    tokio::time::timeout(
+        gateway.body_timeout,
+        axum::body::to_bytes(body, gateway.body_limit),
+    )
+    .await
+    .map_err(|_| {
+        HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request body too slow",
+        )
+        .with_detail(format!(
+            "the request body did not arrive within {}",
+            humantime::format_duration(gateway.body_timeout)
+        ))
+    })?
+    .map_err(too_large)
 }
 
 /// Feeds one attempt's outcome to the instance's outlier detection and the service's breaker.

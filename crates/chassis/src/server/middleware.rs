@@ -5,7 +5,8 @@
 //! 2. open the request span (`request_id`, `method`, `route`) and the request context;
 //! 3. refuse requests with more headers than `http.max_headers`, or more header bytes than
 //!    `http.max_header_bytes` (431);
-//! 4. hold the handler to `http.request_timeout` (503 when it overruns);
+//! 4. hold the handler to `http.request_timeout` (503 when it overruns), unless the app keeps
+//!    deadlines of its own ([`crate::server::Server::with_own_deadlines`]);
 //! 5. give any bare error response from a lower layer (404, 405, 413) a problem body;
 //! 6. record RED metrics and write the access log line.
 
@@ -25,7 +26,7 @@ use tracing::Instrument;
 use crate::config::HttpConfig;
 use crate::context::{self, RequestContext};
 use crate::error::HttpError;
-use crate::metrics::{HttpMetrics, RouteLabels};
+use crate::metrics::HttpMetrics;
 
 /// `x-request-id` as a header name: parsed once, not on every request.
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
@@ -44,17 +45,18 @@ pub struct Quiet;
 #[derive(Debug)]
 pub struct Observer {
     metrics: HttpMetrics,
-    timeout: Duration,
+    timeout: Option<Duration>,
     max_headers: usize,
     max_header_bytes: usize,
 }
 
 impl Observer {
-    /// Middleware state recording into `metrics`, holding requests to the limits of `http`.
-    pub fn new(metrics: HttpMetrics, http: &HttpConfig) -> Self {
+    /// Middleware state recording into `metrics`, holding requests to the limits of `http`;
+    /// to `http.request_timeout` too unless `own_deadlines`.
+    pub fn new(metrics: HttpMetrics, http: &HttpConfig, own_deadlines: bool) -> Self {
         Self {
             metrics,
-            timeout: http.request_timeout,
+            timeout: (!own_deadlines).then_some(http.request_timeout),
             max_headers: http.max_headers,
             max_header_bytes: http.max_header_bytes,
         }
@@ -134,9 +136,11 @@ pub async fn observe(
         if let Some(refused) = refused {
             return refused;
         }
-        let response = match tokio::time::timeout(timeout, next.run(request)).await {
-            Ok(response) => response,
-            Err(_) => timed_out(timeout),
+        let response = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, next.run(request))
+                .await
+                .unwrap_or_else(|_| timed_out(timeout)),
+            None => next.run(request).await,
         };
         with_problem_body(response)
     };
@@ -148,19 +152,14 @@ pub async fn observe(
     let route = response
         .extensions()
         .get::<RouteLabel>()
-        .map(|label| label.0.clone())
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map(|label| label.0.as_str())
+        .or(matched.as_deref())
+        .unwrap_or("unmatched");
     let status = response.status();
     let elapsed = started.elapsed();
-    observer.metrics.observe(
-        RouteLabels {
-            method: method.to_string(),
-            route: route.clone(),
-            status: status.as_u16(),
-        },
-        elapsed,
-    );
+    observer
+        .metrics
+        .observe(&method, route, status.as_u16(), elapsed);
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.

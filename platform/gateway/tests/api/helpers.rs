@@ -92,8 +92,20 @@ impl Stack {
         shutdown: CancellationToken,
         keep: Vec<Box<dyn Send>>,
     ) -> Self {
+        Self::start_configured(upstreams, settings, |_| {}, shutdown, keep).await
+    }
+
+    /// As [`Stack::start`], with the chassis configuration changed by `configure`.
+    pub(crate) async fn start_configured(
+        upstreams: &[(&str, Vec<String>)],
+        settings: Settings,
+        configure: impl FnOnce(&mut ChassisConfig),
+        shutdown: CancellationToken,
+        keep: Vec<Box<dyn Send>>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = ChassisConfig::with_port(0);
+        configure(&mut config);
         config.discovery.registry = None;
         config.discovery.static_instances = upstreams
             .iter()

@@ -2,6 +2,8 @@ use std::time::{Duration, Instant};
 
 use gateway::Settings;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -403,5 +405,40 @@ async fn too_many_headers_are_refused_before_reaching_an_upstream() {
         problem(response).await["type"],
         "urn:bazaar:problem:headers-too-large"
     );
+    assert_eq!(upstream.received_requests().await.map(|r| r.len()), Some(0));
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408_without_reaching_an_upstream() {
+    let upstream = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&upstream)
+        .await;
+    let stack = Stack::start_configured(
+        &[("echo", vec![upstream.uri()])],
+        settings_with_echo(),
+        |config| config.http.request_timeout = Duration::from_millis(300),
+        CancellationToken::new(),
+        vec![],
+    )
+    .await;
+    let address = stack.gateway.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    // Ten bytes announced, three sent, and the connection held open.
+    stream
+        .write_all(
+            b"POST /api/echo/x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc",
+        )
+        .await
+        .expect("writes");
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answers before the client gives up")
+        .expect("reads");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("urn:bazaar:problem:body-timeout"), "{answer}");
     assert_eq!(upstream.received_requests().await.map(|r| r.len()), Some(0));
 }
