@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use contracts::discovery::Instance;
+use contracts::discovery::{Instance, KvEntry};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -417,27 +417,68 @@ async fn watch_service(
     epoch: Instant,
     stop: CancellationToken,
 ) {
+    let query = |index| {
+        let (registry, service) = (registry.clone(), service.clone());
+        async move {
+            let answer = registry.service(&service, index, WATCH_WAIT).await?;
+            Ok((answer.index, answer.instances))
+        }
+    };
+    watch_loop(&service, stop, query, |instances: Vec<Instance>| {
+        cache.replace(&instances, epoch);
+    })
+    .await;
+}
+
+/// Calls `apply` with the keys under `prefix` now and after every change, until `stop`. A
+/// failed query keeps the last answer (nothing is applied) and is retried with backoff.
+pub async fn watch_prefix(
+    registry: RegistryClient,
+    prefix: String,
+    stop: CancellationToken,
+    apply: impl FnMut(Vec<KvEntry>) + Send,
+) {
+    let query = |index| {
+        let (registry, prefix) = (registry.clone(), prefix.clone());
+        async move {
+            let answer = registry.kv_list(&prefix, index, WATCH_WAIT).await?;
+            Ok((answer.index, answer.entries))
+        }
+    };
+    watch_loop(&prefix, stop, query, apply).await;
+}
+
+/// The loop of a blocking-query watch: asks `query` for what changed after the last index it
+/// answered and gives each new answer to `apply`. A failure keeps the last answer and retries
+/// with backoff from scratch; a registry restart resets its index, so any different index
+/// counts as a change.
+async fn watch_loop<T, Q, F>(
+    what: &str,
+    stop: CancellationToken,
+    mut query: Q,
+    mut apply: impl FnMut(T),
+) where
+    Q: FnMut(Option<u64>) -> F,
+    F: Future<Output = Result<(u64, T), RegistryError>>,
+{
     let mut index: Option<u64> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
-        let query = registry.service(&service, index, WATCH_WAIT);
         let answer = tokio::select! {
             () = stop.cancelled() => return,
-            answer = query => answer,
+            answer = query(index) => answer,
         };
         match answer {
-            Ok(answer) => {
+            Ok((next, value)) => {
                 backoff = Duration::from_millis(200);
-                // A registry restart resets its index; start over rather than wait forever.
-                let moved = index.is_none_or(|i| answer.index != i);
-                if moved {
-                    cache.replace(&answer.instances, epoch);
-                    tracing::debug!(%service, instances = answer.instances.len(), index = answer.index, "instances changed");
+                if index.is_none_or(|i| next != i) {
+                    tracing::debug!(what, index = next, "changed");
+                    apply(value);
                 }
-                index = Some(answer.index);
+                index = Some(next);
             }
             Err(error) => {
-                tracing::debug!(%service, error = %crate::error::ErrorChain(&error), "watch failed; keeping the last known instances");
+                tracing::debug!(what, error = %crate::error::ErrorChain(&error), "watch failed; keeping the last answer");
                 index = None;
                 tokio::select! {
                     () = stop.cancelled() => return,

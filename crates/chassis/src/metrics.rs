@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode};
 use http::header::CONTENT_TYPE;
+use http::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -124,7 +124,10 @@ impl HttpMetrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let of_route = series.entry(labels.route).or_default();
         // Another request may have created it between the read and the write.
-        if !of_route.iter().any(|(m, s, _, _)| m == method && *s == status) {
+        if !of_route
+            .iter()
+            .any(|(m, s, _, _)| m == method && *s == status)
+        {
             of_route.push((method.clone(), status, requests.clone(), duration.clone()));
         }
         (requests, duration)

@@ -128,3 +128,12 @@ pub struct KvWrite {
     /// Index of the write.
     pub index: u64,
 }
+
+/// Answer to `GET /v1/kv?prefix=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvList {
+    /// Index of the last change under the prefix; pass it back as `?index=` to wait for the next.
+    pub index: u64,
+    /// The keys under the prefix, in key order.
+    pub entries: Vec<KvEntry>,
+}

@@ -13,4 +13,5 @@ pub mod headers;
 pub mod money;
 pub mod page;
 pub mod problem;
+pub mod release;
 pub mod sku;

@@ -3,6 +3,11 @@
 //! Reads and blocking reads are served from memory; writes are serialized by one lock (so
 //! check-and-set is atomic and indexes are allocated in order), committed to the database, then
 //! applied to the cache and announced through the [`Index`].
+//!
+//! A prefix has an index too, so watchers of a whole prefix (gateways watching every traffic
+//! policy, services watching fault rules) wake only when something under it changes: the
+//! highest modify index of its keys, or of a key deleted from it (deletions are remembered in
+//! memory; after a restart the index can only move, which wakes every watcher once).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -55,7 +60,7 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub struct KvStore {
     db: Db,
-    entries: RwLock<BTreeMap<String, KvEntry>>,
+    entries: RwLock<Keys>,
     writes: tokio::sync::Mutex<()>,
     index: Arc<Index>,
 }
@@ -80,7 +85,10 @@ impl KvStore {
         }
         Ok(Self {
             db,
-            entries: RwLock::new(entries),
+            entries: RwLock::new(Keys {
+                live: entries,
+                deleted: BTreeMap::new(),
+            }),
             writes: tokio::sync::Mutex::new(()),
             index: Arc::new(Index::new(highest)),
         })
@@ -93,16 +101,22 @@ impl KvStore {
 
     /// The entry at `key`.
     pub fn get(&self, key: &str) -> Option<KvEntry> {
-        self.read().get(key).cloned()
+        self.read().live.get(key).cloned()
     }
 
     /// Entries whose key starts with `prefix`, in key order.
     pub fn list(&self, prefix: &str) -> Vec<KvEntry> {
-        self.read()
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+        under(&self.read().live, prefix)
             .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    /// The index of the last change under `prefix`: a write or a deletion (0: never changed).
+    pub fn prefix_index(&self, prefix: &str) -> u64 {
+        let keys = self.read();
+        let written = under(&keys.live, prefix).map(|(_, e)| e.modify_index);
+        let deleted = under(&keys.deleted, prefix).map(|(_, index)| *index);
+        written.chain(deleted).max().unwrap_or(0)
     }
 
     /// Writes `value` at `key`; with `cas`, only if the key's modify index is `cas` (0: absent).
@@ -128,7 +142,11 @@ impl KvStore {
             create_index,
             modify_index: index,
         };
-        self.write().insert(key.to_owned(), entry.clone());
+        {
+            let mut keys = self.write();
+            keys.deleted.remove(key);
+            keys.live.insert(key.to_owned(), entry.clone());
+        }
         self.index.bump();
         Ok(entry)
     }
@@ -145,22 +163,43 @@ impl KvStore {
             .bind(key)
             .execute(self.db.pool())
             .await?;
-        self.write().remove(key);
+        {
+            let mut keys = self.write();
+            keys.live.remove(key);
+            keys.deleted
+                .insert(key.to_owned(), self.index.current() + 1);
+        }
         self.index.bump();
         Ok(true)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, KvEntry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
         self.entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, KvEntry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Keys> {
         self.entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The keys, and when each deleted key was deleted.
+#[derive(Debug)]
+struct Keys {
+    live: BTreeMap<String, KvEntry>,
+    deleted: BTreeMap<String, u64>,
+}
+
+/// The entries of `map` whose key starts with `prefix`.
+fn under<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    map.range(prefix.to_owned()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
 fn check_cas(cas: Option<u64>, current: Option<&KvEntry>) -> Result<(), KvError> {

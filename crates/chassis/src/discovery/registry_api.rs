@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use contracts::discovery::{
-    InstanceList, KvEntry, KvWrite, Registration, ServiceInstances, ServiceList,
+    InstanceList, KvEntry, KvList, KvWrite, Registration, ServiceInstances, ServiceList,
 };
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -174,6 +174,36 @@ impl RegistryClient {
             (StatusCode::CONFLICT, _) => Ok(None),
             (status, body) => Err(status_error(status, &body)),
         }
+    }
+
+    /// Deletes a key; `false` if it did not exist.
+    pub async fn kv_delete(&self, key: &str) -> Result<bool, RegistryError> {
+        let path = format!("/v1/kv/{}", encode_key(key));
+        match self.send(Method::DELETE, &path, None, CALL_TIMEOUT).await? {
+            (status, _) if status.is_success() => Ok(true),
+            (StatusCode::NOT_FOUND, _) => Ok(false),
+            (status, body) => Err(status_error(status, &body)),
+        }
+    }
+
+    /// The keys under `prefix`. With `index`, a blocking query: returns when something under
+    /// the prefix changes after `index`, or after `wait` with the same answer.
+    pub async fn kv_list(
+        &self,
+        prefix: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<KvList, RegistryError> {
+        let mut path = format!("/v1/kv?prefix={}", encode(prefix));
+        let mut timeout = CALL_TIMEOUT;
+        if let Some(index) = index {
+            path.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
+            timeout += wait;
+        }
+        let (_, body) = self
+            .expect_ok_within(Method::GET, &path, None, timeout)
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {

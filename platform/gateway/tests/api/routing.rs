@@ -427,9 +427,7 @@ async fn a_body_that_never_arrives_gets_408_without_reaching_an_upstream() {
     let mut stream = TcpStream::connect(address).await.expect("connects");
     // Ten bytes announced, three sent, and the connection held open.
     stream
-        .write_all(
-            b"POST /api/echo/x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc",
-        )
+        .write_all(b"POST /api/echo/x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc")
         .await
         .expect("writes");
     let mut answer = vec![0; 4096];
@@ -439,6 +437,9 @@ async fn a_body_that_never_arrives_gets_408_without_reaching_an_upstream() {
         .expect("reads");
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("urn:bazaar:problem:body-timeout"), "{answer}");
+    assert!(
+        answer.contains("urn:bazaar:problem:body-timeout"),
+        "{answer}"
+    );
     assert_eq!(upstream.received_requests().await.map(|r| r.len()), Some(0));
 }

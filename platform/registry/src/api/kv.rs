@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chassis::HttpError;
 use chassis::extract::{Json, Path, Query};
 use chassis::server::middleware::Quiet;
-use contracts::discovery::KvWrite;
+use contracts::discovery::{KvList, KvWrite};
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -21,15 +21,32 @@ pub struct ListQuery {
     prefix: String,
 }
 
-/// `GET /v1/kv?prefix=`.
-pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
-    let index = state.kv.index().current();
-    let entries = state.kv.list(&query.prefix);
-    (
+/// `GET /v1/kv?prefix=`: blocks while the prefix's index equals `?index`. The answer's index
+/// is the prefix's: the last write or deletion under it.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+    Query(blocking): Query<Blocking>,
+) -> Result<Response, HttpError> {
+    let kv = &state.kv;
+    if let Some((index, wait)) = blocking.wait(state.max_wait)? {
+        kv.index()
+            .wait_until(wait, || kv.prefix_index(&query.prefix) != index)
+            .await;
+    }
+    let index = kv.prefix_index(&query.prefix);
+    let mut response = (
         index_header(index),
-        Json(serde_json::json!({ "index": index, "entries": entries })),
+        Json(KvList {
+            index,
+            entries: kv.list(&query.prefix),
+        }),
     )
-        .into_response()
+        .into_response();
+    if blocking.index.is_some() {
+        response.extensions_mut().insert(Quiet);
+    }
+    Ok(response)
 }
 
 /// `GET /v1/kv/{key}`: blocks while the key's modify index equals `?index` (0: absent).

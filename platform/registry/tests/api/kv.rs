@@ -122,3 +122,57 @@ async fn blocking_get_wakes_on_a_write() {
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     assert_eq!(body["value"], "v2");
 }
+
+#[tokio::test]
+async fn blocking_prefix_list_wakes_on_writes_and_deletes_under_it_only() {
+    let registry = TestRegistry::spawn(fast_settings()).await;
+    registry.put(registry.at("/v1/kv/faults/a"), "1").await;
+    let listed = registry.get_json("/v1/kv?prefix=faults/").await;
+    let index = listed["index"].as_u64().expect("index");
+    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(1));
+
+    let wait_for_change = |index: u64| {
+        let http = registry.http.clone();
+        let url = registry.at(&format!("/v1/kv?prefix=faults/&index={index}&wait=8s"));
+        tokio::spawn(async move {
+            let body: Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("answers")
+                .json()
+                .await
+                .expect("json");
+            body
+        })
+    };
+
+    let waiter = wait_for_change(index);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    registry.put(registry.at("/v1/kv/traffic/x"), "x").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!waiter.is_finished(), "a key elsewhere must not wake it");
+    registry.put(registry.at("/v1/kv/faults/b"), "2").await;
+    let body = tokio::time::timeout(Duration::from_secs(4), waiter)
+        .await
+        .expect("wakes on a write")
+        .expect("joins");
+    assert_eq!(body["entries"].as_array().map(Vec::len), Some(2));
+    let index = body["index"].as_u64().expect("index");
+
+    let waiter = wait_for_change(index);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        registry
+            .delete(&registry.at("/v1/kv/faults/a"))
+            .await
+            .status(),
+        204
+    );
+    let body = tokio::time::timeout(Duration::from_secs(4), waiter)
+        .await
+        .expect("wakes on a deletion")
+        .expect("joins");
+    assert_eq!(body["entries"][0]["key"], "faults/b");
+    assert!(body["index"].as_u64().is_some_and(|i| i > index));
+}
