@@ -104,7 +104,8 @@ impl Default for OutlierPolicy {
 }
 
 impl Endpoint {
-    fn new(id: String, address: String, version: String, epoch: Instant) -> Self {
+    /// An endpoint nobody has sent requests to; `epoch` is the start of its ejection clock.
+    pub fn new(id: String, address: String, version: String, epoch: Instant) -> Self {
         Self {
             id,
             address,

@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod faults;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;

@@ -26,6 +26,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use contracts::discovery::Registration;
+use contracts::release::FAULTS_PREFIX;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,7 @@ use crate::config::{ChassisConfig, ConfigError, DiscoveryConfig, EventsConfig, H
 use crate::db::{Db, DbError};
 use crate::discovery::{Registrar, RegistryClient};
 use crate::events::Events;
+use crate::faults::Faults;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
 use crate::tls::{self, Secure, TlsConfig, TlsListener};
@@ -281,6 +283,19 @@ impl Server {
         let readiness = Arc::new(Readiness::new(self.database, self.registers));
         let mut metrics_registry = self.metrics;
         let http_metrics = HttpMetrics::register(&mut metrics_registry);
+        // Fault rules come from the registry; an instance without one has none to apply.
+        let faults_stop = CancellationToken::new();
+        let faults = self.discovery.registry.as_deref().map(|registry| {
+            let faults = Arc::new(Faults::new(&self.info, &mut metrics_registry));
+            let apply = Arc::clone(&faults);
+            tokio::spawn(crate::discovery::watch_prefix(
+                RegistryClient::new(registry, Transport::http()),
+                FAULTS_PREFIX.to_owned(),
+                faults_stop.clone(),
+                move |entries| apply.replace(&entries),
+            ));
+            faults
+        });
         let metrics_registry = Arc::new(metrics_registry);
         let observer = Arc::new(middleware::Observer::new(
             http_metrics,
@@ -300,15 +315,21 @@ impl Server {
         if !self.own_fallback {
             app = app.fallback(middleware::not_found);
         }
-        let app = app
+        let mut app = app
             .method_not_allowed_fallback(middleware::method_not_allowed)
             .layer(DefaultBodyLimit::max(self.http.body_limit))
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
-            .layer(CatchPanicLayer::custom(middleware::panic_response))
-            .layer(axum::middleware::from_fn_with_state(
-                observer,
-                middleware::observe,
+            .layer(CatchPanicLayer::custom(middleware::panic_response));
+        if let Some(faults) = faults {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                faults,
+                crate::faults::inject,
             ));
+        }
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            observer,
+            middleware::observe,
+        ));
 
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {
@@ -349,6 +370,7 @@ impl Server {
         tokio::select! {
             result = &mut serving => {
                 events_stop.cancel();
+                faults_stop.cancel();
                 return result.map_err(StartError::Serve);
             }
             () = shutdown.cancelled() => {}
@@ -357,6 +379,7 @@ impl Server {
         tracing::info!(target: LIFECYCLE, "shutting down: deregistering, then draining in-flight requests");
         readiness.set_draining();
         registration_stop.cancel();
+        faults_stop.cancel();
         if let Some(registrar) = registrar {
             registrar.deregister(Duration::from_secs(2)).await;
         }

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod resilience;
 pub mod routes;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
 use chassis::tls::TlsConfig;
 use chassis::{Server, ServiceInfo, StartError};
+use contracts::release::TRAFFIC_PREFIX;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -229,6 +231,7 @@ impl Application {
             dashboard_part_timeout: settings.dashboard_part_timeout,
             outliers: settings.resilience.outliers.clone(),
             upstreams,
+            policies: traffic::Policies::default(),
         };
         Ok(Self {
             server,
@@ -263,6 +266,25 @@ impl Application {
                     }
                 }
             });
+        let policies = self.gateway.discovery.registry().cloned().map(|registry| {
+            let gateway = Arc::clone(&self.gateway);
+            let mut weighted: Vec<String> = Vec::new();
+            tokio::spawn(chassis::discovery::watch_prefix(
+                registry,
+                TRAFFIC_PREFIX.to_owned(),
+                shutdown.child_token(),
+                move |entries| {
+                    let applied = gateway.policies.replace(&entries);
+                    for service in weighted.drain(..) {
+                        gateway.metrics.candidate_weight(&service, 0);
+                    }
+                    for (service, policy) in applied {
+                        gateway.metrics.candidate_weight(&service, policy.weight);
+                        weighted.push(service);
+                    }
+                },
+            ))
+        });
         let mut router = Router::new()
             .route("/api/dashboard", get(dashboard::dashboard))
             .fallback(proxy::handle)
@@ -279,6 +301,9 @@ impl Application {
         shutdown.cancel();
         self.shutdown.cancel();
         let _ = refresher.await;
+        if let Some(policies) = policies {
+            let _ = policies.await;
+        }
         result
     }
 }

@@ -62,6 +62,7 @@ pub struct GatewayMetrics {
     outlier_ejections: Family<InstanceLabels, Counter>,
     circuit_state: Family<ServiceOnly, Gauge>,
     circuit_rejected: Family<ServiceOnly, Counter>,
+    candidate_weight: Family<ServiceOnly, Gauge>,
 }
 
 /// A service label.
@@ -110,7 +111,13 @@ impl GatewayMetrics {
             outlier_ejections: Family::default(),
             circuit_state: Family::default(),
             circuit_rejected: Family::default(),
+            candidate_weight: Family::default(),
         };
+        registry.register(
+            "gateway_candidate_weight",
+            "Percentage of requests the traffic policy sends to the candidate version, by service",
+            metrics.candidate_weight.clone(),
+        );
         registry.register(
             "gateway_retries",
             "Requests sent again to another instance, or refused by the retry budget, by service",
@@ -234,6 +241,15 @@ impl GatewayMetrics {
                 instance: instance.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets the candidate's share of a service's traffic (0 when it has no policy).
+    pub fn candidate_weight(&self, service: &str, weight: u8) {
+        self.candidate_weight
+            .get_or_create(&ServiceOnly {
+                service: service.to_owned(),
+            })
+            .set(i64::from(weight));
     }
 
     /// Sets the state of a service's breaker.

@@ -33,6 +33,7 @@ use crate::metrics::GatewayMetrics;
 use crate::ratelimit::{Decision, Limiter, OnStoreError};
 use crate::resilience::{Admission, Breaker, BreakerState, ResilienceSettings, RetryBudget};
 use crate::routes::{AuthMode, Match, Route, RouteTable};
+use crate::traffic::{self, Policies};
 
 /// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -51,6 +52,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
 const USER_ROLES_HEADER: HeaderName = HeaderName::from_static(USER_ROLES);
+const CANARY: HeaderName = HeaderName::from_static(contracts::release::CANARY_HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -84,6 +86,8 @@ pub struct Gateway {
     pub outliers: OutlierPolicy,
     /// Breaker and retry budget of each upstream service of the route table.
     pub upstreams: HashMap<String, Upstream>,
+    /// Which version of each service takes which requests.
+    pub policies: Policies,
 }
 
 impl Gateway {
@@ -270,11 +274,20 @@ async fn forward(
     upstream.budget.deposit(Instant::now());
 
     // One snapshot of the instances serves the whole request: picks, retries and outlier checks.
-    let peers = gateway
+    let mut peers = gateway
         .discovery
         .endpoints(&route.service)
         .await
         .unwrap_or_else(|_| Arc::from(Vec::new()));
+    if let Some(policy) = gateway.policies.get(&route.service) {
+        let side = traffic::choose(
+            &policy,
+            identity.as_ref().map(|i| i.user_id.as_str()),
+            headers.get(CANARY),
+            rand::random_range(0..100),
+        );
+        peers = traffic::instances(&peers, &policy, side).into();
+    }
     let mut tried: Vec<String> = Vec::new();
     let mut last_failure = String::new();
     let mut last_response: Option<Response> = None;

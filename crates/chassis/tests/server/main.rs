@@ -2,5 +2,6 @@
 //! the internal client calling real (and fake) neighbours.
 
 mod client;
+mod faults;
 mod lifecycle;
 mod tls;
