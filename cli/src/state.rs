@@ -26,6 +26,9 @@ pub(crate) struct RunState {
     pub(crate) registry: String,
     /// Gateway base URL.
     pub(crate) gateway: String,
+    /// Base URL of `up`'s control API (starting and stopping instances).
+    #[serde(default)]
+    pub(crate) control: String,
     /// Every instance.
     pub(crate) instances: Vec<InstanceState>,
 }
@@ -83,6 +86,7 @@ mod tests {
             pid: std::process::id(),
             registry: "http://127.0.0.1:7701".into(),
             gateway: "http://127.0.0.1:7700".into(),
+            control: "http://127.0.0.1:41234".into(),
             instances: vec![InstanceState {
                 id: "users-1".into(),
                 service: "users".into(),

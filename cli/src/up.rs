@@ -11,6 +11,7 @@
 //! - [`plan`]: instances, ports and command lines (no I/O).
 //! - [`supervisor`]: one child process, its logs and its restarts.
 
+mod control;
 mod plan;
 mod supervisor;
 
@@ -96,11 +97,77 @@ pub(crate) async fn run(args: UpArgs) -> ExitCode {
 #[derive(Debug, Default)]
 struct System {
     /// Supervisors by start tier; stopped in reverse.
-    tiers: BTreeMap<usize, Vec<(JoinHandle<()>, CancellationToken)>>,
+    tiers: BTreeMap<usize, Vec<Running>>,
     instances: BTreeMap<String, InstanceState>,
     events: Option<UnboundedReceiver<Event>>,
+    /// Starts instances after start-up too (the control API's releases).
+    launcher: Option<Launcher>,
+    /// Requests of the control API.
+    commands: Option<UnboundedReceiver<control::Command>>,
     registry: String,
     gateway: String,
+    control: String,
+}
+
+/// One supervised instance.
+#[derive(Debug)]
+struct Running {
+    id: String,
+    handle: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+/// What starting an instance needs: the executable, the flags every instance shares, and
+/// where supervisors report.
+#[derive(Debug, Clone)]
+struct Launcher {
+    exe: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    registry: Option<String>,
+    db_server: Option<String>,
+    config: Option<std::path::PathBuf>,
+    cart_store: String,
+    bus: Option<String>,
+    ratelimit: Option<String>,
+    tls: Option<TlsConfig>,
+    console: Console,
+    width: usize,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Launcher {
+    /// Starts supervising `spec` and files it under its tier.
+    fn launch(&self, spec: &InstanceSpec, system: &mut System) -> Result<(), UpError> {
+        let shared = plan::Shared {
+            data_dir: &self.data_dir,
+            registry: self.registry.as_deref(),
+            db_server: self.db_server.as_deref(),
+            config: self.config.as_deref(),
+            cart_store: &self.cart_store,
+            bus: self.bus.as_deref(),
+            ratelimit: self.ratelimit.as_deref(),
+            tls: self.tls.as_ref(),
+        };
+        let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
+        let supervisor = Supervisor {
+            spec: spec.clone(),
+            exe: self.exe.clone(),
+            args,
+            log_path: self.data_dir.join("logs").join(format!("{}.log", spec.id)),
+            console: self.console,
+            width: self.width,
+            events: self.events.clone(),
+            grace: STOP_GRACE,
+        };
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(supervisor.run(stop.clone()));
+        system.tiers.entry(spec.tier()).or_default().push(Running {
+            id: spec.id.clone(),
+            handle,
+            stop,
+        });
+        Ok(())
+    }
 }
 
 async fn start(
@@ -141,56 +208,45 @@ async fn start(
         env!("CARGO_PKG_VERSION"),
         data_dir.display()
     );
-    let launch =
-        |spec: &InstanceSpec, registry: Option<&str>, system: &mut System| -> Result<(), UpError> {
-            let shared = plan::Shared {
-                data_dir,
-                registry,
-                db_server: args.db.as_deref(),
-                config: args.config.as_deref(),
-                cart_store: &args.cart_store,
-                bus: args.bus.as_deref(),
-                ratelimit: args.ratelimit.as_deref(),
-                tls: tls.as_ref(),
-            };
-            let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
-            let supervisor = Supervisor {
-                spec: spec.clone(),
-                exe: exe.clone(),
-                args,
-                log_path: data_dir.join("logs").join(format!("{}.log", spec.id)),
-                console,
-                width,
-                events: sender.clone(),
-                grace: STOP_GRACE,
-            };
-            let stop = CancellationToken::new();
-            let handle = tokio::spawn(supervisor.run(stop.clone()));
-            system
-                .tiers
-                .entry(spec.tier())
-                .or_default()
-                .push((handle, stop));
-            Ok(())
-        };
+    let mut launcher = Launcher {
+        exe,
+        data_dir: data_dir.clone(),
+        registry: None,
+        db_server: args.db.clone(),
+        config: args.config.clone(),
+        cart_store: args.cart_store.clone(),
+        bus: args.bus.clone(),
+        ratelimit: args.ratelimit.clone(),
+        tls,
+        console,
+        // Room for release instances such as `catalog-2.0.0-1`.
+        width: width.max(16),
+        events: sender,
+    };
 
     let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) =
         specs.iter().partition(|s| s.service == Service::Registry);
     for spec in &first {
-        launch(spec, None, system)?;
+        launcher.launch(spec, system)?;
     }
     let deadline = Instant::now() + START_TIMEOUT;
     let ready = wait_ready(&first, &mut events, deadline, interrupted, console).await?;
     system.record(ready);
     system.registry = system.url_of(Service::Registry);
-    let registry = system.registry.clone();
+    launcher.registry = Some(system.registry.clone());
     for spec in &rest {
-        launch(spec, Some(&registry), system)?;
+        launcher.launch(spec, system)?;
     }
     let ready = wait_ready(&rest, &mut events, deadline, interrupted, console).await?;
     system.record(ready);
     system.gateway = system.url_of(Service::Gateway);
     system.events = Some(events);
+    system.launcher = Some(launcher);
+    let (control, commands) = control::serve()
+        .await
+        .map_err(|e| UpError::Environment(format!("cannot start the control API: {e}")))?;
+    system.control = control;
+    system.commands = Some(commands);
     system.save(data_dir);
 
     print!(
@@ -309,6 +365,7 @@ impl System {
             pid: std::process::id(),
             registry: self.registry.clone(),
             gateway: self.gateway.clone(),
+            control: self.control.clone(),
             instances: self.instances.values().cloned().collect(),
         };
         if let Err(error) = state::write(data_dir, &run) {
@@ -319,19 +376,34 @@ impl System {
         }
     }
 
-    /// Reports crashes and restarts until the event stream ends. A restarted instance is
-    /// announced once it is ready; waiting for it never holds up news of other instances.
+    /// Reports crashes and restarts until the event stream ends, and carries out the control
+    /// API's commands. A started or restarted instance is announced once it is ready; waiting
+    /// for it never holds up news of other instances.
     async fn watch(&mut self, data_dir: &Path, console: Console) {
         let Some(mut events) = self.events.take() else {
             return;
         };
-        let mut restarts = JoinSet::new();
+        let mut commands = self.commands.take();
+        let mut readiness = JoinSet::new();
+        let mut starts = Starts::default();
         loop {
+            let command = async {
+                match commands.as_mut() {
+                    Some(commands) => commands.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = events.recv() => match event {
                     None => return,
                     Some(Event::Exited { id, status, restart_in }) => {
-                        eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                        if let Some(reply) = starts.fail(&id) {
+                            eprintln!("{} {id} exited while starting ({status})", console.red("!"));
+                            self.abandon(&reply.ids);
+                            let _ = reply.sender.send(Err(format!("{id} exited while starting ({status}); see {}", data_dir.join("logs").join(format!("{id}.log")).display())));
+                        } else {
+                            eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                        }
                     }
                     Some(Event::ListeningTls { id, url }) => {
                         if let Some(instance) = self.instances.get_mut(&id) {
@@ -339,22 +411,123 @@ impl System {
                         }
                     }
                     Some(Event::Listening { id, url, pid }) => {
-                        restarts.spawn(async move {
+                        readiness.spawn(async move {
                             let ready = chassis::health::wait_until_ready(&url, Some(START_TIMEOUT)).await;
                             (id, url, pid, ready)
                         });
                     }
                 },
-                Some(Ok((id, url, pid, ready))) = restarts.join_next() => {
-                    if ready {
-                        eprintln!("{} {id} restarted on {url}", console.green("✓"));
+                Some(command) = command => self.command(command, &mut starts, console),
+                Some(Ok((id, url, pid, ready))) = readiness.join_next() => {
+                    let starting = starts.service_of(&id);
+                    let known = self.instances.get(&id).map(|i| (i.service.clone(), i.https.clone()));
+                    let Some((service, https)) = starting.clone().map(|s| (s, None)).or(known) else {
+                        continue; // stopped while it was coming up
+                    };
+                    let instance = InstanceState { id: id.clone(), service, url: url.clone(), pid, https };
+                    if starting.is_some() {
+                        if !ready {
+                            if let Some(reply) = starts.fail(&id) {
+                                self.abandon(&reply.ids);
+                                let _ = reply.sender.send(Err(format!("{id} was not ready within {START_TIMEOUT:?}")));
+                            }
+                            continue;
+                        }
+                        eprintln!("{} {id} started on {url}", console.green("✓"));
+                        self.instances.insert(id.clone(), instance.clone());
+                        if let Some((reply, started)) = starts.ready(instance) {
+                            let _ = reply.send(Ok(started));
+                        }
                     } else {
-                        eprintln!("{} {id} restarted on {url} but is not ready after {START_TIMEOUT:?}", console.red("!"));
+                        if ready {
+                            eprintln!("{} {id} restarted on {url}", console.green("✓"));
+                        } else {
+                            eprintln!("{} {id} restarted on {url} but is not ready after {START_TIMEOUT:?}", console.red("!"));
+                        }
+                        self.instances.insert(id, instance);
                     }
-                    let (service, https) = self.instances.get(&id).map(|i| (i.service.clone(), i.https.clone())).unwrap_or_default();
-                    self.instances.insert(id.clone(), InstanceState { id, service, url, pid, https });
                     self.save(data_dir);
                 }
+            }
+        }
+    }
+
+    /// Carries out one command of the control API.
+    fn command(&mut self, command: control::Command, starts: &mut Starts, console: Console) {
+        match command {
+            control::Command::Start {
+                service,
+                version,
+                count,
+                reply,
+            } => {
+                let Some(launcher) = self.launcher.clone() else {
+                    let _ = reply.send(Err("bazaar up is still starting".to_owned()));
+                    return;
+                };
+                let mut ids = Vec::new();
+                for _ in 0..count {
+                    let spec = InstanceSpec {
+                        id: self.free_id(service, &version),
+                        service,
+                        port: 0,
+                        version: Some(version.clone()),
+                    };
+                    println!(
+                        "  {} starting {} ({} {version})",
+                        console.dim("…"),
+                        spec.id,
+                        service.name()
+                    );
+                    if let Err(error) = launcher.launch(&spec, self) {
+                        self.abandon(&ids);
+                        let _ = reply.send(Err(error.to_string()));
+                        return;
+                    }
+                    ids.push(spec.id);
+                }
+                starts.add(service.name(), ids, reply);
+            }
+            control::Command::Stop { id, reply } => {
+                let Some(running) = self.detach(&id) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                println!("  {} stopping {id}", console.dim("…"));
+                running.stop.cancel();
+                // Answer once the process is gone, so the caller can count on it.
+                tokio::spawn(async move {
+                    let _ = running.handle.await;
+                    let _ = reply.send(true);
+                });
+            }
+        }
+    }
+
+    /// An id for a new instance of `service` at `version`: `catalog-2.0.0-1`, `-2`, ...
+    fn free_id(&self, service: Service, version: &str) -> String {
+        let taken = |id: &str| self.tiers.values().flatten().any(|r| r.id == id);
+        (1..)
+            .map(|n| format!("{}-{version}-{n}", service.name()))
+            .find(|id| !taken(id))
+            .unwrap_or_default()
+    }
+
+    /// Takes the instance `id` out of the system (its supervisor keeps running until stopped).
+    fn detach(&mut self, id: &str) -> Option<Running> {
+        self.instances.remove(id);
+        self.tiers.values_mut().find_map(|tier| {
+            let at = tier.iter().position(|r| r.id == id)?;
+            Some(tier.remove(at))
+        })
+    }
+
+    /// Stops, in the background, instances started for a request that failed.
+    fn abandon(&mut self, ids: &[String]) {
+        for id in ids {
+            if let Some(running) = self.detach(id) {
+                running.stop.cancel();
+                tokio::spawn(running.handle);
             }
         }
     }
@@ -362,13 +535,78 @@ impl System {
     /// Stops the tiers in reverse start order, each instance gracefully.
     async fn stop(&mut self) {
         while let Some((_, tier)) = self.tiers.pop_last() {
-            for (_, stop) in &tier {
-                stop.cancel();
+            for running in &tier {
+                running.stop.cancel();
             }
-            for (handle, _) in tier {
-                let _ = handle.await;
+            for running in tier {
+                let _ = running.handle.await;
             }
         }
+    }
+}
+
+/// Instances being started for the control API, and whom to tell when they are all ready.
+#[derive(Debug, Default)]
+struct Starts {
+    /// Service of each instance being started, and the request it belongs to.
+    pending: BTreeMap<String, (String, usize)>,
+    requests: BTreeMap<usize, StartRequest>,
+    next: usize,
+}
+
+/// One `POST /instances` being carried out.
+#[derive(Debug)]
+struct StartRequest {
+    ids: Vec<String>,
+    ready: Vec<InstanceState>,
+    sender: StartReply,
+}
+
+/// Where the answer to a `POST /instances` goes.
+type StartReply = tokio::sync::oneshot::Sender<Result<Vec<InstanceState>, String>>;
+
+impl Starts {
+    fn add(&mut self, service: &str, ids: Vec<String>, sender: StartReply) {
+        let key = self.next;
+        self.next += 1;
+        for id in &ids {
+            self.pending.insert(id.clone(), (service.to_owned(), key));
+        }
+        self.requests.insert(
+            key,
+            StartRequest {
+                ids,
+                ready: Vec::new(),
+                sender,
+            },
+        );
+    }
+
+    /// The service of `id` if it is being started.
+    fn service_of(&self, id: &str) -> Option<String> {
+        self.pending.get(id).map(|(service, _)| service.clone())
+    }
+
+    /// Records `instance` ready; when it was the last of its request, the request's answer.
+    fn ready(&mut self, instance: InstanceState) -> Option<(StartReply, Vec<InstanceState>)> {
+        let (_, key) = self.pending.remove(&instance.id)?;
+        let request = self.requests.get_mut(&key)?;
+        request.ready.push(instance);
+        if request.ready.len() < request.ids.len() {
+            return None;
+        }
+        let request = self.requests.remove(&key)?;
+        Some((request.sender, request.ready))
+    }
+
+    /// Gives up the request `id` belongs to, if it is being started.
+    fn fail(&mut self, id: &str) -> Option<StartRequest> {
+        let (_, key) = self.pending.get(id)?.clone();
+        let request = self.requests.remove(&key)?;
+        for other in &request.ids {
+            self.pending.remove(other);
+        }
+        Some(request)
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct InstanceSpec {
     pub(crate) service: Service,
     /// Port to bind; 0 for a free one.
     pub(crate) port: u16,
+    /// Version it reports, when not the code's own (a release started by `bazaar deploy`).
+    pub(crate) version: Option<String>,
 }
 
 impl InstanceSpec {
@@ -83,6 +85,7 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
                 id: format!("{}-{n}", service.name()),
                 service,
                 port,
+                version: None,
             });
         }
     }
@@ -236,6 +239,9 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
     ];
     if let Some(registry) = registry {
         args.extend(["--registry".to_owned(), registry.to_owned()]);
+    }
+    if let Some(version) = &spec.version {
+        args.extend(["--service-version".to_owned(), version.clone()]);
     }
     if let Some(server) = db_server.filter(|_| spec.service.has_database()) {
         args.extend(["--db".to_owned(), database_url(server, spec.service)?]);
@@ -400,6 +406,7 @@ mod tests {
             id: "users-2".into(),
             service: Service::Users,
             port: 0,
+            version: None,
         };
         let shared = Shared {
             data_dir: Path::new(".bazaar"),
@@ -425,6 +432,7 @@ mod tests {
             id: "gateway-1".into(),
             service: Service::Gateway,
             port: 7700,
+            version: None,
         };
         let args = child_args(
             &gateway,
