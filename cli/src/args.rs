@@ -27,6 +27,15 @@ pub(crate) enum Command {
     Reset(ResetArgs),
     /// Events a consumer gave up on (dead letters): list them, or replay one.
     Events(EventsArgs),
+    /// Release a new version of a service: canary (weight in steps, rolled back on a breach)
+    /// or blue-green (smoke-tested, switched at once, old set kept for a rollback window).
+    Deploy(DeployArgs),
+    /// Send all of a service's traffic back to its stable version and stop the candidate.
+    Rollback(RollbackArgs),
+    /// Traffic policies, versions and instance health per service.
+    Releases(ReleasesArgs),
+    /// Fault rules: errors, latency and dropped connections instances inject on purpose.
+    Faults(FaultsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -232,4 +241,157 @@ mod tests {
         }
         assert_eq!(Service::parse("nope"), None);
     }
+}
+
+/// How `bazaar deploy` moves traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Strategy {
+    /// Weight in steps, each checked against the stable version.
+    Canary,
+    /// Smoke-test the new set, switch everything at once, keep the old set for a while.
+    BlueGreen,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 30s or 500ms: {e}"))
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{text:?} is not a rate between 0 and 1 (0.2 is 20 %)"))
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 1.0)
+        .ok_or_else(|| format!("{text:?} is not a ratio of at least 1"))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// Service to release (catalog, orders, ...).
+    pub(crate) service: String,
+    /// Version the new instances report (1.1.0, 2.0-rc1, ...).
+    #[arg(long)]
+    pub(crate) version: String,
+    #[arg(long, value_enum, default_value = "canary")]
+    pub(crate) strategy: Strategy,
+    /// Canary weights in percent, increasing, ending at 100.
+    #[arg(long, default_value = "5,25,50,100")]
+    pub(crate) steps: String,
+    /// Time at each canary step.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub(crate) interval: std::time::Duration,
+    /// Instances of the new version (default: as many as the stable version has).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub(crate) instances: Option<u8>,
+    /// How far the candidate's error rate may exceed the stable's (0.02: two points).
+    #[arg(long, default_value = "0.02", value_parser = rate)]
+    pub(crate) max_error_rate: f64,
+    /// How many times the stable version's p99 latency the candidate's may be.
+    #[arg(long, default_value = "1.5", value_parser = ratio)]
+    pub(crate) max_p99_ratio: f64,
+    /// A p99 latency the candidate may always reach, however fast the stable version is.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    pub(crate) p99_floor: std::time::Duration,
+    /// Requests the candidate needs in a step before it is judged.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) min_requests: u32,
+    /// Keep each signed-in user on one version as the weight grows.
+    #[arg(long)]
+    pub(crate) sticky_users: bool,
+    /// Simulate a bad release: the new version fails this share of requests (0 to 1).
+    #[arg(long, value_parser = rate)]
+    pub(crate) fault_error_rate: Option<f64>,
+    /// Simulate a slow release: the new version adds this delay to its requests.
+    #[arg(long, value_parser = duration)]
+    pub(crate) fault_delay: Option<std::time::Duration>,
+    /// Simulate a crashing release: the new version drops this share of connections.
+    #[arg(long, value_parser = rate)]
+    pub(crate) fault_drop_rate: Option<f64>,
+    /// Blue-green: gateway path to smoke-test the new set on (repeatable; default: the
+    /// service's first route).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) smoke: Vec<String>,
+    /// Blue-green: how long the old set keeps running after the switch.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub(crate) rollback_window: std::time::Duration,
+    /// Registry URL (default: the one `bazaar up` runs in the data directory).
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// Service whose release to undo.
+    pub(crate) service: String,
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReleasesArgs {
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FaultsArgs {
+    #[command(subcommand)]
+    pub(crate) action: FaultsAction,
+    #[arg(long, value_name = "URL", global = true)]
+    pub(crate) registry: Option<String>,
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR, global = true)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum FaultsAction {
+    /// Create or replace the rule NAME; it applies within a second.
+    Set {
+        /// Name of the rule (letters, digits, '.', '_', '-').
+        name: String,
+        /// Service whose instances inject it.
+        #[arg(long)]
+        service: String,
+        /// Only instances of this version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Only requests whose path starts with this.
+        #[arg(long)]
+        route: Option<String>,
+        /// Share of requests answered with an error (0 to 1).
+        #[arg(long, value_parser = rate)]
+        error_rate: Option<f64>,
+        /// Status of injected errors.
+        #[arg(long, default_value_t = 500)]
+        status: u16,
+        /// Delay added to requests.
+        #[arg(long, value_parser = duration)]
+        delay: Option<std::time::Duration>,
+        /// Share of requests delayed (0 to 1).
+        #[arg(long, default_value = "1", value_parser = rate)]
+        delay_rate: f64,
+        /// Share of requests whose connection is dropped (0 to 1).
+        #[arg(long, value_parser = rate)]
+        drop_rate: Option<f64>,
+    },
+    /// Every rule.
+    List,
+    /// Remove the rule NAME, or every rule with --all.
+    Clear {
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
 }

@@ -5,6 +5,9 @@
 mod args;
 mod console;
 mod events;
+mod faults;
+mod release;
+mod remote;
 mod reset;
 mod serve;
 mod state;
@@ -38,6 +41,10 @@ fn main() -> ExitCode {
             args::Command::Up(args) => up::run(args).await,
             args::Command::Serve(args) => serve::run(args).await,
             args::Command::Status(args) => status::run(args).await,
+            args::Command::Deploy(args) => release::deploy(args).await,
+            args::Command::Rollback(args) => release::rollback(args).await,
+            args::Command::Releases(args) => release::releases(args).await,
+            args::Command::Faults(args) => faults::run(args).await,
             args::Command::Reset(args) => reset::run(&args),
             args::Command::Events(args) => events::run(args).await,
         }

@@ -11,7 +11,7 @@
 //! - [`plan`]: instances, ports and command lines (no I/O).
 //! - [`supervisor`]: one child process, its logs and its restarts.
 
-mod control;
+pub(crate) mod control;
 mod plan;
 mod supervisor;
 
