@@ -178,10 +178,10 @@ async fn run_deploy(args: &DeployArgs, remote: &Remote, console: Console) -> Res
         Ok(started_instances) => {
             let ids: Vec<&str> = started_instances.iter().map(|i| i.id.as_str()).collect();
             println!(
-                "  {} {} ready in {:.1}s",
+                "  {} {} ready in {} ms",
                 console.green("✓"),
                 ids.join(", "),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_millis()
             );
         }
         Err(reason) => {
@@ -373,13 +373,13 @@ impl Release<'_> {
             })?;
         let token = demo_token(self.remote, &gateway).await;
         for path in &paths {
-            if let Err(reason) = smoke(self.remote, &gateway, path, token.as_deref()).await {
+            if let Err(reason) = self.smoke(&gateway, path, token.as_deref()).await {
                 return Err(self
                     .roll_back(&format!("smoke check failed: {reason}"))
                     .await);
             }
             println!(
-                "  {} smoke check {path}: 20 of 20 answered by {}",
+                "  {} smoke check {path}: {SMOKE_REQUESTS} of {SMOKE_REQUESTS} answered by {} without a server error",
                 self.console.green("✓"),
                 self.candidate
             );
@@ -507,34 +507,61 @@ async fn demo_token(remote: &Remote, gateway: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Twenty GETs of `path` through the gateway, sent to the candidate; every answer must be a
-/// success or a client error (what the route says about the request, not a failure).
-async fn smoke(
-    remote: &Remote,
+/// Requests of one smoke check.
+const SMOKE_REQUESTS: u32 = 20;
+
+/// One GET of `path` through the gateway, sent to the candidate by header; its status.
+async fn smoke_once(
     gateway: &str,
     path: &str,
     token: Option<&str>,
-) -> Result<(), String> {
-    let transport = chassis::client::Transport::http();
-    for _ in 0..20 {
-        let mut request = http::Request::get(format!("{gateway}{path}"))
-            .header(contracts::release::CANARY_HEADER, "candidate");
-        if let Some(token) = token {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(axum::body::Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(10), transport.send(request))
-            .await
-            .map_err(|_| format!("GET {path} did not answer within 10s"))?
-            .map_err(|e| format!("GET {path}: {}", chassis::error::ErrorChain(&e)))?;
-        if response.status().is_server_error() {
-            return Err(format!("GET {path} answered {}", response.status()));
+) -> Result<http::StatusCode, String> {
+    let mut request = http::Request::get(format!("{gateway}{path}"))
+        .header(contracts::release::CANARY_HEADER, "candidate");
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(axum::body::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        chassis::client::Transport::http().send(request),
+    )
+    .await
+    .map_err(|_| format!("GET {path} did not answer within 10s"))?
+    .map_err(|e| format!("GET {path}: {}", chassis::error::ErrorChain(&e)))?;
+    Ok(response.status())
+}
+
+impl Release<'_> {
+    /// [`SMOKE_REQUESTS`] GETs of `path` sent to the candidate: none may be a server error,
+    /// and the gateways' metrics must show the candidate answered them all (until the gateways
+    /// learn of the new instances they fall back to the stable ones, so this waits for that).
+    async fn smoke(&self, gateway: &str, path: &str, token: Option<&str>) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, before) = self.scrape().await?;
+            for _ in 0..SMOKE_REQUESTS {
+                let status = smoke_once(gateway, path, token).await?;
+                if status.is_server_error() {
+                    return Err(format!("GET {path} answered {status}"));
+                }
+            }
+            let (_, after) = self.scrape().await?;
+            let answered = after.since(&before).requests;
+            if answered >= f64::from(SMOKE_REQUESTS) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the gateways sent only {answered} of {SMOKE_REQUESTS} requests to {}",
+                    self.candidate
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    let _ = remote;
-    Ok(())
 }
 
 pub(crate) async fn rollback(args: RollbackArgs) -> ExitCode {

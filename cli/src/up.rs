@@ -400,6 +400,7 @@ impl System {
                         if let Some(reply) = starts.fail(&id) {
                             eprintln!("{} {id} exited while starting ({status})", console.red("!"));
                             self.abandon(&reply.ids);
+                            self.save(data_dir);
                             let _ = reply.sender.send(Err(format!("{id} exited while starting ({status}); see {}", data_dir.join("logs").join(format!("{id}.log")).display())));
                         } else {
                             eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
@@ -417,7 +418,10 @@ impl System {
                         });
                     }
                 },
-                Some(command) = command => self.command(command, &mut starts, console),
+                Some(command) = command => {
+                    self.command(command, &mut starts, console);
+                    self.save(data_dir);
+                }
                 Some(Ok((id, url, pid, ready))) = readiness.join_next() => {
                     let starting = starts.service_of(&id);
                     let known = self.instances.get(&id).map(|i| (i.service.clone(), i.https.clone()));
@@ -429,6 +433,7 @@ impl System {
                         if !ready {
                             if let Some(reply) = starts.fail(&id) {
                                 self.abandon(&reply.ids);
+                                self.save(data_dir);
                                 let _ = reply.sender.send(Err(format!("{id} was not ready within {START_TIMEOUT:?}")));
                             }
                             continue;

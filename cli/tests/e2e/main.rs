@@ -4,5 +4,6 @@
 mod checkout;
 mod cli;
 mod events;
+mod releases;
 mod system;
 mod up;
