@@ -62,18 +62,7 @@ pub(crate) async fn run(args: FaultsArgs) -> ExitCode {
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "rule name {name:?} must be 1 to 100 letters, digits, '.', '_' or '-'"
-        ))
-    }
+    contracts::release::check_name("rule name", name, 100)
 }
 
 async fn set(remote: &Remote, name: &str, rule: &FaultRule) -> Result<(), String> {

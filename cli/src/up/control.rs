@@ -80,18 +80,7 @@ pub(crate) async fn serve() -> std::io::Result<(String, UnboundedReceiver<Comman
 
 /// Checks a version label: what `bazaar deploy --version` may name.
 pub(crate) fn check_version(version: &str) -> Result<(), String> {
-    let valid = !version.is_empty()
-        && version.len() <= 40
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "version {version:?} must be 1 to 40 letters, digits, '.', '_' or '-'"
-        ))
-    }
+    contracts::release::check_name("version", version, 40)
 }
 
 /// The services a release can replace: those behind the gateway.

@@ -70,10 +70,19 @@ impl Load {
 
 /// Runs `bazaar <args> --data-dir <running>`; the exit code and everything it printed.
 async fn bazaar(running: &Running, args: &[&str]) -> (Option<i32>, String) {
+    run_bazaar(
+        running.data_dir.clone(),
+        args.iter().map(|a| (*a).to_owned()).collect(),
+    )
+    .await
+}
+
+/// [`bazaar`] with owned arguments, for a command run in its own task.
+async fn run_bazaar(data_dir: std::path::PathBuf, args: Vec<String>) -> (Option<i32>, String) {
     let output = tokio::process::Command::new(BIN)
-        .args(args)
+        .args(&args)
         .arg("--data-dir")
-        .arg(&running.data_dir)
+        .arg(&data_dir)
         .env("NO_COLOR", "1")
         .output()
         .await
@@ -232,37 +241,20 @@ async fn blue_green_switches_and_rolls_back_without_losing_a_request() {
     let load = Load::start(&running, 4);
 
     // A switch that is rolled back inside its window.
-    let deploy = {
-        let args: Vec<String> = [
-            "deploy",
-            "catalog",
-            "--version",
-            "9.3.0",
-            "--strategy",
-            "blue-green",
-            "--rollback-window",
-            "60s",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let data_dir = running.data_dir.clone();
-        tokio::spawn(async move {
-            let output = tokio::process::Command::new(BIN)
-                .args(&args)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .env("NO_COLOR", "1")
-                .output()
-                .await
-                .expect("bazaar runs");
-            (
-                output.status.code(),
-                String::from_utf8_lossy(&output.stdout).into_owned()
-                    + &String::from_utf8_lossy(&output.stderr),
-            )
-        })
-    };
+    let args = [
+        "deploy",
+        "catalog",
+        "--version",
+        "9.3.0",
+        "--strategy",
+        "blue-green",
+        "--rollback-window",
+        "60s",
+    ];
+    let deploy = tokio::spawn(run_bazaar(
+        running.data_dir.clone(),
+        args.iter().map(|a| (*a).to_owned()).collect(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     while policy(&running).await.is_none_or(|p| p["weight"] != 100) {
         assert!(Instant::now() < deadline, "blue-green never switched");

@@ -22,6 +22,23 @@ pub fn fault_key(name: &str) -> String {
     format!("{FAULTS_PREFIX}{name}")
 }
 
+/// Checks a name a person chooses (a version label, a fault rule's name): 1 to `max` letters,
+/// digits, `.`, `_` or `-`, so it fits in a KV key and an instance id as it is.
+pub fn check_name(what: &str, name: &str, max: usize) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {name:?} must be 1 to {max} letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
 /// How a service's requests are split between its stable and its candidate version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -115,16 +115,8 @@ impl RegistryClient {
         index: Option<u64>,
         wait: Duration,
     ) -> Result<ServiceInstances, RegistryError> {
-        let mut path = format!("/v1/services/{}?passing=true", encode(service));
-        let mut timeout = CALL_TIMEOUT;
-        if let Some(index) = index {
-            path.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
-            timeout += wait;
-        }
-        let (_, body) = self
-            .expect_ok_within(Method::GET, &path, None, timeout)
-            .await?;
-        Ok(serde_json::from_slice(&body)?)
+        let path = format!("/v1/services/{}?passing=true", encode(service));
+        self.blocking_get(path, index, wait).await
     }
 
     /// Every instance of every service, passing or not.
@@ -194,7 +186,18 @@ impl RegistryClient {
         index: Option<u64>,
         wait: Duration,
     ) -> Result<KvList, RegistryError> {
-        let mut path = format!("/v1/kv?prefix={}", encode(prefix));
+        let path = format!("/v1/kv?prefix={}", encode(prefix));
+        self.blocking_get(path, index, wait).await
+    }
+
+    /// GET `path` (which has a query already); with `index`, as a blocking query that waits
+    /// up to `wait` for a change after it.
+    async fn blocking_get<T: DeserializeOwned>(
+        &self,
+        mut path: String,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<T, RegistryError> {
         let mut timeout = CALL_TIMEOUT;
         if let Some(index) = index {
             path.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
