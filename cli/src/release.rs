@@ -169,34 +169,55 @@ async fn run_deploy(args: &DeployArgs, remote: &Remote, console: Console) -> Res
         println!("  fault rule {name} set for {}", release.candidate);
         release.fault = Some(name);
     }
-    println!(
-        "  starting {count} instance(s) of {} {}…",
-        service, release.candidate
-    );
-    let started = Instant::now();
-    match remote.start(service, &release.candidate, count).await {
-        Ok(started_instances) => {
-            let ids: Vec<&str> = started_instances.iter().map(|i| i.id.as_str()).collect();
-            println!(
-                "  {} {} ready in {} ms",
-                console.green("✓"),
-                ids.join(", "),
-                started.elapsed().as_millis()
-            );
+    // Ctrl-C (or SIGTERM) midway leaves nothing half-released: it rolls back.
+    let interrupted = chassis::server::shutdown_on_signal();
+    let outcome = tokio::select! {
+        outcome = release.carry_out(&steps, count, args) => Some(outcome),
+        () = interrupted.cancelled() => None,
+    };
+    match outcome {
+        Some(outcome) => outcome,
+        None => {
+            println!();
+            Err(release.roll_back("interrupted").await)
         }
-        Err(reason) => {
-            return Err(release
-                .roll_back(&format!("the candidate did not start: {reason}"))
-                .await);
-        }
-    }
-    match args.strategy {
-        Strategy::Canary => release.canary(&steps, args).await,
-        Strategy::BlueGreen => release.blue_green(args).await,
     }
 }
 
 impl Release<'_> {
+    /// Starts the candidate's instances, then moves traffic as the strategy says.
+    async fn carry_out(&self, steps: &[u8], count: u8, args: &DeployArgs) -> Result<(), Failure> {
+        println!(
+            "  starting {count} instance(s) of {} {}…",
+            self.service, self.candidate
+        );
+        let started = Instant::now();
+        match self
+            .remote
+            .start(self.service, &self.candidate, count)
+            .await
+        {
+            Ok(instances) => {
+                let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+                println!(
+                    "  {} {} ready in {} ms",
+                    self.console.green("✓"),
+                    ids.join(", "),
+                    started.elapsed().as_millis()
+                );
+            }
+            Err(reason) => {
+                return Err(self
+                    .roll_back(&format!("the candidate did not start: {reason}"))
+                    .await);
+            }
+        }
+        match args.strategy {
+            Strategy::Canary => self.canary(steps, args).await,
+            Strategy::BlueGreen => self.blue_green(args).await,
+        }
+    }
+
     fn policy(&self, weight: u8) -> TrafficPolicy {
         TrafficPolicy {
             stable: self.stable.clone(),

@@ -405,3 +405,48 @@ async fn sticky_users_stay_on_one_version_and_the_header_picks_one() {
     let after = counts().await;
     assert_eq!((after.0 - before.0, after.1 - before.1), (0.0, 10.0));
 }
+
+#[tokio::test]
+async fn ctrl_c_during_a_canary_rolls_it_back() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(data.path(), &[]);
+    let deploy = tokio::process::Command::new(BIN)
+        .args([
+            "deploy",
+            "catalog",
+            "--version",
+            "9.6.0",
+            "--steps",
+            "30,100",
+            "--interval",
+            "60s",
+        ])
+        .arg("--data-dir")
+        .arg(&running.data_dir)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bazaar runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while policy(&running).await.is_none_or(|p| p["weight"] != 30) {
+        assert!(
+            Instant::now() < deadline,
+            "the canary never reached its first step"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid =
+        nix::unistd::Pid::from_raw(i32::try_from(deploy.id().expect("pid")).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal delivered");
+    let output = deploy.wait_with_output().await.expect("deploy ends");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("rolled back: interrupted"), "{out}");
+    assert_eq!(
+        policy(&running).await,
+        Some(json!({ "stable": "0.1.0", "weight": 0, "sticky": "none" }))
+    );
+    assert_eq!(catalog_instances(&running), ["catalog-1"]);
+}
