@@ -8,15 +8,17 @@
 //! the rule's name. Health probes and metric scrapes are never faulted: the point is to see how
 //! the system copes with a failing instance, not to have the registry remove it.
 
+use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use contracts::discovery::KvEntry;
 use contracts::release::{FAULTS_PREFIX, FaultRule};
+use futures_util::future::{BoxFuture, Either};
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -159,11 +161,70 @@ impl Faults {
     }
 }
 
-/// The middleware: delays, fails or drops a request as the rules say, else passes it on.
-pub async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
-    let Some(injection) = faults.decide(request.uri().path(), rand::random::<f64>) else {
-        return next.run(request).await;
-    };
+/// The middleware applying [`Faults`]: a tower layer rather than an axum `from_fn`, so a
+/// request no rule touches costs one rule lookup and no allocation (`from_fn` boxes a clone
+/// of the inner service for every request).
+#[derive(Debug, Clone)]
+pub struct FaultLayer(pub Arc<Faults>);
+
+impl<S> tower::Layer<S> for FaultLayer {
+    type Service = FaultService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FaultService {
+            faults: Arc::clone(&self.0),
+            inner,
+        }
+    }
+}
+
+/// See [`FaultLayer`].
+#[derive(Debug, Clone)]
+pub struct FaultService<S> {
+    faults: Arc<Faults>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for FaultService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(injection) = self
+            .faults
+            .decide(request.uri().path(), rand::random::<f64>)
+        else {
+            return Either::Left(self.inner.call(request));
+        };
+        // The service made ready is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let faults = Arc::clone(&self.faults);
+        Either::Right(Box::pin(async move {
+            Ok(inject(&faults, injection, inner, request).await)
+        }))
+    }
+}
+
+/// Delays, fails or drops one request as `injection` says, else passes it to `inner`.
+async fn inject<S>(
+    faults: &Faults,
+    injection: Injection,
+    mut inner: S,
+    request: Request,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let rule = injection.rule.as_str();
     if let Some(delay) = injection.delay {
         faults.count(rule, "delay");
@@ -171,7 +232,10 @@ pub async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: N
         tokio::time::sleep(delay).await;
     }
     match injection.outcome {
-        Outcome::Handle => next.run(request).await,
+        Outcome::Handle => match inner.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
         Outcome::Error(status) => {
             faults.count(rule, "error");
             tracing::warn!(rule, status = status.as_u16(), "fault injected: error");

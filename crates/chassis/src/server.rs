@@ -321,10 +321,7 @@ impl Server {
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
             .layer(CatchPanicLayer::custom(middleware::panic_response));
         if let Some(faults) = faults {
-            app = app.layer(axum::middleware::from_fn_with_state(
-                faults,
-                crate::faults::inject,
-            ));
+            app = app.layer(crate::faults::FaultLayer(faults));
         }
         let app = app.layer(axum::middleware::from_fn_with_state(
             observer,

@@ -668,7 +668,15 @@ fn build_request(
         .uri(uri)
         .body(Body::from(body))
         .map_err(|e| HttpError::bad_request(format!("the request cannot be forwarded: {e}")))?;
-    *request.headers_mut() = headers.clone();
+    let headers_out = request.headers_mut();
+    *headers_out = headers.clone();
+    // The upstream's authority, as the client would set it, but without formatting a string
+    // for every request (the client library's default spent 2.6k instructions on it).
+    if let Some(authority) = address.split_once("://").map(|(_, rest)| rest)
+        && let Ok(host) = HeaderValue::from_str(authority)
+    {
+        headers_out.insert(header::HOST, host);
+    }
     Ok(request)
 }
 
