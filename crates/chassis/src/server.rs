@@ -323,10 +323,7 @@ impl Server {
         if let Some(faults) = faults {
             app = app.layer(crate::faults::FaultLayer(faults));
         }
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            observer,
-            middleware::observe,
-        ));
+        let app = app.layer(middleware::ObserveLayer(observer));
 
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {

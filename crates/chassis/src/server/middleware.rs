@@ -10,14 +10,17 @@
 //! 5. give any bare error response from a lower layer (404, 405, 413) a problem body;
 //! 6. record RED metrics and write the access log line.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use contracts::headers::{PROBLEM_JSON, REQUEST_ID};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use http::HeaderName;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
@@ -94,12 +97,55 @@ impl Observer {
     }
 }
 
+/// The middleware as a tower layer; see the module docs. (Not an axum `from_fn`, which boxes a
+/// clone of the inner service for every request.)
+#[derive(Debug, Clone)]
+pub struct ObserveLayer(pub Arc<Observer>);
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService {
+            observer: Arc::clone(&self.0),
+            inner,
+        }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct ObserveService<S> {
+    observer: Arc<Observer>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for ObserveService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service made ready is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(observe(Arc::clone(&self.observer), request, inner).map(Ok))
+    }
+}
+
 /// The middleware function; see the module docs.
-pub async fn observe(
-    State(observer): State<Arc<Observer>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn observe<S>(observer: Arc<Observer>, mut request: Request, mut inner: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let started = Instant::now();
     let _in_flight = observer.metrics.start();
     let request_id = request
@@ -137,10 +183,10 @@ pub async fn observe(
             return refused;
         }
         let response = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, next.run(request))
+            Some(timeout) => tokio::time::timeout(timeout, call(&mut inner, request))
                 .await
                 .unwrap_or_else(|_| timed_out(timeout)),
-            None => next.run(request).await,
+            None => call(&mut inner, request).await,
         };
         with_problem_body(response)
     };
@@ -175,6 +221,17 @@ pub async fn observe(
         }
     });
     response
+}
+
+/// Calls a service that cannot fail.
+async fn call<S>(inner: &mut S, request: Request) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    match inner.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 fn timed_out(timeout: Duration) -> Response {
