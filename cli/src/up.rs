@@ -499,6 +499,13 @@ impl System {
                     return;
                 };
                 println!("  {} stopping {id}", console.dim("…"));
+                // Stopping an instance that is still starting gives up its whole request.
+                if let Some(request) = starts.fail(&id) {
+                    self.abandon(&request.ids);
+                    let _ = request
+                        .sender
+                        .send(Err(format!("{id} was stopped while starting")));
+                }
                 running.stop.cancel();
                 // Answer once the process is gone, so the caller can count on it.
                 tokio::spawn(async move {
@@ -682,6 +689,48 @@ fn show_log_tail(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn instance(id: &str) -> InstanceState {
+        InstanceState {
+            id: id.into(),
+            service: "catalog".into(),
+            url: format!("http://127.0.0.1:1/{id}"),
+            pid: 1,
+            https: None,
+        }
+    }
+
+    #[test]
+    fn a_start_request_is_answered_when_all_its_instances_are_ready_or_one_fails() {
+        let mut starts = Starts::default();
+        let (sender, mut answer) = tokio::sync::oneshot::channel();
+        starts.add("catalog", vec!["c-1".into(), "c-2".into()], sender);
+        assert_eq!(starts.service_of("c-1").as_deref(), Some("catalog"));
+        assert!(
+            starts.ready(instance("c-1")).is_none(),
+            "one of two is not enough"
+        );
+        let (reply, ready) = starts.ready(instance("c-2")).expect("both ready");
+        assert_eq!(ready.len(), 2);
+        let _ = reply.send(Ok(ready));
+        assert!(answer.try_recv().is_ok_and(|r| r.is_ok()));
+        assert_eq!(
+            starts.service_of("c-1"),
+            None,
+            "done requests are forgotten"
+        );
+
+        let (sender, _answer) = tokio::sync::oneshot::channel();
+        starts.add("catalog", vec!["d-1".into(), "d-2".into()], sender);
+        let failed = starts.fail("d-2").expect("a pending request");
+        assert_eq!(failed.ids, ["d-1", "d-2"]);
+        assert_eq!(
+            starts.service_of("d-1"),
+            None,
+            "its other instances are given up too"
+        );
+        assert!(starts.ready(instance("d-1")).is_none());
+    }
 
     #[test]
     fn summary_lists_instances_and_the_demo_login() {
