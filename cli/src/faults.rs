@@ -34,7 +34,15 @@ pub(crate) async fn run(args: FaultsArgs) -> ExitCode {
                 delay_rate,
                 drop_rate: drop_rate.unwrap_or(0.0),
             };
-            match check_name(&name).and_then(|()| rule.validate()) {
+            let injects = error_rate.is_some() || drop_rate.is_some() || delay.is_some();
+            let checked = check_name(&name)
+                .and_then(|()| {
+                    injects.then_some(()).ok_or_else(|| {
+                        format!("fault rule {name} injects nothing: give --error-rate, --delay or --drop-rate")
+                    })
+                })
+                .and_then(|()| rule.validate());
+            match checked {
                 Ok(()) => set(&remote, &name, &rule).await,
                 Err(message) => {
                     eprintln!("error: {message}");

@@ -71,6 +71,59 @@ fn up_refuses_bad_flags_before_starting_anything() {
 }
 
 #[test]
+fn release_commands_name_the_bad_flag_before_calling_anything() {
+    let nowhere = ["--registry", "http://127.0.0.1:9"];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["deploy", "catalog", "--version", "two words"],
+            "version \"two words\"",
+        ),
+        (
+            &["deploy", "gateway", "--version", "2"],
+            "releases are for the services behind the gateway",
+        ),
+        (
+            &["deploy", "catalog", "--version", "2", "--steps", "5,50"],
+            "the last step must be 100",
+        ),
+        (
+            &[
+                "deploy",
+                "catalog",
+                "--version",
+                "2",
+                "--fault-error-rate",
+                "1.5",
+            ],
+            "between 0 and 1",
+        ),
+        (
+            &["faults", "set", "x", "--service", "payments"],
+            "give --error-rate, --delay or --drop-rate",
+        ),
+        (
+            &[
+                "faults",
+                "set",
+                "a/b",
+                "--service",
+                "payments",
+                "--error-rate",
+                "0.1",
+            ],
+            "rule name \"a/b\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut args = args.to_vec();
+        args.extend(nowhere);
+        let (code, message) = run(&args, &[]);
+        assert!(matches!(code, Some(64 | 2)), "{args:?}: {code:?} {message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+    }
+}
+
+#[test]
 fn status_explains_an_unreachable_registry() {
     let (code, message) = run(&["status", "--registry", "http://127.0.0.1:9"], &[]);
     assert_eq!(code, Some(1));
