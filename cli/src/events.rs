@@ -18,11 +18,10 @@ use crate::table;
 const CONSUMERS: [Service; 2] = [Service::Notifications, Service::Recommendations];
 
 pub(crate) async fn run(args: EventsArgs) -> ExitCode {
-    let registry = args
-        .registry
-        .clone()
-        .or_else(|| state::running(&args.data_dir).map(|s| s.registry))
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", chassis::ports::REGISTRY));
+    let registry = state::registry_url(
+        args.registry.clone(),
+        state::running(&args.data_dir).as_ref(),
+    );
     let stop = CancellationToken::new();
     let config = DiscoveryConfig {
         registry: Some(registry.clone()),

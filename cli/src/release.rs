@@ -531,30 +531,6 @@ async fn demo_token(remote: &Remote, gateway: &str) -> Option<String> {
 /// Requests of one smoke check.
 const SMOKE_REQUESTS: u32 = 20;
 
-/// One GET of `path` through the gateway, sent to the candidate by header; its status.
-async fn smoke_once(
-    gateway: &str,
-    path: &str,
-    token: Option<&str>,
-) -> Result<http::StatusCode, String> {
-    let mut request = http::Request::get(format!("{gateway}{path}"))
-        .header(contracts::release::CANARY_HEADER, "candidate");
-    if let Some(token) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(axum::body::Body::empty())
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        chassis::client::Transport::http().send(request),
-    )
-    .await
-    .map_err(|_| format!("GET {path} did not answer within 10s"))?
-    .map_err(|e| format!("GET {path}: {}", chassis::error::ErrorChain(&e)))?;
-    Ok(response.status())
-}
-
 impl Release<'_> {
     /// [`SMOKE_REQUESTS`] GETs of `path` sent to the candidate: none may be a server error,
     /// and the gateways' metrics must show the candidate answered them all (until the gateways
@@ -563,8 +539,17 @@ impl Release<'_> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (_, before) = self.scrape().await?;
+            let bearer = token.map(|t| format!("Bearer {t}"));
+            let mut headers = vec![(contracts::release::CANARY_HEADER, "candidate")];
+            if let Some(bearer) = &bearer {
+                headers.push(("authorization", bearer.as_str()));
+            }
+            let url = format!("{gateway}{path}");
             for _ in 0..SMOKE_REQUESTS {
-                let status = smoke_once(gateway, path, token).await?;
+                let (status, _) = self
+                    .remote
+                    .get_with(&url, &headers, Duration::from_secs(10))
+                    .await?;
                 if status.is_server_error() {
                     return Err(format!("GET {path} answered {status}"));
                 }
@@ -662,25 +647,17 @@ async fn render_releases(remote: &Remote) -> Result<String, String> {
     let mut rows = Vec::new();
     for service in services.into_iter().filter(|s| releasable(s).is_ok()) {
         let policy = remote.policy(service).await?;
-        let mut versions: Vec<String> = Vec::new();
-        let mut by_version: Vec<(&str, usize, usize)> = Vec::new();
+        // Passing and total instances of each version.
+        let mut by_version: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
         for instance in all.iter().filter(|i| i.service == service) {
-            let passing = usize::from(instance.status == HealthStatus::Passing);
-            match by_version
-                .iter_mut()
-                .find(|(v, _, _)| *v == instance.version)
-            {
-                Some(entry) => {
-                    entry.1 += passing;
-                    entry.2 += 1;
-                }
-                None => by_version.push((&instance.version, passing, 1)),
-            }
+            let counts = by_version.entry(&instance.version).or_default();
+            counts.0 += usize::from(instance.status == HealthStatus::Passing);
+            counts.1 += 1;
         }
-        by_version.sort_unstable();
-        for (version, passing, total) in by_version {
-            versions.push(format!("{version} {passing}/{total}"));
-        }
+        let versions: Vec<String> = by_version
+            .iter()
+            .map(|(version, (passing, total))| format!("{version} {passing}/{total}"))
+            .collect();
         let (stable, candidate, weight, sticky) = match &policy {
             Some(p) => (
                 p.stable.clone(),

@@ -37,9 +37,7 @@ impl Remote {
     /// control API: nothing can be started or stopped).
     pub(crate) fn connect(registry: Option<String>, data_dir: &Path) -> Self {
         let running = state::running(data_dir);
-        let registry = registry
-            .or_else(|| running.as_ref().map(|s| s.registry.clone()))
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", chassis::ports::REGISTRY));
+        let registry = state::registry_url(registry, running.as_ref());
         let transport = Transport::http();
         Self {
             registry: RegistryClient::new(&registry, transport.clone()),
@@ -65,6 +63,33 @@ impl Remote {
             None => Body::empty(),
         };
         let request = request.body(body).map_err(|e| format!("{url}: {e}"))?;
+        self.exchange(request, timeout).await
+    }
+
+    /// GETs `url` with `headers`; the status and body of the answer.
+    pub(crate) async fn get_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut request = Request::get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Body::empty())
+            .map_err(|e| format!("{url}: {e}"))?;
+        self.exchange(request, timeout).await
+    }
+
+    /// Sends `request` and reads the whole answer, within `timeout`.
+    async fn exchange(
+        &self,
+        request: Request<Body>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let url = request.uri().to_string();
         let exchange = async {
             let response = self
                 .transport

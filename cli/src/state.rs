@@ -60,6 +60,14 @@ pub(crate) fn running(data_dir: &Path) -> Option<RunState> {
     is_alive(state.pid).then_some(state)
 }
 
+/// The registry a command talks to: `explicit` (its `--registry`), else the one of the `up`
+/// running in `data_dir` (`running`, already read), else the default port on this machine.
+pub(crate) fn registry_url(explicit: Option<String>, running: Option<&RunState>) -> String {
+    explicit
+        .or_else(|| running.map(|s| s.registry.clone()))
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", chassis::ports::REGISTRY))
+}
+
 /// Writes the state atomically (temporary file, then rename).
 pub(crate) fn write(data_dir: &Path, state: &RunState) -> std::io::Result<()> {
     let temporary = data_dir.join(format!(".{RUN_FILE}.tmp"));

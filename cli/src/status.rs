@@ -11,10 +11,7 @@ use crate::console::Console;
 use crate::state;
 
 pub(crate) async fn run(args: StatusArgs) -> ExitCode {
-    let registry = args
-        .registry
-        .or_else(|| state::running(&args.data_dir).map(|s| s.registry))
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", chassis::ports::REGISTRY));
+    let registry = state::registry_url(args.registry, state::running(&args.data_dir).as_ref());
     let client = RegistryClient::new(&registry, Transport::http());
     match client.instances().await {
         Ok(list) => {

@@ -102,16 +102,10 @@ impl Faults {
                 }
             }
         }
-        let previous = std::mem::replace(
-            &mut *self
-                .rules
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            Arc::from(rules),
-        );
-        if !previous.is_empty() {
-            tracing::debug!(before = previous.len(), "fault rules replaced");
-        }
+        *self
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::from(rules);
     }
 
     fn snapshot(&self) -> Arc<[(String, FaultRule)]> {

@@ -160,11 +160,17 @@ pub fn instances(
             exact
         }
     };
-    let (first, second): (Vec<_>, &dyn Fn() -> Vec<Arc<Endpoint>>) = match side {
-        Side::Candidate => (candidates(), &stables),
-        Side::Stable => (stables(), &candidates),
+    let chosen = match side {
+        Side::Candidate => candidates(),
+        Side::Stable => stables(),
     };
-    if first.is_empty() { second() } else { first }
+    if !chosen.is_empty() {
+        return chosen;
+    }
+    match side {
+        Side::Candidate => stables(),
+        Side::Stable => candidates(),
+    }
 }
 
 /// A user's bucket, 0 to 99: FNV-1a of the id, the same in every gateway and every release.
