@@ -19,6 +19,7 @@
 #
 #   bench/gateway.sh                          # 3 rounds of 10 s per cell
 #   ROUNDS=5 DURATION=30s bench/gateway.sh    # more, longer
+#   BAZAAR=/tmp/bazaar-old bench/gateway.sh   # a build kept from before, not this checkout
 set -euo pipefail
 
 DURATION="${DURATION:-10s}"
@@ -37,9 +38,13 @@ done
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --release --quiet -p bazaar
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-bazaar="$target_dir/release/bazaar"
+if [ -n "${BAZAAR:-}" ]; then
+    bazaar="$BAZAAR"
+else
+    cargo build --release --quiet -p bazaar
+    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    bazaar="$target_dir/release/bazaar"
+fi
 
 work="$(mktemp -d)"
 up_pid=""

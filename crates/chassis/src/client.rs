@@ -14,6 +14,7 @@
 //! - [`call`]: building a call, the retry loop, and the response.
 
 pub mod call;
+mod pool;
 pub mod transport;
 
 pub use call::{Call, CallError, CallResponse, ServiceClient};

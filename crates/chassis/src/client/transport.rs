@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceExt, service_fn};
+
+use super::pool::{Pool, PoolSettings};
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +41,18 @@ impl TransportError {
     }
 }
 
-type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, TransportError>;
-
 /// Sends a request to the absolute URI it carries and returns the response.
 #[derive(Clone)]
 pub struct Transport {
     inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    /// The wire, called directly: no boxed future on every request.
+    Http(Pool),
+    /// Anything else.
+    Service(BoxCloneSyncService<Request<Body>, Response<Body>, TransportError>),
 }
 
 impl fmt::Debug for Transport {
@@ -57,37 +62,16 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// hyper's pooled HTTP/1.1 client: keep-alive connections, `TCP_NODELAY`, a bounded
-    /// connect time so a dead instance fails fast and the call moves to the next one.
+    /// Pooled HTTP/1.1 keep-alive connections ([`super::pool`]) with `TCP_NODELAY` and a
+    /// bounded connect time, so a dead instance fails fast and the call moves to the next one.
     pub fn http() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        Self::from_service(service_fn(move |request: Request<Body>| {
-            let client = client.clone();
-            async move {
-                let authority = request
-                    .uri()
-                    .authority()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                match client.request(request).await {
-                    Ok(response) => Ok(response.map(Body::new)),
-                    Err(error) if error.is_connect() => Err(TransportError::Connect {
-                        authority,
-                        source: Box::new(error),
-                    }),
-                    Err(error) => Err(TransportError::Request {
-                        authority,
-                        source: Box::new(error),
-                    }),
-                }
-            }
-        }))
+        Self {
+            inner: Inner::Http(Pool::new(PoolSettings {
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(30),
+                max_idle: 64,
+            })),
+        }
     }
 
     /// Any `tower::Service` as a transport: in-process routers, fakes in tests.
@@ -101,12 +85,15 @@ impl Transport {
         S::Future: Send + 'static,
     {
         Self {
-            inner: BoxCloneSyncService::new(service),
+            inner: Inner::Service(BoxCloneSyncService::new(service)),
         }
     }
 
     /// Sends one request.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, TransportError> {
-        self.inner.clone().oneshot(request).await
+        match &self.inner {
+            Inner::Http(pool) => pool.send(request).await,
+            Inner::Service(service) => service.clone().oneshot(request).await,
+        }
     }
 }

@@ -1,0 +1,511 @@
+//! Keep-alive HTTP/1.1 connections to upstream instances, reused request after request.
+//!
+//! Per host and port, a stack of idle connections: a request takes the most recently used one
+//! that is ready, or opens a new one; the connection goes back on the stack when the response
+//! body has been read to its end. A response whose body is dropped half-read takes its
+//! connection with it (hyper closes it: the rest of that body would be read as the next
+//! answer). Each connection is driven by its own task, as in hyper's own client.
+//!
+//! hyper-util's pooled client does the same and more, but on every request it races a new
+//! connection against the checkout and spawns a task to watch the connection come back: on the
+//! gateway's path that was about a fifth of the instructions of a proxied request
+//! (docs/decisions.md, 2026-11-26).
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, header};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::transport::TransportError;
+
+/// How a [`Pool`] keeps its connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    /// Longest wait for a TCP connection: a dead instance fails fast and the call moves on.
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed rather than reused.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per host and port.
+    pub max_idle: usize,
+}
+
+/// Connections by host and port; cheap to clone, clones share the connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Keyed by `host:port` as written: `Authority`'s own hash folds case byte by byte, which
+    /// cost more than the rest of the lookup.
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>>>,
+    settings: PoolSettings,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Pool {
+    pub(crate) fn new(settings: PoolSettings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                idle: Mutex::new(HashMap::new()),
+                settings,
+            }),
+        }
+    }
+
+    /// Sends a request with an absolute `http://` URI on a pooled connection.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, TransportError> {
+        let (mut parts, body) = request.into_parts();
+        let authority = target(&mut parts)?;
+        let mut request = Request::from_parts(parts, body);
+        loop {
+            let (mut sender, reused) = match self.checkout(&authority).await {
+                Some(sender) => (sender, true),
+                None => (self.connect(&authority).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| self.lease(body, authority, sender)));
+                }
+                Err(mut error) => match error.take_message() {
+                    // A kept connection the peer closed while it sat idle: the request was
+                    // never written, so it goes out on another.
+                    Some(unsent) if reused => request = unsent,
+                    // A new connection that closed at once: nothing was sent either.
+                    Some(_) => {
+                        return Err(TransportError::Connect {
+                            authority: authority.to_string(),
+                            source: Box::new(error.into_error()),
+                        });
+                    }
+                    None => {
+                        return Err(TransportError::Request {
+                            authority: authority.to_string(),
+                            source: Box::new(error.into_error()),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `authority` that can take a request.
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+        loop {
+            let idle = self
+                .shared
+                .lock()
+                .get_mut(authority.as_str())
+                .and_then(VecDeque::pop_back)?;
+            if idle.sender.is_closed() || idle.since.elapsed() > self.shared.settings.idle_timeout {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Just back from a response, the connection's task may not have said it is ready
+            // yet; it will in a moment, or the connection is closed.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, TransportError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Connect {
+            authority: authority.to_string(),
+            source,
+        };
+        // An IPv6 literal keeps its brackets in the authority.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            self.shared.settings.connect_timeout,
+            TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|elapsed| failed(Box::new(elapsed)))?
+        .map_err(|error| failed(Box::new(error)))?;
+        // Small requests and answers go out at once; Nagle's algorithm would hold them for
+        // the peer's delayed acknowledgement.
+        stream
+            .set_nodelay(true)
+            .map_err(|error| failed(Box::new(error)))?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| failed(Box::new(error)))?;
+        let peer = authority.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %crate::error::ErrorChain(&error), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The response body, which gives the connection back once it has been read to its end.
+    fn lease(&self, body: Incoming, authority: Authority, sender: SendRequest<Body>) -> Body {
+        if body.is_end_stream() {
+            self.shared.release(authority, sender);
+            return Body::new(body);
+        }
+        Body::new(Leased {
+            body,
+            lease: Some(Lease {
+                shared: Arc::clone(&self.shared),
+                authority,
+                sender,
+            }),
+        })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle>>> {
+        // The map holds no invariant a panicking holder could break halfway.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn release(&self, authority: Authority, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let stack = match idle.get_mut(authority.as_str()) {
+            Some(stack) => stack,
+            None => idle.entry(authority.as_str().into()).or_default(),
+        };
+        // The oldest are at the front: close those that waited too long, and make room.
+        while stack.front().is_some_and(|oldest| {
+            now.duration_since(oldest.since) > self.settings.idle_timeout
+                || stack.len() >= self.settings.max_idle
+        }) {
+            stack.pop_front();
+        }
+        stack.push_back(Idle { sender, since: now });
+    }
+}
+
+/// Checks the URI is `http://host[:port]/…`, makes it origin-form as HTTP/1.1 sends it, and
+/// sets `Host` when the caller did not.
+fn target(parts: &mut http::request::Parts) -> Result<Authority, TransportError> {
+    let Some(authority) = parts
+        .uri
+        .authority()
+        .filter(|_| parts.uri.scheme() == Some(&Scheme::HTTP))
+        .cloned()
+    else {
+        return Err(TransportError::Connect {
+            authority: String::new(),
+            source: format!("not an http:// URL with a host: {}", parts.uri).into(),
+        });
+    };
+    let uri_parts = std::mem::take(&mut parts.uri).into_parts();
+    parts.uri = Uri::from(
+        uri_parts
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if !parts.headers.contains_key(header::HOST) {
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|error| TransportError::Connect {
+                authority: authority.to_string(),
+                source: Box::new(error),
+            })?;
+        parts.headers.insert(header::HOST, host);
+    }
+    Ok(authority)
+}
+
+/// A connection lent to one response.
+struct Lease {
+    shared: Arc<Shared>,
+    authority: Authority,
+    sender: SendRequest<Body>,
+}
+
+/// A response body that returns its connection to the pool when it ends.
+struct Leased {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl Leased {
+    fn give_back(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.shared.release(lease.authority, lease.sender);
+        }
+    }
+}
+
+impl hyper::body::Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => this.give_back(),
+            Some(Ok(_)) if this.body.is_end_stream() => this.give_back(),
+            // A broken body breaks its connection.
+            Some(Err(_)) => this.lease = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        // Read to its end but never polled past the last frame (servers stop at the length).
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn pool(idle_timeout: Duration) -> Pool {
+        Pool::new(PoolSettings {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout,
+            max_idle: 4,
+        })
+    }
+
+    /// Answers `/peer` with the caller's port (one port, one connection), `/host` with the
+    /// `Host` it got, and `/big` with a megabyte.
+    async fn upstream() -> anyhow::Result<SocketAddr> {
+        let app =
+            Router::new()
+                .route(
+                    "/peer",
+                    get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                        peer.port().to_string()
+                    }),
+                )
+                .route(
+                    "/host",
+                    get(|headers: http::HeaderMap| async move {
+                        format!("{:?}", headers.get(header::HOST))
+                    }),
+                )
+                .route("/big", get(|| async { vec![b'x'; 1 << 20] }));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        Ok(address)
+    }
+
+    async fn get_text(pool: &Pool, url: &str) -> anyhow::Result<String> {
+        let response = pool.send(Request::get(url).body(Body::empty())?).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8(body.to_vec())?)
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_request_after_request() -> anyhow::Result<()> {
+        let address = upstream().await?;
+        let pool = pool(Duration::from_secs(30));
+        let url = format!("http://{address}/peer");
+        let first = get_text(&pool, &url).await?;
+        for _ in 0..20 {
+            assert_eq!(get_text(&pool, &url).await?, first);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_them() -> anyhow::Result<()> {
+        let address = upstream().await?;
+        let pool = pool(Duration::from_secs(30));
+        let url = format!("http://{address}/peer");
+        let mut ports = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let (a, b, c) = tokio::try_join!(
+                get_text(&pool, &url),
+                get_text(&pool, &url),
+                get_text(&pool, &url)
+            )?;
+            assert!(
+                a != b && b != c && a != c,
+                "one connection served two requests at once"
+            );
+            ports.extend([a, b, c]);
+        }
+        // Three at a time need three connections; kept, they serve the next three.
+        assert!(ports.len() <= 6, "connections were not reused: {ports:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_takes_its_connection_along() -> anyhow::Result<()> {
+        let address = upstream().await?;
+        let pool = pool(Duration::from_secs(30));
+        let before = get_text(&pool, &format!("http://{address}/peer")).await?;
+        let mut big = pool
+            .send(Request::get(format!("http://{address}/big")).body(Body::empty())?)
+            .await?
+            .into_body();
+        let frame = big.frame().await.transpose()?;
+        assert!(frame.is_some_and(|f| f.data_ref().is_some_and(|d| d.len() < 1 << 20)));
+        drop(big);
+        let after = get_text(&pool, &format!("http://{address}/peer")).await?;
+        assert_ne!(before, after, "the half-read connection was reused");
+        // And a body read to its end gives it back.
+        assert_eq!(
+            get_text(&pool, &format!("http://{address}/big"))
+                .await?
+                .len(),
+            1 << 20
+        );
+        assert_eq!(
+            get_text(&pool, &format!("http://{address}/peer")).await?,
+            after
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() -> anyhow::Result<()> {
+        let address = upstream().await?;
+        let pool = pool(Duration::ZERO);
+        let url = format!("http://{address}/peer");
+        let first = get_text(&pool, &url).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_ne!(get_text(&pool, &url).await?, first);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn requests_go_out_in_origin_form_with_a_host() -> anyhow::Result<()> {
+        let address = upstream().await?;
+        let pool = pool(Duration::from_secs(30));
+        let host = get_text(&pool, &format!("http://{address}/host?x=1")).await?;
+        assert_eq!(host, format!("Some({:?})", address.to_string()));
+        let response = pool
+            .send(
+                Request::get(format!("http://{address}/host"))
+                    .header(header::HOST, "shop.example")
+                    .body(Body::empty())?,
+            )
+            .await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        assert_eq!(body, "Some(\"shop.example\")");
+        Ok(())
+    }
+
+    /// A peer that answers one request per connection and then closes it without saying so
+    /// (no `Connection: close`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_peer_closed_is_replaced() -> anyhow::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    if socket.read(&mut buffer).await.is_ok() {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        });
+        let pool = pool(Duration::from_secs(30));
+        let url = format!("http://{address}/");
+        for _ in 0..5 {
+            assert_eq!(get_text(&pool, &url).await?, "ok");
+            // The close reaches the idle connection before the next request. (A close that
+            // crosses a request on the wire fails that request, in any HTTP/1.1 client: the
+            // request may have been read.)
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() -> anyhow::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        drop(listener);
+        let error = pool(Duration::from_secs(30))
+            .send(Request::get(format!("http://{address}/")).body(Body::empty())?)
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("a closed port answered"))?;
+        assert!(error.is_connect(), "{error:?}");
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn only_http_urls_are_sent() -> anyhow::Result<()> {
+        let pool = pool(Duration::from_secs(30));
+        for url in ["https://127.0.0.1:1/", "/relative"] {
+            let error = pool
+                .send(Request::get(url).body(Body::empty())?)
+                .await
+                .err()
+                .ok_or_else(|| anyhow::anyhow!("{url} was sent"))?;
+            let chain = crate::error::ErrorChain(&error).to_string();
+            assert!(chain.contains(url), "{url}: {chain}");
+        }
+        Ok(())
+    }
+}
