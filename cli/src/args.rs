@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -166,6 +167,11 @@ pub(crate) struct UpArgs {
     /// gateway replicas, instead of in each process.
     #[arg(long, value_name = "URL")]
     pub(crate) ratelimit: Option<String>,
+    /// Worker threads of each service process. One each measured fastest where a dozen
+    /// processes share a laptop's cores (docs/decisions.md); give more to let one process use
+    /// several cores.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub(crate) threads: NonZeroUsize,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +208,9 @@ pub(crate) struct ServeArgs {
     /// Stop when standard input closes: `up` uses it so children never outlive it.
     #[arg(long, hide = true)]
     pub(crate) exit_with_parent: bool,
+    /// Worker threads of the async runtime; one per core by default.
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,15 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     // One TLS provider for the whole process (reqwest, sqlx): ring, never aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let args::Command::Serve(args::ServeArgs {
+        threads: Some(threads),
+        ..
+    }) = &cli.command
+    {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -129,6 +129,7 @@ struct Launcher {
     cart_store: String,
     bus: Option<String>,
     ratelimit: Option<String>,
+    threads: usize,
     tls: Option<TlsConfig>,
     console: Console,
     width: usize,
@@ -146,6 +147,7 @@ impl Launcher {
             cart_store: &self.cart_store,
             bus: self.bus.as_deref(),
             ratelimit: self.ratelimit.as_deref(),
+            threads: self.threads,
             tls: self.tls.as_ref(),
         };
         let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
@@ -217,6 +219,7 @@ async fn start(
         cart_store: args.cart_store.clone(),
         bus: args.bus.clone(),
         ratelimit: args.ratelimit.clone(),
+        threads: args.threads.get(),
         tls,
         console,
         // Room for release instances such as `catalog-2.0.0-1`.

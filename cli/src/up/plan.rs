@@ -207,6 +207,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) bus: Option<&'a str>,
     /// `--ratelimit`.
     pub(crate) ratelimit: Option<&'a str>,
+    /// `--threads`: worker threads of each instance.
+    pub(crate) threads: usize,
     /// The gateway's certificate from the development CA, unless one is configured.
     pub(crate) tls: Option<&'a TlsConfig>,
 }
@@ -221,6 +223,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         cart_store,
         bus,
         ratelimit,
+        threads,
         tls,
     } = *shared;
     let mut args = vec![
@@ -236,6 +239,8 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         "--set".to_owned(),
         "log.format=json".to_owned(),
         "--exit-with-parent".to_owned(),
+        "--threads".to_owned(),
+        threads.to_string(),
     ];
     if let Some(registry) = registry {
         args.extend(["--registry".to_owned(), registry.to_owned()]);
@@ -416,12 +421,13 @@ mod tests {
             cart_store: "embedded",
             bus: Some("nats://127.0.0.1:4222"),
             ratelimit: Some("redis://127.0.0.1:6379"),
+            threads: 1,
             tls: None,
         };
         let args = child_args(&spec, &shared).expect("valid");
         assert_eq!(
             args.join(" "),
-            "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent \
+            "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent --threads 1 \
              --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users \
              --set events.transport=nats --set events.nats_url=nats://127.0.0.1:4222 --set users.seed_demo=true"
         );
