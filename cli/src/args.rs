@@ -37,6 +37,38 @@ pub(crate) enum Command {
     Releases(ReleasesArgs),
     /// Fault rules: errors, latency and dropped connections instances inject on purpose.
     Faults(FaultsArgs),
+    /// Draw one trace as a waterfall (`bazaar trace <id>`, the id from an error's `trace_id`),
+    /// or list traces to look at (`--slowest N`, `--errors`).
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").args(["trace_id", "slowest", "errors"]).multiple(false))]
+pub(crate) struct TraceArgs {
+    /// The trace to draw: 32 hex digits, as in a problem's `trace_id` or a log line's.
+    pub(crate) trace_id: Option<String>,
+    /// List the N slowest traces kept.
+    #[arg(long, value_name = "N")]
+    pub(crate) slowest: Option<u32>,
+    /// List the latest traces with a failed span.
+    #[arg(long)]
+    pub(crate) errors: bool,
+    /// Only traces this service took part in (with a list).
+    #[arg(long)]
+    pub(crate) service: Option<String>,
+    /// How many traces a list shows (`--errors`, or the latest when nothing else is asked).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub(crate) limit: u32,
+    /// The telemetry service to ask; by default the one the registry knows.
+    #[arg(long, value_name = "URL")]
+    pub(crate) telemetry: Option<String>,
+    /// Registry to find the telemetry service through; by default the one a running `up` in
+    /// the data directory started.
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    /// The data directory of a running `up`.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +107,8 @@ pub(crate) enum EventsAction {
 pub(crate) enum Service {
     /// Service registry and KV store.
     Registry,
+    /// Trace store (OTLP receiver).
+    Telemetry,
     /// Accounts and tokens.
     Users,
     /// Products, categories, stock and reservations.
@@ -97,8 +131,9 @@ pub(crate) enum Service {
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 10] = [
+    pub(crate) const ALL: [Service; 11] = [
         Service::Registry,
+        Service::Telemetry,
         Service::Users,
         Service::Catalog,
         Service::Orders,
@@ -113,6 +148,7 @@ impl Service {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Registry => registry::SERVICE,
+            Self::Telemetry => telemetry::SERVICE,
             Self::Users => users::SERVICE,
             Self::Catalog => catalog::SERVICE,
             Self::Orders => orders::SERVICE,

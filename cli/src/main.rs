@@ -13,6 +13,7 @@ mod serve;
 mod state;
 mod status;
 mod table;
+mod trace;
 mod up;
 
 use std::process::ExitCode;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
             args::Command::Faults(args) => faults::run(args).await,
             args::Command::Reset(args) => reset::run(&args),
             args::Command::Events(args) => events::run(args).await,
+            args::Command::Trace(args) => trace::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

@@ -24,7 +24,10 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     if exit_with_parent {
         exit_when_stdin_closes(shutdown.clone());
     }
-    match serve(service, &loader, shutdown).await {
+    let served = serve(service, &loader, shutdown).await;
+    // The spans of the last requests, before the process goes.
+    chassis::trace::shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(error)) => usage_error(&error),
         Err(error) => {
@@ -45,6 +48,14 @@ async fn serve(
             let mut config = registry::Config::load(loader, registry::SERVICE)?;
             prepare(service, &mut config.chassis)?;
             registry::Application::build(config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
+        Service::Telemetry => {
+            let mut config = telemetry::Config::load(loader, telemetry::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            telemetry::Application::build(config)
                 .await?
                 .run_until_stopped(shutdown)
                 .await
@@ -141,7 +152,7 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
     }
     let info = ServiceInfo::new(service.name(), env!("CARGO_PKG_VERSION"), chassis);
     chassis.instance_id = Some(info.instance_id.clone());
-    chassis::telemetry::init(&info, &chassis.log)
+    chassis::telemetry::init(&info, &chassis.log, &chassis.trace)
 }
 
 /// The flags as config overrides, in the order given.

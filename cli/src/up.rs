@@ -130,6 +130,8 @@ struct Launcher {
     bus: Option<String>,
     ratelimit: Option<String>,
     threads: usize,
+    /// The trace store's span endpoint, once it is up.
+    traces: Option<String>,
     tls: Option<TlsConfig>,
     console: Console,
     width: usize,
@@ -148,6 +150,7 @@ impl Launcher {
             bus: self.bus.as_deref(),
             ratelimit: self.ratelimit.as_deref(),
             threads: self.threads,
+            traces: self.traces.as_deref(),
             tls: self.tls.as_ref(),
         };
         let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
@@ -220,6 +223,7 @@ async fn start(
         bus: args.bus.clone(),
         ratelimit: args.ratelimit.clone(),
         threads: args.threads.get(),
+        traces: None,
         tls,
         console,
         // Room for release instances such as `catalog-2.0.0-1`.
@@ -227,21 +231,32 @@ async fn start(
         events: sender,
     };
 
+    // The registry first, for everyone to register with; then the trace store, for everyone
+    // to send spans to; then the rest.
     let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) =
         specs.iter().partition(|s| s.service == Service::Registry);
-    for spec in &first {
-        launcher.launch(spec, system)?;
-    }
+    let (second, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = rest
+        .into_iter()
+        .partition(|s| s.service == Service::Telemetry);
     let deadline = Instant::now() + START_TIMEOUT;
-    let ready = wait_ready(&first, &mut events, deadline, interrupted, console).await?;
-    system.record(ready);
-    system.registry = system.url_of(Service::Registry);
-    launcher.registry = Some(system.registry.clone());
-    for spec in &rest {
-        launcher.launch(spec, system)?;
+    for (tier, group) in [first, second, rest].iter().enumerate() {
+        for spec in group {
+            launcher.launch(spec, system)?;
+        }
+        let ready = wait_ready(group, &mut events, deadline, interrupted, console).await?;
+        system.record(ready);
+        match tier {
+            0 => {
+                system.registry = system.url_of(Service::Registry);
+                launcher.registry = Some(system.registry.clone());
+            }
+            1 => {
+                let telemetry = system.url_of(Service::Telemetry);
+                launcher.traces = Some(format!("{}/v1/traces", telemetry.trim_end_matches('/')));
+            }
+            _ => {}
+        }
     }
-    let ready = wait_ready(&rest, &mut events, deadline, interrupted, console).await?;
-    system.record(ready);
     system.gateway = system.url_of(Service::Gateway);
     system.events = Some(events);
     system.launcher = Some(launcher);

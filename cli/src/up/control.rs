@@ -86,14 +86,14 @@ pub(crate) fn check_version(version: &str) -> Result<(), String> {
 /// The services a release can replace: those behind the gateway.
 pub(crate) fn releasable(name: &str) -> Result<Service, String> {
     match Service::parse(name) {
-        Some(Service::Registry | Service::Gateway) => Err(format!(
+        Some(Service::Registry | Service::Telemetry | Service::Gateway) => Err(format!(
             "{name} cannot be released by version: releases are for the services behind the gateway"
         )),
         Some(service) => Ok(service),
         None => {
             let known: Vec<&str> = Service::ALL
                 .iter()
-                .filter(|s| !matches!(s, Service::Registry | Service::Gateway))
+                .filter(|s| !matches!(s, Service::Registry | Service::Telemetry | Service::Gateway))
                 .map(|s| s.name())
                 .collect();
             Err(format!(

@@ -24,11 +24,13 @@ pub(crate) struct InstanceSpec {
 }
 
 impl InstanceSpec {
-    /// Start tier: the registry first, then the services, then the gateway; stopping goes in
-    /// reverse, so the gateway stops taking requests before what it calls goes away.
+    /// Start tier: the registry first, then the trace store, then the services, then the
+    /// gateway; stopping goes in reverse, so the gateway stops taking requests before what it
+    /// calls goes away, and the last spans reach the trace store.
     pub(crate) fn tier(&self) -> usize {
         match self.service {
             Service::Registry => 0,
+            Service::Telemetry => 1,
             Service::Users
             | Service::Catalog
             | Service::Orders
@@ -36,8 +38,8 @@ impl InstanceSpec {
             | Service::Shipping
             | Service::Notifications
             | Service::Recommendations
-            | Service::Cart => 1,
-            Service::Gateway => 2,
+            | Service::Cart => 2,
+            Service::Gateway => 3,
         }
     }
 }
@@ -64,9 +66,10 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
             .ok_or_else(|| {
                 format!("--replicas {flag:?}: N must be a number from 1 to {MAX_REPLICAS}")
             })?;
-        if service == Service::Registry && count != 1 {
+        if matches!(service, Service::Registry | Service::Telemetry) && count != 1 {
             return Err(format!(
-                "--replicas {flag:?}: the registry runs as a single instance"
+                "--replicas {flag:?}: the {} runs as a single instance",
+                service.name()
             ));
         }
         if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == service) {
@@ -209,6 +212,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) ratelimit: Option<&'a str>,
     /// `--threads`: worker threads of each instance.
     pub(crate) threads: usize,
+    /// The trace store's span endpoint (`…/v1/traces`).
+    pub(crate) traces: Option<&'a str>,
     /// The gateway's certificate from the development CA, unless one is configured.
     pub(crate) tls: Option<&'a TlsConfig>,
 }
@@ -224,6 +229,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         bus,
         ratelimit,
         threads,
+        traces,
         tls,
     } = *shared;
     let mut args = vec![
@@ -244,6 +250,16 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
     ];
     if let Some(registry) = registry {
         args.extend(["--registry".to_owned(), registry.to_owned()]);
+    }
+    // Every service sends its spans to the trace store, which does not trace itself, nor does
+    // the registry, whose traffic is all heartbeats and watches. Traces start at the gateway.
+    if let Some(traces) =
+        traces.filter(|_| !matches!(spec.service, Service::Registry | Service::Telemetry))
+    {
+        args.extend(["--set".to_owned(), format!("trace.endpoint={traces}")]);
+        if spec.service != Service::Gateway {
+            args.extend(["--set".to_owned(), "trace.start_traces=false".to_owned()]);
+        }
     }
     if let Some(version) = &spec.version {
         args.extend(["--service-version".to_owned(), version.clone()]);
@@ -291,6 +307,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         Service::Users => args.extend(["--set".to_owned(), "users.seed_demo=true".to_owned()]),
         Service::Catalog => args.extend(["--set".to_owned(), "catalog.seed_demo=true".to_owned()]),
         Service::Registry
+        | Service::Telemetry
         | Service::Orders
         | Service::Payments
         | Service::Shipping
@@ -314,6 +331,7 @@ mod tests {
             ports,
             [
                 ("registry-1", 7701),
+                ("telemetry-1", 7702),
                 ("users-1", 7711),
                 ("catalog-1", 7712),
                 ("orders-1", 7713),
@@ -422,13 +440,16 @@ mod tests {
             bus: Some("nats://127.0.0.1:4222"),
             ratelimit: Some("redis://127.0.0.1:6379"),
             threads: 1,
+            traces: Some("http://127.0.0.1:7702/v1/traces"),
             tls: None,
         };
         let args = child_args(&spec, &shared).expect("valid");
         assert_eq!(
             args.join(" "),
             "serve users --instance-id users-2 --port 0 --data-dir .bazaar --set log.format=json --exit-with-parent --threads 1 \
-             --registry http://127.0.0.1:7701 --db postgres://pg@h:5432/bazaar_users \
+             --registry http://127.0.0.1:7701 \
+             --set trace.endpoint=http://127.0.0.1:7702/v1/traces --set trace.start_traces=false \
+             --db postgres://pg@h:5432/bazaar_users \
              --set events.transport=nats --set events.nats_url=nats://127.0.0.1:4222 --set users.seed_demo=true"
         );
         assert!(check_bus("nats://127.0.0.1:4222").is_ok());
@@ -458,6 +479,25 @@ mod tests {
             args.contains(&"gateway.ratelimit_store=redis://127.0.0.1:6379".to_owned()),
             "only the gateway gets the rate-limit store: {args:?}"
         );
+        assert!(
+            args.contains(&"trace.endpoint=http://127.0.0.1:7702/v1/traces".to_owned())
+                && !args.contains(&"trace.start_traces=false".to_owned()),
+            "the gateway starts traces: {args:?}"
+        );
+        for service in [Service::Registry, Service::Telemetry] {
+            let spec = InstanceSpec {
+                id: format!("{}-1", service.name()),
+                service,
+                port: 0,
+                version: None,
+            };
+            let args = child_args(&spec, &shared).expect("valid").join(" ");
+            assert!(
+                !args.contains("trace."),
+                "{} is not traced: {args}",
+                service.name()
+            );
+        }
         let tls = TlsConfig {
             cert: "d/tls/server.pem".into(),
             key: "d/tls/server.key".into(),

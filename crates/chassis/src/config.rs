@@ -288,6 +288,8 @@ pub struct ChassisConfig {
     pub log: LogConfig,
     /// How events are published and consumed.
     pub events: EventsConfig,
+    /// Where spans are exported, and how many.
+    pub trace: crate::trace::TraceConfig,
 }
 
 impl ChassisConfig {
@@ -305,6 +307,7 @@ impl ChassisConfig {
             discovery: DiscoveryConfig::default(),
             log: LogConfig::default(),
             events: EventsConfig::default(),
+            trace: crate::trace::TraceConfig::default(),
         }
     }
 

@@ -2,11 +2,14 @@
 //! parameter through every function.
 //!
 //! The request middleware ([`crate::server`]) runs each handler inside [`scope`]; the chassis
-//! client reads [`current`] to forward `x-request-id`, and [`crate::error::HttpError`] to fill
-//! `request_id` and `instance` in problem bodies. A task spawned from a handler does not inherit
+//! client reads [`current`] to forward `x-request-id` (and [`trace`] to pass `traceparent` on
+//! when this process records no spans), and [`crate::error::HttpError`] to fill `request_id`,
+//! `trace_id` and `instance` in problem bodies. A task spawned from a handler does not inherit
 //! the scope; wrap its future in [`scope`] again if it makes calls on the request's behalf.
 
 use std::future::Future;
+
+use opentelemetry::trace::SpanContext;
 
 tokio::task_local! {
     static CURRENT: RequestContext;
@@ -19,6 +22,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// Path of the request, for problem bodies.
     pub path: String,
+    /// Where the request stands in its trace: its server span, or the caller's span when this
+    /// process records none ([`crate::trace`]).
+    pub trace: Option<SpanContext>,
 }
 
 /// The request the current task serves, if any.
@@ -29,6 +35,11 @@ pub fn current() -> Option<RequestContext> {
 /// The current request id, if any.
 pub fn request_id() -> Option<String> {
     CURRENT.try_with(|c| c.request_id.clone()).ok()
+}
+
+/// The current request's trace position, if it has one.
+pub fn trace() -> Option<SpanContext> {
+    CURRENT.try_with(|c| c.trace.clone()).ok().flatten()
 }
 
 /// Runs `future` as part of the request `context`.
@@ -89,6 +100,7 @@ mod tests {
         let context = RequestContext {
             request_id: "abc".into(),
             path: "/x".into(),
+            trace: None,
         };
         let seen = scope(context.clone(), async { current() }).await;
         assert_eq!(seen, Some(context));

@@ -171,6 +171,10 @@ impl HttpError {
             status: self.inner.status.as_u16(),
             detail: self.inner.detail.clone(),
             instance: request.as_ref().map(|r| r.path.clone()),
+            trace_id: request
+                .as_ref()
+                .and_then(|r| r.trace.as_ref())
+                .map(|t| t.trace_id().to_string()),
             request_id: request.map(|r| r.request_id),
             errors: self.inner.errors.clone(),
         }

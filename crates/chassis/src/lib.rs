@@ -28,6 +28,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tls;
+pub mod trace;
 pub mod worker;
 
 pub use error::HttpError;

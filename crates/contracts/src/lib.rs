@@ -15,3 +15,4 @@ pub mod page;
 pub mod problem;
 pub mod release;
 pub mod sku;
+pub mod traces;

@@ -27,6 +27,9 @@ pub struct Problem {
     /// Correlation id of the request, to find its log lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The request's trace (`bazaar trace <id>` draws it), when it is part of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Per-field validation errors, when the request body or query was invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
@@ -61,6 +64,7 @@ mod tests {
             detail: None,
             instance: Some("/users/me".into()),
             request_id: None,
+            trace_id: None,
             errors: vec![],
         };
         let json = serde_json::to_value(&problem).expect("serializes");

@@ -7,6 +7,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
+use tracing::Instrument;
 
 use super::pool::{Pool, PoolSettings};
 
@@ -89,8 +90,24 @@ impl Transport {
         }
     }
 
-    /// Sends one request.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, TransportError> {
+    /// Sends one request, as a client span of the current request's trace (its context goes
+    /// out as `traceparent`; see [`crate::trace`]).
+    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, TransportError> {
+        let Some(span) = crate::trace::outgoing(&mut request) else {
+            return self.send_untraced(request).await;
+        };
+        let result = self.send_untraced(request).instrument(span.clone()).await;
+        match &result {
+            Ok(response) => crate::trace::record_status(&span, response.status().as_u16()),
+            Err(error) => crate::trace::record_failure(&span, error),
+        }
+        result
+    }
+
+    async fn send_untraced(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, TransportError> {
         match &self.inner {
             Inner::Http(pool) => pool.send(request).await,
             Inner::Service(service) => service.clone().oneshot(request).await,

@@ -8,6 +8,7 @@ use contracts::events::Envelope;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::outbox::FeedPage;
 use super::{EventMetrics, dead_letters};
@@ -262,7 +263,56 @@ impl Consumer {
 
     /// Handles `event` until it succeeds, is found handled already, or has failed
     /// `max_attempts` times (then it goes to the dead letters). Errors are the database's only.
+    ///
+    /// The handling is a consumer span continuing the producer's trace, and runs as the
+    /// request that published the event (its `x-request-id`), so the calls a handler makes
+    /// carry both on.
     pub(super) async fn deliver(
+        &self,
+        event: &Envelope,
+        record: Record<'_>,
+        stop: &CancellationToken,
+    ) -> Result<Delivery, sqlx::Error> {
+        let span = tracing::info_span!(
+            "event",
+            consumer = %self.inner.name,
+            event = %event.id,
+            kind = %event.kind,
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            otel.name = %format_args!("{} process", event.kind),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+            messaging.operation.type = "process",
+            messaging.message.id = %event.id,
+            messaging.message.type = %event.kind,
+        );
+        let request_id = event
+            .request_id
+            .clone()
+            .filter(|id| crate::context::is_valid_request_id(id))
+            .unwrap_or_else(crate::context::new_request_id);
+        span.record("request_id", request_id.as_str());
+        let context = crate::context::RequestContext {
+            request_id,
+            path: format!("event:{}", event.kind),
+            trace: crate::trace::consuming(&span, event.traceparent.as_deref()),
+        };
+        let delivery = crate::context::scope(
+            context,
+            self.deliver_traced(event, record, stop)
+                .instrument(span.clone()),
+        )
+        .await;
+        if matches!(delivery, Ok(Delivery::DeadLettered) | Err(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        delivery
+    }
+
+    async fn deliver_traced(
         &self,
         event: &Envelope,
         record: Record<'_>,

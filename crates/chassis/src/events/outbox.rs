@@ -39,7 +39,7 @@ pub async fn publish<E: Event>(
         version: E::VERSION,
         occurred_at: from_millis(now),
         source: source.to_owned(),
-        traceparent: None,
+        traceparent: crate::trace::publishing(E::TYPE),
         request_id: crate::context::request_id(),
         position: Some(position),
         data,

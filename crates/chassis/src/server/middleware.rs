@@ -2,13 +2,14 @@
 //!
 //! 1. take the incoming `x-request-id` if it is well-formed, or make one (the edge is wherever a
 //!    request first enters Bazaar), and echo it on the response;
-//! 2. open the request span (`request_id`, `method`, `route`) and the request context;
+//! 2. open the request span (`request_id`, `method`, `route`; a server span of the caller's
+//!    trace, [`crate::trace`]) and the request context;
 //! 3. refuse requests with more headers than `http.max_headers`, or more header bytes than
 //!    `http.max_header_bytes` (431);
 //! 4. hold the handler to `http.request_timeout` (503 when it overruns), unless the app keeps
 //!    deadlines of its own ([`crate::server::Server::with_own_deadlines`]);
 //! 5. give any bare error response from a lower layer (404, 405, 413) a problem body;
-//! 6. record RED metrics and write the access log line.
+//! 6. record RED metrics and write the access log line (with the trace id).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -171,10 +172,21 @@ where
         route = matched.as_deref().unwrap_or("unmatched"),
         // Filled by proxies (the gateway) with the instance that served the request.
         upstream = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    // Probes and scrapes arrive every few seconds from outside any request: they join a trace
+    // whose caller sent one, and never start their own.
+    let routine = path.starts_with("/health/") || path == "/metrics";
+    let trace = crate::trace::adopt(&span, crate::trace::extract(request.headers()), !routine);
     let context = RequestContext {
         request_id: request_id.clone(),
         path: path.clone(),
+        trace,
     };
     let timeout = observer.timeout;
     let refused = observer.check_headers(request.headers());
@@ -206,12 +218,15 @@ where
     observer
         .metrics
         .observe(&method, route, status.as_u16(), elapsed);
+    if crate::trace::enabled() {
+        // Named once the route is known: a proxy matches its own routes inside the span.
+        crate::trace::rename(&span, format!("{method} {route}"));
+        crate::trace::record_status(&span, status.as_u16());
+    }
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
-        let quiet = path.starts_with("/health/")
-            || path == "/metrics"
-            || response.extensions().get::<Quiet>().is_some();
+        let quiet = routine || response.extensions().get::<Quiet>().is_some();
         if quiet {
             tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
         } else if status.is_server_error() {

@@ -153,10 +153,13 @@ async fn the_deadline_covers_the_whole_call() {
 }
 
 #[tokio::test]
-async fn the_request_id_travels_with_every_call() {
+async fn the_request_id_and_trace_travel_with_every_call() {
+    // This process records no spans, so the caller's trace position passes through as it is.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let neighbour = MockServer::start().await;
     Mock::given(method("GET"))
         .and(header("x-request-id", "checkout-123"))
+        .and(header("traceparent", traceparent))
         .and(header("user-agent", "bazaar-tests"))
         .respond_with(ResponseTemplate::new(200))
         .expect(1)
@@ -166,6 +169,7 @@ async fn the_request_id_travels_with_every_call() {
     let context = RequestContext {
         request_id: "checkout-123".into(),
         path: "/checkout".into(),
+        trace: chassis::trace::parse_traceparent(traceparent),
     };
     let response = context::scope(context, client.get("stock", "/items").send())
         .await

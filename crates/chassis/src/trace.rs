@@ -1,0 +1,484 @@
+//! Distributed tracing: W3C trace context in, OpenTelemetry spans out.
+//!
+//! Every request is a server span whose parent is the caller's `traceparent`; every call to
+//! another instance is a client span whose context goes out as the call's `traceparent`; an
+//! event carries its producer's context in the envelope, and the consumer's span continues it
+//! (and links to it). Spans are made with `tracing` and turned into OpenTelemetry spans by
+//! `tracing-opentelemetry`, sampled parent-based (a request whose caller recorded it is
+//! recorded; a new trace is recorded with probability `trace.sample_ratio`), and exported in
+//! batches over OTLP/HTTP.
+//!
+//! Without an endpoint (`trace.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables)
+//! nothing is recorded, and nothing costs more than reading one header: the incoming
+//! `traceparent` is passed on unchanged to the calls a request makes, so a process that does
+//! not export does not cut the trace in two.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use serde::{Deserialize, Serialize};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::ServiceInfo;
+use crate::client::Transport;
+use crate::config::ConfigError;
+
+/// `traceparent` as a header name.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Largest answer read from a collector; it says "accepted" or why not.
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
+
+/// Trace export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceConfig {
+    /// Where spans go: an OTLP/HTTP traces URL (`http://127.0.0.1:7702/v1/traces`). Unset:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` plus
+    /// `/v1/traces`; none of them, no spans are recorded. `bazaar up` points every service at
+    /// its telemetry service.
+    pub endpoint: Option<String>,
+    /// Share of new traces recorded, 0 to 1. A request whose caller recorded its trace is
+    /// recorded whatever this says, so a trace is whole or absent.
+    pub sample_ratio: f64,
+    /// Whether a request or event that arrives outside any trace starts one. `bazaar up`
+    /// leaves it on at the gateway only: traces begin where requests enter the system, and
+    /// the polling between services (event feeds, watches) stays out of the store. Health
+    /// probes and scrapes never start one.
+    pub start_traces: bool,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: 1.0,
+            start_traces: true,
+        }
+    }
+}
+
+impl TraceConfig {
+    /// The traces URL to export to, from the configuration or the standard variables; `None`
+    /// when tracing is off (`OTEL_SDK_DISABLED=true` turns it off too).
+    pub fn resolved_endpoint(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let (key, url) = if let Some(url) = self.endpoint.clone() {
+            ("trace.endpoint", url)
+        } else if let Some(url) = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)
+        } else if let Some(base) = env("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("{}/v1/traces", base.trim_end_matches('/')),
+            )
+        } else {
+            return Ok(None);
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        crate::config::check_url_scheme(key, &url, &["http"])?;
+        Ok(Some(url))
+    }
+
+    /// Checks the ratio.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(ConfigError::invalid(
+                "trace.sample_ratio",
+                self.sample_ratio.to_string(),
+                "expected a number from 0 to 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The process's tracer provider, once tracing is on.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// `trace.start_traces` of this process.
+static STARTS_TRACES: AtomicBool = AtomicBool::new(true);
+
+/// Whether spans are being recorded and exported in this process.
+pub fn enabled() -> bool {
+    PROVIDER.get().is_some()
+}
+
+/// A tracer exporting to `endpoint`, its resource naming this instance. The caller adds
+/// [`layer`] of it to the subscriber.
+pub(crate) fn provider(
+    service: &ServiceInfo,
+    endpoint: &str,
+    sample_ratio: f64,
+    start_traces: bool,
+) -> Result<SdkTracer, ConfigError> {
+    STARTS_TRACES.store(start_traces, Ordering::Relaxed);
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(Collector::new())
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|error| ConfigError::invalid("trace.endpoint", endpoint, error.to_string()))?;
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", service.name.clone()),
+            KeyValue::new("service.version", service.version.clone()),
+            KeyValue::new("service.instance.id", service.instance_id.clone()),
+        ])
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            sample_ratio,
+        ))))
+        .with_resource(resource)
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("bazaar");
+    // A second service in one process (tests) keeps the first provider, as the subscriber does.
+    let _ = PROVIDER.set(provider);
+    Ok(tracer)
+}
+
+/// Sends the spans still buffered and stops exporting. Call once, at the end of `main`.
+pub async fn shutdown() {
+    let Some(provider) = PROVIDER.get().cloned() else {
+        return;
+    };
+    // The flush blocks its thread until the export, which runs on this runtime, is done.
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    if let Ok(Err(error)) = flushed {
+        tracing::warn!(%error, "the last spans could not be exported");
+    }
+}
+
+/// The span context a request arrived with (`traceparent`), if any is valid.
+pub fn extract(headers: &HeaderMap) -> Context {
+    if !headers.contains_key(TRACEPARENT) {
+        return Context::new();
+    }
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Makes `span` (a server or consumer span, not yet entered) a child of `parent`, and returns
+/// the trace position the work inside it has: its own context when spans are recorded, else
+/// the parent's, passed through. Without a parent, the span starts a trace only if `may_start`
+/// and `trace.start_traces` allow; otherwise it is not recorded, and neither is anything it
+/// calls.
+pub fn adopt(span: &tracing::Span, parent: Context, may_start: bool) -> Option<SpanContext> {
+    let passed = parent.span().span_context().clone();
+    let starts = may_start && STARTS_TRACES.load(Ordering::Relaxed);
+    if !(passed.is_valid() || starts) {
+        if enabled() {
+            let _ = span.set_parent(Context::new().with_remote_span_context(unsampled()));
+        }
+        return None;
+    }
+    let position = if enabled() {
+        // Fails only for a span the subscriber disabled; then the parent's context carries on.
+        match span.set_parent(parent) {
+            Ok(()) => span.context().span().span_context().clone(),
+            Err(_) => passed,
+        }
+    } else {
+        passed
+    };
+    let position = position.is_valid().then_some(position)?;
+    span.record("trace_id", tracing::field::display(position.trace_id()));
+    span.record("span_id", tracing::field::display(position.span_id()));
+    Some(position)
+}
+
+/// The `traceparent` an event published now carries: a producer span's, child of the current
+/// span, when spans are recorded; else the current request's position, passed through.
+pub fn publishing(kind: &str) -> Option<String> {
+    if enabled()
+        && tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .is_valid()
+    {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("{kind} publish"),
+            otel.kind = "producer",
+            messaging.operation.type = "publish",
+            messaging.message.type = kind,
+        );
+        return traceparent(span.context().span().span_context());
+    }
+    crate::context::trace().and_then(|position| traceparent(&position))
+}
+
+/// Makes `span` (a consumer's, not yet entered) continue the trace of the event's producer,
+/// and link to it; returns the position the handler works at, as [`adopt`] does.
+pub fn consuming(span: &tracing::Span, producer: Option<&str>) -> Option<SpanContext> {
+    let producer = producer.and_then(parse_traceparent);
+    let Some(producer) = producer else {
+        return adopt(span, Context::new(), true);
+    };
+    if enabled() {
+        span.add_link(producer.clone());
+    }
+    adopt(
+        span,
+        Context::new().with_remote_span_context(producer),
+        true,
+    )
+}
+
+/// A parent that is not sampled: what a span that must not start a trace hangs from.
+fn unsampled() -> SpanContext {
+    SpanContext::new(
+        TraceId::from(rand::random::<u128>().max(1)),
+        SpanId::from(rand::random::<u64>().max(1)),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    )
+}
+
+/// The `traceparent` value of a span context.
+pub fn traceparent(context: &SpanContext) -> Option<String> {
+    let mut headers = HeaderMap::new();
+    inject(context, &mut headers);
+    headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Parses a `traceparent` value (an event envelope's).
+pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    let mut headers = HeaderMap::new();
+    headers.insert(TRACEPARENT, HeaderValue::from_str(value).ok()?);
+    let context = extract(&headers);
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Writes `traceparent` (and `tracestate`) for `context` into `headers`.
+pub fn inject(context: &SpanContext, headers: &mut HeaderMap) {
+    if !context.is_valid() {
+        return;
+    }
+    let context = Context::new().with_remote_span_context(context.clone());
+    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+}
+
+/// A client span for a call about to go out, its context written into the request's headers;
+/// `None` (and the request's trace position passed through) outside a recorded request, so
+/// heartbeats and exports do not start traces of their own.
+pub fn outgoing(request: &mut Request<Body>) -> Option<tracing::Span> {
+    if !enabled() {
+        if let Some(position) = crate::context::trace() {
+            inject(&position, request.headers_mut());
+        }
+        return None;
+    }
+    let current = tracing::Span::current();
+    if !current.context().span().span_context().is_valid() {
+        return None;
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .map_or("", http::uri::Authority::as_str);
+    let span = tracing::info_span!(
+        "call",
+        otel.name = %format_args!("{} {}", request.method(), authority),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        http.request.method = %request.method(),
+        server.address = authority,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    inject(
+        &span.context().span().span_context().clone(),
+        request.headers_mut(),
+    );
+    Some(span)
+}
+
+/// Renames a span that has started (`otel.name` is read only when a span starts).
+pub fn rename(span: &tracing::Span, name: String) {
+    if enabled() {
+        span.context().span().update_name(name);
+    }
+}
+
+/// Records a finished call or request on its span: the status, and an error for 5xx.
+pub fn record_status(span: &tracing::Span, status: u16) {
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Marks `span` failed (no answer at all).
+pub fn record_failure(span: &tracing::Span, error: &(dyn std::error::Error + 'static)) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_message",
+        tracing::field::display(crate::error::ErrorChain(error)),
+    );
+}
+
+/// The OTLP exporter's HTTP client: the chassis transport, driven on the runtime that was
+/// current when tracing started (the exporter runs on a thread of its own).
+#[derive(Debug)]
+struct Collector {
+    transport: Transport,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Collector {
+    fn new() -> Self {
+        Self {
+            transport: Transport::http(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for Collector {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let runtime = self
+            .runtime
+            .clone()
+            .ok_or("tracing was started outside a Tokio runtime")?;
+        let transport = self.transport.clone();
+        runtime
+            .spawn(async move {
+                let response = transport.send(request.map(Body::from)).await?;
+                let (parts, body) = response.into_parts();
+                let body = http_body_util::Limited::new(body, MAX_COLLECTOR_ANSWER)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok::<_, HttpError>(Response::from_parts(parts, body))
+            })
+            .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_endpoint_comes_from_the_config_then_the_standard_variables() -> anyhow::Result<()> {
+        let config = TraceConfig::default();
+        assert_eq!(config.resolved_endpoint(env(&[]))?, None);
+        assert_eq!(
+            config.resolved_endpoint(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]))?,
+            Some("http://c:4318/v1/traces".to_owned())
+        );
+        assert_eq!(
+            config.resolved_endpoint(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/traces"),
+            ]))?,
+            Some("http://t:1/traces".to_owned())
+        );
+        let configured = TraceConfig {
+            endpoint: Some("http://127.0.0.1:7702/v1/traces".into()),
+            ..TraceConfig::default()
+        };
+        assert_eq!(
+            configured.resolved_endpoint(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c")]))?,
+            Some("http://127.0.0.1:7702/v1/traces".to_owned())
+        );
+        assert_eq!(
+            configured.resolved_endpoint(env(&[("OTEL_SDK_DISABLED", "true")]))?,
+            None
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_endpoints_and_ratios_are_named() {
+        let https = TraceConfig {
+            endpoint: Some("grpc://collector:4317".into()),
+            ..TraceConfig::default()
+        };
+        let error = https
+            .resolved_endpoint(env(&[]))
+            .expect_err("grpc is not spoken")
+            .to_string();
+        assert!(error.contains("trace.endpoint"), "{error}");
+        let from_env = TraceConfig::default()
+            .resolved_endpoint(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]))
+            .expect_err("no scheme")
+            .to_string();
+        assert!(
+            from_env.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{from_env}"
+        );
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            let error = TraceConfig {
+                sample_ratio: ratio,
+                ..TraceConfig::default()
+            }
+            .validate()
+            .expect_err("out of range")
+            .to_string();
+            assert!(error.contains("trace.sample_ratio"), "{error}");
+        }
+    }
+
+    #[test]
+    fn traceparent_round_trips() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = parse_traceparent(value).expect("valid");
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(context.is_sampled());
+        assert_eq!(traceparent(&context).as_deref(), Some(value));
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "garbage",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+}
