@@ -143,11 +143,21 @@ impl<'a> LogLine<'a> {
     }
 }
 
+/// Span fields meant for the trace, not the terminal: OpenTelemetry's (`otel.kind`,
+/// `http.response.status_code`, ...) and the ids, which the log files keep for `bazaar logs`.
+fn for_traces(key: &str) -> bool {
+    key.starts_with("otel.")
+        || key.starts_with("http.")
+        || key.starts_with("messaging.")
+        || key == "span_id"
+        || key == "trace_id"
+}
+
 /// The fields beyond the fixed ones, as `key=value` in key order.
 fn extras(fields: &Map<String, Value>) -> String {
     fields
         .iter()
-        .filter(|(key, _)| !FIXED.contains(&key.as_str()))
+        .filter(|(key, _)| !FIXED.contains(&key.as_str()) && !for_traces(key))
         .map(|(key, value)| match value {
             Value::String(text) => format!("{key}={text}"),
             other => format!("{key}={other}"),
@@ -162,7 +172,7 @@ mod tests {
 
     #[test]
     fn renders_json_log_lines() {
-        let line = r#"{"timestamp":"2026-11-25T15:43:08.123Z","level":"INFO","message":"request finished","target":"chassis","service":"users","version":"0.1.0","instance":"users-1","request_id":"r-1","status":200,"latency_ms":1.5}"#;
+        let line = r#"{"timestamp":"2026-11-25T15:43:08.123Z","level":"INFO","message":"request finished","target":"chassis","service":"users","version":"0.1.0","instance":"users-1","request_id":"r-1","status":200,"latency_ms":1.5,"otel.kind":"server","http.response.status_code":200,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}"#;
         let rendered = Console::plain().render_log("users-1", "users", 10, &LogLine::parse(line));
         insta::assert_snapshot!(rendered, @"15:43:08 users-1     INFO request finished latency_ms=1.5 request_id=r-1 status=200");
     }

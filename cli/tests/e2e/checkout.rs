@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::system::{PgPrefix, Running, WITH_DATABASES};
 
 const CARD_OK: &str = "4242424242424242";
-const CARD_DECLINED: &str = "4000000000000002";
+pub(crate) const CARD_DECLINED: &str = "4000000000000002";
 
 /// A signed-in customer with a registered card.
 pub(crate) struct Shopper {

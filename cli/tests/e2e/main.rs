@@ -6,4 +6,5 @@ mod cli;
 mod events;
 mod releases;
 mod system;
+mod tracing;
 mod up;

@@ -211,6 +211,33 @@ pub fn adopt(span: &tracing::Span, parent: Context, may_start: bool) -> Option<S
     Some(position)
 }
 
+/// Where the current task stands in a trace: the current span when spans are recorded, else
+/// the request's position, passed through. Work done later on the request's behalf (a saga's
+/// steps) stores it and [`resume`]s it.
+pub fn current() -> Option<SpanContext> {
+    if enabled() {
+        let here = tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .clone();
+        if here.is_valid() {
+            return Some(here);
+        }
+    }
+    crate::context::trace()
+}
+
+/// Makes `span` (not yet entered) a child of a stored position (`traceparent`); it never
+/// starts a trace of its own. Returns the position the work inside it has, as [`adopt`] does.
+pub fn resume(span: &tracing::Span, traceparent: Option<&str>) -> Option<SpanContext> {
+    let parent = traceparent
+        .and_then(parse_traceparent)
+        .map(|position| Context::new().with_remote_span_context(position))
+        .unwrap_or_default();
+    adopt(span, parent, false)
+}
+
 /// The `traceparent` an event published now carries: a producer span's, child of the current
 /// span, when spans are recorded; else the current request's position, passed through.
 pub fn publishing(kind: &str) -> Option<String> {
@@ -280,6 +307,14 @@ pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
     span.is_valid().then_some(span)
 }
 
+/// The trace id of a `traceparent` whose trace is recorded (sampled); what a resource can show
+/// so its trace can be looked up.
+pub fn recorded_trace_id(traceparent: &str) -> Option<String> {
+    parse_traceparent(traceparent)
+        .filter(SpanContext::is_sampled)
+        .map(|position| position.trace_id().to_string())
+}
+
 /// Writes `traceparent` (and `tracestate`) for `context` into `headers`.
 pub fn inject(context: &SpanContext, headers: &mut HeaderMap) {
     if !context.is_valid() {
@@ -312,7 +347,7 @@ pub fn outgoing(request: &mut Request<Body>) -> Option<tracing::Span> {
         otel.name = %format_args!("{} {}", request.method(), authority),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         http.request.method = %request.method(),
         server.address = authority,
         url.path = request.uri().path(),
@@ -344,7 +379,7 @@ pub fn record_status(span: &tracing::Span, status: u16) {
 pub fn record_failure(span: &tracing::Span, error: &(dyn std::error::Error + 'static)) {
     span.record("otel.status_code", "ERROR");
     span.record(
-        "otel.status_message",
+        "otel.status_description",
         tracing::field::display(crate::error::ErrorChain(error)),
     );
 }
@@ -472,6 +507,15 @@ mod tests {
         );
         assert!(context.is_sampled());
         assert_eq!(traceparent(&context).as_deref(), Some(value));
+        assert_eq!(
+            recorded_trace_id(value).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            recorded_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            None,
+            "not sampled, not recorded"
+        );
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clients::{Carts, Catalog, Reservation};
 use crate::domain::Requested;
@@ -233,7 +234,7 @@ impl Runner {
         let lease_until = |at: i64| at.saturating_add(millis(LEASE));
         // The log position of the current attempt, when it was recorded as started already.
         let mut started: Option<i64> = None;
-        let (mut record, order) = match placed {
+        let (record, order) = match placed {
             Some(Placed { record, order }) => {
                 started = Some(0);
                 (record, order)
@@ -254,6 +255,39 @@ impl Runner {
                 (record, order)
             }
         };
+        // The saga's run is a span of the trace of the request that placed the order: its
+        // steps, their calls and the events it publishes all show in that request's trace.
+        let span = tracing::info_span!(
+            "saga",
+            saga = %id,
+            order_id = %order.id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            otel.name = "checkout saga",
+        );
+        let context = chassis::context::RequestContext {
+            request_id: chassis::context::new_request_id(),
+            path: format!("saga:{id}"),
+            trace: chassis::trace::resume(&span, record.traceparent.as_deref()),
+        };
+        chassis::context::scope(
+            context,
+            self.steps(id, record, &order, started).instrument(span),
+        )
+        .await
+    }
+
+    /// The saga's steps, one after another, each stored before and after it runs.
+    async fn steps(
+        &self,
+        id: &str,
+        mut record: SagaRecord,
+        order: &OrderRecord,
+        mut started: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let store = &inner.store;
+        let lease_until = |at: i64| at.saturating_add(millis(LEASE));
         loop {
             let saga = &record.saga;
             let Some(step) = saga.step.filter(|_| saga.status.is_active()) else {
@@ -283,7 +317,7 @@ impl Runner {
                 None => store.step_started(id, step, attempt, now_millis()).await?,
             };
             let began = Instant::now();
-            let outcome = self.execute(step, &record, &order).await;
+            let outcome = self.execute_traced(step, attempt, &record, order).await;
             let (label, detail) = match &outcome {
                 Outcome::Done(id) => ("done", id.clone()),
                 Outcome::Refused(reason) => ("refused", Some(reason.clone())),
@@ -374,6 +408,42 @@ impl Runner {
     }
 
     /// Sends one step's command and says what came of it.
+    /// Runs one step as a span of the saga's.
+    async fn execute_traced(
+        &self,
+        step: Step,
+        attempt: i64,
+        record: &SagaRecord,
+        order: &OrderRecord,
+    ) -> Outcome {
+        let span = tracing::info_span!(
+            "saga step",
+            saga = %record.saga.id,
+            order_id = %order.id,
+            %step,
+            attempt,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            otel.name = %format_args!("checkout {step}"),
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let outcome = self
+            .execute(step, record, order)
+            .instrument(span.clone())
+            .await;
+        // A refusal (a declined card, no stock) is what cancels a checkout: the trace shows it
+        // as the step that failed, and why.
+        match &outcome {
+            Outcome::Failed(why) | Outcome::Refused(why) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", why.as_str());
+            }
+            Outcome::Done(_) => {}
+        }
+        outcome
+    }
+
     async fn execute(&self, step: Step, record: &SagaRecord, order: &OrderRecord) -> Outcome {
         let saga = &record.saga;
         let n = &self.inner.neighbours;

@@ -284,7 +284,7 @@ impl Consumer {
             otel.name = %format_args!("{} process", event.kind),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
-            otel.status_message = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             messaging.operation.type = "process",
             messaging.message.id = %event.id,
             messaging.message.type = %event.kind,

@@ -176,7 +176,7 @@ where
         span_id = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
     // Probes and scrapes arrive every few seconds from outside any request: they join a trace

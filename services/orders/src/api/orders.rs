@@ -76,6 +76,10 @@ struct CheckoutView {
     step: Option<String>,
     /// Failed attempts at that step so far.
     attempts: u32,
+    /// The trace the checkout runs in (`bazaar trace <id>` draws every step), when the order
+    /// was placed in a recorded trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
 }
 
 impl OrderView {
@@ -84,6 +88,10 @@ impl OrderView {
             status: r.saga.status.to_string(),
             step: r.saga.step.map(|s| s.as_str().to_owned()),
             attempts: r.saga.attempts,
+            trace_id: r
+                .traceparent
+                .as_deref()
+                .and_then(chassis::trace::recorded_trace_id),
         });
         self
     }
@@ -260,6 +268,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         finished_at: None,
+        traceparent: chassis::trace::current()
+            .and_then(|position| chassis::trace::traceparent(&position)),
     };
     let lease = state.runner.new_lease(now);
     match state

@@ -30,6 +30,8 @@ pub struct SagaRecord {
     pub updated_at: i64,
     /// When it reached CONFIRMED or CANCELLED, ms.
     pub finished_at: Option<i64>,
+    /// The trace of the request that placed the order, which its steps continue.
+    pub traceparent: Option<String>,
 }
 
 /// One attempt at one step.
@@ -73,7 +75,7 @@ pub struct SagaCounts {
 
 const SAGA_COLUMNS: &str = "id, order_id, user_id, payment_method, from_cart, status, step, reservation_id, committed, \
      charge_id, shipment_id, reason, by_customer, attempts, next_attempt_at, deadline_at, last_error, version, \
-     created_at, updated_at, finished_at";
+     created_at, updated_at, finished_at, traceparent";
 
 const ACTIVE: &str = "status IN ('running', 'compensating')";
 
@@ -451,8 +453,9 @@ pub(super) async fn insert_saga(
     let saga = &record.saga;
     sqlx::query(
         "INSERT INTO sagas (id, order_id, user_id, payment_method, from_cart, status, step, committed, by_customer,
-                            attempts, next_attempt_at, deadline_at, version, lease_owner, lease_until, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, 0, $11, $12, $10, $10)",
+                            attempts, next_attempt_at, deadline_at, version, lease_owner, lease_until, created_at, updated_at,
+                            traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, $8, $9, 0, $11, $12, $10, $10, $13)",
     )
     .bind(&saga.id)
     .bind(&saga.order_id)
@@ -466,6 +469,7 @@ pub(super) async fn insert_saga(
     .bind(record.created_at)
     .bind(lease.0)
     .bind(lease.1)
+    .bind(record.traceparent.as_deref())
     .execute(&mut **tx)
     .await?;
     if let Some(step) = saga.step {
@@ -503,5 +507,6 @@ fn saga_from_row(row: &AnyRow) -> Result<SagaRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }

@@ -1,0 +1,212 @@
+//! Distributed tracing through the whole system: one checkout is one trace, from the gateway
+//! through orders, the catalog, payments, shipping and the event consumers; `bazaar trace`
+//! finds it from the id an order or an error carries.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::checkout::{CARD_DECLINED, place, register_card, settled, shopper};
+use crate::system::{BIN, Running};
+
+/// The trace `trace_id` once it has at least the spans `until` wants, asked of the telemetry
+/// service (spans arrive in batches, a second or so after they end).
+async fn trace(running: &Running, trace_id: &str, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let telemetry = running.url_of("telemetry");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = running
+            .http
+            .get(format!("{telemetry}/v1/traces/{trace_id}"))
+            .send()
+            .await
+            .expect("telemetry answers");
+        if response.status() == 200 {
+            let trace: Value = response.json().await.expect("json");
+            let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+            if until(&spans) {
+                return spans;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace {trace_id} never completed\n{}",
+            running.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn find<'a>(spans: &'a [Value], service: &str, name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["service"] == service && s["name"] == name)
+        .unwrap_or_else(|| {
+            let all: Vec<String> = spans
+                .iter()
+                .map(|s| format!("{} {}", s["service"], s["name"]))
+                .collect();
+            panic!("no {service} span {name:?} in {all:#?}")
+        })
+}
+
+fn parent<'a>(spans: &'a [Value], child: &Value) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["span_id"] == child["parent_span_id"])
+        .unwrap_or_else(|| panic!("the parent of {} is not in the trace", child["name"]))
+}
+
+#[tokio::test]
+async fn one_checkout_is_one_trace_through_every_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &[]);
+    let ada = shopper(&running, "ada@example.com").await;
+
+    // The checkout: its order says which trace it runs in.
+    let id = place(&running, &ada.token, &[("MUG-STONE", 1)], &ada.card).await;
+    let order = settled(&running, &ada.token, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let trace_id = order["checkout"]["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace id on {order}"))
+        .to_owned();
+    let consumed = |spans: &[Value]| {
+        ["notifications", "recommendations"].iter().all(|service| {
+            spans
+                .iter()
+                .any(|s| s["service"] == *service && s["name"] == "orders.order.confirmed process")
+        })
+    };
+    let spans = trace(&running, &trace_id, consumed).await;
+
+    let services: std::collections::BTreeSet<&str> =
+        spans.iter().filter_map(|s| s["service"].as_str()).collect();
+    for service in [
+        "gateway",
+        "orders",
+        "catalog",
+        "payments",
+        "shipping",
+        "notifications",
+        "recommendations",
+    ] {
+        assert!(
+            services.contains(service),
+            "no {service} span: {services:?}"
+        );
+    }
+    // gateway → orders: the request.
+    let edge = find(&spans, "gateway", "POST /api/orders");
+    assert!(
+        edge.get("parent_span_id").is_none(),
+        "the gateway starts the trace"
+    );
+    let placed = find(&spans, "orders", "POST /orders");
+    let hop = parent(&spans, placed);
+    assert_eq!(hop["kind"], "client");
+    assert_eq!(hop["service"], "gateway");
+    assert_eq!(parent(&spans, hop)["span_id"], edge["span_id"]);
+    // orders → payments: a saga step, after the request, in the same trace.
+    let saga = find(&spans, "orders", "checkout saga");
+    assert_eq!(parent(&spans, saga)["span_id"], placed["span_id"]);
+    let charge = find(&spans, "payments", "POST /charges");
+    let step = parent(&spans, parent(&spans, charge));
+    assert_eq!(step["name"], "checkout charge");
+    assert_eq!(parent(&spans, step)["span_id"], saga["span_id"]);
+    find(&spans, "catalog", "POST /reservations");
+    find(&spans, "shipping", "POST /shipments");
+    // orders → notifications: the event hop, a child of the publish and linked to it.
+    let email = spans
+        .iter()
+        .find(|s| s["service"] == "notifications" && s["name"] == "orders.order.confirmed process")
+        .expect("consumed");
+    let publish = parent(&spans, email);
+    assert_eq!(publish["name"], "orders.order.confirmed publish");
+    assert_eq!(publish["kind"], "producer");
+    assert_eq!(email["kind"], "consumer");
+    assert_eq!(
+        email["links"],
+        json!([{"trace_id": trace_id, "span_id": publish["span_id"]}])
+    );
+    // Everything starts after the request that caused it.
+    for span in &spans {
+        assert!(span["start_unix_nanos"].as_i64() >= edge["start_unix_nanos"].as_i64());
+    }
+
+    // A declined card: the trace shows the step that failed, and why.
+    let declined = register_card(&running, &ada.token, CARD_DECLINED).await;
+    let id = place(&running, &ada.token, &[("MUG-STONE", 1)], &declined).await;
+    let order = settled(&running, &ada.token, &id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    let trace_id = order["checkout"]["trace_id"]
+        .as_str()
+        .expect("trace id")
+        .to_owned();
+    let spans = trace(&running, &trace_id, |spans| {
+        spans.iter().any(|s| s["name"] == "checkout release_stock")
+    })
+    .await;
+    let refused = find(&spans, "orders", "checkout charge");
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(
+        refused["status_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("declined"),
+        "{refused}"
+    );
+    let drawn = Command::new(BIN)
+        .args(["trace", &trace_id, "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bazaar trace runs");
+    let text = String::from_utf8_lossy(&drawn.stdout);
+    assert!(
+        drawn.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    assert!(text.contains(&format!("trace {trace_id}")), "{text}");
+    assert!(
+        text.contains("checkout charge") && text.contains("! "),
+        "{text}"
+    );
+    assert!(text.contains("declined"), "{text}");
+
+    // An error answer names its trace; the lists find the failed one.
+    let missing = running
+        .get("/api/orders/no-such-order", Some(&ada.token))
+        .await;
+    assert_eq!(missing.status(), 404);
+    let problem: Value = missing.json().await.expect("problem");
+    let error_trace = problem["trace_id"].as_str().expect("a trace id").to_owned();
+    trace(&running, &error_trace, |spans| {
+        spans.iter().any(|s| s["service"] == "orders")
+    })
+    .await;
+    let listed = Command::new(BIN)
+        .args(["trace", "--errors", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bazaar trace runs");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(&trace_id),
+        "the declined checkout is listed:\n{text}"
+    );
+
+    let bad = Command::new(BIN)
+        .args(["trace", "not-a-trace", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("bazaar trace runs");
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"not-a-trace\""));
+
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}
