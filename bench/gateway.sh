@@ -9,8 +9,9 @@
 #   gateway       GET /api/categories through the gateway (public route)
 #   gateway+auth  GET /api/bench/categories through the gateway: token verified, rate limited
 #
-# Access logs are off on both proxies (BAZAAR_LOG__LEVEL=warn, nginx `access_log off`), so
-# the numbers compare proxying, not log writing. Prints a Markdown table of medians over the
+# Access logs are off on both proxies (BAZAAR_LOG__LEVEL=warn, nginx `access_log off`), and
+# so is tracing (OTEL_SDK_DISABLED=true; TRACING=on keeps it, to measure what it costs), so
+# the numbers compare proxying, not log writing or span export. Prints a Markdown table of medians over the
 # rounds; "added p50" is the median latency over the direct call at the same number of
 # connections.
 #
@@ -28,6 +29,7 @@ NGINX_PORT="${NGINX_PORT:-27780}"
 CONNECTIONS="${CONNECTIONS:-1 64}"
 WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
+TRACING="${TRACING:-off}"
 
 for tool in wrk nginx curl python3; do
     command -v "$tool" >/dev/null || {
@@ -69,6 +71,11 @@ auth = "required"
 rate_limit = { requests = 100000000, per = "1s", burst = 100000000 }
 EOF
 
+case "$TRACING" in
+    off) export OTEL_SDK_DISABLED=true ;;
+    on) ;;
+    *) echo "TRACING=$TRACING: expected on or off" >&2; exit 2 ;;
+esac
 BAZAAR_LOG__LEVEL=warn "$bazaar" up --data-dir "$work/data" --base-port "$BASE_PORT" \
     --config "$work/bench.toml" >"$work/up.log" 2>&1 </dev/null &
 up_pid=$!
@@ -169,7 +176,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-echo "Bazaar $("$bazaar" --version | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, $DURATION per cell, median of $ROUNDS rounds"
+echo "Bazaar $("$bazaar" --version | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, $DURATION per cell, median of $ROUNDS rounds, tracing $TRACING"
 echo
 python3 - "$results" "$CONNECTIONS" <<'PY'
 import statistics, sys

@@ -40,6 +40,62 @@ pub(crate) enum Command {
     /// Draw one trace as a waterfall (`bazaar trace <id>`, the id from an error's `trace_id`),
     /// or list traces to look at (`--slowest N`, `--errors`).
     Trace(TraceArgs),
+    /// Every instance's log lines merged in time order, from the files `up` keeps:
+    /// `bazaar logs orders payments --level warn`, `bazaar logs --trace <id>`, `--follow`.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Only these services' lines (all when none is named).
+    pub(crate) services: Vec<Service>,
+    /// Only the lines of this trace (its `trace_id`, from a problem or `bazaar trace`).
+    #[arg(long, value_name = "TRACE_ID")]
+    pub(crate) trace: Option<String>,
+    /// Only the lines of this request (its `request_id`).
+    #[arg(long, value_name = "REQUEST_ID")]
+    pub(crate) request: Option<String>,
+    /// Only lines at this level or above.
+    #[arg(long, value_enum)]
+    pub(crate) level: Option<LogLevel>,
+    /// Keep printing lines as they are written, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// Print the lines as the JSON they are stored as.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The data directory `up` writes its logs under.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// Log levels, least severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Details for debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something to look at.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// The level of a log line's `level` field (`INFO`, `WARN`, ...).
+    pub(crate) fn parse(level: &str) -> Option<Self> {
+        match level.to_ascii_uppercase().as_str() {
+            "TRACE" => Some(Self::Trace),
+            "DEBUG" => Some(Self::Debug),
+            "INFO" => Some(Self::Info),
+            "WARN" => Some(Self::Warn),
+            "ERROR" => Some(Self::Error),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

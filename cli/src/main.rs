@@ -6,6 +6,7 @@ mod args;
 mod console;
 mod events;
 mod faults;
+mod logs;
 mod release;
 mod remote;
 mod reset;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
             args::Command::Reset(args) => reset::run(&args),
             args::Command::Events(args) => events::run(args).await,
             args::Command::Trace(args) => trace::run(args).await,
+            args::Command::Logs(args) => logs::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

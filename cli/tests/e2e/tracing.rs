@@ -187,6 +187,24 @@ async fn one_checkout_is_one_trace_through_every_service() {
         spans.iter().any(|s| s["service"] == "orders")
     })
     .await;
+    // The log lines of exactly that request, from every service it reached.
+    let logged = Command::new(BIN)
+        .args(["logs", "--json", "--trace", &error_trace, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("bazaar logs runs");
+    assert!(logged.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&logged.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let services: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l["service"].as_str()).collect();
+    assert!(
+        services.contains("gateway") && services.contains("orders"),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| l["trace_id"] == error_trace.as_str()));
     let listed = Command::new(BIN)
         .args(["trace", "--errors", "--data-dir"])
         .arg(dir.path())

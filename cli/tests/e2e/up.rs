@@ -49,7 +49,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     assert!(
-        output.contains("Bazaar is up. 11 instances ready"),
+        output.contains("Bazaar is up. 12 instances ready"),
         "{output}"
     );
     assert!(
@@ -149,7 +149,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         table.contains("users-1") && table.contains("users-2") && table.contains("gateway-1"),
         "{table}"
     );
-    assert!(table.contains("10 of 10 instances passing"), "{table}");
+    assert!(table.contains("11 of 11 instances passing"), "{table}");
 
     // Kill one users replica outright: every request still succeeds, reads and writes alike.
     let users = running.instances("users");
