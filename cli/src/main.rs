@@ -7,6 +7,7 @@ mod console;
 mod events;
 mod faults;
 mod logs;
+mod red;
 mod release;
 mod remote;
 mod reset;

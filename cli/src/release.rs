@@ -28,9 +28,10 @@ use contracts::release::{FaultRule, Stickiness, TrafficPolicy, fault_key};
 use http::Method;
 use serde_json::Value;
 
-use self::analysis::{Limits, VersionStats, breach};
+use self::analysis::{Limits, breach, version_stats};
 use crate::args::{DeployArgs, ReleasesArgs, RollbackArgs, Strategy};
 use crate::console::Console;
+use crate::red::RedStats;
 use crate::remote::{Remote, samples};
 use crate::table;
 use crate::up::control::{check_version, releasable};
@@ -240,12 +241,12 @@ impl Release<'_> {
     }
 
     /// Both versions' counts now.
-    async fn scrape(&self) -> Result<(VersionStats, VersionStats), String> {
+    async fn scrape(&self) -> Result<(RedStats, RedStats), String> {
         let texts = self.remote.gateway_metrics().await?;
         let all: Vec<_> = texts.iter().flat_map(|t| samples(t)).collect();
         Ok((
-            VersionStats::of(&all, self.service, &self.stable),
-            VersionStats::of(&all, self.service, &self.candidate),
+            version_stats(&all, self.service, &self.stable),
+            version_stats(&all, self.service, &self.candidate),
         ))
     }
 
@@ -337,7 +338,7 @@ impl Release<'_> {
             self.set(weight).await.map_err(Failure::Broken)?;
             let step_started = Instant::now();
             let (stable_before, candidate_before) = self.scrape().await.map_err(Failure::Broken)?;
-            let mut last = (VersionStats::default(), VersionStats::default());
+            let mut last = (RedStats::default(), RedStats::default());
             while step_started.elapsed() < args.interval {
                 tokio::time::sleep(TICK.min(args.interval)).await;
                 if self.interrupted(weight).await.map_err(Failure::Broken)? {
@@ -429,10 +430,10 @@ fn print_progress(
     console: Console,
     weight: u8,
     elapsed: Duration,
-    stable: &VersionStats,
-    candidate: &VersionStats,
+    stable: &RedStats,
+    candidate: &RedStats,
 ) {
-    let p99 = |s: &VersionStats| {
+    let p99 = |s: &RedStats| {
         s.p99().map_or_else(
             || "-".to_owned(),
             |d| humantime::format_duration(d).to_string(),

@@ -168,6 +168,41 @@ pub fn register_build_info(registry: &mut Registry, service: &ServiceInfo) {
     );
 }
 
+/// The database pool's connections, read at every scrape: `db_pool_connections` (open),
+/// `db_pool_connections_in_use` and `db_pool_connections_max`.
+#[derive(Debug)]
+pub struct PoolMetrics(pub crate::db::Db);
+
+impl prometheus_client::collector::Collector for PoolMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let pool = self.0.pool();
+        let open = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+        let max = i64::from(pool.options().get_max_connections());
+        for (name, help, value) in [
+            ("db_pool_connections", "Open database connections", open),
+            (
+                "db_pool_connections_in_use",
+                "Database connections running a statement or transaction",
+                (open - idle).max(0),
+            ),
+            (
+                "db_pool_connections_max",
+                "Most database connections the pool opens (database.max_connections)",
+                max,
+            ),
+        ] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Renders a registry in the Prometheus/OpenMetrics text format.
 pub fn render(registry: &Arc<Registry>) -> Response {
     let mut body = String::new();

@@ -218,9 +218,11 @@ impl Server {
         &mut self.metrics
     }
 
-    /// Makes readiness depend on `db` answering.
+    /// Makes readiness depend on `db` answering, and reports its pool in the metrics.
     #[must_use]
     pub fn with_database(mut self, db: Db) -> Self {
+        self.metrics
+            .register_collector(Box::new(metrics::PoolMetrics(db.clone())));
         self.database = Some(db);
         self
     }

@@ -377,6 +377,14 @@ async fn a_failing_compensation_is_retried_shown_stuck_then_finished() {
             .contains("bazaar_orders_saga_steps_total{step=\"release_stock\",outcome=\"failed\"}"),
         "{metrics}"
     );
+    // The database pool, read at the scrape.
+    for gauge in [
+        "bazaar_db_pool_connections ",
+        "bazaar_db_pool_connections_in_use ",
+        "bazaar_db_pool_connections_max ",
+    ] {
+        assert!(metrics.contains(gauge), "no {gauge}in {metrics}");
+    }
     let order = app.settled(ALICE, &id).await;
     assert_eq!(order["status"], "CANCELLED", "compensation never gives up");
     let all: Value = app.get(ADMIN, "/sagas").await.json().await.expect("json");
