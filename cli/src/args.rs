@@ -43,6 +43,25 @@ pub(crate) enum Command {
     /// Every instance's log lines merged in time order, from the files `up` keeps:
     /// `bazaar logs orders payments --level warn`, `bazaar logs --trace <id>`, `--follow`.
     Logs(LogsArgs),
+    /// A live table of every service's request rate, errors and p50/p99 latency.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// How often the table is redrawn (each row covers the interval).
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub(crate) every: String,
+    /// Print one table, after one interval, and stop (for scripts).
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Registry to find the instances through; by default the one a running `up` in the data
+    /// directory started.
+    #[arg(long, value_name = "URL")]
+    pub(crate) registry: Option<String>,
+    /// The data directory of a running `up`.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

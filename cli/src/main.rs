@@ -15,6 +15,7 @@ mod serve;
 mod state;
 mod status;
 mod table;
+mod top;
 mod trace;
 mod up;
 
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
             args::Command::Events(args) => events::run(args).await,
             args::Command::Trace(args) => trace::run(args).await,
             args::Command::Logs(args) => logs::run(args).await,
+            args::Command::Top(args) => top::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

@@ -217,6 +217,30 @@ async fn one_checkout_is_one_trace_through_every_service() {
         "the declined checkout is listed:\n{text}"
     );
 
+    // The live table: every service, with its rate, errors and latency.
+    let top = Command::new(BIN)
+        .args(["top", "--once", "--every", "500ms", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bazaar top runs");
+    let table = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    assert!(
+        table.starts_with("service") && table.contains("p99"),
+        "{table}"
+    );
+    for service in ["gateway", "orders", "catalog", "payments", "telemetry"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(service)),
+            "no {service} row:\n{table}"
+        );
+    }
+
     let bad = Command::new(BIN)
         .args(["trace", "not-a-trace", "--data-dir"])
         .arg(dir.path())
