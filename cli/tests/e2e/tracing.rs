@@ -241,6 +241,89 @@ async fn one_checkout_is_one_trace_through_every_service() {
         );
     }
 
+    // Metric names are stable and documented: every one the system exposes is in the
+    // README's table, and so is every one the Grafana dashboard draws.
+    let family = |name: &str| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name)
+            .to_owned()
+    };
+    let names_in = |text: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices("bazaar_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                family(&rest[..end])
+            })
+            .collect()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let table = &readme[readme.find("## Metrics").expect("a Metrics section")..];
+    let table = &table[..table.find("\n## ").unwrap_or(table.len())];
+    let documented: std::collections::BTreeSet<String> = table
+        .lines()
+        .filter(|l| l.starts_with("| `bazaar_"))
+        .flat_map(|l| names_in(l.split(" | ").next().unwrap_or("")))
+        .collect();
+    let mut exposed = std::collections::BTreeSet::new();
+    let state = running.run_state().expect("run.json");
+    for instance in state["instances"].as_array().expect("instances") {
+        let url = format!("{}/metrics", instance["url"].as_str().expect("url"));
+        let text = running
+            .http
+            .get(&url)
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text");
+        for line in text.lines() {
+            let Some(declared) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let mut parts = declared.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                exposed.insert(if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                });
+            }
+        }
+    }
+    for name in [
+        "bazaar_http_server_requests_total",
+        "bazaar_orders_sagas_finished_total",
+        "bazaar_db_pool_connections_in_use",
+    ] {
+        assert!(
+            exposed.contains(name),
+            "{name} is not exposed: {exposed:#?}"
+        );
+    }
+    for name in &exposed {
+        assert!(
+            documented.contains(name),
+            "{name} is exposed but not in the README's Metrics table"
+        );
+    }
+    let dashboard =
+        std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).expect("the dashboard");
+    let drawn = names_in(&dashboard);
+    assert!(drawn.len() > 15, "{drawn:?}");
+    for name in &drawn {
+        assert!(
+            documented.contains(name),
+            "the dashboard draws {name}, which the README does not list"
+        );
+    }
+
     let bad = Command::new(BIN)
         .args(["trace", "not-a-trace", "--data-dir"])
         .arg(dir.path())

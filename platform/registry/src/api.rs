@@ -8,6 +8,7 @@
 //! | `GET /v1/instances` | every instance, any health |
 //! | `GET /v1/services` | services with instance counts and versions |
 //! | `GET /v1/services/{service}?passing&index&wait` | instances of a service; blocking |
+//! | `GET /v1/prometheus/targets` | every instance as Prometheus HTTP service discovery |
 //! | `GET /v1/kv?prefix=` | keys under a prefix |
 //! | `GET /v1/kv/{key}?index&wait` | a key; blocking |
 //! | `PUT /v1/kv/{key}?cas=` | write a key (check-and-set with `cas`) |
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{id}/heartbeat", put(instances::heartbeat))
         .route("/v1/services", get(instances::services))
+        .route("/v1/prometheus/targets", get(instances::prometheus_targets))
         .route("/v1/services/{service}", get(instances::service))
         .route("/v1/kv", get(kv::list))
         .route(

@@ -74,6 +74,32 @@ pub async fn list(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `GET /v1/prometheus/targets`: every instance as a target group of Prometheus's HTTP
+/// service discovery (`http_sd_configs`), so replicas and release instances are scraped as
+/// they come and go. Each is labelled with its `service`, `version` and `instance_id`; one that
+/// is down stays listed until it is removed, so its `up` shows 0 meanwhile.
+pub async fn prometheus_targets(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let groups = state
+        .catalog
+        .all()
+        .into_iter()
+        .filter_map(|instance| {
+            let (scheme, rest) = instance.address.split_once("://")?;
+            let host_port = rest.split('/').next().filter(|h| !h.is_empty())?;
+            Some(serde_json::json!({
+                "targets": [host_port],
+                "labels": {
+                    "__scheme__": scheme,
+                    "service": instance.service,
+                    "version": instance.version,
+                    "instance_id": instance.id,
+                },
+            }))
+        })
+        .collect();
+    Json(groups)
+}
+
 /// `GET /v1/services`.
 pub async fn services(State(state): State<AppState>) -> Response {
     let index = state.kv.index().current();

@@ -35,6 +35,15 @@ async fn registers_lists_and_deregisters() {
     assert_eq!(services["services"][0]["passing"], 1);
     let all = registry.get_json("/v1/instances").await;
     assert_eq!(all["instances"].as_array().map(Vec::len), Some(1));
+    // The same instance as a Prometheus scrape target.
+    let targets = registry.get_json("/v1/prometheus/targets").await;
+    assert_eq!(
+        targets,
+        json!([{
+            "targets": ["127.0.0.1:9"],
+            "labels": {"__scheme__": "http", "service": "users", "version": "1.0.0", "instance_id": "users-1"},
+        }])
+    );
 
     let gone = registry.delete(registry.at("/v1/instances/users-1")).await;
     assert_eq!(gone.status(), 204);
