@@ -129,6 +129,7 @@ impl Store {
     }
 
     /// Every category, in display order, with its count of active products.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.categories", otel.kind = "client", db.namespace = "catalog", db.operation.name = "categories"))]
     pub async fn categories(&self) -> Result<Vec<CategoryRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.slug, c.name, c.description,
@@ -150,6 +151,7 @@ impl Store {
     }
 
     /// Creates a category if its slug is new.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.ensure_category", otel.kind = "client", db.namespace = "catalog", db.operation.name = "ensure_category"))]
     pub async fn ensure_category(
         &self,
         slug: &str,
@@ -171,6 +173,7 @@ impl Store {
     }
 
     /// One page of products; returns one more than `limit` when a next page exists.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.list", otel.kind = "client", db.namespace = "catalog", db.operation.name = "list"))]
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<ProductRecord>, StoreError> {
         let mut sql = format!(
             "SELECT {PRODUCT_COLUMNS} FROM products p JOIN inventory i ON i.sku = p.sku WHERE 1 = 1"
@@ -257,6 +260,7 @@ impl Store {
     }
 
     /// The product with this id or sku.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.find", otel.kind = "client", db.namespace = "catalog", db.operation.name = "find"))]
     pub async fn find(&self, id_or_sku: &str) -> Result<Option<ProductRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {PRODUCT_COLUMNS} FROM products p JOIN inventory i ON i.sku = p.sku WHERE p.id = $1 OR p.sku = $2"
@@ -269,6 +273,7 @@ impl Store {
     }
 
     /// Creates a product and its inventory row.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.insert", otel.kind = "client", db.namespace = "catalog", db.operation.name = "insert"))]
     pub async fn insert(&self, product: &ProductRecord) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
@@ -305,6 +310,7 @@ impl Store {
     }
 
     /// Replaces a product's editable fields; `false` if there is no such product.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.update", otel.kind = "client", db.namespace = "catalog", db.operation.name = "update"))]
     pub async fn update(&self, product: &ProductRecord, now: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE products SET name = $1, name_lower = $2, description = $3, price_minor = $4, currency = $5,
@@ -329,6 +335,7 @@ impl Store {
     }
 
     /// Adds `quantity` units to a sku's stock; `false` if there is no such sku.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.restock", otel.kind = "client", db.namespace = "catalog", db.operation.name = "restock"))]
     pub async fn restock(&self, sku: &str, quantity: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE inventory SET on_hand = on_hand + $1 WHERE sku = $2")
             .bind(quantity)
@@ -339,6 +346,7 @@ impl Store {
     }
 
     /// How many products exist, active or not.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.product_count", otel.kind = "client", db.namespace = "catalog", db.operation.name = "product_count"))]
     pub async fn product_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM products")
             .fetch_one(self.db.pool())

@@ -115,6 +115,7 @@ impl Store {
     }
 
     /// Queued emails due by `now`, oldest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.due", otel.kind = "client", db.namespace = "notifications", db.operation.name = "due"))]
     pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<EmailRecord>, sqlx::Error> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM emails WHERE status = $1 AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3"
@@ -128,6 +129,7 @@ impl Store {
     }
 
     /// The customer's address, if known yet.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.customer", otel.kind = "client", db.namespace = "notifications", db.operation.name = "customer"))]
     pub async fn customer(&self, user_id: &str) -> Result<Option<Customer>, sqlx::Error> {
         let row = sqlx::query("SELECT email, name FROM customers WHERE user_id = $1")
             .bind(user_id)
@@ -143,6 +145,7 @@ impl Store {
     }
 
     /// Records a sent (or delivered, or failed for good) email with what it said.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.finish", otel.kind = "client", db.namespace = "notifications", db.operation.name = "finish"))]
     pub async fn finish(
         &self,
         id: &str,
@@ -171,6 +174,7 @@ impl Store {
     }
 
     /// Puts an email back in the queue until `next_attempt_at`, counting the failure.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.retry_later", otel.kind = "client", db.namespace = "notifications", db.operation.name = "retry_later"))]
     pub async fn retry_later(
         &self,
         id: &str,
@@ -191,6 +195,7 @@ impl Store {
     }
 
     /// The newest emails (up to `limit`), to `to` if given, newest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.list", otel.kind = "client", db.namespace = "notifications", db.operation.name = "list"))]
     pub async fn list(
         &self,
         to: Option<&str>,

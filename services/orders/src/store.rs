@@ -91,6 +91,7 @@ impl Store {
 
     /// Stores an order, its lines, its first status and its checkout saga (leased as `lease`,
     /// first step started) in one transaction.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.insert", otel.kind = "client", db.namespace = "orders", db.operation.name = "insert"))]
     pub async fn insert(
         &self,
         order: &OrderRecord,
@@ -183,6 +184,7 @@ impl Store {
     }
 
     /// The user's order made with this idempotency key, and the hash of the request that made it.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.find_by_key", otel.kind = "client", db.namespace = "orders", db.operation.name = "find_by_key"))]
     pub async fn find_by_key(
         &self,
         user_id: &str,
@@ -205,6 +207,7 @@ impl Store {
     }
 
     /// The order with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.find", otel.kind = "client", db.namespace = "orders", db.operation.name = "find"))]
     pub async fn find(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
@@ -218,6 +221,7 @@ impl Store {
 
     /// A page of orders, newest first: of `user_id`, or everyone's when `None`. Returns one more
     /// than `limit` when a next page exists.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.list", otel.kind = "client", db.namespace = "orders", db.operation.name = "list"))]
     pub async fn list(
         &self,
         user_id: Option<&str>,

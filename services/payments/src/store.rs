@@ -117,6 +117,7 @@ impl Store {
     }
 
     /// Stores a registered card.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.insert_payment_method", otel.kind = "client", db.namespace = "payments", db.operation.name = "insert_payment_method"))]
     pub async fn insert_payment_method(&self, method: &PaymentMethod) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
@@ -137,6 +138,7 @@ impl Store {
     }
 
     /// The payment method with this token.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.payment_method", otel.kind = "client", db.namespace = "payments", db.operation.name = "payment_method"))]
     pub async fn payment_method(&self, id: &str) -> Result<Option<PaymentMethod>, sqlx::Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE id = $1"
@@ -148,6 +150,7 @@ impl Store {
     }
 
     /// A user's payment methods, newest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.payment_methods", otel.kind = "client", db.namespace = "payments", db.operation.name = "payment_methods"))]
     pub async fn payment_methods(&self, user_id: &str) -> Result<Vec<PaymentMethod>, sqlx::Error> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
@@ -159,6 +162,7 @@ impl Store {
     }
 
     /// The charge made under `key`, and the hash of the request that made it.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.charge_by_key", otel.kind = "client", db.namespace = "payments", db.operation.name = "charge_by_key"))]
     pub async fn charge_by_key(
         &self,
         key: &str,
@@ -175,6 +179,7 @@ impl Store {
 
     /// Stores a charge (and, if it succeeded, its ledger row). `false` when another request with
     /// the same key stored first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.insert_charge", otel.kind = "client", db.namespace = "payments", db.operation.name = "insert_charge"))]
     pub async fn insert_charge(
         &self,
         charge: &ChargeRecord,
@@ -236,6 +241,7 @@ impl Store {
     }
 
     /// The charge with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.charge", otel.kind = "client", db.namespace = "payments", db.operation.name = "charge"))]
     pub async fn charge(&self, id: &str) -> Result<Option<ChargeRecord>, sqlx::Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CHARGE_COLUMNS} FROM charges c WHERE c.id = $1"
@@ -247,6 +253,7 @@ impl Store {
     }
 
     /// Every charge attempt for an order, oldest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.charges_for_order", otel.kind = "client", db.namespace = "payments", db.operation.name = "charges_for_order"))]
     pub async fn charges_for_order(
         &self,
         order_id: &str,
@@ -261,6 +268,7 @@ impl Store {
     }
 
     /// Refunds `amount` of a charge under `key`, never more than is left.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.refund", otel.kind = "client", db.namespace = "payments", db.operation.name = "refund"))]
     pub async fn refund(
         &self,
         charge_id: &str,
@@ -341,6 +349,7 @@ impl Store {
     }
 
     /// What an order was charged and refunded, from the ledger.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "payments.balance", otel.kind = "client", db.namespace = "payments", db.operation.name = "balance"))]
     pub async fn balance(&self, order_id: &str) -> Result<Balance, sqlx::Error> {
         let row = sqlx::query(
             // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both engines return BIGINT.

@@ -111,6 +111,7 @@ impl Store {
     }
 
     /// Products most often bought with `sku`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "recommendations.bought_with", otel.kind = "client", db.namespace = "recommendations", db.operation.name = "bought_with"))]
     pub async fn bought_with(
         &self,
         sku: &str,
@@ -131,6 +132,7 @@ impl Store {
 
     /// Products bought together with what `user_id` bought, that they have not bought; when
     /// there are none, the most bought products they have not bought.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "recommendations.for_user", otel.kind = "client", db.namespace = "recommendations", db.operation.name = "for_user"))]
     pub async fn for_user(
         &self,
         user_id: &str,

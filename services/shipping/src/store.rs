@@ -50,6 +50,7 @@ impl Store {
     }
 
     /// The shipment made under `key`, and its request hash.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.by_key", otel.kind = "client", db.namespace = "shipping", db.operation.name = "by_key"))]
     pub async fn by_key(&self, key: &str) -> Result<Option<(Shipment, String)>, sqlx::Error> {
         let row = sqlx::query("SELECT id, request_hash FROM shipments WHERE idempotency_key = $1")
             .bind(key)
@@ -62,6 +63,7 @@ impl Store {
     }
 
     /// Stores a new shipment; `false` if another request with the same key stored first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.insert", otel.kind = "client", db.namespace = "shipping", db.operation.name = "insert"))]
     pub async fn insert(
         &self,
         shipment: &Shipment,
@@ -108,6 +110,7 @@ impl Store {
     }
 
     /// The shipment with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.find", otel.kind = "client", db.namespace = "shipping", db.operation.name = "find"))]
     pub async fn find(&self, id: &str) -> Result<Option<Shipment>, sqlx::Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM shipments WHERE id = $1"
@@ -130,6 +133,7 @@ impl Store {
     }
 
     /// Shipments of an order, oldest first (without history).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.for_order", otel.kind = "client", db.namespace = "shipping", db.operation.name = "for_order"))]
     pub async fn for_order(&self, order_id: &str) -> Result<Vec<Shipment>, sqlx::Error> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM shipments WHERE order_id = $1 ORDER BY created_at, id"
@@ -141,6 +145,7 @@ impl Store {
     }
 
     /// Moves shipment `id` from `from` to `to`, recording the event; `false` if it was not in `from`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.transition", otel.kind = "client", db.namespace = "shipping", db.operation.name = "transition"))]
     pub async fn transition(
         &self,
         id: &str,
@@ -191,6 +196,7 @@ impl Store {
     }
 
     /// Ids of shipments in `status` unchanged since `before` (ms), oldest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "shipping.due", otel.kind = "client", db.namespace = "shipping", db.operation.name = "due"))]
     pub async fn due(
         &self,
         status: &str,

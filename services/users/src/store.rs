@@ -107,6 +107,7 @@ impl Store {
 
     /// Creates an account and publishes `users.user.registered` with it; `EmailTaken` if the
     /// normalized email exists.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.insert_user", otel.kind = "client", db.namespace = "users", db.operation.name = "insert_user"))]
     pub async fn insert_user(&self, user: &NewUser<'_>) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         let result = sqlx::query(
@@ -141,6 +142,7 @@ impl Store {
     }
 
     /// The account with this normalized email.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.find_by_email", otel.kind = "client", db.namespace = "users", db.operation.name = "find_by_email"))]
     pub async fn find_by_email(
         &self,
         email_normalized: &str,
@@ -155,6 +157,7 @@ impl Store {
     }
 
     /// The account with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.find_by_id", otel.kind = "client", db.namespace = "users", db.operation.name = "find_by_id"))]
     pub async fn find_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
@@ -166,6 +169,7 @@ impl Store {
     }
 
     /// Replaces name and email of an account; `None` if it does not exist.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.update_profile", otel.kind = "client", db.namespace = "users", db.operation.name = "update_profile"))]
     pub async fn update_profile(
         &self,
         id: Uuid,
@@ -193,6 +197,7 @@ impl Store {
     }
 
     /// Stores a refresh token; returns its id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.insert_refresh", otel.kind = "client", db.namespace = "users", db.operation.name = "insert_refresh"))]
     pub async fn insert_refresh(&self, token: &NewRefresh<'_>) -> Result<String, StoreError> {
         let id = Uuid::now_v7().to_string();
         sqlx::query(
@@ -211,6 +216,7 @@ impl Store {
     }
 
     /// The refresh token with this hash.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.find_refresh", otel.kind = "client", db.namespace = "users", db.operation.name = "find_refresh"))]
     pub async fn find_refresh(
         &self,
         token_hash: &str,
@@ -236,6 +242,7 @@ impl Store {
 
     /// Exchanges token `old_id` for `new`, atomically. `false` if `old_id` was already rotated
     /// or revoked (a concurrent refresh won, or the token is being replayed).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.rotate_refresh", otel.kind = "client", db.namespace = "users", db.operation.name = "rotate_refresh"))]
     pub async fn rotate_refresh(
         &self,
         old_id: &str,
@@ -270,6 +277,7 @@ impl Store {
     }
 
     /// Revokes every live token of a login; returns how many.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.revoke_family", otel.kind = "client", db.namespace = "users", db.operation.name = "revoke_family"))]
     pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",

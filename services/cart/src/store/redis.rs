@@ -75,6 +75,7 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects to `url` (`redis://127.0.0.1:6379`); keys start with `prefix`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "cart.connect", otel.kind = "client", db.namespace = "cart", db.operation.name = "connect"))]
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::backend)?;
         let connection = ConnectionManager::new(client)

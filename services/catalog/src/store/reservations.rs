@@ -80,6 +80,7 @@ impl Store {
     /// Holds stock for `lines` (checked and sorted) under `key`, expiring at `expires_at`.
     /// A sku whose available stock falls to `low_stock` or below with it gets a
     /// `catalog.stock.low` event, in the same transaction.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.reserve", otel.kind = "client", db.namespace = "catalog", db.operation.name = "reserve"))]
     pub async fn reserve(
         &self,
         key: &str,
@@ -196,6 +197,7 @@ impl Store {
     }
 
     /// The reservation with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.reservation", otel.kind = "client", db.namespace = "catalog", db.operation.name = "reservation"))]
     pub async fn reservation(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
         let row = sqlx::query("SELECT id, idempotency_key, status, created_at, expires_at FROM reservations WHERE id = $1")
             .bind(id)
@@ -223,6 +225,7 @@ impl Store {
 
     /// Gives the units back (`to` is `released` or `expired`). Releasing a released or expired
     /// reservation is a no-op; releasing a committed one is a conflict.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.release", otel.kind = "client", db.namespace = "catalog", db.operation.name = "release"))]
     pub async fn release(&self, id: &str, to: &str, now: i64) -> Result<Moved, StoreError> {
         self.settle(
             id,
@@ -237,6 +240,7 @@ impl Store {
 
     /// Turns the units into sales. Committing a committed reservation is a no-op; committing a
     /// released or expired one is a conflict.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.commit", otel.kind = "client", db.namespace = "catalog", db.operation.name = "commit"))]
     pub async fn commit(&self, id: &str, now: i64) -> Result<Moved, StoreError> {
         self.settle(
             id,
@@ -252,6 +256,7 @@ impl Store {
     /// Puts the units of a committed reservation back on hand (its order was cancelled after
     /// confirmation). Returning a returned reservation is a no-op; any other state is a
     /// conflict.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.give_back", otel.kind = "client", db.namespace = "catalog", db.operation.name = "give_back"))]
     pub async fn give_back(&self, id: &str, now: i64) -> Result<Moved, StoreError> {
         self.settle(
             id,
@@ -314,6 +319,7 @@ impl Store {
     }
 
     /// Expires up to `limit` held reservations past their time; returns how many.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.expire_due", otel.kind = "client", db.namespace = "catalog", db.operation.name = "expire_due"))]
     pub async fn expire_due(&self, now: i64, limit: i64) -> Result<usize, StoreError> {
         let due = sqlx::query("SELECT id FROM reservations WHERE status = $1 AND expires_at <= $2 ORDER BY expires_at LIMIT $3")
             .bind(HELD)

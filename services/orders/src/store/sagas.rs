@@ -81,6 +81,7 @@ const ACTIVE: &str = "status IN ('running', 'compensating')";
 
 impl Store {
     /// The saga of an order.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.saga_of_order", otel.kind = "client", db.namespace = "orders", db.operation.name = "saga_of_order"))]
     pub async fn saga_of_order(&self, order_id: &str) -> Result<Option<SagaRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1"
@@ -92,6 +93,7 @@ impl Store {
     }
 
     /// The saga with this id.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.saga", otel.kind = "client", db.namespace = "orders", db.operation.name = "saga"))]
     pub async fn saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1"
@@ -104,6 +106,7 @@ impl Store {
 
     /// Ids of active sagas whose next attempt is due by `due_by` and that nobody else holds,
     /// oldest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.due_sagas", otel.kind = "client", db.namespace = "orders", db.operation.name = "due_sagas"))]
     pub async fn due_sagas(
         &self,
         owner: &str,
@@ -129,6 +132,7 @@ impl Store {
 
     /// Takes the lease of an active saga for `owner` until `until`, unless another instance
     /// holds it. `false` when it could not.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.claim", otel.kind = "client", db.namespace = "orders", db.operation.name = "claim"))]
     pub async fn claim(
         &self,
         id: &str,
@@ -152,6 +156,7 @@ impl Store {
     }
 
     /// Gives the lease up, so any instance may pick the saga up at its next attempt.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.release_lease", otel.kind = "client", db.namespace = "orders", db.operation.name = "release_lease"))]
     pub async fn release_lease(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         sqlx::query("UPDATE sagas SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
@@ -164,6 +169,7 @@ impl Store {
     }
 
     /// Records that an attempt at `step` is about to be sent; returns its log position.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.step_started", otel.kind = "client", db.namespace = "orders", db.operation.name = "step_started"))]
     pub async fn step_started(
         &self,
         saga_id: &str,
@@ -183,6 +189,7 @@ impl Store {
     /// its log position returned. The write only happens if the saga is still at
     /// `current.version` and leased to `owner`; `None` otherwise (another instance took over,
     /// and this one must stop).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.save_saga", otel.kind = "client", db.namespace = "orders", db.operation.name = "save_saga"))]
     pub async fn save_saga(
         &self,
         current: &SagaRecord,
@@ -301,6 +308,7 @@ impl Store {
     }
 
     /// Every attempt of a saga, in order.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.saga_steps", otel.kind = "client", db.namespace = "orders", db.operation.name = "saga_steps"))]
     pub async fn saga_steps(&self, saga_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT step, attempt, outcome, detail, started_at, finished_at FROM saga_steps WHERE saga_id = $1 ORDER BY position",
@@ -323,6 +331,7 @@ impl Store {
     }
 
     /// Active sagas, oldest first; only stuck ones when `stuck_only`.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.active_sagas", otel.kind = "client", db.namespace = "orders", db.operation.name = "active_sagas"))]
     pub async fn active_sagas(
         &self,
         stuck_only: bool,
@@ -343,6 +352,7 @@ impl Store {
     }
 
     /// How many sagas are running, compensating, and stuck.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.saga_counts", otel.kind = "client", db.namespace = "orders", db.operation.name = "saga_counts"))]
     pub async fn saga_counts(&self) -> Result<SagaCounts, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS BIGINT) AS running,
