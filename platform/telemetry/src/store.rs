@@ -1,7 +1,7 @@
 //! Traces in SQL: spans as JSON, one summary row per trace merged by conditional updates (so
 //! batches from many processes, in any order, add up), and pruning to the bounds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chassis::db::{Db, WriteTransaction};
 use contracts::traces::{Span, SpanStatus, Trace, TraceSummary};
@@ -58,14 +58,43 @@ impl Store {
     }
 
     /// Keeps `spans`, received at `now` (ms). A span already kept is not counted twice.
+    ///
+    /// A batch is a handful of statements whatever its size: spans and services go in
+    /// multi-row inserts (the driver's cost per statement, not SQLite's, is what bounds
+    /// ingestion), and each trace's summary is merged once.
     pub async fn insert(&self, spans: Vec<Span>, now: i64) -> Result<(), sqlx::Error> {
         let mut traces: BTreeMap<String, Vec<Span>> = BTreeMap::new();
         for span in spans {
             traces.entry(span.trace_id.clone()).or_default().push(span);
         }
         let mut tx = self.db.begin_write().await?;
-        for (trace_id, spans) in traces {
-            insert_trace(&mut tx, &trace_id, &spans, now).await?;
+        for (trace_id, spans) in &traces {
+            open_trace(&mut tx, trace_id, spans, now).await?;
+        }
+        let all: Vec<&Span> = traces.values().flatten().collect();
+        let mut added: BTreeSet<(String, String)> = BTreeSet::new();
+        for chunk in all.chunks(ROWS_PER_STATEMENT) {
+            added.extend(insert_spans(&mut tx, chunk).await?);
+        }
+        let mut services: Vec<(&str, &str)> = Vec::new();
+        for (trace_id, spans) in &traces {
+            let new: Vec<&Span> = spans
+                .iter()
+                .filter(|s| added.contains(&(s.trace_id.clone(), s.span_id.clone())))
+                .collect();
+            if new.is_empty() {
+                continue;
+            }
+            let failed = new.iter().filter(|s| s.status == SpanStatus::Error).count();
+            merge_counts(&mut tx, trace_id, spans, new.len(), failed).await?;
+            for span in new {
+                if !services.contains(&(trace_id.as_str(), span.service.as_str())) {
+                    services.push((trace_id.as_str(), span.service.as_str()));
+                }
+            }
+        }
+        for chunk in services.chunks(ROWS_PER_STATEMENT) {
+            insert_services(&mut tx, chunk).await?;
         }
         tx.commit().await
     }
@@ -179,7 +208,24 @@ impl Store {
     }
 }
 
-async fn insert_trace(
+/// Rows per multi-row insert: well under SQLite's and PostgreSQL's limits on bound values.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// `($1, $2, …), ($k+1, …)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let values: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", row * columns + c))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Makes the trace's summary row if it has none, and lets its root name it.
+async fn open_trace(
     tx: &mut WriteTransaction,
     trace_id: &str,
     spans: &[Span],
@@ -192,12 +238,7 @@ async fn insert_trace(
     let Some(candidate) = root.or(earliest) else {
         return Ok(());
     };
-    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
-    let end = spans
-        .iter()
-        .map(|s| s.end_unix_nanos)
-        .max()
-        .unwrap_or(start);
+    let (start, end) = bounds(spans);
     sqlx::query(
         "INSERT INTO traces (trace_id, root_service, root_name, has_root, start_nanos, end_nanos,
                              duration_nanos, span_count, error_count, received_at)
@@ -237,33 +278,77 @@ async fn insert_trace(
         .execute(&mut **tx)
         .await?;
     }
-    let (mut added, mut failed) = (0i64, 0i64);
+    Ok(())
+}
+
+/// The earliest start and latest end of `spans`.
+fn bounds(spans: &[Span]) -> (i64, i64) {
+    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|s| s.end_unix_nanos)
+        .max()
+        .unwrap_or(start);
+    (start, end)
+}
+
+/// Inserts the spans not kept yet; returns the `(trace_id, span_id)` of those it inserted.
+async fn insert_spans(
+    tx: &mut WriteTransaction,
+    spans: &[&Span],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO spans (trace_id, span_id, start_nanos, body) VALUES {}
+         ON CONFLICT (trace_id, span_id) DO NOTHING
+         RETURNING trace_id, span_id",
+        placeholders(spans.len(), 4)
+    );
+    // Only placeholders are formatted into the statement; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for span in spans {
         let body = serde_json::to_string(span).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let inserted = sqlx::query(
-            "INSERT INTO spans (trace_id, span_id, start_nanos, body) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (trace_id, span_id) DO NOTHING",
-        )
-        .bind(trace_id)
-        .bind(&span.span_id)
-        .bind(span.start_unix_nanos)
-        .bind(body)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            added += 1;
-            failed += i64::from(span.status == SpanStatus::Error);
-            sqlx::query(
-                "INSERT INTO trace_services (trace_id, service) VALUES ($1, $2)
-                 ON CONFLICT (trace_id, service) DO NOTHING",
-            )
-            .bind(trace_id)
-            .bind(&span.service)
-            .execute(&mut **tx)
-            .await?;
-        }
+        query = query
+            .bind(span.trace_id.clone())
+            .bind(span.span_id.clone())
+            .bind(span.start_unix_nanos)
+            .bind(body);
     }
+    query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("trace_id")?, row.try_get("span_id")?)))
+        .collect()
+}
+
+/// Records which services took part in which traces.
+async fn insert_services(
+    tx: &mut WriteTransaction,
+    pairs: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO trace_services (trace_id, service) VALUES {}
+         ON CONFLICT (trace_id, service) DO NOTHING",
+        placeholders(pairs.len(), 2)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (trace_id, service) in pairs {
+        query = query.bind(trace_id.to_string()).bind(service.to_string());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Adds `added` new spans (`failed` of them failed) to the trace's counts and widens its
+/// bounds to take in `spans`.
+async fn merge_counts(
+    tx: &mut WriteTransaction,
+    trace_id: &str,
+    spans: &[Span],
+    added: usize,
+    failed: usize,
+) -> Result<(), sqlx::Error> {
+    let (start, end) = bounds(spans);
     sqlx::query(
         "UPDATE traces SET
              start_nanos = CASE WHEN $2 < start_nanos THEN $2 ELSE start_nanos END,
@@ -277,8 +362,8 @@ async fn insert_trace(
     .bind(trace_id)
     .bind(start)
     .bind(end)
-    .bind(added)
-    .bind(failed)
+    .bind(i64::try_from(added).unwrap_or(i64::MAX))
+    .bind(i64::try_from(failed).unwrap_or(i64::MAX))
     .execute(&mut **tx)
     .await?;
     Ok(())

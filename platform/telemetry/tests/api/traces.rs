@@ -192,6 +192,30 @@ async fn a_trace_is_assembled_from_separate_exports(db: TestDatabase) {
     );
 }
 
+/// An export larger than one statement's worth of rows is kept whole, counted right.
+async fn a_large_export_is_kept_whole(db: TestDatabase) {
+    let app = spawn(db, Settings::default()).await;
+    // 25 traces of 30 spans: 750 spans, more than three statements' worth.
+    let mut spans = Vec::new();
+    for trace in 1..=25u8 {
+        spans.push(span(trace, 1, None, "GET /", 0, 100, false));
+        for id in 2..=30u8 {
+            spans.push(span(trace, id, Some(1), "child", 1, 2, id == 30));
+        }
+    }
+    let answer = app.send(export("gateway", spans)).await;
+    assert_eq!(answer.status(), 200);
+    let (_, list) = app.get("/v1/traces?limit=100").await;
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), 25);
+    for summary in list {
+        assert_eq!(summary["spans"], 30, "{summary}");
+        assert_eq!(summary["errors"], 1, "{summary}");
+    }
+    let (_, trace) = app.get(&format!("/v1/traces/{}", hex(25, 16))).await;
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(30));
+}
+
 /// Slowest first, failed only, one service's only.
 async fn lists_order_and_filter(db: TestDatabase) {
     let app = spawn(db, Settings::default()).await;
@@ -360,6 +384,7 @@ async fn old_traces_expire(db: TestDatabase) {
 
 chassis::database_tests!(
     a_trace_is_assembled_from_separate_exports,
+    a_large_export_is_kept_whole,
     lists_order_and_filter,
     bad_input_is_refused,
     the_store_keeps_its_bounds,
