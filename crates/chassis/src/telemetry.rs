@@ -57,6 +57,8 @@ pub fn init(
             .boxed(),
     };
     // Spans are recorded at info whatever the log level: quiet logs still give whole traces.
+    // Of the log lines written inside them, only warnings and errors become span events: the
+    // rest are in the logs, under the same trace id, and would double every export.
     let spans = match endpoint {
         Some(endpoint) if !crate::trace::enabled() => {
             let tracer =
@@ -67,7 +69,14 @@ pub fn init(
                     .with_location(false)
                     .with_threads(false)
                     .with_tracked_inactivity(false)
-                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+                    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                        let wanted = if meta.is_span() {
+                            tracing::Level::INFO
+                        } else {
+                            tracing::Level::WARN
+                        };
+                        *meta.level() <= wanted
+                    })),
             )
         }
         _ => None,
