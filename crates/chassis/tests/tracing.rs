@@ -200,6 +200,12 @@ async fn one_request_across_two_services_is_one_trace() -> anyhow::Result<()> {
         .find(|s| s.kind == SpanKind::Client as i32)
         .ok_or_else(|| anyhow::anyhow!("no client span"))?;
     let back_server = find(SpanKind::Server, "GET /leaf")?;
+    // Named after the service called, not the instance's address.
+    assert_eq!(call.name, "GET back");
+    assert_eq!(
+        attribute(back_server, "http.route").as_deref(),
+        Some("Some(StringValue(\"/leaf\"))")
+    );
     assert_eq!(hex(&front_server.parent_span_id), caller_span);
     assert_eq!(call.parent_span_id, front_server.span_id);
     assert_eq!(back_server.parent_span_id, call.span_id);

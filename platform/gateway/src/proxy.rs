@@ -329,6 +329,7 @@ async fn forward(
         }
         let endpoint = Arc::clone(lease.endpoint());
         let request = build_request(
+            &route.service,
             &parts.method,
             &endpoint.address,
             &path,
@@ -654,6 +655,7 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 }
 
 fn build_request(
+    service: &str,
     method: &http::Method,
     address: &str,
     path: &str,
@@ -668,6 +670,11 @@ fn build_request(
         .uri(uri)
         .body(Body::from(body))
         .map_err(|e| HttpError::bad_request(format!("the request cannot be forwarded: {e}")))?;
+    if chassis::trace::enabled() {
+        request
+            .extensions_mut()
+            .insert(chassis::trace::Peer(service.to_owned()));
+    }
     let headers_out = request.headers_mut();
     *headers_out = headers.clone();
     // The upstream's authority, as the client would set it, but without formatting a string

@@ -298,6 +298,11 @@ impl Call<'_> {
                 service: self.service.clone(),
                 reason: e.to_string(),
             })?;
+        if crate::trace::enabled() {
+            request
+                .extensions_mut()
+                .insert(crate::trace::Peer(self.service.clone()));
+        }
         let headers = request.headers_mut();
         headers.extend(self.headers.clone());
         headers.insert(USER_AGENT, self.client.user_agent.clone());

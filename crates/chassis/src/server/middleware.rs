@@ -178,6 +178,7 @@ where
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
+        http.route = tracing::field::Empty,
     );
     // Probes and scrapes arrive every few seconds from outside any request: they join a trace
     // whose caller sent one, and never start their own.
@@ -221,6 +222,7 @@ where
     if crate::trace::enabled() {
         // Named once the route is known: a proxy matches its own routes inside the span.
         crate::trace::rename(&span, format!("{method} {route}"));
+        span.record("http.route", route);
         crate::trace::record_status(&span, status.as_u16());
     }
     span.in_scope(|| {
