@@ -21,22 +21,11 @@ CONNECTIONS="${CONNECTIONS:-16}"
 ROUNDS="${ROUNDS:-2}"
 BASE_PORT="${BASE_PORT:-27900}"
 
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || {
-        echo "bench/checkout.sh needs $tool (Debian: apt-get install wrk curl python3)" >&2
-        exit 2
-    }
-done
-
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-if [ -n "${BAZAAR:-}" ]; then
-    bazaar="$BAZAAR"
-else
-    cargo build --release --quiet -p bazaar
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    bazaar="$target_dir/release/bazaar"
-fi
+. bench/common.sh
+need bench/checkout.sh "wrk curl python3" wrk curl python3
+bazaar="$(bazaar_binary)"
 
 work="$(mktemp -d)"
 up_pid=""

@@ -31,22 +31,11 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
 TRACING="${TRACING:-off}"
 
-for tool in wrk nginx curl python3; do
-    command -v "$tool" >/dev/null || {
-        echo "bench/gateway.sh needs $tool (Debian: apt-get install wrk nginx-light curl python3)" >&2
-        exit 2
-    }
-done
-
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-if [ -n "${BAZAAR:-}" ]; then
-    bazaar="$BAZAAR"
-else
-    cargo build --release --quiet -p bazaar
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    bazaar="$target_dir/release/bazaar"
-fi
+. bench/common.sh
+need bench/gateway.sh "wrk nginx-light curl python3" wrk nginx curl python3
+bazaar="$(bazaar_binary)"
 
 work="$(mktemp -d)"
 up_pid=""

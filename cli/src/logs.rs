@@ -35,23 +35,9 @@ pub(crate) async fn run(args: LogsArgs) -> ExitCode {
     }
     let console = Console::detect();
     let mut sources = Sources::default();
-    if let Err(error) = sources.scan(&dir) {
-        eprintln!("error: cannot read {}: {error}", dir.display());
-        return ExitCode::FAILURE;
-    }
-    let width = sources.width();
-    for entry in sources.read_new(&filter) {
-        print(&entry, console, width, args.json);
-    }
-    if !args.follow {
-        return ExitCode::SUCCESS;
-    }
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(FOLLOW_EVERY) => {}
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
-        }
-        // Instances started since (a release, a restart under a new id) have new files.
+        // Instances started since the last look (a release, a restart under a new id) have
+        // new files.
         if let Err(error) = sources.scan(&dir) {
             eprintln!("error: cannot read {}: {error}", dir.display());
             return ExitCode::FAILURE;
@@ -59,6 +45,13 @@ pub(crate) async fn run(args: LogsArgs) -> ExitCode {
         let width = sources.width();
         for entry in sources.read_new(&filter) {
             print(&entry, console, width, args.json);
+        }
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
         }
     }
 }
