@@ -63,7 +63,7 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Pooled HTTP/1.1 keep-alive connections ([`super::pool`]) with `TCP_NODELAY` and a
+    /// Pooled HTTP/1.1 keep-alive connections (the chassis' own pool) with `TCP_NODELAY` and a
     /// bounded connect time, so a dead instance fails fast and the call moves to the next one.
     pub fn http() -> Self {
         Self {
