@@ -27,7 +27,6 @@ use contracts::money::Money;
 use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::card::{Card, Outcome, Processor};
 use crate::store::{ChargeRecord, PaymentMethod, Refunded, Store};
@@ -56,16 +55,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn hash(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update(b"\0");
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    chassis::idempotency::fingerprint(parts.iter().flat_map(|part| [part.as_bytes(), b"\0"]))
 }
 
 /// A charge as the API shows it: never the card number, only brand and last four digits.

@@ -24,7 +24,6 @@ use contracts::page::Page;
 use contracts::sku::Sku;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::domain::{self, CANCELLED, LABEL_CREATED};
 use crate::store::{Shipment, Store};
@@ -165,12 +164,10 @@ pub async fn create(
 
     let address = serde_json::to_string(&body.address).map_err(HttpError::internal)?;
     let items = serde_json::to_string(&body.items).map_err(HttpError::internal)?;
-    let request_hash: String = Sha256::digest(
-        format!("{}\0{}\0{address}\0{items}", body.order_id, body.user_id).as_bytes(),
-    )
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect();
+    let request_hash = chassis::idempotency::fingerprint([format!(
+        "{}\0{}\0{address}\0{items}",
+        body.order_id, body.user_id
+    )]);
     if let Some((existing, stored)) = state
         .store
         .by_key(&key)

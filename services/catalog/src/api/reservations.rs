@@ -10,7 +10,6 @@ use chassis::idempotency;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::domain::{Line, check_lines};
@@ -171,15 +170,11 @@ fn answer(id: &str, moved: Moved) -> Result<Json<ReservationView>, HttpError> {
 
 /// What identifies a request for idempotency: its lines, in sku order.
 fn request_hash(lines: &[Line]) -> String {
-    let mut hasher = Sha256::new();
-    for line in lines {
-        hasher.update(format!("{}:{};", line.sku.as_str(), line.quantity).as_bytes());
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    chassis::idempotency::fingerprint(
+        lines
+            .iter()
+            .map(|line| format!("{}:{};", line.sku.as_str(), line.quantity)),
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use contracts::money::Money;
 use contracts::page::Page;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 use super::AppState;
@@ -330,25 +329,21 @@ fn request_hash(
     address: &Address,
     payment_method: &str,
 ) -> String {
-    let mut hasher = Sha256::new();
-    match items {
+    let mut chunks: Vec<Vec<u8>> = match items {
         Some(items) => {
             let mut lines: Vec<(&str, i64)> =
                 items.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
             lines.sort_unstable();
-            for (sku, quantity) in lines {
-                hasher.update(format!("{sku}:{quantity};").as_bytes());
-            }
+            lines
+                .into_iter()
+                .map(|(sku, quantity)| format!("{sku}:{quantity};").into_bytes())
+                .collect()
         }
-        None => hasher.update(b"from_cart;"),
-    }
-    hasher.update(serde_json::to_vec(address).unwrap_or_default());
-    hasher.update(payment_method.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        None => vec![b"from_cart;".to_vec()],
+    };
+    chunks.push(serde_json::to_vec(address).unwrap_or_default());
+    chunks.push(payment_method.as_bytes().to_vec());
+    chassis::idempotency::fingerprint(chunks)
 }
 
 /// The customer's cart as checked order lines.
