@@ -72,12 +72,16 @@ async fn one_checkout_is_one_trace_through_every_service() {
         .as_str()
         .unwrap_or_else(|| panic!("no trace id on {order}"))
         .to_owned();
+    // Each process exports on its own schedule: wait for every one's part.
     let consumed = |spans: &[Value]| {
-        ["notifications", "recommendations"].iter().all(|service| {
-            spans
-                .iter()
-                .any(|s| s["service"] == *service && s["name"] == "orders.order.confirmed process")
-        })
+        let services: std::collections::BTreeSet<&str> =
+            spans.iter().filter_map(|s| s["service"].as_str()).collect();
+        services.len() == 7
+            && ["notifications", "recommendations"].iter().all(|service| {
+                spans.iter().any(|s| {
+                    s["service"] == *service && s["name"] == "orders.order.confirmed process"
+                })
+            })
     };
     let spans = trace(&running, &trace_id, consumed).await;
 
