@@ -680,7 +680,7 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         })
         .unwrap_or_default();
     out.push_str(&format!(
-        "\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n\n{}\n",
+        "\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n  Look        bazaar top · bazaar trace --errors · bazaar logs --follow\n\n{}\n",
         system.gateway,
         customer.email,
         customer.password,
@@ -798,6 +798,7 @@ mod tests {
           Demo login  demo@bazaar.example / shop-till-you-drop
           Admin       admin@bazaar.example / keys-to-the-shop
           Data        .bazaar   (logs in .bazaar/logs)
+          Look        bazaar top · bazaar trace --errors · bazaar logs --follow
 
         Press Ctrl-C to stop.
         ");
