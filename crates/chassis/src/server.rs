@@ -317,15 +317,18 @@ impl Server {
         if !self.own_fallback {
             app = app.fallback(middleware::not_found);
         }
-        let mut app = app
-            .method_not_allowed_fallback(middleware::method_not_allowed)
-            .layer(DefaultBodyLimit::max(self.http.body_limit))
+        // One stack, one `layer` call: axum boxes the service of every route once per `layer`,
+        // so five calls cost five boxed futures per request.
+        let stack = tower::ServiceBuilder::new()
+            .layer(middleware::ObserveLayer(observer))
+            .option_layer(faults.map(crate::faults::FaultLayer))
+            .map_response(axum::response::IntoResponse::into_response)
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
-            .layer(CatchPanicLayer::custom(middleware::panic_response));
-        if let Some(faults) = faults {
-            app = app.layer(crate::faults::FaultLayer(faults));
-        }
-        let app = app.layer(middleware::ObserveLayer(observer));
+            .layer(DefaultBodyLimit::max(self.http.body_limit));
+        let app = app
+            .method_not_allowed_fallback(middleware::method_not_allowed)
+            .layer(stack);
 
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {
