@@ -304,12 +304,15 @@ fn unsampled() -> SpanContext {
 
 /// The `traceparent` value of a span context.
 pub fn traceparent(context: &SpanContext) -> Option<String> {
-    let mut headers = HeaderMap::new();
-    inject(context, &mut headers);
-    headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    // W3C Trace Context, version 00: `00-<trace id>-<span id>-<flags>`.
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
 }
 
 /// Parses a `traceparent` value (an event envelope's).
