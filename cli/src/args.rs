@@ -283,6 +283,13 @@ pub(crate) struct UpArgs {
     /// several cores.
     #[arg(long, value_name = "N", default_value = "1")]
     pub(crate) threads: NonZeroUsize,
+    /// Services talk plain HTTP to each other instead of mutual TLS, and check no caller: only
+    /// to measure what mTLS costs.
+    #[arg(long)]
+    pub(crate) no_mtls: bool,
+    /// How long each service's certificate is valid; `up` renews it when a third is left.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
+    pub(crate) cert_lifetime: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use chassis::client::{CallError, ServiceClient, Transport};
+use chassis::client::{CallError, ServiceClient};
 use chassis::config::DiscoveryConfig;
 use chassis::discovery::Discovery;
 use chassis::error::ErrorChain;
@@ -27,7 +27,7 @@ pub(crate) async fn run(args: EventsArgs) -> ExitCode {
         registry: Some(registry.clone()),
         ..DiscoveryConfig::default()
     };
-    let transport = Transport::http();
+    let transport = state::operator_transport(&args.data_dir);
     let discovery = Discovery::new(&config, transport.clone(), &stop);
     let client = ServiceClient::new(discovery, transport, &config, "cli");
     let code = match args.action {

@@ -38,7 +38,7 @@ impl Remote {
     pub(crate) fn connect(registry: Option<String>, data_dir: &Path) -> Self {
         let running = state::running(data_dir);
         let registry = state::registry_url(registry, running.as_ref());
-        let transport = Transport::http();
+        let transport = state::operator_transport(data_dir);
         Self {
             registry: RegistryClient::new(&registry, transport.clone()),
             control: running.map(|s| s.control).filter(|c| !c.is_empty()),

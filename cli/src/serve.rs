@@ -152,7 +152,13 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
     }
     let info = ServiceInfo::new(service.name(), env!("CARGO_PKG_VERSION"), chassis);
     chassis.instance_id = Some(info.instance_id.clone());
-    chassis::telemetry::init(&info, &chassis.log, &chassis.trace)
+    let identity = chassis::mtls::Identity::configured(&chassis.mtls)?;
+    chassis::telemetry::init(
+        &info,
+        &chassis.log,
+        &chassis.trace,
+        chassis::client::Transport::with_identity(identity),
+    )
 }
 
 /// The flags as config overrides, in the order given.

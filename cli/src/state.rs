@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use chassis::client::Transport;
+
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,23 @@ pub(crate) fn write(data_dir: &Path, state: &RunState) -> std::io::Result<()> {
 /// Whether a process with this id exists.
 pub(crate) fn is_alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+}
+
+/// How the command line calls services: as the operator, presenting the certificate `up`
+/// issued in `data_dir` when there is one (services then only take mTLS), plainly otherwise.
+/// An unusable certificate is reported and plain HTTP used, which services behind mTLS refuse.
+pub(crate) fn operator_transport(data_dir: &Path) -> Transport {
+    let config = crate::up::pki::operator_config(&crate::up::pki::dir(data_dir));
+    if !config.cert.is_file() {
+        return Transport::http();
+    }
+    match chassis::mtls::Identity::load(&config) {
+        Ok(identity) => Transport::with_identity(identity),
+        Err(error) => {
+            eprintln!("warning: the operator certificate is unusable: {error}");
+            Transport::http()
+        }
+    }
 }
 
 #[cfg(test)]

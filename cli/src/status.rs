@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use chassis::client::Transport;
 use chassis::discovery::RegistryClient;
 use contracts::discovery::{HealthStatus, Instance};
 
@@ -12,7 +11,7 @@ use crate::state;
 
 pub(crate) async fn run(args: StatusArgs) -> ExitCode {
     let registry = state::registry_url(args.registry, state::running(&args.data_dir).as_ref());
-    let client = RegistryClient::new(&registry, Transport::http());
+    let client = RegistryClient::new(&registry, state::operator_transport(&args.data_dir));
     match client.instances().await {
         Ok(list) => {
             print!("{}", render(&list.instances, Console::detect()));

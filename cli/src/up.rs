@@ -12,6 +12,7 @@
 //! - [`supervisor`]: one child process, its logs and its restarts.
 
 pub(crate) mod control;
+pub(crate) mod pki;
 mod plan;
 mod supervisor;
 
@@ -20,6 +21,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use chassis::client::Transport;
 use chassis::config::{Loader, Sources};
 use chassis::tls::TlsConfig;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -133,6 +135,10 @@ struct Launcher {
     /// The trace store's span endpoint, once it is up.
     traces: Option<String>,
     tls: Option<TlsConfig>,
+    /// The folder of the services' mTLS certificates, unless `--no-mtls`.
+    pki: Option<std::path::PathBuf>,
+    /// How `up` calls the services: as the operator, over mTLS.
+    transport: Transport,
     console: Console,
     width: usize,
     events: mpsc::UnboundedSender<Event>,
@@ -152,6 +158,7 @@ impl Launcher {
             threads: self.threads,
             traces: self.traces.as_deref(),
             tls: self.tls.as_ref(),
+            pki: self.pki.as_deref(),
         };
         let args = plan::child_args(spec, &shared).map_err(UpError::Usage)?;
         let supervisor = Supervisor {
@@ -199,9 +206,30 @@ async fn start(
             config.display()
         )));
     }
+    if args.cert_lifetime < pki::MIN_LIFETIME {
+        return Err(UpError::Usage(format!(
+            "--cert-lifetime {}: must be at least {}",
+            humantime::format_duration(args.cert_lifetime),
+            humantime::format_duration(pki::MIN_LIFETIME)
+        )));
+    }
     let data_dir = &args.data_dir;
     prepare_data_dir(data_dir)?;
     let tls = dev_certificate(args, data_dir)?;
+    let (pki, transport) = if args.no_mtls {
+        (None, Transport::http())
+    } else {
+        let pki = pki::Pki::issue(&pki::dir(data_dir), args.cert_lifetime)
+            .map_err(|e| UpError::Environment(e.to_string()))?;
+        let transport = pki
+            .operator()
+            .map_err(|e| UpError::Environment(e.to_string()))?;
+        (Some(pki), transport)
+    };
+    let pki_dir = pki.as_ref().map(|pki| pki.dir().to_path_buf());
+    if let Some(pki) = pki {
+        tokio::spawn(pki.renew_until(interrupted.child_token()));
+    }
     let exe = std::env::current_exe()
         .map_err(|e| UpError::Environment(format!("cannot find the bazaar executable: {e}")))?;
     let width = specs.iter().map(|s| s.id.len()).max().unwrap_or(8);
@@ -225,6 +253,8 @@ async fn start(
         threads: args.threads.get(),
         traces: None,
         tls,
+        pki: pki_dir,
+        transport,
         console,
         // Room for release instances such as `catalog-2.0.0-1`.
         width: width.max(16),
@@ -243,7 +273,15 @@ async fn start(
         for spec in group {
             launcher.launch(spec, system)?;
         }
-        let ready = wait_ready(group, &mut events, deadline, interrupted, console).await?;
+        let ready = wait_ready(
+            group,
+            &launcher.transport,
+            &mut events,
+            deadline,
+            interrupted,
+            console,
+        )
+        .await?;
         system.record(ready);
         match tier {
             0 => {
@@ -284,7 +322,18 @@ fn dev_certificate(args: &UpArgs, data_dir: &Path) -> Result<Option<TlsConfig>, 
     if configured.tls.is_some() {
         return Ok(None);
     }
-    chassis::tls::DevCa::open(&data_dir.join("tls"))
+    // Data directories from before the PKI had its own name kept the CA in `tls/`.
+    let (old, dir) = (data_dir.join("tls"), pki::dir(data_dir));
+    if old.join("ca.pem").is_file() && !dir.exists() {
+        std::fs::rename(&old, &dir).map_err(|e| {
+            UpError::Environment(format!(
+                "cannot move {} to {}: {e}",
+                old.display(),
+                dir.display()
+            ))
+        })?;
+    }
+    chassis::tls::DevCa::open(&dir)
         .and_then(|ca| ca.issue_server(0, &[]))
         .map(Some)
         .map_err(|e| UpError::Environment(e.to_string()))
@@ -316,6 +365,7 @@ fn prepare_data_dir(data_dir: &Path) -> Result<(), UpError> {
 /// Waits until every instance in `specs` logged its address and answers `/health/ready`.
 async fn wait_ready(
     specs: &[&InstanceSpec],
+    transport: &Transport,
     events: &mut UnboundedReceiver<Event>,
     deadline: Instant,
     interrupted: &CancellationToken,
@@ -338,8 +388,9 @@ async fn wait_ready(
             }
             Some(event) = events.recv() => match event {
                 Event::Listening { id, url, pid } if pending.contains(id.as_str()) => {
+                    let transport = transport.clone();
                     polls.spawn(async move {
-                        chassis::health::wait_until_ready(&url, None).await;
+                        chassis::health::wait_until_ready(&transport, &url, None).await;
                         (id, url, pid)
                     });
                 }
@@ -430,8 +481,9 @@ impl System {
                         }
                     }
                     Some(Event::Listening { id, url, pid }) => {
+                        let transport = self.launcher.as_ref().map_or_else(Transport::http, |l| l.transport.clone());
                         readiness.spawn(async move {
-                            let ready = chassis::health::wait_until_ready(&url, Some(START_TIMEOUT)).await;
+                            let ready = chassis::health::wait_until_ready(&transport, &url, Some(START_TIMEOUT)).await;
                             (id, url, pid, ready)
                         });
                     }
@@ -675,7 +727,7 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         .map(|url| {
             format!(
                 "  HTTPS       {url}/api/   (trust {})\n",
-                data_dir.join("tls").join("ca.pem").display()
+                data_dir.join("pki").join("ca.pem").display()
             )
         })
         .unwrap_or_default();
@@ -794,7 +846,7 @@ mod tests {
           users     users-1     http://127.0.0.1:7711  12
 
           Shop API    http://127.0.0.1:7700/api/
-          HTTPS       https://localhost:7743/api/   (trust .bazaar/tls/ca.pem)
+          HTTPS       https://localhost:7743/api/   (trust .bazaar/pki/ca.pem)
           Demo login  demo@bazaar.example / shop-till-you-drop
           Admin       admin@bazaar.example / keys-to-the-shop
           Data        .bazaar   (logs in .bazaar/logs)

@@ -216,6 +216,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) traces: Option<&'a str>,
     /// The gateway's certificate from the development CA, unless one is configured.
     pub(crate) tls: Option<&'a TlsConfig>,
+    /// The folder of the services' mTLS certificates (`<service>.pem`, `.key`, `ca.pem`).
+    pub(crate) pki: Option<&'a Path>,
 }
 
 /// The `bazaar serve` arguments of one instance.
@@ -231,6 +233,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         threads,
         traces,
         tls,
+        pki,
     } = *shared;
     let mut args = vec![
         "serve".to_owned(),
@@ -260,6 +263,17 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         if spec.service != Service::Gateway {
             args.extend(["--set".to_owned(), "trace.start_traces=false".to_owned()]);
         }
+    }
+    if let Some(pki) = pki {
+        let service = spec.service.name();
+        args.extend([
+            "--set".to_owned(),
+            format!("mtls.ca={}", pki.join("ca.pem").display()),
+            "--set".to_owned(),
+            format!("mtls.cert={}", pki.join(format!("{service}.pem")).display()),
+            "--set".to_owned(),
+            format!("mtls.key={}", pki.join(format!("{service}.key")).display()),
+        ]);
     }
     if let Some(version) = &spec.version {
         args.extend(["--service-version".to_owned(), version.clone()]);
@@ -442,6 +456,7 @@ mod tests {
             threads: 1,
             traces: Some("http://127.0.0.1:7702/v1/traces"),
             tls: None,
+            pki: None,
         };
         let args = child_args(&spec, &shared).expect("valid");
         assert_eq!(
@@ -521,6 +536,22 @@ mod tests {
                 .contains("tls"),
             "only the gateway serves HTTPS"
         );
+        let with_mtls = Shared {
+            pki: Some(Path::new("d/pki")),
+            ..shared
+        };
+        for spec in [&spec, &gateway] {
+            let service = spec.service.name();
+            assert!(
+                child_args(spec, &with_mtls)
+                    .expect("valid")
+                    .join(" ")
+                    .contains(&format!(
+                        "--set mtls.ca=d/pki/ca.pem --set mtls.cert=d/pki/{service}.pem --set mtls.key=d/pki/{service}.key"
+                    )),
+                "each service presents its own certificate"
+            );
+        }
         let high = InstanceSpec {
             port: 65500,
             ..gateway.clone()

@@ -84,7 +84,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
         output.contains(&format!("HTTPS       {https}/api/")),
         "{output}"
     );
-    let ca = std::fs::read(dir.path().join("tls").join("ca.pem")).expect("ca.pem");
+    let ca = std::fs::read(dir.path().join("pki").join("ca.pem")).expect("ca.pem");
     let secure = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("certificate")])
         .build()
@@ -224,11 +224,11 @@ async fn a_second_up_reuses_the_data_and_reset_wipes_it() {
     assert_eq!(reset.status.code(), Some(1), "no reset while running");
     let (status, _) = first.interrupt();
     assert!(status.success());
-    let ca = std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem");
+    let ca = std::fs::read(data.join("pki").join("ca.pem")).expect("ca.pem");
 
     let second = Running::start(&data, &[]);
     assert_eq!(
-        std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem"),
+        std::fs::read(data.join("pki").join("ca.pem")).expect("ca.pem"),
         ca,
         "the development CA is made once, so trusting it lasts"
     );

@@ -18,4 +18,11 @@ mod pool;
 pub mod transport;
 
 pub use call::{Call, CallError, CallResponse, ServiceClient};
+
+/// The service a request goes to, when the caller knows it (a request extension). Client spans
+/// are named after it (`POST orders`) rather than the instance's address, and over mTLS the
+/// instance must prove to be that service: a certificate naming another is refused before the
+/// request is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer(pub String);
 pub use transport::{Transport, TransportError};

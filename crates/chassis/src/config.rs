@@ -290,6 +290,8 @@ pub struct ChassisConfig {
     pub events: EventsConfig,
     /// Where spans are exported, and how many.
     pub trace: crate::trace::TraceConfig,
+    /// Mutual TLS between services (off unless `mtls.ca` is set).
+    pub mtls: crate::mtls::MtlsConfig,
 }
 
 impl ChassisConfig {
@@ -308,6 +310,7 @@ impl ChassisConfig {
             log: LogConfig::default(),
             events: EventsConfig::default(),
             trace: crate::trace::TraceConfig::default(),
+            mtls: crate::mtls::MtlsConfig::default(),
         }
     }
 

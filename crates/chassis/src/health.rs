@@ -145,10 +145,13 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
     (status, Json(report)).into_response()
 }
 
-/// Polls `<base_url>/health/ready` until it answers 2xx; `false` if `within` passes first
-/// (`None`: keep polling).
-pub async fn wait_until_ready(base_url: &str, within: Option<Duration>) -> bool {
-    let transport = crate::client::Transport::http();
+/// Polls `<base_url>/health/ready` through `transport` until it answers 2xx; `false` if
+/// `within` passes first (`None`: keep polling).
+pub async fn wait_until_ready(
+    transport: &crate::client::Transport,
+    base_url: &str,
+    within: Option<Duration>,
+) -> bool {
     let deadline = within.map(|within| tokio::time::Instant::now() + within);
     let url = format!("{}/health/ready", base_url.trim_end_matches('/'));
     loop {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod authz;
 pub mod client;
 pub mod config;
 pub mod context;
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
+pub mod mtls;
 pub mod ports;
 pub mod server;
 pub mod telemetry;

@@ -41,6 +41,7 @@ use crate::events::Events;
 use crate::faults::Faults;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
+use crate::mtls::Identity;
 use crate::tls::{self, Secure, TlsConfig, TlsListener};
 
 /// The wording of the line that announces the listener; `bazaar up` matches on it.
@@ -131,9 +132,13 @@ pub struct Server {
     info: ServiceInfo,
     http: HttpConfig,
     discovery: DiscoveryConfig,
-    listener: TcpListener,
+    listener: Listener,
     local_addr: SocketAddr,
     tls: Option<TlsListener>,
+    /// Who this service is to others, with mTLS.
+    identity: Option<Identity>,
+    /// How it calls others (and the registry): one pool of connections for the process.
+    transport: Transport,
     url: String,
     metrics: Registry,
     database: Option<Db>,
@@ -146,22 +151,64 @@ pub struct Server {
     own_deadlines: bool,
 }
 
+/// The main listener: plain HTTP, or HTTPS that only services of the CA may call (mTLS).
+#[derive(Debug)]
+enum Listener {
+    Plain(TcpListener),
+    Mutual(TlsListener),
+}
+
 impl Server {
-    /// Binds the listener of `config.http` and logs its address.
+    /// Binds the listener of `config.http` and logs its address. With `[mtls]` configured it
+    /// is an mTLS listener: only clients with a certificate from the CA get through, and
+    /// each request carries the calling service ([`crate::mtls::CallerService`]).
     pub async fn bind(info: ServiceInfo, config: &ChassisConfig) -> Result<Self, StartError> {
+        Self::bind_listener(info, config, true).await
+    }
+
+    /// Binds a listener for anyone, without client certificates, whatever `[mtls]` says: the
+    /// gateway's, at the edge. Its calls to services still present the service's certificate.
+    pub async fn bind_public(
+        info: ServiceInfo,
+        config: &ChassisConfig,
+    ) -> Result<Self, StartError> {
+        Self::bind_listener(info, config, false).await
+    }
+
+    async fn bind_listener(
+        info: ServiceInfo,
+        config: &ChassisConfig,
+        mutual: bool,
+    ) -> Result<Self, StartError> {
+        let identity = Identity::configured(&config.mtls)?;
+        let transport = Transport::with_identity(identity.clone());
         let addr = SocketAddr::new(config.http.host, config.http.port);
-        let listener = TcpListener::bind(addr)
+        let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
+        let local_addr = tcp
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let (listener, scheme) = match identity.as_ref().filter(|_| mutual) {
+            Some(identity) => (
+                Listener::Mutual(
+                    TlsListener::new(
+                        tcp,
+                        identity.server_config(),
+                        TlsConfig::default().handshake_timeout,
+                    )
+                    .map_err(|source| StartError::Bind { addr, source })?,
+                ),
+                "https",
+            ),
+            None => (Listener::Plain(tcp), "http"),
+        };
         let url = match &config.http.advertise_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None if local_addr.ip().is_unspecified() => {
-                format!("http://127.0.0.1:{}", local_addr.port())
+                format!("{scheme}://127.0.0.1:{}", local_addr.port())
             }
-            None => format!("http://{local_addr}"),
+            None => format!("{scheme}://{local_addr}"),
         };
         tracing::info!(target: LIFECYCLE, "{LISTENING_PREFIX}{url}");
         let mut metrics = Registry::with_prefix("bazaar");
@@ -173,6 +220,8 @@ impl Server {
             listener,
             local_addr,
             tls: None,
+            identity,
+            transport,
             url,
             metrics,
             database: None,
@@ -201,6 +250,18 @@ impl Server {
         self.tls
             .as_ref()
             .and_then(|tls| axum::serve::Listener::local_addr(tls).ok())
+            .map(|peer| peer.addr)
+    }
+
+    /// How this service calls others: presenting its certificate when mTLS is on. Build the
+    /// service's clients on it, so they share its connections.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The service's mTLS identity, when mTLS is on.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The base URL other processes reach this one on.
@@ -291,7 +352,7 @@ impl Server {
             let faults = Arc::new(Faults::new(&self.info, &mut metrics_registry));
             let apply = Arc::clone(&faults);
             tokio::spawn(crate::discovery::watch_prefix(
-                RegistryClient::new(registry, Transport::http()),
+                RegistryClient::new(registry, self.transport.clone()),
                 FAULTS_PREFIX.to_owned(),
                 faults_stop.clone(),
                 move |entries| apply.replace(&entries),
@@ -339,30 +400,32 @@ impl Server {
         let secure = self.tls.map(|listener| {
             // Requests over TLS carry a mark, so the service can tell (and redirect the rest).
             let app = app.clone().layer(Extension(Secure));
-            axum::serve(
-                // `tap_io` gives any listener axum's `ConnectInfo<SocketAddr>`; the TLS
-                // listener already set TCP_NODELAY before the handshake.
-                listener.tap_io(|_| {}),
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+            axum::serve(listener, tls::WithPeer(app))
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future()
         });
-        // Responses go out as soon as they are written, not when the previous segment is
-        // acknowledged (Nagle's algorithm would add up to a delayed-ACK timeout).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let plain = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let main = match self.listener {
+            Listener::Plain(listener) => {
+                // Responses go out as soon as they are written, not when the previous segment
+                // is acknowledged (Nagle's algorithm would add up to a delayed-ACK timeout).
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future()
+            }
+            Listener::Mutual(listener) => axum::serve(listener, tls::WithPeer(app))
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future(),
+        };
         let serving = async move {
             match secure {
-                Some(secure) => {
-                    tokio::try_join!(plain.into_future(), secure.into_future()).map(|((), ())| ())
-                }
-                None => plain.await,
+                Some(secure) => tokio::try_join!(main, secure).map(|((), ())| ()),
+                None => main.await,
             }
         };
         let mut serving = std::pin::pin!(serving);
@@ -408,7 +471,7 @@ impl Server {
 
     fn registrar(&self) -> Option<Registrar> {
         let registry = self.discovery.registry.as_deref()?;
-        let client = RegistryClient::new(registry, Transport::http());
+        let client = RegistryClient::new(registry, self.transport.clone());
         let registration = Registration {
             service: self.info.name.clone(),
             address: self.url.clone(),
@@ -445,7 +508,8 @@ async fn bind_tls(
     let listener = TlsListener::new(listener, server_config, tls.handshake_timeout)
         .map_err(|source| StartError::Bind { addr, source })?;
     let bound = axum::serve::Listener::local_addr(&listener)
-        .map_err(|source| StartError::Bind { addr, source })?;
+        .map_err(|source| StartError::Bind { addr, source })?
+        .addr;
     let shown = if bound.ip().is_unspecified() || bound.ip().is_loopback() {
         format!("https://localhost:{}", bound.port())
     } else {

@@ -19,12 +19,16 @@ use crate::trace::TraceConfig;
 /// exporter when `trace` names one (see [`crate::trace`]). Call once, early in `main`, inside
 /// the Tokio runtime; call [`crate::trace::shutdown`] at the end.
 ///
+/// Spans go out through `transport` (presenting the service's certificate when the trace
+/// store is behind mTLS).
+///
 /// Fails on a bad filter in `log.level` or a bad `trace` setting; a second call (tests) is
 /// ignored.
 pub fn init(
     service: &ServiceInfo,
     log: &LogConfig,
     trace: &TraceConfig,
+    transport: crate::client::Transport,
 ) -> Result<(), ConfigError> {
     let invalid = |e: tracing_subscriber::filter::ParseError| {
         ConfigError::invalid("log.level", format!("{:?}", log.level), e.to_string())
@@ -61,8 +65,13 @@ pub fn init(
     // rest are in the logs, under the same trace id, and would double every export.
     let spans = match endpoint {
         Some(endpoint) if !crate::trace::enabled() => {
-            let tracer =
-                crate::trace::provider(service, &endpoint, trace.sample_ratio, trace.start_traces)?;
+            let tracer = crate::trace::provider(
+                service,
+                &endpoint,
+                trace.sample_ratio,
+                trace.start_traces,
+                transport,
+            )?;
             Some(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)

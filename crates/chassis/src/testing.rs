@@ -128,7 +128,8 @@ macro_rules! database_tests {
 /// Waits until the service at `base_url` is ready, panicking after `within`.
 pub async fn wait_ready(base_url: &str, within: Duration) {
     assert!(
-        crate::health::wait_until_ready(base_url, Some(within)).await,
+        crate::health::wait_until_ready(&crate::client::Transport::http(), base_url, Some(within))
+            .await,
         "{base_url} not ready within {within:?}"
     );
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use rustls::pki_types::pem::PemObject;
@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::mtls::{CallerService, MtlsConfig};
 
 /// A TLS section (such as `[gateway.tls]`): serve HTTPS too, on `port`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,10 +134,20 @@ pub fn server_config(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Secure;
 
+/// Who is at the other end of a TLS connection: the address, and the service its client
+/// certificate names when the listener asks for one (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The calling service, on an mTLS listener.
+    pub service: Option<CallerService>,
+}
+
 /// A listener whose connections have completed a TLS handshake.
 #[derive(Debug)]
 pub struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
     local_addr: SocketAddr,
     _stop: DropGuard,
 }
@@ -169,7 +181,7 @@ async fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
-    sender: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    sender: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
     stop: CancellationToken,
 ) {
     loop {
@@ -192,6 +204,23 @@ async fn accept(
         tokio::spawn(async move {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
+                    let (_, connection) = stream.get_ref();
+                    // A client certificate was asked for, and verified against the CA: it
+                    // must also name a service.
+                    let service = match connection.peer_certificates().and_then(<[_]>::first) {
+                        None => None,
+                        Some(cert) => match crate::mtls::service_of_certificate(cert) {
+                            Some(service) => Some(CallerService(service.into())),
+                            None => {
+                                tracing::warn!(%peer, "refused a client certificate that names no service");
+                                return;
+                            }
+                        },
+                    };
+                    let peer = TlsPeer {
+                        addr: peer,
+                        service,
+                    };
                     let _ = sender.send((stream, peer)).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -203,7 +232,7 @@ async fn accept(
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = TlsPeer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.handshaken.recv().await {
@@ -214,7 +243,68 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
+        Ok(TlsPeer {
+            addr: self.local_addr,
+            service: None,
+        })
+    }
+}
+
+/// Makes the service of each connection of a [`TlsListener`]: `app`, with every request
+/// carrying the client's address (axum's `ConnectInfo<SocketAddr>`) and, on an mTLS listener,
+/// the calling service ([`CallerService`]).
+#[derive(Debug, Clone)]
+pub struct WithPeer(pub axum::Router);
+
+impl<'a> tower::Service<axum::serve::IncomingStream<'a, TlsListener>> for WithPeer {
+    type Response = PeerService;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<PeerService, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: axum::serve::IncomingStream<'a, TlsListener>) -> Self::Future {
+        std::future::ready(Ok(PeerService {
+            app: self.0.clone(),
+            peer: incoming.remote_addr().clone(),
+        }))
+    }
+}
+
+/// The service of one connection made by [`WithPeer`].
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    app: axum::Router,
+    peer: TlsPeer,
+}
+
+impl tower::Service<http::Request<axum::body::Body>> for PeerService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        <axum::Router as tower::Service<http::Request<axum::body::Body>>>::poll_ready(
+            &mut self.app,
+            cx,
+        )
+    }
+
+    fn call(&mut self, mut request: http::Request<axum::body::Body>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        extensions.insert(axum::extract::ConnectInfo(self.peer.addr));
+        if let Some(service) = &self.peer.service {
+            extensions.insert(service.clone());
+        }
+        self.app.call(request)
     }
 }
 
@@ -258,11 +348,7 @@ impl DevCa {
             dir: self.dir.clone(),
             reason,
         };
-        let ca_key = PrivateKeyDer::from_pem_file(self.ca_key())
-            .map_err(|e| fail(format!("reading ca.key: {e}")))?;
-        let ca_key = rcgen::KeyPair::try_from(&ca_key).map_err(|e| fail(format!("ca.key: {e}")))?;
-        let issuer = rcgen::Issuer::new(ca_params(), ca_key);
-
+        let issuer = self.issuer()?;
         let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -297,6 +383,73 @@ impl DevCa {
         std::fs::write(&config.cert, pem("CERTIFICATE", cert.der()))
             .map_err(|e| fail(format!("writing server.pem: {e}")))?;
         Ok(config)
+    }
+
+    /// Issues the mTLS certificate of `service` (`spiffe://bazaar/<service>`, usable as both
+    /// server and client, also valid for `localhost` so tools like curl can check it), valid
+    /// from five minutes ago for `lifetime`, into `<service>.pem` and `<service>.key`. Returns
+    /// its settings and its expiry.
+    pub fn issue_workload(
+        &self,
+        service: &str,
+        lifetime: Duration,
+    ) -> Result<(MtlsConfig, SystemTime), TlsError> {
+        let fail = |reason: String| TlsError::DevCa {
+            dir: self.dir.clone(),
+            reason,
+        };
+        if crate::mtls::service_of(&crate::mtls::spiffe_id(service)).is_none() {
+            return Err(fail(format!("{service:?} is not a service name")));
+        }
+        let issuer = self.issuer()?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])
+        .map_err(|e| fail(format!("names: {e}")))?;
+        let uri = rcgen::string::Ia5String::try_from(crate::mtls::spiffe_id(service))
+            .map_err(|e| fail(format!("SPIFFE ID: {e}")))?;
+        params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, service);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        let not_after = now + lifetime;
+        params.not_before = offset_date_time(now - Duration::from_secs(300))?;
+        params.not_after = offset_date_time(not_after)?;
+        let key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(|e| fail(format!("signing the certificate of {service}: {e}")))?;
+        let config = MtlsConfig {
+            ca: self.ca_cert(),
+            cert: self.dir.join(format!("{service}.pem")),
+            key: self.dir.join(format!("{service}.key")),
+            ..MtlsConfig::default()
+        };
+        // The key first, each file replaced whole: a service that reads them between the two
+        // renames finds a pair that does not match, and keeps its current one until the next look.
+        replace_private(&config.key, &pem("PRIVATE KEY", key.serialized_der()))
+            .and_then(|()| replace(&config.cert, &pem("CERTIFICATE", cert.der())))
+            .map_err(|e| fail(format!("writing the certificate of {service}: {e}")))?;
+        Ok((config, not_after))
+    }
+
+    fn issuer(&self) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>, TlsError> {
+        let fail = |reason: String| TlsError::DevCa {
+            dir: self.dir.clone(),
+            reason,
+        };
+        let ca_key = PrivateKeyDer::from_pem_file(self.ca_key())
+            .map_err(|e| fail(format!("reading ca.key: {e}")))?;
+        let ca_key = rcgen::KeyPair::try_from(&ca_key).map_err(|e| fail(format!("ca.key: {e}")))?;
+        Ok(rcgen::Issuer::new(ca_params(), ca_key))
     }
 
     fn create(&self) -> Result<(), TlsError> {
@@ -363,6 +516,37 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// `time` as rcgen takes it, to the second.
+fn offset_date_time(time: SystemTime) -> Result<time::OffsetDateTime, TlsError> {
+    let seconds = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    time::OffsetDateTime::from_unix_timestamp(seconds).map_err(|e| TlsError::DevCa {
+        dir: PathBuf::new(),
+        reason: format!("certificate validity: {e}"),
+    })
+}
+
+/// Replaces `path` whole: written beside it, then renamed over it.
+fn replace(path: &Path, contents: &str) -> io::Result<()> {
+    let partial = partial(path);
+    std::fs::write(&partial, contents)?;
+    std::fs::rename(&partial, path)
+}
+
+/// [`replace`] for a file only its owner can read.
+fn replace_private(path: &Path, contents: &str) -> io::Result<()> {
+    let partial = partial(path);
+    write_private(&partial, contents)?;
+    std::fs::rename(&partial, path)
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// Writes a file only its owner can read.

@@ -137,11 +137,12 @@ pub(crate) fn provider(
     endpoint: &str,
     sample_ratio: f64,
     start_traces: bool,
+    transport: Transport,
 ) -> Result<SdkTracer, ConfigError> {
     STARTS_TRACES.store(start_traces, Ordering::Relaxed);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(Collector::new())
+        .with_http_client(Collector::new(transport))
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(endpoint)
         .with_timeout(Duration::from_secs(5))
@@ -341,11 +342,6 @@ pub fn inject(context: &SpanContext, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
 }
 
-/// The service a request goes to, when the caller knows it (a request extension): client spans
-/// are then named `POST orders` rather than by the instance's address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer(pub String);
-
 /// A client span for a call about to go out, its context written into the request's headers;
 /// `None` (and the request's trace position passed through) outside a recorded request, so
 /// heartbeats and exports do not start traces of their own.
@@ -366,7 +362,7 @@ pub fn outgoing(request: &mut Request<Body>) -> Option<tracing::Span> {
         .map_or("", http::uri::Authority::as_str);
     let peer = request
         .extensions()
-        .get::<Peer>()
+        .get::<crate::client::Peer>()
         .map_or(authority, |peer| peer.0.as_str());
     let span = tracing::info_span!(
         "call",
@@ -420,9 +416,9 @@ struct Collector {
 }
 
 impl Collector {
-    fn new() -> Self {
+    fn new(transport: Transport) -> Self {
         Self {
-            transport: Transport::http(),
+            transport,
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }

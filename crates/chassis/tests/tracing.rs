@@ -91,6 +91,7 @@ async fn one_request_across_two_services_is_one_trace() -> anyhow::Result<()> {
             // As every service but the gateway under `bazaar up`: continue traces, start none.
             start_traces: false,
         },
+        chassis::client::Transport::http(),
     )?;
     assert!(chassis::trace::enabled());
 

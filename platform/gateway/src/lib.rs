@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use chassis::client::{ServiceClient, Transport};
+use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
 use chassis::tls::TlsConfig;
@@ -170,7 +170,21 @@ impl Application {
             }
         };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let transport = Transport::http();
+        let cors = settings.cors.layer()?;
+        if settings.redirect_to_https && settings.tls.is_none() {
+            return Err(ConfigError::invalid(
+                "gateway.redirect_to_https",
+                true,
+                "needs gateway.tls (a certificate to serve HTTPS with)",
+            )
+            .into());
+        }
+        // The edge: anyone may connect; calls to services present the gateway's certificate.
+        let mut server = Server::bind_public(info, &config.chassis)
+            .await?
+            .with_own_fallback()
+            .with_own_deadlines();
+        let transport = server.transport().clone();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
         let client = ServiceClient::new(
             discovery.clone(),
@@ -185,19 +199,6 @@ impl Application {
             &settings.audience,
         );
 
-        let cors = settings.cors.layer()?;
-        if settings.redirect_to_https && settings.tls.is_none() {
-            return Err(ConfigError::invalid(
-                "gateway.redirect_to_https",
-                true,
-                "needs gateway.tls (a certificate to serve HTTPS with)",
-            )
-            .into());
-        }
-        let mut server = Server::bind(info, &config.chassis)
-            .await?
-            .with_own_fallback()
-            .with_own_deadlines();
         if let Some(tls) = &settings.tls {
             server = server.with_tls(tls, "gateway.tls").await?;
         }

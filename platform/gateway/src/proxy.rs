@@ -673,7 +673,7 @@ fn build_request(
     if chassis::trace::enabled() {
         request
             .extensions_mut()
-            .insert(chassis::trace::Peer(service.to_owned()));
+            .insert(chassis::client::Peer(service.to_owned()));
     }
     let headers_out = request.headers_mut();
     *headers_out = headers.clone();

@@ -23,6 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, put};
 use chassis::HttpError;
+use chassis::authz::{OPERATOR, callers};
 use contracts::discovery::INDEX_HEADER;
 use http::HeaderValue;
 use serde::Deserialize;
@@ -46,6 +47,11 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
+    // Any service of the CA reads, and registers itself (the handlers hold a service to its
+    // own name); only the operator changes traffic policies and fault rules.
+    let changes = Router::new()
+        .route("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
+        .route_layer(callers(&[OPERATOR]));
     Router::new()
         .route("/v1/instances", get(instances::list))
         .route(
@@ -57,10 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/prometheus/targets", get(instances::prometheus_targets))
         .route("/v1/services/{service}", get(instances::service))
         .route("/v1/kv", get(kv::list))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
-        )
+        .route("/v1/kv/{*key}", get(kv::get))
+        .merge(changes)
         .with_state(state)
 }
 

@@ -114,6 +114,14 @@ impl Catalog {
         instance
     }
 
+    /// The service instance `id` belongs to, if it is known.
+    pub fn service_of(&self, id: &str) -> Option<String> {
+        self.lock()
+            .instances
+            .get(id)
+            .map(|entry| entry.instance.service.clone())
+    }
+
     /// Removes instance `id`; `false` if it was unknown.
     pub fn deregister(&self, id: &str) -> bool {
         let mut state = self.lock();

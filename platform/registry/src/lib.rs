@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::client::Transport;
 use chassis::config::ServiceConfig;
 use chassis::db::Db;
 use chassis::{Server, ServiceInfo, StartError};
@@ -106,7 +105,10 @@ impl Application {
         let server = Server::bind(info, &config.chassis)
             .await?
             .with_database(db)
-            .without_registration();
+            .without_registration()
+            // Every answer comes from memory at once, except blocking queries, which are held
+            // up to `registry.max_wait` (longer than `http.request_timeout`) by design.
+            .with_own_deadlines();
         Ok(Self {
             server,
             state,
@@ -123,7 +125,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let checks = checks::spawn(
             Arc::clone(&self.state.catalog),
-            Transport::http(),
+            self.server.transport().clone(),
             self.settings.check_timeout,
             shutdown.child_token(),
         );

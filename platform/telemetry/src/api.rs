@@ -9,9 +9,10 @@
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use chassis::HttpError;
+use chassis::authz::{OPERATOR, callers};
 use chassis::extract::{Json, Path, Query};
 use contracts::traces::{Trace, TraceSummary};
 use http::{HeaderMap, StatusCode, header};
@@ -39,12 +40,17 @@ pub struct AppState {
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_export_bytes;
+    // Every service exports; the operator reads (`bazaar trace`).
+    let reading = Router::new()
+        .route("/v1/traces", get(list))
+        .route("/v1/traces/{trace_id}", get(one))
+        .route_layer(callers(&[OPERATOR]));
     Router::new()
         .route(
             "/v1/traces",
-            get(list).post(export).layer(DefaultBodyLimit::max(limit)),
+            post(export).layer(DefaultBodyLimit::max(limit)),
         )
-        .route("/v1/traces/{trace_id}", get(one))
+        .merge(reading)
         .with_state(state)
 }
 

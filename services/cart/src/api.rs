@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use chassis::HttpError;
 use chassis::auth::Caller;
+use chassis::authz::{GATEWAY, callers};
 use chassis::client::ServiceClient;
 use chassis::error::Validation;
 use chassis::extract::{Json, Path};
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/cart", get(view).delete(clear))
         .route("/cart/items", axum::routing::post(add))
         .route("/cart/items/{sku}", put(set).delete(remove))
+        // Shoppers through the gateway; orders reads and clears the cart at checkout.
+        .route_layer(callers(&[GATEWAY, "orders"]))
         .with_state(state)
 }
 

@@ -116,7 +116,13 @@ impl Application {
             .into());
         };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let catalog = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
+        let server = Server::bind(info, &config.chassis).await?;
+        let catalog = ServiceClient::over_http(
+            server.transport(),
+            &config.chassis.discovery,
+            SERVICE,
+            shutdown,
+        );
         let state = api::AppState {
             store,
             limits: Limits {
@@ -126,7 +132,6 @@ impl Application {
             catalog,
             catalog_service: settings.catalog_service.clone(),
         };
-        let server = Server::bind(info, &config.chassis).await?;
         Ok(Self { server, state })
     }
 

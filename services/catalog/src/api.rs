@@ -19,8 +19,9 @@ pub mod reservations;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use chassis::HttpError;
+use chassis::authz::{GATEWAY, callers};
 
 use crate::Settings;
 use crate::store::{Store, StoreError};
@@ -36,11 +37,19 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/products", get(products::list).post(products::create))
-        .route("/products/{id}", get(products::get).patch(products::update))
-        .route("/products/{id}/restock", post(products::restock))
+    // Shoppers browse through the gateway; orders prices and reserves, the cart prices.
+    let browsing = Router::new()
+        .route("/products", get(products::list))
+        .route("/products/{id}", get(products::get))
         .route("/categories", get(products::categories))
+        .route_layer(callers(&[GATEWAY, "orders", "cart"]));
+    // Administrators, through the gateway (the handlers check the role).
+    let administration = Router::new()
+        .route("/products", post(products::create))
+        .route("/products/{id}", patch(products::update))
+        .route("/products/{id}/restock", post(products::restock))
+        .route_layer(callers(&[GATEWAY]));
+    let reservations = Router::new()
         .route("/reservations", post(reservations::create))
         .route(
             "/reservations/{id}",
@@ -48,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/reservations/{id}/commit", post(reservations::commit))
         .route("/reservations/{id}/return", post(reservations::give_back))
+        .route_layer(callers(&["orders"]));
+    browsing
+        .merge(administration)
+        .merge(reservations)
         .with_state(state)
 }
 

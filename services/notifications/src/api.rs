@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use chassis::HttpError;
 use chassis::auth::Caller;
+use chassis::authz::{GATEWAY, OPERATOR, callers};
 use chassis::db::from_millis;
 use chassis::extract::{Json, Query};
 use chrono::{DateTime, Utc};
@@ -26,7 +27,10 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/emails", get(list)).with_state(state)
+    Router::new()
+        .route("/emails", get(list))
+        .route_layer(callers(&[GATEWAY, OPERATOR]))
+        .with_state(state)
 }
 
 /// An email as the API shows it.

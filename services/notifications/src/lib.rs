@@ -91,8 +91,13 @@ impl Application {
             &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
-        let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let mut server = Server::bind(info, &config.chassis).await?;
+        let client = ServiceClient::over_http(
+            server.transport(),
+            &config.chassis.discovery,
+            SERVICE,
+            shutdown,
+        );
         let events = server.events(&db);
         let mut consumer = Consumer::builder(
             SERVICE,

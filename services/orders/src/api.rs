@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use chassis::HttpError;
+use chassis::authz::{GATEWAY, OPERATOR, callers};
 
 use crate::clients::{Carts, Catalog};
 use crate::runner::Runner;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/saga", get(sagas::of_order))
         .route("/sagas", get(sagas::list))
+        .route_layer(callers(&[GATEWAY, OPERATOR]))
         .with_state(state)
 }
 

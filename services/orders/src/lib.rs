@@ -99,12 +99,17 @@ impl Application {
             &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
-        let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
+        let owner = info.instance_id.clone();
+        let mut server = Server::bind(info, &config.chassis).await?;
+        let client = ServiceClient::over_http(
+            server.transport(),
+            &config.chassis.discovery,
+            SERVICE,
+            shutdown,
+        );
         let store = store::Store::new(db.clone());
         let catalog = clients::Catalog::new(client.clone(), &settings.catalog_service);
         let carts = clients::Carts::new(client.clone(), &settings.cart_service);
-        let owner = info.instance_id.clone();
-        let mut server = Server::bind(info, &config.chassis).await?;
         let events = server.events(&db);
         let metrics = runner::SagaMetrics::register(server.metrics_registry());
         let server = server.with_database(db).with_events(events);

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chassis::HttpError;
 use chassis::auth::Caller;
+use chassis::authz::{GATEWAY, OPERATOR, callers};
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
@@ -42,16 +43,24 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Customers register cards and read their payments through the gateway.
+    let customers = Router::new()
         .route(
             "/payment-methods",
             get(payment_methods).post(register_payment_method),
         )
-        .route("/charges", get(list).post(charge))
+        .route("/charges", get(list))
         .route("/charges/{id}", get(get_charge))
+        .route_layer(callers(&[GATEWAY, "orders", OPERATOR]));
+    // Only the checkout saga moves money.
+    let money = Router::new()
+        .route("/charges", post(charge))
         .route("/charges/{id}/refunds", post(refund))
+        .route_layer(callers(&["orders"]));
+    let balances = Router::new()
         .route("/balances/{order_id}", get(balance))
-        .with_state(state)
+        .route_layer(callers(&["orders", OPERATOR]));
+    customers.merge(money).merge(balances).with_state(state)
 }
 
 fn hash(parts: &[&str]) -> String {

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::routing::get;
 use chassis::HttpError;
 use chassis::auth::Caller;
+use chassis::authz::{GATEWAY, callers};
 use chassis::error::Validation;
 use chassis::extract::{Json, Query};
 use contracts::page::Page;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/recommendations", get(for_product))
         .route("/recommendations/for-me", get(for_me))
+        .route_layer(callers(&[GATEWAY]))
         .with_state(state)
 }
 

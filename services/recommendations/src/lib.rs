@@ -67,8 +67,13 @@ impl Application {
             &[&MIGRATOR, chassis::events::migrator()],
         )
         .await?;
-        let client = ServiceClient::over_http(&config.chassis.discovery, SERVICE, shutdown);
         let mut server = Server::bind(info, &config.chassis).await?;
+        let client = ServiceClient::over_http(
+            server.transport(),
+            &config.chassis.discovery,
+            SERVICE,
+            shutdown,
+        );
         let events = server.events(&db);
         let orders = &config.settings.orders_service;
         let consumer = Consumer::builder(

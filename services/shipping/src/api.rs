@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chassis::HttpError;
 use chassis::auth::Caller;
+use chassis::authz::{GATEWAY, OPERATOR, callers};
 use chassis::db::{from_millis, now_millis};
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
@@ -37,12 +38,21 @@ pub struct AppState {
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/shipments", get(list).post(create))
+    // Customers follow their parcels through the gateway.
+    let reading = Router::new()
+        .route("/shipments", get(list))
         .route("/shipments/{id}", get(get_one))
+        .route_layer(callers(&[GATEWAY, "orders", OPERATOR]));
+    // Only the checkout saga ships and cancels.
+    let shipping = Router::new()
+        .route("/shipments", post(create))
         .route("/shipments/{id}/cancel", post(cancel))
+        .route_layer(callers(&["orders"]));
+    // The carrier's progress, played by the operator.
+    let carrier = Router::new()
         .route("/shipments/{id}/advance", post(advance))
-        .with_state(state)
+        .route_layer(callers(&[OPERATOR]));
+    reading.merge(shipping).merge(carrier).with_state(state)
 }
 
 /// Where a parcel goes.

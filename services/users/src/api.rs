@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chassis::HttpError;
+use chassis::authz::{GATEWAY, callers};
 use chassis::db::from_millis;
 use chassis::extract::Json;
 use chrono::{DateTime, Utc};
@@ -53,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
         .route("/users/me", get(me::get).put(me::put))
+        .route_layer(callers(&[GATEWAY]))
+        // Public keys: for whoever checks tokens.
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
 }

@@ -81,10 +81,16 @@ pub struct ServiceClient {
 }
 
 impl ServiceClient {
-    /// The usual client of a service: HTTP over the network, resolved through the discovery
-    /// of `config` (whose watches stop with `shutdown`), named `caller`.
-    pub fn over_http(config: &DiscoveryConfig, caller: &str, shutdown: &CancellationToken) -> Self {
-        let transport = Transport::http();
+    /// The usual client of a service: HTTP over the network through `transport` (the server's,
+    /// [`crate::Server::transport`], presenting the service's certificate), resolved through
+    /// the discovery of `config` (whose watches stop with `shutdown`), named `caller`.
+    pub fn over_http(
+        transport: &Transport,
+        config: &DiscoveryConfig,
+        caller: &str,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let transport = transport.clone();
         let discovery = Discovery::new(config, transport.clone(), shutdown);
         Self::new(discovery, transport, config, caller)
     }
@@ -301,7 +307,7 @@ impl Call<'_> {
         if crate::trace::enabled() {
             request
                 .extensions_mut()
-                .insert(crate::trace::Peer(self.service.clone()));
+                .insert(crate::client::Peer(self.service.clone()));
         }
         let headers = request.headers_mut();
         headers.extend(self.headers.clone());

@@ -6,12 +6,16 @@
 //! connection with it (hyper closes it: the rest of that body would be read as the next
 //! answer). Each connection is driven by its own task, as in hyper's own client.
 //!
+//! `https://` URLs get mutual TLS with the transport's [`Identity`]; such a connection
+//! remembers which service answered, and serves only requests for that service.
+//!
 //! hyper-util's pooled client does the same and more, but on every request it races a new
 //! connection against the checkout and spawns a task to watch the connection come back: on the
 //! gateway's path that was about a fifth of the instructions of a proxied request
 //! (docs/decisions.md, 2026-11-26).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -23,12 +27,15 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::Peer;
 use super::transport::TransportError;
+use crate::mtls::Identity;
 
 /// How a [`Pool`] keeps its connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
     /// Longest wait for a TCP connection: a dead instance fails fast and the call moves on.
     pub connect_timeout: Duration,
@@ -36,6 +43,8 @@ pub(crate) struct PoolSettings {
     pub idle_timeout: Duration,
     /// Most idle connections kept per host and port.
     pub max_idle: usize,
+    /// Presented on `https://` connections; without one, only `http://` URLs are sent.
+    pub identity: Option<Identity>,
 }
 
 /// Connections by host and port; cheap to clone, clones share the connections.
@@ -46,44 +55,77 @@ pub(crate) struct Pool {
 
 #[derive(Debug)]
 struct Shared {
-    /// Keyed by `host:port` as written: `Authority`'s own hash folds case byte by byte, which
-    /// cost more than the rest of the lookup.
-    idle: Mutex<HashMap<Box<str>, VecDeque<Idle>>>,
+    idle: Mutex<Stacks>,
     settings: PoolSettings,
+}
+
+/// Idle connections, keyed by `host:port` as written: `Authority`'s own hash folds case byte by
+/// byte, which cost more than the rest of the lookup.
+#[derive(Debug, Default)]
+struct Stacks {
+    plain: HashMap<Box<str>, VecDeque<Idle>>,
+    secure: HashMap<Box<str>, VecDeque<Idle>>,
+}
+
+impl Stacks {
+    fn of(&mut self, target: &Target) -> &mut HashMap<Box<str>, VecDeque<Idle>> {
+        if target.secure {
+            &mut self.secure
+        } else {
+            &mut self.plain
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+struct Target {
+    authority: Authority,
+    secure: bool,
 }
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Body>,
+    connection: Connection,
     since: Instant,
+}
+
+/// One connection's sending half, and who answers on it (over mTLS).
+#[derive(Debug)]
+struct Connection {
+    sender: SendRequest<Body>,
+    service: Option<Box<str>>,
 }
 
 impl Pool {
     pub(crate) fn new(settings: PoolSettings) -> Self {
         Self {
             shared: Arc::new(Shared {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(Stacks::default()),
                 settings,
             }),
         }
     }
 
-    /// Sends a request with an absolute `http://` URI on a pooled connection.
+    /// Sends a request with an absolute `http://` (or, with an identity, `https://`) URI on a
+    /// pooled connection.
     pub(crate) async fn send(
         &self,
         request: Request<Body>,
     ) -> Result<Response<Body>, TransportError> {
         let (mut parts, body) = request.into_parts();
-        let authority = target(&mut parts)?;
+        let target = target(&mut parts, self.shared.settings.identity.is_some())?;
+        let expected = parts.extensions.get::<Peer>().map(|peer| peer.0.clone());
         let mut request = Request::from_parts(parts, body);
         loop {
-            let (mut sender, reused) = match self.checkout(&authority).await {
-                Some(sender) => (sender, true),
-                None => (self.connect(&authority).await?, false),
+            let (mut connection, reused) = match self.checkout(&target, expected.as_deref()).await {
+                Some(connection) => (connection, true),
+                None => (self.connect(&target, expected.as_deref()).await?, false),
             };
-            match sender.try_send_request(request).await {
+            let authority = &target.authority;
+            match connection.sender.try_send_request(request).await {
                 Ok(response) => {
-                    return Ok(response.map(|body| self.lease(body, authority, sender)));
+                    return Ok(response.map(|body| self.lease(body, target, connection)));
                 }
                 Err(mut error) => match error.take_message() {
                     // A kept connection the peer closed while it sat idle: the request was
@@ -107,27 +149,37 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection to `authority` that can take a request.
-    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection to `target` that can take a request (for the
+    /// `expected` service, when the caller names one).
+    async fn checkout(&self, target: &Target, expected: Option<&str>) -> Option<Connection> {
         loop {
             let idle = self
                 .shared
                 .lock()
-                .get_mut(authority.as_str())
+                .of(target)
+                .get_mut(target.authority.as_str())
                 .and_then(VecDeque::pop_back)?;
-            if idle.sender.is_closed() || idle.since.elapsed() > self.shared.settings.idle_timeout {
+            let mut connection = idle.connection;
+            if connection.sender.is_closed()
+                || idle.since.elapsed() > self.shared.settings.idle_timeout
+                || !answers_for(connection.service.as_deref(), expected)
+            {
                 continue;
             }
-            let mut sender = idle.sender;
             // Just back from a response, the connection's task may not have said it is ready
             // yet; it will in a moment, or the connection is closed.
-            if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(sender);
+            if connection.sender.is_ready() || connection.sender.ready().await.is_ok() {
+                return Some(connection);
             }
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, TransportError> {
+    async fn connect(
+        &self,
+        target: &Target,
+        expected: Option<&str>,
+    ) -> Result<Connection, TransportError> {
+        let authority = &target.authority;
         let failed = |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Connect {
             authority: authority.to_string(),
             source,
@@ -137,7 +189,9 @@ impl Pool {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if target.secure { 443 } else { 80 });
         let stream = tokio::time::timeout(
             self.shared.settings.connect_timeout,
             TcpStream::connect((host, port)),
@@ -150,50 +204,118 @@ impl Pool {
         stream
             .set_nodelay(true)
             .map_err(|error| failed(Box::new(error)))?;
+        let Some(identity) = self
+            .shared
+            .settings
+            .identity
+            .as_ref()
+            .filter(|_| target.secure)
+        else {
+            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|error| failed(Box::new(error)))?;
+            drive(connection, authority.clone());
+            return Ok(Connection {
+                sender,
+                service: None,
+            });
+        };
+        let name = match host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(host.to_owned()).map_err(|e| failed(Box::new(e)))?,
+        };
+        let stream = tokio::time::timeout(
+            self.shared.settings.connect_timeout,
+            tokio_rustls::TlsConnector::from(identity.client_config(&[])).connect(name, stream),
+        )
+        .await
+        .map_err(|elapsed| failed(Box::new(elapsed)))?
+        .map_err(|error| failed(Box::new(error)))?;
+        // The verifier accepted a certificate from the CA that names a service: is it the one
+        // this request is for? (An instance's port taken over by another service, say.)
+        let service = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .and_then(crate::mtls::service_of_certificate);
+        if !answers_for(service.as_deref(), expected) {
+            return Err(failed(
+                format!(
+                    "the instance is {}, not {}",
+                    service
+                        .as_deref()
+                        .map_or_else(|| "unnamed".to_owned(), crate::mtls::spiffe_id),
+                    crate::mtls::spiffe_id(expected.unwrap_or_default())
+                )
+                .into(),
+            ));
+        }
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|error| failed(Box::new(error)))?;
-        let peer = authority.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %crate::error::ErrorChain(&error), "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        drive(connection, authority.clone());
+        Ok(Connection {
+            sender,
+            service: service.map(String::into_boxed_str),
+        })
     }
 
     /// The response body, which gives the connection back once it has been read to its end.
-    fn lease(&self, body: Incoming, authority: Authority, sender: SendRequest<Body>) -> Body {
+    fn lease(&self, body: Incoming, target: Target, connection: Connection) -> Body {
         if body.is_end_stream() {
-            self.shared.release(authority, sender);
+            self.shared.release(target, connection);
             return Body::new(body);
         }
         Body::new(Leased {
             body,
             lease: Some(Lease {
                 shared: Arc::clone(&self.shared),
-                authority,
-                sender,
+                target,
+                connection,
             }),
         })
     }
 }
 
+/// Runs one connection in its own task until it closes.
+fn drive<T>(connection: http1::Connection<T, Body>, peer: Authority)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, error = %crate::error::ErrorChain(&error), "upstream connection ended");
+        }
+    });
+}
+
+/// Whether a connection to `service` may carry a request for `expected`.
+fn answers_for(service: Option<&str>, expected: Option<&str>) -> bool {
+    match (service, expected) {
+        (Some(service), Some(expected)) => service == expected,
+        // A plain connection proves nothing; an unnamed request takes any verified service.
+        _ => true,
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
         // The map holds no invariant a panicking holder could break halfway.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn release(&self, authority: Authority, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+    fn release(&self, target: Target, connection: Connection) {
+        if connection.sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.lock();
-        let stack = match idle.get_mut(authority.as_str()) {
+        let mut stacks = self.lock();
+        let idle = stacks.of(&target);
+        let authority = target.authority.as_str();
+        let stack = match idle.get_mut(authority) {
             Some(stack) => stack,
-            None => idle.entry(authority.as_str().into()).or_default(),
+            None => idle.entry(authority.into()).or_default(),
         };
         // The oldest are at the front: close those that waited too long, and make room.
         while stack.front().is_some_and(|oldest| {
@@ -202,22 +324,34 @@ impl Shared {
         }) {
             stack.pop_front();
         }
-        stack.push_back(Idle { sender, since: now });
+        stack.push_back(Idle {
+            connection,
+            since: now,
+        });
     }
 }
 
-/// Checks the URI is `http://host[:port]/…`, makes it origin-form as HTTP/1.1 sends it, and
-/// sets `Host` when the caller did not.
-fn target(parts: &mut http::request::Parts) -> Result<Authority, TransportError> {
+/// Checks the URI is `http://host[:port]/…` (or `https://` when `tls`), makes it origin-form
+/// as HTTP/1.1 sends it, and sets `Host` when the caller did not.
+fn target(parts: &mut http::request::Parts, tls: bool) -> Result<Target, TransportError> {
+    let secure = parts.uri.scheme() == Some(&Scheme::HTTPS);
     let Some(authority) = parts
         .uri
         .authority()
-        .filter(|_| parts.uri.scheme() == Some(&Scheme::HTTP))
+        .filter(|_| parts.uri.scheme() == Some(&Scheme::HTTP) || (secure && tls))
         .cloned()
     else {
+        let reason = if secure {
+            format!(
+                "{}: https:// needs an mTLS identity (the [mtls] settings)",
+                parts.uri
+            )
+        } else {
+            format!("not an http:// URL with a host: {}", parts.uri)
+        };
         return Err(TransportError::Connect {
             authority: String::new(),
-            source: format!("not an http:// URL with a host: {}", parts.uri).into(),
+            source: reason.into(),
         });
     };
     let uri_parts = std::mem::take(&mut parts.uri).into_parts();
@@ -234,14 +368,14 @@ fn target(parts: &mut http::request::Parts) -> Result<Authority, TransportError>
             })?;
         parts.headers.insert(header::HOST, host);
     }
-    Ok(authority)
+    Ok(Target { authority, secure })
 }
 
 /// A connection lent to one response.
 struct Lease {
     shared: Arc<Shared>,
-    authority: Authority,
-    sender: SendRequest<Body>,
+    target: Target,
+    connection: Connection,
 }
 
 /// A response body that returns its connection to the pool when it ends.
@@ -253,7 +387,7 @@ struct Leased {
 impl Leased {
     fn give_back(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.shared.release(lease.authority, lease.sender);
+            lease.shared.release(lease.target, lease.connection);
         }
     }
 }
@@ -314,6 +448,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             idle_timeout,
             max_idle: 4,
+            identity: None,
         })
     }
 

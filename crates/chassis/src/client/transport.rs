@@ -10,6 +10,7 @@ use tower::util::BoxCloneSyncService;
 use tracing::Instrument;
 
 use super::pool::{Pool, PoolSettings};
+use crate::mtls::Identity;
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +66,21 @@ impl fmt::Debug for Transport {
 impl Transport {
     /// Pooled HTTP/1.1 keep-alive connections (the chassis' own pool) with `TCP_NODELAY` and a
     /// bounded connect time, so a dead instance fails fast and the call moves to the next one.
+    /// Only `http://` URLs; see [`Transport::with_identity`] for `https://`.
     pub fn http() -> Self {
+        Self::with_identity(None)
+    }
+
+    /// [`Transport::http`], and `https://` with mutual TLS presenting `identity`: the peer
+    /// must present a certificate from the same CA, naming the service the request is for
+    /// (its [`super::Peer`]) when the caller says.
+    pub fn with_identity(identity: Option<Identity>) -> Self {
         Self {
             inner: Inner::Http(Pool::new(PoolSettings {
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(30),
                 max_idle: 64,
+                identity,
             })),
         }
     }

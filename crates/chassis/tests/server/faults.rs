@@ -87,7 +87,14 @@ async fn rules_for_this_service_and_version_fail_delay_and_drop_requests_and_are
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     tokio::spawn(server.serve(app, shutdown));
-    assert!(chassis::health::wait_until_ready(&url, Some(Duration::from_secs(5))).await);
+    assert!(
+        chassis::health::wait_until_ready(
+            &chassis::client::Transport::http(),
+            &url,
+            Some(Duration::from_secs(5))
+        )
+        .await
+    );
 
     // The rules arrive by the watch, shortly after start.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -59,7 +59,14 @@ async fn start(config: ChassisConfig) -> Started {
         );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.serve(app, shutdown.clone()));
-    assert!(chassis::health::wait_until_ready(&url, Some(Duration::from_secs(5))).await);
+    assert!(
+        chassis::health::wait_until_ready(
+            &chassis::client::Transport::http(),
+            &url,
+            Some(Duration::from_secs(5))
+        )
+        .await
+    );
     Started {
         url,
         shutdown,

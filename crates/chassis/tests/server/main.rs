@@ -4,4 +4,5 @@
 mod client;
 mod faults;
 mod lifecycle;
+mod mtls;
 mod tls;

@@ -2,17 +2,40 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
+use chassis::authz::OPERATOR;
 use chassis::error::Validation;
 use chassis::extract::{Json, Path, Query};
+use chassis::mtls::CallerService;
 use chassis::server::middleware::Quiet;
 use contracts::discovery::{InstanceList, Registration, ServiceInstances, ServiceList};
 use http::StatusCode;
 use serde::Deserialize;
 
 use super::{AppState, Blocking, index_header};
+
+/// Over mTLS a service registers, renews and removes only instances of itself; the operator
+/// any (a request without a calling service came over a listener without mTLS).
+fn may_act_for(caller: Option<&CallerService>, service: &str) -> Result<(), HttpError> {
+    match caller {
+        Some(caller) if caller.name() != service && caller.name() != OPERATOR => {
+            tracing::warn!(
+                caller = caller.name(),
+                service,
+                "refused a service acting for instances of another"
+            );
+            Err(HttpError::forbidden(format!(
+                "{} may not register, renew or remove instances of {service}",
+                caller.name()
+            ))
+            .with_slug("forbidden-caller"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Shortest TTL an instance may ask for.
 const MIN_TTL_MS: u64 = 100;
@@ -22,10 +45,15 @@ const MAX_TTL_MS: u64 = 3_600_000;
 /// `PUT /v1/instances/{id}`.
 pub async fn register(
     State(state): State<AppState>,
+    caller: Option<Extension<CallerService>>,
     Path(id): Path<String>,
     Json(registration): Json<Registration>,
 ) -> Result<Response, HttpError> {
     validate(&id, &registration)?;
+    may_act_for(caller.as_deref(), &registration.service)?;
+    if let Some(previous) = state.catalog.service_of(&id) {
+        may_act_for(caller.as_deref(), &previous)?;
+    }
     let instance = state.catalog.register(&id, registration, Instant::now());
     tracing::info!(instance = %id, service = %instance.service, address = %instance.address, version = %instance.version, "registered");
     Ok(Json(instance).into_response())
@@ -34,8 +62,12 @@ pub async fn register(
 /// `DELETE /v1/instances/{id}`.
 pub async fn deregister(
     State(state): State<AppState>,
+    caller: Option<Extension<CallerService>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
+    if let Some(service) = state.catalog.service_of(&id) {
+        may_act_for(caller.as_deref(), &service)?;
+    }
     if state.catalog.deregister(&id) {
         tracing::info!(instance = %id, "deregistered");
         Ok(StatusCode::NO_CONTENT)
@@ -47,8 +79,12 @@ pub async fn deregister(
 /// `PUT /v1/instances/{id}/heartbeat`.
 pub async fn heartbeat(
     State(state): State<AppState>,
+    caller: Option<Extension<CallerService>>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
+    if let Some(service) = state.catalog.service_of(&id) {
+        may_act_for(caller.as_deref(), &service)?;
+    }
     match state.catalog.heartbeat(&id, Instant::now()) {
         Some(status) => {
             let mut response = Json(serde_json::json!({ "status": status })).into_response();
