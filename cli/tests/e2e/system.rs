@@ -80,6 +80,7 @@ impl Running {
             http: reqwest::Client::new(),
         };
         running.gateway = running.wait_until_up();
+        running.http = operator_client(data_dir);
         running
     }
 
@@ -303,3 +304,27 @@ pub(crate) const WITH_DATABASES: [&str; 8] = [
     "notifications",
     "recommendations",
 ];
+
+/// An HTTP client that calls the gateway plainly and services over mTLS as the operator, with
+/// the certificate `up` issued in `data_dir`.
+pub(crate) fn operator_client(data_dir: &Path) -> reqwest::Client {
+    client_as(data_dir, "operator")
+}
+
+/// An HTTP client that calls services over mTLS as `name` (a service, or the operator), with
+/// the certificate `up` issued it in `data_dir`.
+pub(crate) fn client_as(data_dir: &Path, name: &str) -> reqwest::Client {
+    let pki = data_dir.join("pki");
+    let identity = chassis::mtls::Identity::load(&chassis::mtls::MtlsConfig {
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{name}.pem")),
+        key: pki.join(format!("{name}.key")),
+        ..chassis::mtls::MtlsConfig::default()
+    })
+    .expect("the certificate is usable")
+    .expect("configured");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*identity.client_config(&[])).clone())
+        .build()
+        .expect("client")
+}

@@ -102,7 +102,8 @@ impl TraceConfig {
         if url.is_empty() {
             return Ok(None);
         }
-        crate::config::check_url_scheme(key, &url, &["http"])?;
+        // `https://` is spoken with the service's mTLS identity: the embedded trace store.
+        crate::config::check_url_scheme(key, &url, &["http", "https"])?;
         Ok(Some(url))
     }
 
@@ -491,11 +492,11 @@ mod tests {
 
     #[test]
     fn bad_endpoints_and_ratios_are_named() {
-        let https = TraceConfig {
+        let grpc = TraceConfig {
             endpoint: Some("grpc://collector:4317".into()),
             ..TraceConfig::default()
         };
-        let error = https
+        let error = grpc
             .resolved_endpoint(env(&[]))
             .expect_err("grpc is not spoken")
             .to_string();

@@ -19,9 +19,9 @@ pub mod reservations;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use chassis::HttpError;
-use chassis::authz::{GATEWAY, callers};
+use chassis::authz::{GATEWAY, OPERATOR, callers};
 
 use crate::Settings;
 use crate::store::{Store, StoreError};
@@ -49,18 +49,20 @@ pub fn router(state: AppState) -> Router {
         .route("/products/{id}", patch(products::update))
         .route("/products/{id}/restock", post(products::restock))
         .route_layer(callers(&[GATEWAY]));
+    // Only the checkout saga holds stock; the operator may look (audits, chaos checks).
     let reservations = Router::new()
         .route("/reservations", post(reservations::create))
-        .route(
-            "/reservations/{id}",
-            get(reservations::get).delete(reservations::release),
-        )
+        .route("/reservations/{id}", delete(reservations::release))
         .route("/reservations/{id}/commit", post(reservations::commit))
         .route("/reservations/{id}/return", post(reservations::give_back))
         .route_layer(callers(&["orders"]));
+    let looking = Router::new()
+        .route("/reservations/{id}", get(reservations::get))
+        .route_layer(callers(&["orders", OPERATOR]));
     browsing
         .merge(administration)
         .merge(reservations)
+        .merge(looking)
         .with_state(state)
 }
 
