@@ -54,7 +54,13 @@ impl Caller {
     }
 
     fn from_parts(parts: &Parts) -> Result<Option<Self>, HttpError> {
-        let Some(id) = parts.headers.get(USER_ID) else {
+        Self::from_headers(&parts.headers)
+    }
+
+    /// The caller the identity headers (or gRPC metadata, as headers) name: `None` without
+    /// them, 401 when they are malformed.
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, HttpError> {
+        let Some(id) = headers.get(USER_ID) else {
             return Ok(None);
         };
         let user_id = id
@@ -62,8 +68,7 @@ impl Caller {
             .ok()
             .and_then(|id| Uuid::parse_str(id).ok())
             .ok_or_else(|| HttpError::unauthorized("the caller identity is malformed"))?;
-        let roles = parts
-            .headers
+        let roles = headers
             .get(USER_ROLES)
             .and_then(|r| r.to_str().ok())
             .map(|r| {

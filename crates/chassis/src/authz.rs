@@ -10,7 +10,8 @@
 //!     .route_layer(authz::callers(&["orders"]))
 //! ```
 //!
-//! Any other service gets 403 (`forbidden-caller`), logged with who it was. A request with no
+//! Any other service gets 403 (`forbidden-caller`; `PERMISSION_DENIED` over gRPC), logged with
+//! who it was. A request with no
 //! calling service came over a listener without mTLS (a test, a deployment that turned it off)
 //! and is let through: there is no identity to check.
 //!
@@ -92,13 +93,26 @@ where
             allowed = ?self.callers.allowed,
             "refused a call from a service this route does not accept"
         );
-        let refusal = HttpError::forbidden(format!(
+        let detail = format!(
             "{caller} may not call {} {}",
             request.method(),
             request.uri().path()
-        ))
-        .with_slug("forbidden-caller");
-        Either::Left(ready(Ok(refusal.into_response())))
+        );
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        let refusal = if grpc {
+            // A gRPC client reads the status from the trailers, not a problem body.
+            tonic::Status::permission_denied(detail)
+                .into_http::<axum::body::Body>()
+                .into_response()
+        } else {
+            HttpError::forbidden(detail)
+                .with_slug("forbidden-caller")
+                .into_response()
+        };
+        Either::Left(ready(Ok(refusal)))
     }
 }
 

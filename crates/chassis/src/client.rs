@@ -14,10 +14,12 @@
 //! - [`call`]: building a call, the retry loop, and the response.
 
 pub mod call;
+pub mod grpc;
 mod pool;
 pub mod transport;
 
 pub use call::{Call, CallError, CallResponse, ServiceClient};
+pub use grpc::{GrpcClient, Idempotent};
 
 /// The service a request goes to, when the caller knows it (a request extension). Client spans
 /// are named after it (`POST orders`) rather than the instance's address, and over mTLS the

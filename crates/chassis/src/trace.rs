@@ -346,7 +346,7 @@ pub fn inject(context: &SpanContext, headers: &mut HeaderMap) {
 /// A client span for a call about to go out, its context written into the request's headers;
 /// `None` (and the request's trace position passed through) outside a recorded request, so
 /// heartbeats and exports do not start traces of their own.
-pub fn outgoing(request: &mut Request<Body>) -> Option<tracing::Span> {
+pub fn outgoing<B>(request: &mut Request<B>) -> Option<tracing::Span> {
     if !enabled() {
         if let Some(position) = crate::context::trace() {
             inject(&position, request.headers_mut());

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use chassis::HttpError;
 use chassis::authz::{GATEWAY, OPERATOR, callers};
 
-use crate::clients::{Carts, Catalog};
+use crate::clients::{Carts, Catalog, Users};
 use crate::runner::Runner;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +32,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Customers' carts, for checking out a cart.
     pub carts: Carts,
+    /// Who customers are (over gRPC).
+    pub users: Users,
     /// Runs checkout sagas.
     pub runner: Runner,
     /// How long a checkout may keep retrying.

@@ -1,11 +1,13 @@
-//! Calls to the catalog (prices, reservations) and the cart, through the chassis client
-//! (discovery, deadline, retries of what is safe to repeat). The saga's other commands are sent
-//! by [`crate::runner`].
+//! Calls to the catalog (prices, reservations), the cart, and the users service (the customer,
+//! over gRPC), through the chassis clients (discovery, deadline, retries of what is safe to
+//! repeat). The saga's other commands are sent by [`crate::runner`].
 
 use std::collections::HashMap;
 
 use chassis::auth::Caller;
-use chassis::client::{CallError, ServiceClient};
+use chassis::client::{CallError, GrpcClient, Idempotent, ServiceClient};
+use contracts::grpc::users::GetUserRequest;
+use contracts::grpc::users::users_client::UsersClient;
 use contracts::headers::{USER_ID, USER_ROLES};
 use contracts::money::Money;
 use contracts::page::Page;
@@ -13,6 +15,60 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::domain::{CatalogPrice, Requested};
+
+/// The users service, over gRPC: who a customer is.
+#[derive(Debug, Clone)]
+pub struct Users {
+    client: GrpcClient,
+    service: String,
+}
+
+/// What the users service said of a customer.
+#[derive(Debug, Clone)]
+pub enum CustomerLookup {
+    /// The account, its name and email.
+    Found(crate::store::Customer),
+    /// There is no such account (any more).
+    Gone,
+    /// The users service could not say.
+    Unknown(tonic::Status),
+}
+
+impl Users {
+    /// The users service reached through `client` under the service name `service`.
+    pub fn new(client: GrpcClient, service: &str) -> Self {
+        Self {
+            client,
+            service: service.to_owned(),
+        }
+    }
+
+    /// The account of `customer`, asked on their behalf (`users.GetUser`).
+    pub async fn customer(&self, customer: &Caller) -> CustomerLookup {
+        let id = customer.user_id.to_string();
+        let roles = customer.roles.join(",");
+        let answer = self
+            .client
+            .call(&self.service, Idempotent::Yes, |channel| {
+                let mut request = tonic::Request::new(GetUserRequest { id: id.clone() });
+                let metadata = request.metadata_mut();
+                if let (Ok(id), Ok(roles)) = (id.parse(), roles.parse()) {
+                    metadata.insert(USER_ID, id);
+                    metadata.insert(USER_ROLES, roles);
+                }
+                async move { UsersClient::new(channel).get_user(request).await }
+            })
+            .await;
+        match answer {
+            Ok(user) => CustomerLookup::Found(crate::store::Customer {
+                name: user.name,
+                email: user.email,
+            }),
+            Err(status) if status.code() == tonic::Code::NotFound => CustomerLookup::Gone,
+            Err(status) => CustomerLookup::Unknown(status),
+        }
+    }
+}
 
 /// Why the catalog could not answer.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chassis::client::ServiceClient;
+use chassis::client::{GrpcClient, ServiceClient};
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
 use chassis::{Server, ServiceInfo, StartError};
@@ -50,6 +50,8 @@ pub struct Settings {
     pub catalog_service: String,
     /// Name of the cart service in discovery.
     pub cart_service: String,
+    /// Name of the users service in discovery (asked over gRPC who a customer is).
+    pub users_service: String,
     /// Name of the payments service in discovery.
     pub payments_service: String,
     /// Name of the shipping service in discovery.
@@ -64,6 +66,7 @@ impl Default for Settings {
         Self {
             catalog_service: "catalog".to_owned(),
             cart_service: "cart".to_owned(),
+            users_service: "users".to_owned(),
             payments_service: "payments".to_owned(),
             shipping_service: "shipping".to_owned(),
             checkout_deadline: Duration::from_secs(60),
@@ -110,6 +113,14 @@ impl Application {
         let store = store::Store::new(db.clone());
         let catalog = clients::Catalog::new(client.clone(), &settings.catalog_service);
         let carts = clients::Carts::new(client.clone(), &settings.cart_service);
+        let users = clients::Users::new(
+            GrpcClient::new(
+                client.discovery().clone(),
+                server.identity().cloned(),
+                &config.chassis.discovery,
+            ),
+            &settings.users_service,
+        );
         let events = server.events(&db);
         let metrics = runner::SagaMetrics::register(server.metrics_registry());
         let server = server.with_database(db).with_events(events);
@@ -135,6 +146,7 @@ impl Application {
             store,
             catalog,
             carts,
+            users,
             runner,
             checkout_deadline: settings.checkout_deadline,
         };

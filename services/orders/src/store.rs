@@ -63,6 +63,17 @@ pub struct OrderRecord {
     pub lines: Vec<PricedLine>,
     /// Every status, oldest first.
     pub history: Vec<StatusChange>,
+    /// Who it is for, as the users service knew them when it was placed.
+    pub customer: Option<Customer>,
+}
+
+/// The customer of an order: name and email when it was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    /// Display name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
 }
 
 /// Result of storing a new order.
@@ -75,7 +86,7 @@ pub enum Inserted {
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, status, currency, total_minor, ship_name, ship_line1, ship_line2, ship_city, \
-     ship_postal_code, ship_country, reservation_id, cancel_reason, created_at, updated_at";
+     ship_postal_code, ship_country, reservation_id, cancel_reason, created_at, updated_at, customer_name, customer_email";
 
 /// The orders database.
 #[derive(Debug, Clone)]
@@ -104,8 +115,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, status, currency, total_minor, ship_name, ship_line1, ship_line2, ship_city,
                                  ship_postal_code, ship_country, reservation_id, cancel_reason, idempotency_key, request_hash,
-                                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+                                 created_at, updated_at, customer_name, customer_email)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)",
         )
         .bind(&order.id)
         .bind(&order.user_id)
@@ -123,6 +134,8 @@ impl Store {
         .bind(key.map(str::to_owned))
         .bind(request_hash.map(str::to_owned))
         .bind(order.created_at)
+        .bind(order.customer.as_ref().map(|c| c.name.clone()))
+        .bind(order.customer.as_ref().map(|c| c.email.clone()))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -334,5 +347,12 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
         updated_at: row.try_get("updated_at")?,
         lines: Vec::new(),
         history: Vec::new(),
+        customer: match (
+            row.try_get::<Option<String>, _>("customer_name")?,
+            row.try_get::<Option<String>, _>("customer_email")?,
+        ) {
+            (Some(name), Some(email)) => Some(Customer { name, email }),
+            _ => None,
+        },
     })
 }

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod demo;
 pub mod domain;
+pub mod grpc;
 pub mod keys;
 pub mod passwords;
 pub mod store;
@@ -168,7 +169,10 @@ impl Application {
         );
         let result = self
             .server
-            .serve(api::router(self.state), shutdown.clone())
+            .serve(
+                api::router(self.state.clone()).merge(grpc::routes(self.state.store)),
+                shutdown.clone(),
+            )
             .await;
         shutdown.cancel();
         let _ = maintenance.await;

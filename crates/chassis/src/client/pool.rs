@@ -29,6 +29,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::Peer;
 use super::transport::TransportError;
@@ -179,82 +181,23 @@ impl Pool {
         target: &Target,
         expected: Option<&str>,
     ) -> Result<Connection, TransportError> {
-        let authority = &target.authority;
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Connect {
-            authority: authority.to_string(),
-            source,
-        };
-        // An IPv6 literal keeps its brackets in the authority.
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = authority
-            .port_u16()
-            .unwrap_or(if target.secure { 443 } else { 80 });
-        let stream = tokio::time::timeout(
-            self.shared.settings.connect_timeout,
-            TcpStream::connect((host, port)),
+        let settings = &self.shared.settings;
+        let identity = settings.identity.as_ref().filter(|_| target.secure);
+        let (stream, service) = dial(
+            &target.authority,
+            identity.map(|identity| (identity, &[][..])),
+            expected,
+            settings.connect_timeout,
         )
-        .await
-        .map_err(|elapsed| failed(Box::new(elapsed)))?
-        .map_err(|error| failed(Box::new(error)))?;
-        // Small requests and answers go out at once; Nagle's algorithm would hold them for
-        // the peer's delayed acknowledgement.
-        stream
-            .set_nodelay(true)
-            .map_err(|error| failed(Box::new(error)))?;
-        let Some(identity) = self
-            .shared
-            .settings
-            .identity
-            .as_ref()
-            .filter(|_| target.secure)
-        else {
-            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|error| failed(Box::new(error)))?;
-            drive(connection, authority.clone());
-            return Ok(Connection {
-                sender,
-                service: None,
-            });
-        };
-        let name = match host.parse::<IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(host.to_owned()).map_err(|e| failed(Box::new(e)))?,
-        };
-        let stream = tokio::time::timeout(
-            self.shared.settings.connect_timeout,
-            tokio_rustls::TlsConnector::from(identity.client_config(&[])).connect(name, stream),
-        )
-        .await
-        .map_err(|elapsed| failed(Box::new(elapsed)))?
-        .map_err(|error| failed(Box::new(error)))?;
-        // The verifier accepted a certificate from the CA that names a service: is it the one
-        // this request is for? (An instance's port taken over by another service, say.)
-        let service = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(<[_]>::first)
-            .and_then(crate::mtls::service_of_certificate);
-        if !answers_for(service.as_deref(), expected) {
-            return Err(failed(
-                format!(
-                    "the instance is {}, not {}",
-                    service
-                        .as_deref()
-                        .map_or_else(|| "unnamed".to_owned(), crate::mtls::spiffe_id),
-                    crate::mtls::spiffe_id(expected.unwrap_or_default())
-                )
-                .into(),
-            ));
-        }
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| failed(Box::new(error)))?;
-        drive(connection, authority.clone());
+                .map_err(|error| TransportError::Connect {
+                    authority: target.authority.to_string(),
+                    source: Box::new(error),
+                })?;
+        drive(connection, target.authority.clone());
         Ok(Connection {
             sender,
             service: service.map(String::into_boxed_str),
@@ -276,6 +219,77 @@ impl Pool {
             }),
         })
     }
+}
+
+/// A connection to an instance: plain TCP, or mutual TLS.
+pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Connects to `authority` with `TCP_NODELAY`, then, given an identity, shakes hands over mutual
+/// TLS offering `alpn` (HTTP/1.1 when empty) and checks the peer is the `expected` service.
+/// Returns the stream and, over TLS, the service that answered. Every failure is a
+/// [`TransportError::Connect`]: nothing was sent.
+pub(crate) async fn dial(
+    authority: &Authority,
+    tls: Option<(&Identity, &[&[u8]])>,
+    expected: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<(Stream, Option<String>), TransportError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| TransportError::Connect {
+        authority: authority.to_string(),
+        source,
+    };
+    // An IPv6 literal keeps its brackets in the authority.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|elapsed| failed(Box::new(elapsed)))?
+        .map_err(|error| failed(Box::new(error)))?;
+    // Small requests and answers go out at once; Nagle's algorithm would hold them for the
+    // peer's delayed acknowledgement.
+    stream
+        .set_nodelay(true)
+        .map_err(|error| failed(Box::new(error)))?;
+    let Some((identity, alpn)) = tls else {
+        return Ok((Either::Left(stream), None));
+    };
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).map_err(|e| failed(Box::new(e)))?,
+    };
+    let stream = tokio::time::timeout(
+        connect_timeout,
+        tokio_rustls::TlsConnector::from(identity.client_config(alpn)).connect(name, stream),
+    )
+    .await
+    .map_err(|elapsed| failed(Box::new(elapsed)))?
+    .map_err(|error| failed(Box::new(error)))?;
+    // The verifier accepted a certificate from the CA that names a service: is it the one this
+    // request is for? (An instance's port taken over by another service, say.)
+    let service = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(<[_]>::first)
+        .and_then(crate::mtls::service_of_certificate);
+    if !answers_for(service.as_deref(), expected) {
+        return Err(failed(
+            format!(
+                "the instance is {}, not {}",
+                service
+                    .as_deref()
+                    .map_or_else(|| "unnamed".to_owned(), crate::mtls::spiffe_id),
+                crate::mtls::spiffe_id(expected.unwrap_or_default())
+            )
+            .into(),
+        ));
+    }
+    Ok((Either::Right(stream), service))
 }
 
 /// Runs one connection in its own task until it closes.

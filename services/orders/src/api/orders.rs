@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::AppState;
-use crate::clients::CatalogUnavailable;
+use crate::clients::{CatalogUnavailable, CustomerLookup};
 use crate::domain::{self, Address, PENDING, PricingError};
 use crate::saga::{self, Saga};
 use crate::store::sagas::SagaRecord;
@@ -59,11 +59,22 @@ pub struct OrderView {
     shipping_address: Address,
     status_history: Vec<StatusView>,
     cancel_reason: Option<String>,
+    /// Who it is for, as the users service knew them when it was placed (absent for orders
+    /// placed while it could not be asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer: Option<CustomerView>,
     /// Where the checkout saga is, when the view is of one order.
     #[serde(skip_serializing_if = "Option::is_none")]
     checkout: Option<CheckoutView>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// The customer of an order.
+#[derive(Debug, Serialize)]
+struct CustomerView {
+    name: String,
+    email: String,
 }
 
 /// The checkout saga as a customer sees it.
@@ -145,6 +156,10 @@ impl From<OrderRecord> for OrderView {
             status: order.status,
             shipping_address: order.address,
             cancel_reason: order.cancel_reason,
+            customer: order.customer.map(|c| CustomerView {
+                name: c.name,
+                email: c.email,
+            }),
             checkout: None,
             created_at: from_millis(order.created_at),
             updated_at: from_millis(order.updated_at),
@@ -233,6 +248,21 @@ pub async fn create(
             }
         })?;
 
+    // Who the order is for: an account deleted since the token was issued cannot order.
+    let customer = match state.users.customer(&caller).await {
+        CustomerLookup::Found(customer) => Some(customer),
+        CustomerLookup::Gone => {
+            return Err(
+                HttpError::unauthorized("the signed-in account no longer exists")
+                    .with_slug("unknown-user"),
+            );
+        }
+        // The order does not wait on a profile: it goes ahead without the snapshot.
+        CustomerLookup::Unknown(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "placing the order without the customer's details: the users service could not be asked");
+            None
+        }
+    };
     let now = now_millis();
     let order = OrderRecord {
         id: uuid::Uuid::now_v7().to_string(),
@@ -251,6 +281,7 @@ pub async fn create(
             reason: "order placed; checking out".to_owned(),
             at: now,
         }],
+        customer,
     };
     let deadline = i64::try_from(state.checkout_deadline.as_millis()).unwrap_or(i64::MAX);
     let saga = SagaRecord {

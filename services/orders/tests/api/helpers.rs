@@ -200,8 +200,22 @@ impl TestApp {
         Self::spawn_with(db, neighbours, Settings::default()).await
     }
 
-    /// With every neighbour at `neighbours` and these settings.
+    /// With every neighbour at `neighbours` and these settings (and no users service).
     pub(crate) async fn spawn_with(db: TestDatabase, neighbours: &str, settings: Settings) -> Self {
+        Self::spawn_full(db, neighbours, settings, None).await
+    }
+
+    /// With every HTTP neighbour at `neighbours`, and the users service (gRPC) at `users`.
+    pub(crate) async fn spawn_with_users(db: TestDatabase, neighbours: &str, users: &str) -> Self {
+        Self::spawn_full(db, neighbours, Settings::default(), Some(users)).await
+    }
+
+    async fn spawn_full(
+        db: TestDatabase,
+        neighbours: &str,
+        settings: Settings,
+        users: Option<&str>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
@@ -212,6 +226,12 @@ impl TestApp {
                 .discovery
                 .static_instances
                 .insert(service.into(), vec![neighbours.to_owned()]);
+        }
+        if let Some(users) = users {
+            chassis
+                .discovery
+                .static_instances
+                .insert("users".into(), vec![users.to_owned()]);
         }
         let shutdown = CancellationToken::new();
         let app = Application::build(Config { chassis, settings }, &shutdown)
@@ -344,4 +364,58 @@ pub(crate) async fn problem(response: Response) -> Value {
         "application/problem+json"
     );
     response.json().await.expect("problem json")
+}
+
+/// A users service that answers `users.GetUser` over gRPC (plain HTTP/2) for the accounts it
+/// is given, to the user themself; its URL.
+pub(crate) async fn fake_users(accounts: &[(&str, &str, &str)]) -> String {
+    use contracts::grpc::users::users_server::{SERVICE_NAME, Users, UsersServer};
+    use contracts::grpc::users::{GetUserRequest, User};
+
+    struct Accounts(Vec<User>);
+
+    #[tonic::async_trait]
+    impl Users for Accounts {
+        async fn get_user(
+            &self,
+            request: tonic::Request<GetUserRequest>,
+        ) -> Result<tonic::Response<User>, tonic::Status> {
+            let acting = request
+                .metadata()
+                .get("x-bazaar-user-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let id = &request.get_ref().id;
+            if acting != id {
+                return Err(tonic::Status::permission_denied("not yours"));
+            }
+            self.0
+                .iter()
+                .find(|u| &u.id == id)
+                .cloned()
+                .map(tonic::Response::new)
+                .ok_or_else(|| tonic::Status::not_found("no such account"))
+        }
+    }
+
+    let users = accounts
+        .iter()
+        .map(|(id, name, email)| User {
+            id: (*id).to_owned(),
+            email: (*email).to_owned(),
+            name: (*name).to_owned(),
+            roles: vec!["customer".to_owned()],
+            created_at_ms: 1,
+        })
+        .collect();
+    let app = axum::Router::new().route_service(
+        &format!("/{SERVICE_NAME}/{{*method}}"),
+        UsersServer::new(Accounts(users)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }

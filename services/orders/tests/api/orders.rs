@@ -2,13 +2,43 @@ use chassis::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
-use crate::helpers::{ADMIN, ALICE, BOB, Neighbours, TestApp, order_body, problem};
+use crate::helpers::{ADMIN, ALICE, BOB, Neighbours, TestApp, fake_users, order_body, problem};
 
 chassis::database_tests!(
     orders_are_priced_by_the_catalog_and_checked_out,
     an_idempotency_key_makes_placing_safe_to_retry,
     customers_see_only_their_own_orders,
+    the_order_names_its_customer_as_the_users_service_knows_them,
 );
+
+async fn the_order_names_its_customer_as_the_users_service_knows_them(db: TestDatabase) {
+    let catalog = Neighbours::start().await;
+    let users = fake_users(&[(ALICE, "Alice Liddell", "alice@example.com")]).await;
+    let app = TestApp::spawn_with_users(db, &catalog.uri(), &users).await;
+    let placed = app.place(ALICE, None, &order_body()).await;
+    assert_eq!(placed.status(), 202);
+    let order: Value = placed.json().await.expect("json");
+    assert_eq!(
+        order["customer"],
+        json!({"name": "Alice Liddell", "email": "alice@example.com"})
+    );
+    let id = order["id"].as_str().expect("id");
+    let read: Value = app
+        .get(ALICE, &format!("/orders/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(read["customer"]["email"], "alice@example.com", "stored");
+
+    // An account the users service does not know (deleted since the token was issued).
+    let refused = app.place(BOB, None, &order_body()).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        problem(refused).await["type"],
+        "urn:bazaar:problem:unknown-user"
+    );
+}
 
 async fn orders_are_priced_by_the_catalog_and_checked_out(db: TestDatabase) {
     let catalog = Neighbours::start().await;

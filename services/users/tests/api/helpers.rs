@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use chassis::config::ChassisConfig;
+use chassis::mtls::MtlsConfig;
 use chassis::testing::TestDatabase;
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -28,19 +29,33 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(db: TestDatabase, settings: Settings) -> Self {
+        Self::spawn_full(db, settings, MtlsConfig::default()).await
+    }
+
+    /// A users service behind mutual TLS (`url` is `https://`; `http` cannot reach it).
+    pub(crate) async fn spawn_with_mtls(db: TestDatabase, mtls: MtlsConfig) -> Self {
+        Self::spawn_full(db, Settings::default(), mtls).await
+    }
+
+    async fn spawn_full(db: TestDatabase, settings: Settings, mtls: MtlsConfig) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data = tempfile::tempdir().expect("data dir");
         let mut chassis = ChassisConfig::with_port(0);
         chassis.data_dir = data.path().to_path_buf();
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
+        let secure = mtls.enabled();
+        chassis.mtls = mtls;
         let app = Application::build(Config { chassis, settings })
             .await
             .expect("users starts");
-        let url = format!("http://{}", app.local_addr());
+        let scheme = if secure { "https" } else { "http" };
+        let url = format!("{scheme}://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+        if !secure {
+            chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+        }
         Self {
             url,
             http: reqwest::Client::new(),

@@ -2,5 +2,6 @@
 //! database and key folder, without a registry, and talks to it over HTTP.
 
 mod accounts;
+mod grpc;
 mod helpers;
 mod tokens;
