@@ -76,7 +76,7 @@ async fn one_checkout_is_one_trace_through_every_service() {
     let consumed = |spans: &[Value]| {
         let services: std::collections::BTreeSet<&str> =
             spans.iter().filter_map(|s| s["service"].as_str()).collect();
-        services.len() == 7
+        services.len() == 8
             && ["notifications", "recommendations"].iter().all(|service| {
                 spans.iter().any(|s| {
                     s["service"] == *service && s["name"] == "orders.order.confirmed process"
@@ -95,6 +95,7 @@ async fn one_checkout_is_one_trace_through_every_service() {
         "shipping",
         "notifications",
         "recommendations",
+        "users",
     ] {
         assert!(
             services.contains(service),
@@ -120,6 +121,15 @@ async fn one_checkout_is_one_trace_through_every_service() {
     assert_eq!(step["name"], "checkout charge");
     assert_eq!(parent(&spans, step)["span_id"], saga["span_id"]);
     find(&spans, "catalog", "POST /reservations");
+    // orders → users over gRPC, inside the request: who the customer is.
+    let lookup = find(&spans, "users", "POST /bazaar.users.v1.Users/GetUser");
+    let call = parent(&spans, lookup);
+    assert_eq!(
+        (&call["service"], &call["kind"]),
+        (&json!("orders"), &json!("client"))
+    );
+    assert_eq!(parent(&spans, call)["span_id"], placed["span_id"]);
+    assert_eq!(order["customer"]["email"], "ada@example.com", "{order}");
     find(&spans, "shipping", "POST /shipments");
     // orders → notifications: the event hop, a child of the publish and linked to it.
     let email = spans

@@ -161,10 +161,18 @@ where
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let matched = request.extensions().get::<MatchedPath>().map(|m| {
+        // A gRPC route is one per service; its path names the method, from a fixed set.
+        if grpc {
+            path.clone()
+        } else {
+            m.as_str().to_owned()
+        }
+    });
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
