@@ -94,6 +94,75 @@ async fn services_accept_only_the_callers_their_routes_name() {
         "{instances}"
     );
 
+    // Passwords and tokens never reach a log: sign up, fail and succeed at logging in, refresh,
+    // call with the token, then read every line every instance wrote.
+    let password = "a secret nobody logs 7d1f";
+    let gateway = &running.gateway;
+    let http = &running.http;
+    let signed_up = http
+        .post(format!("{gateway}/api/auth/signup"))
+        .json(&json!({"email": "quiet@example.com", "password": password, "name": "Quiet"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(signed_up.status(), 201);
+    let wrong = http
+        .post(format!("{gateway}/api/auth/login"))
+        .json(&json!({"email": "quiet@example.com", "password": format!("{password}!")}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status(), 401);
+    let tokens: Value = http
+        .post(format!("{gateway}/api/auth/login"))
+        .json(&json!({"email": "quiet@example.com", "password": password}))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("tokens");
+    let refreshed: Value = http
+        .post(format!("{gateway}/api/auth/refresh"))
+        .json(&json!({"refresh_token": tokens["refresh_token"]}))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("tokens");
+    let access = refreshed["access_token"].as_str().expect("access token");
+    let me = http
+        .get(format!("{gateway}/api/users/me?token={access}"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(me.status(), 200);
+    let secrets = [
+        password,
+        tokens["access_token"].as_str().expect("access"),
+        tokens["refresh_token"].as_str().expect("refresh"),
+        access,
+        refreshed["refresh_token"].as_str().expect("refresh"),
+    ];
+    // Give the access log lines a moment to be written.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for entry in std::fs::read_dir(running.data_dir.join("logs")).expect("logs") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("log");
+        for secret in secrets {
+            // The signature part of a token is enough to replay it.
+            let tail = secret.rsplit('.').next().unwrap_or(secret);
+            assert!(
+                !text.contains(tail),
+                "{} holds a secret ({}…)",
+                path.display(),
+                &tail[..tail.len().min(8)]
+            );
+        }
+    }
+
     // And the refusal is in the log, naming the caller.
     let log = std::fs::read_to_string(running.data_dir.join("logs").join("payments-1.log"))
         .expect("payments log");

@@ -1,7 +1,8 @@
 //! Access token verification at the edge.
 //!
-//! Tokens are EdDSA JWTs signed by `users`. The algorithm is pinned (a token claiming any other
-//! is refused before a key is looked up), and `exp`, `iss` and `aud` are checked. Public keys
+//! Tokens are EdDSA JWTs signed by `users`. The algorithm is pinned (a token claiming any other,
+//! `none` or HS256 keyed with a public key, is refused before a key is looked up), and `exp`,
+//! `nbf`, `iss` and `aud` are checked. Public keys
 //! come from the users JWKS, fetched through discovery and cached; an unknown `kid` triggers a
 //! refetch (at most one at a time, and not more often than [`REFETCH_INTERVAL`]), which is how
 //! a rotated key is picked up. Verified tokens are cached until they expire, since a signature
@@ -87,6 +88,8 @@ impl Verifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token that says it is not valid yet is refused (users never sets `nbf`).
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         Self {
             client,

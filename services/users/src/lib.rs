@@ -70,6 +70,13 @@ pub struct Settings {
     pub admin_emails: Vec<String>,
     /// Create the demo accounts (see [`demo`]) if they do not exist. `bazaar up` turns it on.
     pub seed_demo: bool,
+    /// Failed logins are counted over this window.
+    #[serde(with = "humantime_serde")]
+    pub login_window: Duration,
+    /// Failed logins of one account within the window before its logins are refused (429).
+    pub login_failures_per_account: u32,
+    /// Failed logins from one address within the window before its logins are refused (429).
+    pub login_failures_per_address: u32,
 }
 
 impl Default for Settings {
@@ -83,6 +90,9 @@ impl Default for Settings {
             keys_dir: None,
             admin_emails: Vec::new(),
             seed_demo: false,
+            login_window: Duration::from_secs(15 * 60),
+            login_failures_per_account: 10,
+            login_failures_per_address: 50,
         }
     }
 }

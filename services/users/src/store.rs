@@ -156,6 +156,70 @@ impl Store {
         row.map(|r| user_from_row(&r)).transpose()
     }
 
+    /// Failed logins since `since` (ms) for `account` and from `address`: each count, with the
+    /// time of the oldest.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.login_failures", otel.kind = "client", db.namespace = "users", db.operation.name = "login_failures"))]
+    pub async fn login_failures(
+        &self,
+        account: &str,
+        address: &str,
+        since: i64,
+    ) -> Result<[(i64, Option<i64>); 2], StoreError> {
+        let mut counts = [(0, None); 2];
+        for (count, (column, key)) in counts
+            .iter_mut()
+            .zip([("account", account), ("address", address)])
+        {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS failures, MIN(failed_at) AS oldest FROM login_failures \
+                 WHERE {column} = $1 AND failed_at > $2"
+            )))
+            .bind(key)
+            .bind(since)
+            .fetch_one(self.db.pool())
+            .await?;
+            *count = (row.try_get("failures")?, row.try_get("oldest")?);
+        }
+        Ok(counts)
+    }
+
+    /// Records a failed login, and forgets failures from before `forget_before` (ms).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.record_login_failure", otel.kind = "client", db.namespace = "users", db.operation.name = "record_login_failure"))]
+    pub async fn record_login_failure(
+        &self,
+        account: &str,
+        address: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_failures (id, account, address, failed_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(account)
+        .bind(address)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets the failed logins of `account` (it just logged in).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.clear_login_failures", otel.kind = "client", db.namespace = "users", db.operation.name = "clear_login_failures"))]
+    pub async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE account = $1")
+            .bind(account)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     /// The account with this id.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.find_by_id", otel.kind = "client", db.namespace = "users", db.operation.name = "find_by_id"))]
     pub async fn find_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {

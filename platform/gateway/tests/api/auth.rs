@@ -201,6 +201,54 @@ async fn bad_tokens_are_refused_with_a_reason() {
     )
     .expect("signs");
     assert_eq!(refused(forged).await, "urn:bazaar:problem:invalid-token");
+    // The real key, the wrong issuer.
+    let impostor = users::tokens::sign_access_token(
+        &key,
+        "another-issuer",
+        "bazaar",
+        user,
+        &[],
+        now,
+        Duration::from_secs(900),
+    )
+    .expect("signs");
+    assert_eq!(refused(impostor).await, "urn:bazaar:problem:invalid-token");
+    // The real key, not valid for another hour.
+    let claims = |extra: serde_json::Value| {
+        let mut claims = serde_json::json!({
+            "iss": "bazaar-users", "aud": "bazaar", "sub": user.to_string(),
+            "iat": now, "exp": now + 7200, "jti": uuid_v7().to_string(), "roles": ["admin"],
+        });
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        claims
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    let early = jsonwebtoken::encode(
+        &header,
+        &claims(serde_json::json!({"nbf": now + 3600})),
+        &key.encoding,
+    )
+    .expect("signs");
+    assert_eq!(refused(early).await, "urn:bazaar:problem:invalid-token");
+    // HS256, keyed with the published public key (the algorithm-confusion attack).
+    use base64::Engine as _;
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&key.public_x)
+        .expect("base64url");
+    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.kid = Some(key.kid.clone());
+    for secret in [public.as_slice(), key.public_x.as_bytes()] {
+        let confused = jsonwebtoken::encode(
+            &hs,
+            &claims(serde_json::json!({})),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .expect("signs");
+        assert_eq!(refused(confused).await, "urn:bazaar:problem:invalid-token");
+    }
 
     let malformed_header = stack
         .http

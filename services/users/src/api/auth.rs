@@ -1,13 +1,17 @@
 //! Sign-up, login, refresh and logout.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
 use chassis::db::now_millis;
 use chassis::error::Validation;
 use chassis::extract::Json;
+use chassis::mtls::CallerService;
 use contracts::auth::{ROLE_ADMIN, ROLE_CUSTOMER};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,25 +20,48 @@ use crate::domain::{DisplayName, Email, Password};
 use crate::store::{NewRefresh, NewUser, UserRecord};
 use crate::{passwords, tokens};
 
-/// Body of `POST /auth/signup`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/signup`. Its `Debug` leaves the password out.
+#[derive(Deserialize)]
 pub struct SignupRequest {
     email: String,
     password: String,
     name: String,
 }
 
-/// Body of `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/login`. Its `Debug` leaves the password out.
+#[derive(Deserialize)]
 pub struct LoginRequest {
     email: String,
     password: String,
 }
 
-/// Body of `POST /auth/refresh` and `POST /auth/logout`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/refresh` and `POST /auth/logout`. Its `Debug` leaves the token out.
+#[derive(Deserialize)]
 pub struct RefreshRequest {
     refresh_token: String,
+}
+
+impl std::fmt::Debug for SignupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignupRequest")
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest").finish_non_exhaustive()
+    }
 }
 
 /// Answer to a login or refresh.
@@ -125,6 +152,9 @@ pub async fn create_account(
 /// `POST /auth/login` → tokens.
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Option<Extension<CallerService>>,
+    headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, HttpError> {
     let mut v = Validation::new();
@@ -136,9 +166,15 @@ pub async fn login(
     }
     v.finish()?;
 
+    let email = body.email.trim().to_lowercase();
+    let attempt = Attempt {
+        account: chassis::idempotency::fingerprint([email.as_bytes()]),
+        address: client_address(peer, caller.as_deref(), &headers),
+    };
+    attempt.check(&state).await?;
     let user = state
         .store
-        .find_by_email(&body.email.trim().to_lowercase())
+        .find_by_email(&email)
         .await
         .map_err(UsersError::from)?;
     // Unknown email: verify against a dummy hash anyway, so both cases take the same time.
@@ -149,13 +185,100 @@ pub async fn login(
         .await
         .map_err(UsersError::internal)?;
     let Some(user) = user.filter(|_| matches) else {
-        tracing::info!("login refused");
+        tracing::info!(address = %attempt.address, "login refused");
+        attempt.failed(&state).await?;
         return Err(UsersError::InvalidCredentials.into());
     };
+    attempt.succeeded(&state).await?;
     let family = Uuid::now_v7().to_string();
     let tokens = issue_tokens(&state, &user, &family, None).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok(Json(tokens))
+}
+
+/// One login attempt, as throttling counts it: the account (a hash of its normalized email)
+/// and the client's address.
+struct Attempt {
+    account: String,
+    address: String,
+}
+
+impl Attempt {
+    /// 429 with `Retry-After` when the account or the address failed too often within the
+    /// window: checked before the password, so guessing costs no hashing either.
+    async fn check(&self, state: &AppState) -> Result<(), HttpError> {
+        let settings = &state.settings;
+        let window = i64::try_from(settings.login_window.as_millis()).unwrap_or(i64::MAX);
+        let now = now_millis();
+        let [account, address] = state
+            .store
+            .login_failures(&self.account, &self.address, now.saturating_sub(window))
+            .await
+            .map_err(UsersError::from)?;
+        let over = [
+            (account, settings.login_failures_per_account, "this account"),
+            (address, settings.login_failures_per_address, "this address"),
+        ]
+        .into_iter()
+        .find(|((failures, _), limit, _)| *failures >= i64::from(*limit));
+        let Some(((failures, oldest), _, whose)) = over else {
+            return Ok(());
+        };
+        // Free again when the oldest failure in the window leaves it.
+        let retry_after_ms = oldest.unwrap_or(now).saturating_add(window) - now;
+        let retry_after = u64::try_from(retry_after_ms.max(1000) / 1000).unwrap_or(1);
+        tracing::warn!(address = %self.address, failures, whose, "login throttled");
+        Err(HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-login-attempts",
+            "Too many failed logins",
+        )
+        .with_detail(format!(
+            "{failures} failed logins for {whose} in the last {}; try again in {retry_after} s",
+            humantime::format_duration(settings.login_window)
+        ))
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(retry_after),
+        ))
+    }
+
+    async fn failed(&self, state: &AppState) -> Result<(), HttpError> {
+        let window = i64::try_from(state.settings.login_window.as_millis()).unwrap_or(i64::MAX);
+        let now = now_millis();
+        state
+            .store
+            .record_login_failure(
+                &self.account,
+                &self.address,
+                now,
+                now.saturating_sub(window),
+            )
+            .await
+            .map_err(|e| UsersError::from(e).into())
+    }
+
+    async fn succeeded(&self, state: &AppState) -> Result<(), HttpError> {
+        state
+            .store
+            .clear_login_failures(&self.account)
+            .await
+            .map_err(|e| UsersError::from(e).into())
+    }
+}
+
+/// The client's address: the last hop the gateway added to `x-forwarded-for` when the gateway
+/// is the caller (or there is no mTLS to say who called), the connection's peer otherwise.
+fn client_address(peer: SocketAddr, caller: Option<&CallerService>, headers: &HeaderMap) -> String {
+    let trusted = caller.is_none_or(|c| c.name() == chassis::authz::GATEWAY);
+    headers
+        .get("x-forwarded-for")
+        .filter(|_| trusted)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|chain| chain.rsplit(',').next())
+        .map(str::trim)
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map_or_else(|| peer.ip().to_string(), |ip| ip.to_string())
 }
 
 /// `POST /auth/refresh` → a new pair; the presented token is spent.

@@ -4,4 +4,5 @@
 mod accounts;
 mod grpc;
 mod helpers;
+mod throttling;
 mod tokens;
