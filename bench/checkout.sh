@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Checkout throughput with tracing off and on, side by side.
+# Checkout throughput with tracing off and on, or with mTLS between services on and off, side
+# by side (COMPARE=tracing, the default, or COMPARE=mtls).
 #
 # Each round starts Bazaar afresh (release build, its own data directory), once with tracing
 # off (OTEL_SDK_DISABLED=true) and once with every trace recorded and sent to the telemetry
 # service (the default of `up`), then places orders through the gateway with wrk for DURATION
 # at CONNECTIONS, each order a whole checkout: reserve, charge, ship, confirm, the events and
-# the emails. It reports orders accepted per second (wrk) and checkouts confirmed per second
+# the emails. With COMPARE=mtls, tracing is off in both and the `off` setting runs
+# `up --no-mtls`. It reports orders accepted per second (wrk) and checkouts confirmed per second
 # (bazaar_orders_sagas_finished_total, counted until the last checkout finished), as medians
 # over ROUNDS rounds.
 #
@@ -13,12 +15,18 @@
 #
 #   bench/checkout.sh                        # 2 rounds of 20 s per setting
 #   ROUNDS=3 DURATION=30s CONNECTIONS=32 bench/checkout.sh
+#   COMPARE=mtls bench/checkout.sh           # what mutual TLS between services costs
 #   BAZAAR=/tmp/bazaar-old bench/checkout.sh # a build kept from before
 set -euo pipefail
 
 DURATION="${DURATION:-20s}"
 CONNECTIONS="${CONNECTIONS:-16}"
 ROUNDS="${ROUNDS:-2}"
+COMPARE="${COMPARE:-tracing}"
+case "$COMPARE" in
+    tracing | mtls) ;;
+    *) echo "COMPARE=$COMPARE: expected tracing or mtls" >&2; exit 2 ;;
+esac
 BASE_PORT="${BASE_PORT:-27900}"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,24 +47,37 @@ stop_up() {
 trap 'stop_up; rm -rf "$work"' EXIT
 
 gateway="http://127.0.0.1:$BASE_PORT"
-orders="http://127.0.0.1:$((BASE_PORT + 13))"
+orders_port=$((BASE_PORT + 13))
+# The orders service's metrics: over mTLS as the operator, when the services talk mTLS.
+orders_curl=()
 
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 
 # Checkouts finished with `status` so far, from the orders service's metrics.
 finished() {
-    curl -fsS "$orders/metrics" | awk -v s="$1" '
+    curl -fsS "${orders_curl[@]}" | awk -v s="$1" '
         $1 ~ /^bazaar_orders_sagas_finished_total\{/ && $1 ~ "status=\"" s "\"" { n += $2 }
         END { print n + 0 }'
 }
 
-# round TRACING -> "TRACING accepted/s confirmed/s cancelled non-2xx"
+# round SETTING -> "SETTING accepted/s confirmed/s cancelled non-2xx"; SETTING is whether the
+# compared feature (tracing or mTLS) is on or off.
 round() {
-    local tracing="$1" data="$work/data-$1-$RANDOM"
+    local setting="$1" data="$work/data-$1-$RANDOM"
+    local tracing=off mtls=on
+    if [ "$COMPARE" = tracing ]; then tracing="$setting"; else mtls="$setting"; fi
+    if [ "$mtls" = on ]; then
+        orders_curl=(--cacert "$data/pki/ca.pem" --cert "$data/pki/operator.pem"
+            --key "$data/pki/operator.key" "https://localhost:$orders_port/metrics")
+    else
+        orders_curl=("http://127.0.0.1:$orders_port/metrics")
+    fi
     (
         [ "$tracing" = off ] && export OTEL_SDK_DISABLED=true
+        flags=()
+        [ "$mtls" = off ] && flags=(--no-mtls)
         BAZAAR_LOG__LEVEL=warn exec "$bazaar" up --data-dir "$data" --base-port "$BASE_PORT" \
-            >"$work/up.log" 2>&1 </dev/null
+            "${flags[@]}" >"$work/up.log" 2>&1 </dev/null
     ) &
     up_pid=$!
     for _ in $(seq 1 600); do
@@ -110,22 +131,23 @@ EOF
     confirmed="$(finished confirmed)"
     cancelled="$(finished cancelled)"
     stop_up
-    python3 -c "print(f'$tracing {$accepted:.1f} {($confirmed - $before) / ($ended - $started):.1f} {int($cancelled)} ${non2xx:-0}')"
+    python3 -c "print(f'$setting {$accepted:.1f} {($confirmed - $before) / ($ended - $started):.1f} {int($cancelled)} ${non2xx:-0}')"
 }
 
 results="$work/results"
 for r in $(seq 1 "$ROUNDS"); do
-    for tracing in off on; do
-        round "$tracing" >>"$results"
+    for setting in off on; do
+        round "$setting" >>"$results"
     done
 done
 
 echo "Bazaar $("$bazaar" --version | awk '{print $2}'), $(nproc) cores, $CONNECTIONS connections, $DURATION per run, median of $ROUNDS rounds"
 echo
-python3 - "$results" <<'PY'
+python3 - "$results" "$COMPARE" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
-print("| tracing | orders accepted/s | checkouts confirmed/s | cancelled | non-2xx |")
+compare = sys.argv[2]
+print(f"| {compare} | orders accepted/s | checkouts confirmed/s | cancelled | non-2xx |")
 print("|---|---:|---:|---:|---:|")
 medians = {}
 for setting in ("off", "on"):
@@ -133,8 +155,10 @@ for setting in ("off", "on"):
     accepted = statistics.median(float(r[1]) for r in runs)
     confirmed = statistics.median(float(r[2]) for r in runs)
     medians[setting] = confirmed
-    print(f"| {setting} (every trace recorded) |" if setting == "on" else "| off |", end="")
+    label = "on (every trace recorded)" if compare == "tracing" and setting == "on" else setting
+    print(f"| {label} |", end="")
     print(f" {accepted:.1f} | {confirmed:.1f} | {sum(int(r[3]) for r in runs)} | {sum(int(r[4]) for r in runs)} |")
 if medians["off"] > 0:
-    print(f"\nTracing costs {100 * (1 - medians['on'] / medians['off']):.1f} % of checkout throughput.")
+    name = "Tracing" if compare == "tracing" else "mTLS between services"
+    print(f"\n{name} costs {100 * (1 - medians['on'] / medians['off']):.1f} % of checkout throughput.")
 PY

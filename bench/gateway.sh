@@ -9,6 +9,9 @@
 #   gateway       GET /api/categories through the gateway (public route)
 #   gateway+auth  GET /api/bench/categories through the gateway: token verified, rate limited
 #
+# Services talk plain HTTP to each other here (`up --no-mtls`): wrk and nginx call the catalog
+# directly and present no client certificate. bench/mtls.sh measures what mTLS adds.
+#
 # Access logs are off on both proxies (BAZAAR_LOG__LEVEL=warn, nginx `access_log off`), and
 # so is tracing (OTEL_SDK_DISABLED=true; TRACING=on keeps it, to measure what it costs), so
 # the numbers compare proxying, not log writing or span export. Prints a Markdown table of medians over the
@@ -66,7 +69,7 @@ case "$TRACING" in
     *) echo "TRACING=$TRACING: expected on or off" >&2; exit 2 ;;
 esac
 BAZAAR_LOG__LEVEL=warn "$bazaar" up --data-dir "$work/data" --base-port "$BASE_PORT" \
-    --config "$work/bench.toml" >"$work/up.log" 2>&1 </dev/null &
+    --config "$work/bench.toml" --no-mtls >"$work/up.log" 2>&1 </dev/null &
 up_pid=$!
 for _ in $(seq 1 600); do
     grep -q "Press Ctrl-C to stop" "$work/up.log" && break
@@ -121,31 +124,6 @@ for url in "http://127.0.0.1:$NGINX_PORT/api/categories" "$gateway/api/categorie
 done
 [ "$(curl -fsS -H "authorization: Bearer $token" "$gateway/api/bench/categories")" = "$expected" ] ||
     { echo "the authenticated route answers differently" >&2; exit 1; }
-
-# Milliseconds from a wrk latency such as 812.00us, 1.20ms or 1.01s.
-to_ms() {
-    case "$1" in
-        *us) python3 -c "print(round(${1%us} / 1000, 3))" ;;
-        *ms) python3 -c "print(round(${1%ms}, 3))" ;;
-        *s) python3 -c "print(round(${1%s} * 1000, 3))" ;;
-        *) echo "?" ;;
-    esac
-}
-
-# run NAME URL CONNECTIONS [HEADER] -> "req/s p50 p99 errors"
-run() {
-    local url="$2" connections="$3" header="${4:-x-bench: 1}"
-    local threads=$((connections < 2 ? 1 : 2))
-    wrk -t"$threads" -c"$connections" -d"$WARMUP" -H "$header" "$url" >/dev/null
-    local out
-    out="$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency -H "$header" "$url")"
-    local rps p50 p99 errors
-    rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
-    p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
-    p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
-    errors="$(awk '/Non-2xx or 3xx responses/ {print $5}' <<<"$out")"
-    echo "$rps $p50 $p99 ${errors:-0}"
-}
 
 targets() {
     echo "direct $catalog/categories x-bench: 1"
