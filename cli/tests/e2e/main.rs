@@ -4,6 +4,7 @@
 mod checkout;
 mod cli;
 mod events;
+mod hostile;
 mod identity;
 mod releases;
 mod system;
