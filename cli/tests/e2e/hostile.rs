@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::checkout::shopper;
-use crate::system::Running;
+use crate::system::{Running, json_of};
 
 /// Sends `request`; asserts a 4xx problem+json (`status` when given) and returns its type.
 async fn refused(
@@ -36,14 +36,7 @@ async fn hostile_input_gets_clear_4xx_and_changes_nothing() {
     let running = Running::start(dir.path(), &[]);
     let http = &running.http;
     let ada = shopper(&running, "hostile@example.com").await;
-    let products_before: Value = http
-        .get(running.at("/api/products?page_size=100"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let products_before = json_of(http.get(running.at("/api/products?page_size=100"))).await;
     let keys = AtomicUsize::new(0);
     let order = |body: Vec<u8>| {
         http.post(running.at("/api/orders"))
@@ -116,14 +109,9 @@ async fn hostile_input_gets_clear_4xx_and_changes_nothing() {
         "a sku with SQL in it",
     )
     .await;
-    let search: Value = http
-        .get(running.at("/api/products?q=%27%3B%20DROP%20TABLE%20products%3B%20--"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let search =
+        json_of(http.get(running.at("/api/products?q=%27%3B%20DROP%20TABLE%20products%3B%20--")))
+            .await;
     assert_eq!(search["items"], json!([]), "{search}");
     refused(
         http.post(running.at("/api/auth/signup")).json(&json!({
@@ -169,24 +157,9 @@ async fn hostile_input_gets_clear_4xx_and_changes_nothing() {
     .await;
 
     // Nothing changed: the catalog is as it was, and Ada has no orders.
-    let products_after: Value = http
-        .get(running.at("/api/products?page_size=100"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let products_after = json_of(http.get(running.at("/api/products?page_size=100"))).await;
     assert_eq!(products_after, products_before);
-    let orders: Value = http
-        .get(running.at("/api/orders"))
-        .bearer_auth(&ada.token)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let orders = json_of(http.get(running.at("/api/orders")).bearer_auth(&ada.token)).await;
     assert_eq!(orders["items"], json!([]), "{orders}");
     // And nobody answered with a 5xx along the way.
     let metrics = http

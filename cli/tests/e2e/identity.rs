@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::system::{Running, client_as};
+use crate::system::{Running, client_as, json_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_accept_only_the_callers_their_routes_name() {
@@ -81,14 +81,7 @@ async fn services_accept_only_the_callers_their_routes_name() {
         .await
         .expect("answers");
     assert_eq!(refused.status(), 403);
-    let instances: Value = as_cart
-        .get(format!("{registry}/v1/services/payments"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let instances = json_of(as_cart.get(format!("{registry}/v1/services/payments"))).await;
     assert!(
         !instances.to_string().contains("payments-evil"),
         "{instances}"
@@ -113,24 +106,16 @@ async fn services_accept_only_the_callers_their_routes_name() {
         .await
         .expect("answers");
     assert_eq!(wrong.status(), 401);
-    let tokens: Value = http
-        .post(format!("{gateway}/api/auth/login"))
-        .json(&json!({"email": "quiet@example.com", "password": password}))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("tokens");
-    let refreshed: Value = http
-        .post(format!("{gateway}/api/auth/refresh"))
-        .json(&json!({"refresh_token": tokens["refresh_token"]}))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("tokens");
+    let tokens = json_of(
+        http.post(format!("{gateway}/api/auth/login"))
+            .json(&json!({"email": "quiet@example.com", "password": password})),
+    )
+    .await;
+    let refreshed = json_of(
+        http.post(format!("{gateway}/api/auth/refresh"))
+            .json(&json!({"refresh_token": tokens["refresh_token"]})),
+    )
+    .await;
     let access = refreshed["access_token"].as_str().expect("access token");
     let me = http
         .get(format!("{gateway}/api/users/me?token={access}"))

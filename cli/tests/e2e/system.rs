@@ -328,3 +328,14 @@ pub(crate) fn client_as(data_dir: &Path, name: &str) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// Sends `request` and reads its answer as JSON.
+pub(crate) async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
