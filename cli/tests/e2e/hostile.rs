@@ -178,3 +178,47 @@ async fn hostile_input_gets_clear_4xx_and_changes_nothing() {
         .collect();
     assert!(server_errors.is_empty(), "{server_errors:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_publishes_the_public_api_from_the_services_documents() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = Running::start(dir.path(), &[]);
+    let document = json_of(running.http.get(running.at("/api/openapi.json"))).await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/products", "get"),
+        ("/api/products", "post"),
+        ("/api/products/{id}", "get"),
+        ("/api/products/{id}/restock", "post"),
+        ("/api/categories", "get"),
+        ("/api/dashboard", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "no {method} {path} in {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        paths
+            .keys()
+            .all(|p| p.starts_with("/api/") || p.starts_with("/.well-known/")),
+        "internal routes leaked: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        document["components"]["schemas"]
+            .get("ProductView")
+            .is_some()
+    );
+    // Each service's own document, as the operator reads it over mTLS.
+    let catalog = json_of(
+        running
+            .http
+            .get(format!("{}/openapi.json", running.url_of("catalog"))),
+    )
+    .await;
+    assert!(catalog["paths"].get("/reservations").is_some(), "{catalog}");
+    assert_eq!(catalog["info"]["version"], env!("CARGO_PKG_VERSION"));
+}

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -227,7 +227,9 @@ struct Keys {
 
 struct KeysState {
     key: Arc<CertifiedKey>,
-    modified: Option<SystemTime>,
+    /// The certificate file as last read: a renewal is a file that reads differently. (Not its
+    /// modification time, which two writes within one clock tick share.)
+    seen: Vec<u8>,
     checked: Instant,
 }
 
@@ -253,7 +255,7 @@ impl Keys {
             service,
             state: Mutex::new(KeysState {
                 key,
-                modified: modified(&config.cert),
+                seen: std::fs::read(&config.cert).unwrap_or_default(),
                 checked: Instant::now(),
             }),
         })
@@ -264,9 +266,10 @@ impl Keys {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.checked.elapsed() >= self.config.reload_every {
             state.checked = Instant::now();
-            let now = modified(&self.config.cert);
-            if now != state.modified {
-                state.modified = now;
+            if let Ok(now) = std::fs::read(&self.config.cert)
+                && now != state.seen
+            {
+                state.seen = now;
                 self.renew(&mut state);
             }
         }
@@ -287,7 +290,7 @@ impl Keys {
             ),
             // Half-written files are the usual cause; the next check reads them again.
             Err(error) => {
-                state.modified = None;
+                state.seen.clear();
                 tracing::warn!(%error, "renewed certificate unusable; keeping the current one");
             }
         }
@@ -378,10 +381,6 @@ fn file_error(key: &str, path: &Path, reason: String) -> TlsError {
         path: path.to_path_buf(),
         reason,
     }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {

@@ -149,6 +149,8 @@ pub struct Server {
     own_fallback: bool,
     /// The app keeps its own deadlines; no `http.request_timeout` around it.
     own_deadlines: bool,
+    /// The service's OpenAPI document, served at `/openapi.json`.
+    openapi: Option<Arc<str>>,
 }
 
 /// The main listener: plain HTTP, or HTTPS that only services of the CA may call (mTLS).
@@ -230,6 +232,7 @@ impl Server {
             registers: config.discovery.registry.is_some(),
             own_fallback: false,
             own_deadlines: false,
+            openapi: None,
         })
     }
 
@@ -325,6 +328,18 @@ impl Server {
         self
     }
 
+    /// Serves `document` at `/openapi.json`, with the service's version; any caller may read it
+    /// (the gateway merges them into `/api/openapi.json`).
+    #[must_use]
+    pub fn with_openapi(mut self, mut document: utoipa::openapi::OpenApi) -> Self {
+        document.info.version.clone_from(&self.info.version);
+        match document.to_json() {
+            Ok(json) => self.openapi = Some(json.into()),
+            Err(error) => tracing::error!(%error, "the OpenAPI document does not serialize"),
+        }
+        self
+    }
+
     /// Lets the app's own fallback answer every path no route matches, as a proxy does
     /// (cheaper than a catch-all `/{*path}` route, which captures the path on every request).
     #[must_use]
@@ -370,6 +385,18 @@ impl Server {
         let (app, event_tasks) = match &self.events {
             Some(events) => (app.merge(events.routes()), events.start(&events_stop)),
             None => (app, Vec::new()),
+        };
+        let app = match self.openapi {
+            Some(document) => app.route(
+                "/openapi.json",
+                get(move || {
+                    std::future::ready(axum::response::IntoResponse::into_response((
+                        [(http::header::CONTENT_TYPE, "application/json")],
+                        document.to_string(),
+                    )))
+                }),
+            ),
+            None => app,
         };
         let mut app = app.merge(health::routes(Arc::clone(&readiness))).route(
             "/metrics",

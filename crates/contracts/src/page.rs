@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One page of a list. `next_cursor` is opaque; pass it back as `?cursor=` for the next page.
 /// It is `null` on the last page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items of this page.
     pub items: Vec<T>,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const TYPE_PREFIX: &str = "urn:bazaar:problem:";
 
 /// An `application/problem+json` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier of the kind of problem, `urn:bazaar:problem:<slug>`.
     #[serde(rename = "type")]
@@ -36,7 +36,7 @@ pub struct Problem {
 }
 
 /// One invalid input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Name of the field as it appears on the wire (`email`, `items[2].quantity`).
     pub field: String,

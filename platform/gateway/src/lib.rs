@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cors;
 pub mod dashboard;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod resilience;
@@ -288,6 +289,7 @@ impl Application {
         });
         let mut router = Router::new()
             .route("/api/dashboard", get(dashboard::dashboard))
+            .route("/api/openapi.json", get(openapi::document))
             .fallback(proxy::handle)
             .with_state(self.gateway);
         if let Some(cors) = self.cors {

@@ -22,6 +22,7 @@ use axum::Router;
 use axum::routing::{delete, get, patch, post};
 use chassis::HttpError;
 use chassis::authz::{GATEWAY, OPERATOR, callers};
+use contracts::problem::Problem;
 
 use crate::Settings;
 use crate::store::{Store, StoreError};
@@ -34,6 +35,30 @@ pub struct AppState {
     /// The `[catalog]` section.
     pub settings: Arc<Settings>,
 }
+
+/// The catalog's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar catalog",
+        description = "Products, categories, stock and reservations."
+    ),
+    paths(
+        products::list,
+        products::get,
+        products::categories,
+        products::create,
+        products::update,
+        products::restock,
+        reservations::create,
+        reservations::get,
+        reservations::release,
+        reservations::commit,
+        reservations::give_back,
+    ),
+    components(schemas(Problem))
+)]
+pub struct ApiDoc;
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {

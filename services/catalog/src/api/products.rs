@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use contracts::auth::ROLE_ADMIN;
 use contracts::money::Money;
 use contracts::page::Page;
+use contracts::problem::Problem;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,7 @@ use crate::domain::{self, Cursor, CursorKey, MAX_PAGE_SIZE, MAX_RESTOCK, Sku, So
 use crate::store::{ListQuery, ProductRecord};
 
 /// A product as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProductView {
     id: String,
     sku: String,
@@ -39,7 +40,7 @@ pub struct ProductView {
 }
 
 /// Stock of one sku.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InventoryView {
     /// Units in the warehouse.
     on_hand: i64,
@@ -90,7 +91,7 @@ impl From<ProductRecord> for ProductView {
 }
 
 /// A category as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CategoryView {
     slug: String,
     name: String,
@@ -100,7 +101,8 @@ pub struct CategoryView {
 }
 
 /// Query of `GET /products`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     category: Option<String>,
     q: Option<String>,
@@ -117,6 +119,11 @@ pub struct ListParams {
 }
 
 /// `GET /products`.
+#[utoipa::path(get, path = "/products", tag = "products", params(ListParams),
+    responses(
+        (status = 200, description = "One page of products", body = Page<ProductView>),
+        (status = 422, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -212,6 +219,12 @@ pub async fn list(
 }
 
 /// `GET /products/{id-or-sku}`: deactivated products are visible to admins only.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "The product's id or sku")),
+    responses(
+        (status = 200, description = "The product", body = ProductView),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -227,6 +240,8 @@ pub async fn get(
 }
 
 /// `GET /categories`.
+#[utoipa::path(get, path = "/categories", tag = "products",
+    responses((status = 200, description = "Every category", body = Page<CategoryView>)))]
 pub async fn categories(State(state): State<AppState>) -> Result<Response, HttpError> {
     let items: Vec<CategoryView> = state
         .store
@@ -244,7 +259,7 @@ pub async fn categories(State(state): State<AppState>) -> Result<Response, HttpE
 }
 
 /// Body of `POST /products`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewProduct {
     sku: String,
     name: String,
@@ -259,6 +274,14 @@ pub struct NewProduct {
 }
 
 /// `POST /products` (admin) → 201.
+#[utoipa::path(post, path = "/products", tag = "administration", request_body = NewProduct,
+    responses(
+        (status = 201, description = "The new product", body = ProductView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The sku is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -310,7 +333,7 @@ pub async fn create(
 }
 
 /// Body of `PATCH /products/{id}`: any subset of the fields; `active: false` deactivates.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ProductPatch {
     name: Option<String>,
     description: Option<String>,
@@ -321,6 +344,15 @@ pub struct ProductPatch {
 }
 
 /// `PATCH /products/{id}` (admin).
+#[utoipa::path(patch, path = "/products/{id}", tag = "administration", request_body = ProductPatch,
+    params(("id" = String, Path, description = "The product's id or sku")),
+    responses(
+        (status = 200, description = "The product as changed", body = ProductView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -384,12 +416,21 @@ pub async fn update(
 }
 
 /// Body of `POST /products/{id}/restock`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Restock {
     quantity: i64,
 }
 
 /// `POST /products/{id}/restock` (admin): adds units to the stock.
+#[utoipa::path(post, path = "/products/{id}/restock", tag = "administration", request_body = Restock,
+    params(("id" = String, Path, description = "The product's id or sku")),
+    responses(
+        (status = 200, description = "The product with its new stock", body = ProductView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The quantity is invalid", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn restock(
     State(state): State<AppState>,
     caller: Caller,

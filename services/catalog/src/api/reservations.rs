@@ -8,6 +8,7 @@ use chassis::error::Validation;
 use chassis::extract::{Json, Path};
 use chassis::idempotency;
 use chrono::{DateTime, Utc};
+use contracts::problem::Problem;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -16,20 +17,20 @@ use crate::domain::{Line, check_lines};
 use crate::store::reservations::{Moved, RELEASED, Reservation, Reserved};
 
 /// Body of `POST /reservations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReserveRequest {
     items: Vec<ReserveItem>,
 }
 
 /// One line.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReserveItem {
     sku: String,
     quantity: i64,
 }
 
 /// A reservation as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReservationView {
     id: String,
     status: String,
@@ -38,7 +39,7 @@ pub struct ReservationView {
     expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ItemView {
     sku: String,
     quantity: i64,
@@ -63,6 +64,14 @@ impl From<Reservation> for ReservationView {
 /// `POST /reservations`: 201 when stock is held, 200 when the key was seen with the same
 /// request (its reservation as it is now), 409 when stock is short, 422 for unknown skus or a
 /// key reused for a different request. Nothing is held unless every line is.
+#[utoipa::path(post, path = "/reservations", tag = "reservations", request_body = ReserveRequest,
+    params(("idempotency-key" = String, Header, description = "Makes the request safe to repeat")),
+    responses(
+        (status = 201, description = "Stock held", body = ReservationView),
+        (status = 200, description = "The key was seen with the same request", body = ReservationView),
+        (status = 409, description = "Not enough stock", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown skus, bad lines, or the key reused", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -120,6 +129,13 @@ pub async fn create(
 }
 
 /// `GET /reservations/{id}`.
+#[utoipa::path(get, path = "/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path, description = "The reservation's id")),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationView),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Its state does not allow it", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -133,6 +149,13 @@ pub async fn get(
 }
 
 /// `DELETE /reservations/{id}`: releases held stock; a no-op on a released or expired one.
+#[utoipa::path(delete, path = "/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path, description = "The reservation's id")),
+    responses(
+        (status = 200, description = "Released (or already)", body = ReservationView),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Its state does not allow it", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn release(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -141,6 +164,13 @@ pub async fn release(
 }
 
 /// `POST /reservations/{id}/commit`: held units become sold; a no-op on a committed one.
+#[utoipa::path(post, path = "/reservations/{id}/commit", tag = "reservations",
+    params(("id" = String, Path, description = "The reservation's id")),
+    responses(
+        (status = 200, description = "Committed (or already)", body = ReservationView),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Its state does not allow it", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -150,6 +180,13 @@ pub async fn commit(
 
 /// `POST /reservations/{id}/return`: committed units go back on hand (an order cancelled after
 /// confirmation); a no-op on a returned one.
+#[utoipa::path(post, path = "/reservations/{id}/return", tag = "reservations",
+    params(("id" = String, Path, description = "The reservation's id")),
+    responses(
+        (status = 200, description = "Returned (or already)", body = ReservationView),
+        (status = 404, description = "No such reservation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Its state does not allow it", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn give_back(
     State(state): State<AppState>,
     Path(id): Path<String>,
