@@ -288,6 +288,79 @@ impl Validation {
     }
 }
 
+/// Adds to every operation of an OpenAPI document (as JSON) the problems the chassis answers on
+/// any route, where the operation does not say them itself: 400 for a body, query or path it
+/// cannot read; and, with a request body, 413 (too large), 415 (not JSON) and 422 (invalid).
+/// Also adds the `Problem` schema they refer to.
+pub fn document_common_problems(document: &mut serde_json::Value) {
+    use serde_json::json;
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in item.iter_mut() {
+            if !matches!(
+                method.as_str(),
+                "get" | "put" | "post" | "delete" | "options" | "head" | "patch" | "trace"
+            ) {
+                continue;
+            }
+            let has_body = operation.get("requestBody").is_some();
+            let has_parameters = operation
+                .get("parameters")
+                .and_then(|p| p.as_array())
+                .is_some_and(|p| !p.is_empty());
+            let Some(responses) = operation
+                .as_object_mut()
+                .map(|o| o.entry("responses").or_insert_with(|| json!({})))
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| problem(description));
+            };
+            if has_body || has_parameters {
+                add("400", "The body, query or path cannot be read");
+            }
+            if has_body {
+                add("413", "The body is too large");
+                add("415", "The body is not JSON");
+                add("422", "A field is invalid");
+            }
+        }
+    }
+    let schema = serde_json::to_value(<contracts::problem::Problem as utoipa::PartialSchema>::schema())
+        .unwrap_or_default();
+    let field = serde_json::to_value(
+        <contracts::problem::FieldError as utoipa::PartialSchema>::schema(),
+    )
+    .unwrap_or_default();
+    if let Some(components) = document
+        .as_object_mut()
+        .map(|d| d.entry("components").or_insert_with(|| json!({})))
+        .and_then(|c| c.as_object_mut())
+        && let Some(schemas) = components
+            .entry("schemas")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+    {
+        schemas.entry("Problem").or_insert(schema);
+        schemas.entry("FieldError").or_insert(field);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

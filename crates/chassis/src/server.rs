@@ -331,10 +331,16 @@ impl Server {
     /// Serves `document` at `/openapi.json`, with the service's version; any caller may read it
     /// (the gateway merges them into `/api/openapi.json`).
     #[must_use]
+    ///
+    /// The answers the chassis gives on any route are added where the document leaves them out
+    /// ([`crate::error::document_common_problems`]).
     pub fn with_openapi(mut self, mut document: utoipa::openapi::OpenApi) -> Self {
         document.info.version.clone_from(&self.info.version);
-        match document.to_json() {
-            Ok(json) => self.openapi = Some(json.into()),
+        match serde_json::to_value(&document) {
+            Ok(mut json) => {
+                crate::error::document_common_problems(&mut json);
+                self.openapi = Some(json.to_string().into());
+            }
             Err(error) => tracing::error!(%error, "the OpenAPI document does not serialize"),
         }
         self

@@ -16,7 +16,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 
 use crate::proxy::Gateway;
-use crate::routes::Route;
+use crate::routes::{AuthMode, Route};
 
 /// Longest wait for one service's document.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,7 +95,9 @@ pub fn merge(routes: &[Route], documents: &[(String, Value)], missing: &[String]
                     if let (Some(operation), true) = (item.get(method), allowed)
                         && let Some(entry) = entry.as_object_mut()
                     {
-                        entry.entry(method).or_insert_with(|| operation.clone());
+                        entry
+                            .entry(method)
+                            .or_insert_with(|| through(route, operation.clone()));
                     }
                 }
             }
@@ -132,6 +134,45 @@ pub fn merge(routes: &[Route], documents: &[(String, Value)], missing: &[String]
         document["x-bazaar-missing"] = json!(missing);
     }
     document
+}
+
+/// `operation` as the gateway serves it on `route`: with the bearer token it asks for, and the
+/// answers it gives itself (401 for a missing or bad token, 403 without the role, 429 over the
+/// rate limit).
+fn through(route: &Route, mut operation: Value) -> Value {
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    if route.auth != AuthMode::None {
+        operation["security"] = if route.auth == AuthMode::Required {
+            json!([{"bearer": []}])
+        } else {
+            json!([{}, {"bearer": []}])
+        };
+    }
+    if let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    {
+        let mut add = |status: &str, description: &str| {
+            responses
+                .entry(status)
+                .or_insert_with(|| problem(description));
+        };
+        if route.auth != AuthMode::None {
+            add("401", "The access token is missing, invalid or expired");
+        }
+        if !route.roles.is_empty() {
+            add("403", "The caller lacks the role the route needs");
+        }
+        if route.rate_limit.is_some() {
+            add("429", "Too many requests; Retry-After says when to come back");
+        }
+    }
+    operation
 }
 
 /// The public path of `upstream_path` through `route`, if the route leads there.
