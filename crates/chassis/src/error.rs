@@ -290,7 +290,8 @@ impl Validation {
 
 /// Adds to every operation of an OpenAPI document (as JSON) the problems the chassis answers on
 /// any route, where the operation does not say them itself: 400 for a body, query or path it
-/// cannot read; and, with a request body, 413 (too large), 415 (not JSON) and 422 (invalid).
+/// cannot read and 422 for a field or parameter it refuses; with a request body, also 413 (too
+/// large) and 415 (not JSON).
 /// Also adds the `Problem` schema they refer to.
 pub fn document_common_problems(document: &mut serde_json::Value) {
     use serde_json::json;
@@ -333,20 +334,20 @@ pub fn document_common_problems(document: &mut serde_json::Value) {
             };
             if has_body || has_parameters {
                 add("400", "The body, query or path cannot be read");
+                add("422", "A field or parameter is invalid");
             }
             if has_body {
                 add("413", "The body is too large");
                 add("415", "The body is not JSON");
-                add("422", "A field is invalid");
             }
         }
     }
-    let schema = serde_json::to_value(<contracts::problem::Problem as utoipa::PartialSchema>::schema())
-        .unwrap_or_default();
-    let field = serde_json::to_value(
-        <contracts::problem::FieldError as utoipa::PartialSchema>::schema(),
-    )
-    .unwrap_or_default();
+    let schema =
+        serde_json::to_value(<contracts::problem::Problem as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+    let field =
+        serde_json::to_value(<contracts::problem::FieldError as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
     if let Some(components) = document
         .as_object_mut()
         .map(|d| d.entry("components").or_insert_with(|| json!({})))

@@ -169,7 +169,10 @@ fn through(route: &Route, mut operation: Value) -> Value {
             add("403", "The caller lacks the role the route needs");
         }
         if route.rate_limit.is_some() {
-            add("429", "Too many requests; Retry-After says when to come back");
+            add(
+                "429",
+                "Too many requests; Retry-After says when to come back",
+            );
         }
     }
     operation

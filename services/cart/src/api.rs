@@ -25,6 +25,7 @@ use chassis::error::Validation;
 use chassis::extract::{Json, Path};
 use contracts::money::Money;
 use contracts::page::Page;
+use contracts::problem::Problem;
 use contracts::sku::Sku;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,17 @@ pub struct AppState {
     /// The catalog's name in discovery.
     pub catalog_service: String,
 }
+
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar cart",
+        description = "Carts of anonymous visitors and customers, priced by the catalog."
+    ),
+    paths(view, add, set, remove, clear)
+)]
+pub struct ApiDoc;
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
@@ -143,7 +155,7 @@ async fn owner(
 }
 
 /// A cart as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CartView {
     /// The anonymous cart's id, to send back as `x-cart-id`; `null` for a customer's cart.
     cart_id: Option<String>,
@@ -157,7 +169,7 @@ pub struct CartView {
 }
 
 /// One line, priced.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     sku: String,
     quantity: u32,
@@ -256,6 +268,8 @@ async fn render(state: &AppState, owner: Option<&Owner>, cart: Cart) -> Response
 }
 
 /// `GET /cart`.
+#[utoipa::path(get, path = "/cart", tag = "cart", params(("x-cart-id" = Option<String>, Header, description = "The anonymous cart, as the first change handed it out")),
+    responses((status = 200, description = "The cart, priced by the catalog", body = CartView)))]
 pub async fn view(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -270,14 +284,14 @@ pub async fn view(
 }
 
 /// Body of `POST /cart/items`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddItem {
     sku: String,
     quantity: u32,
 }
 
 /// Body of `PUT /cart/items/{sku}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetQuantity {
     quantity: u32,
 }
@@ -306,6 +320,12 @@ async fn change(
 }
 
 /// `POST /cart/items`: adds units; a new anonymous cart's id comes back in `x-cart-id`.
+#[utoipa::path(post, path = "/cart/items", tag = "cart", request_body = AddItem, params(("x-cart-id" = Option<String>, Header, description = "The anonymous cart, as the first change handed it out")),
+    responses(
+        (status = 200, description = "The cart with the units added", body = CartView),
+        (status = 404, description = "The anonymous cart is unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cart is full", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn add(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -331,6 +351,12 @@ pub async fn add(
 }
 
 /// `PUT /cart/items/{sku}`: sets the quantity; 0 removes the line.
+#[utoipa::path(put, path = "/cart/items/{sku}", tag = "cart", request_body = SetQuantity, params(("sku" = String, Path, description = "The product's sku"), ("x-cart-id" = Option<String>, Header, description = "The anonymous cart, as the first change handed it out")),
+    responses(
+        (status = 200, description = "The cart with the line changed", body = CartView),
+        (status = 404, description = "The anonymous cart is unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cart is full", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn set(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -352,6 +378,11 @@ pub async fn set(
 }
 
 /// `DELETE /cart/items/{sku}`.
+#[utoipa::path(delete, path = "/cart/items/{sku}", tag = "cart", params(("sku" = String, Path, description = "The product's sku"), ("x-cart-id" = Option<String>, Header, description = "The anonymous cart, as the first change handed it out")),
+    responses(
+        (status = 200, description = "The cart without the line", body = CartView),
+        (status = 404, description = "The anonymous cart is unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -363,6 +394,11 @@ pub async fn remove(
 }
 
 /// `DELETE /cart`: empties the cart.
+#[utoipa::path(delete, path = "/cart", tag = "cart", params(("x-cart-id" = Option<String>, Header, description = "The anonymous cart, as the first change handed it out")),
+    responses(
+        (status = 204, description = "Emptied"),
+        (status = 404, description = "The anonymous cart is unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn clear(
     State(state): State<AppState>,
     caller: Option<Caller>,

@@ -116,7 +116,9 @@ impl Application {
             .into());
         };
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
-        let server = Server::bind(info, &config.chassis).await?;
+        let server = Server::bind(info, &config.chassis)
+            .await?
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi());
         let catalog = ServiceClient::over_http(
             server.transport(),
             &config.chassis.discovery,

@@ -14,6 +14,7 @@ use chassis::db::from_millis;
 use chassis::extract::{Json, Query};
 use chrono::{DateTime, Utc};
 use contracts::page::Page;
+use contracts::problem::Problem;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{EmailRecord, Store};
@@ -25,6 +26,17 @@ pub struct AppState {
     pub store: Store,
 }
 
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar notifications",
+        description = "The emails customers get, from the other services' events."
+    ),
+    paths(list)
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -34,7 +46,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// An email as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmailView {
     id: String,
     kind: String,
@@ -68,13 +80,19 @@ impl From<EmailRecord> for EmailView {
 }
 
 /// Query of `GET /emails`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     to: Option<String>,
 }
 
 /// `GET /emails?to=` (admin; `/api/emails` through the gateway): the newest 100 emails, to one
 /// address when `to` is given, newest first.
+#[utoipa::path(get, path = "/emails", tag = "emails", params(ListParams),
+    responses(
+        (status = 200, description = "The newest emails", body = Page<EmailView>),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

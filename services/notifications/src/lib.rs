@@ -115,7 +115,10 @@ impl Application {
         let state = api::AppState {
             store: store::Store::new(db.clone()),
         };
-        let server = server.with_database(db).with_events(events);
+        let server = server
+            .with_database(db)
+            .with_events(events)
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi());
         Ok(Self {
             server,
             state,

@@ -40,6 +40,24 @@ pub struct AppState {
     pub checkout_deadline: Duration,
 }
 
+/// The orders service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar orders",
+        description = "Orders and the checkout sagas that confirm or cancel them."
+    ),
+    paths(
+        orders::create,
+        orders::list,
+        orders::get,
+        orders::cancel,
+        sagas::of_order,
+        sagas::list
+    )
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -169,7 +169,7 @@ pub fn is_payment_token(token: &str) -> bool {
 }
 
 /// A shipping address, checked.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Address {
     /// Recipient.
     pub name: String,

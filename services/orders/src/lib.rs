@@ -123,7 +123,10 @@ impl Application {
         );
         let events = server.events(&db);
         let metrics = runner::SagaMetrics::register(server.metrics_registry());
-        let server = server.with_database(db).with_events(events);
+        let server = server
+            .with_database(db)
+            .with_events(events)
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi());
         // The runner stops with its own token, cancelled once the server has drained, so
         // requests in flight can still start sagas.
         let stop = CancellationToken::new();

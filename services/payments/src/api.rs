@@ -26,6 +26,7 @@ use chassis::idempotency;
 use chrono::{DateTime, Datelike, Utc};
 use contracts::money::Money;
 use contracts::page::Page;
+use contracts::problem::Problem;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,25 @@ pub struct AppState {
     /// The card processor.
     pub processor: Arc<dyn Processor>,
 }
+
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar payments",
+        description = "Cards, charges, refunds and a ledger, through a simulated processor."
+    ),
+    paths(
+        register_payment_method,
+        payment_methods,
+        charge,
+        get_charge,
+        list,
+        refund,
+        balance
+    )
+)]
+pub struct ApiDoc;
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
@@ -68,7 +88,7 @@ fn hash(parts: &[&str]) -> String {
 }
 
 /// A charge as the API shows it: never the card number, only brand and last four digits.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChargeView {
     id: String,
     order_id: String,
@@ -81,7 +101,7 @@ pub struct ChargeView {
     created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CardView {
     brand: String,
     last4: String,
@@ -114,7 +134,7 @@ impl From<ChargeRecord> for ChargeView {
 
 /// Body of `POST /payment-methods`: card details, which pass through to the processor and are
 /// never stored, logged or shown whole.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CardDetails {
     card_number: String,
     exp_month: u32,
@@ -129,7 +149,7 @@ impl std::fmt::Debug for CardDetails {
 }
 
 /// A payment method as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentMethodView {
     id: String,
     brand: String,
@@ -165,6 +185,11 @@ fn this_month() -> (u32, u32) {
 
 /// `POST /payment-methods` (`/api/payment-methods` through the gateway): registers the caller's
 /// card with the processor and answers 201 with its token. Orders are paid with the token.
+#[utoipa::path(post, path = "/payment-methods", tag = "payment methods", request_body = CardDetails,
+    responses(
+        (status = 201, description = "The card, as a token to pay with", body = PaymentMethodView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn register_payment_method(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,6 +227,11 @@ pub async fn register_payment_method(
 }
 
 /// `GET /payment-methods`: the caller's cards, newest first.
+#[utoipa::path(get, path = "/payment-methods", tag = "payment methods",
+    responses(
+        (status = 200, description = "The caller's cards, newest first", body = Page<PaymentMethodView>),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn payment_methods(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,7 +247,7 @@ pub async fn payment_methods(
 }
 
 /// Body of `POST /charges`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChargeRequest {
     order_id: String,
     user_id: String,
@@ -251,6 +281,14 @@ fn answer(charge: ChargeRecord, replay: bool) -> Response {
 
 /// `POST /charges`. A declined charge is stored too, so repeating the request with its key gets
 /// the same 402; a transient processor failure stores nothing (503) and may be retried.
+#[utoipa::path(post, path = "/charges", tag = "charges", request_body = ChargeRequest,
+    params(("idempotency-key" = String, Header, description = "Makes the charge safe to repeat")),
+    responses(
+        (status = 201, description = "Charged", body = ChargeView),
+        (status = 200, description = "The key was used before with this request", body = ChargeView),
+        (status = 402, description = "Declined", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key was used with another request", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn charge(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -369,6 +407,11 @@ pub async fn charge(
 
 /// `GET /charges/{id}`.
 /// A customer sees only their own charges (404 for others'), an administrator or a service any.
+#[utoipa::path(get, path = "/charges/{id}", tag = "charges", params(("id" = String, Path, description = "The charge's id")),
+    responses(
+        (status = 200, description = "The charge", body = ChargeView),
+        (status = 404, description = "No such charge of the caller's", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_charge(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -381,13 +424,16 @@ pub async fn get_charge(
 }
 
 /// Query of `GET /charges`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     order_id: String,
 }
 
 /// `GET /charges?order_id=` (`GET /api/payments?order_id=` through the gateway): a customer
 /// sees only their own charges, an administrator or a service every one.
+#[utoipa::path(get, path = "/charges", tag = "charges", params(ListQuery),
+    responses((status = 200, description = "The charges of an order", body = Page<ChargeView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -409,13 +455,13 @@ pub async fn list(
 }
 
 /// Body of `POST /charges/{id}/refunds`; no amount refunds what is left.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct RefundRequest {
     amount: Option<Money>,
 }
 
 /// A refund as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RefundView {
     id: String,
     charge_id: String,
@@ -424,6 +470,14 @@ pub struct RefundView {
 }
 
 /// `POST /charges/{id}/refunds`: 201, 200 for a replay, 409 beyond what was charged.
+#[utoipa::path(post, path = "/charges/{id}/refunds", tag = "charges", request_body = RefundRequest,
+    params(("id" = String, Path, description = "The charge's id"), ("idempotency-key" = String, Header, description = "Makes the refund safe to repeat")),
+    responses(
+        (status = 201, description = "Refunded", body = RefundView),
+        (status = 200, description = "The key was used before with this request", body = RefundView),
+        (status = 404, description = "No such charge", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Beyond what was charged", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn refund(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -472,6 +526,9 @@ pub async fn refund(
 }
 
 /// `GET /balances/{order_id}`.
+#[utoipa::path(get, path = "/balances/{order_id}", tag = "charges",
+    params(("order_id" = String, Path, description = "The order")),
+    responses((status = 200, description = "Charged, refunded and net, in minor units", body = Object)))]
 pub async fn balance(
     State(state): State<AppState>,
     Path(order_id): Path<String>,

@@ -14,6 +14,7 @@ use chassis::authz::{GATEWAY, callers};
 use chassis::error::Validation;
 use chassis::extract::{Json, Query};
 use contracts::page::Page;
+use contracts::problem::Problem;
 use contracts::sku::Sku;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,17 @@ pub struct AppState {
     pub store: Store,
 }
 
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar recommendations",
+        description = "Products bought together: a read model built from events."
+    ),
+    paths(for_product, for_me)
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -36,7 +48,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A recommendation as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecommendationView {
     sku: String,
     name: String,
@@ -55,7 +67,8 @@ impl From<Recommendation> for RecommendationView {
 }
 
 /// Query of the recommendation routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
     product: Option<String>,
     limit: Option<i64>,
@@ -79,6 +92,8 @@ fn page(items: Vec<Recommendation>) -> Json<Page<RecommendationView>> {
 }
 
 /// `GET /recommendations?product=<sku>`: what other customers bought with it, most first.
+#[utoipa::path(get, path = "/recommendations", tag = "recommendations", params(Params),
+    responses((status = 200, description = "Bought together with the product, most first", body = Page<RecommendationView>)))]
 pub async fn for_product(
     State(state): State<AppState>,
     Query(params): Query<Params>,
@@ -107,6 +122,11 @@ pub async fn for_product(
 
 /// `GET /recommendations/for-me`: bought together with what the caller bought before (or, for a
 /// new customer, what sells most).
+#[utoipa::path(get, path = "/recommendations/for-me", tag = "recommendations", params(Params),
+    responses(
+        (status = 200, description = "Bought together with what the caller bought", body = Page<RecommendationView>),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn for_me(
     State(state): State<AppState>,
     caller: Caller,

@@ -22,6 +22,7 @@ use chassis::idempotency;
 use chrono::{DateTime, Utc};
 use contracts::auth::ROLE_ADMIN;
 use contracts::page::Page;
+use contracts::problem::Problem;
 use contracts::sku::Sku;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,17 @@ pub struct AppState {
     /// The database.
     pub store: Store,
 }
+
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar shipping",
+        description = "Shipments with carriers and tracking, cancellable until shipped."
+    ),
+    paths(create, get_one, list, cancel, advance)
+)]
+pub struct ApiDoc;
 
 /// The API routes.
 pub fn router(state: AppState) -> Router {
@@ -56,7 +68,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Where a parcel goes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Address {
     name: String,
     line1: String,
@@ -68,14 +80,14 @@ pub struct Address {
 }
 
 /// What a parcel holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     sku: String,
     quantity: i64,
 }
 
 /// Body of `POST /shipments`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewShipment {
     order_id: String,
     user_id: String,
@@ -84,7 +96,7 @@ pub struct NewShipment {
 }
 
 /// A shipment as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShipmentView {
     id: String,
     order_id: String,
@@ -99,7 +111,7 @@ pub struct ShipmentView {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TrackingView {
     status: String,
     at: DateTime<Utc>,
@@ -131,6 +143,13 @@ impl From<Shipment> for ShipmentView {
 }
 
 /// `POST /shipments` → 201, 200 for a replay.
+#[utoipa::path(post, path = "/shipments", tag = "shipments", request_body = NewShipment,
+    params(("idempotency-key" = String, Header, description = "Makes the request safe to repeat")),
+    responses(
+        (status = 201, description = "The shipment", body = ShipmentView),
+        (status = 200, description = "The key was used before with this request", body = ShipmentView),
+        (status = 409, description = "The key was used with another request", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -239,6 +258,11 @@ async fn found(state: &AppState, id: &str) -> Result<Shipment, HttpError> {
 
 /// `GET /shipments/{id}`.
 /// A customer sees only their own shipments (404 for others'), an administrator or a service any.
+#[utoipa::path(get, path = "/shipments/{id}", tag = "shipments", params(("id" = String, Path, description = "The shipment's id")),
+    responses(
+        (status = 200, description = "The shipment", body = ShipmentView),
+        (status = 404, description = "No such shipment of the caller's", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_one(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -255,13 +279,16 @@ pub async fn get_one(
 }
 
 /// Query of `GET /shipments`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     order_id: String,
 }
 
 /// `GET /shipments?order_id=` (also through the gateway): a customer sees only their own
 /// shipments, an administrator or a service every one.
+#[utoipa::path(get, path = "/shipments", tag = "shipments", params(ListQuery),
+    responses((status = 200, description = "The shipments of an order", body = Page<ShipmentView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -284,6 +311,12 @@ pub async fn list(
 
 /// `POST /shipments/{id}/cancel`: allowed until the parcel ships; cancelling a cancelled shipment
 /// is a no-op.
+#[utoipa::path(post, path = "/shipments/{id}/cancel", tag = "shipments", params(("id" = String, Path, description = "The shipment's id")),
+    responses(
+        (status = 200, description = "Cancelled (or already)", body = ShipmentView),
+        (status = 404, description = "No such shipment", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It has shipped", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -307,6 +340,12 @@ pub async fn cancel(
 }
 
 /// `POST /shipments/{id}/advance` (admin): moves the shipment to its next status now.
+#[utoipa::path(post, path = "/shipments/{id}/advance", tag = "shipments", params(("id" = String, Path, description = "The shipment's id")),
+    responses(
+        (status = 200, description = "Moved to its next status", body = ShipmentView),
+        (status = 404, description = "No such shipment", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It cannot move on", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn advance(
     State(state): State<AppState>,
     caller: Caller,

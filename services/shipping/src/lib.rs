@@ -73,7 +73,10 @@ impl Application {
         };
         let mut server = Server::bind(info, &config.chassis).await?;
         let events = server.events(&db);
-        let server = server.with_database(db).with_events(events);
+        let server = server
+            .with_database(db)
+            .with_events(events)
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi());
         Ok(Self {
             server,
             state,

@@ -46,6 +46,25 @@ pub struct AppState {
     pub dummy_hash: Arc<str>,
 }
 
+/// The users service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar users",
+        description = "Accounts, passwords, tokens and signing keys."
+    ),
+    paths(
+        auth::signup,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        me::get,
+        me::put,
+        jwks
+    )
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -126,7 +145,7 @@ impl IntoResponse for UsersError {
 }
 
 /// An account as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     /// Id.
     pub id: Uuid,
@@ -157,6 +176,9 @@ impl From<UserRecord> for UserView {
 
 /// `GET /.well-known/jwks.json`: re-reads the key folder first (at most once a second), so keys
 /// another replica made are published here too.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "The public keys that sign access tokens (RFC 7517, 8037)",
+        body = Object)))]
 async fn jwks(State(state): State<AppState>) -> Result<Response, HttpError> {
     let keys = Arc::clone(&state.keys);
     tokio::task::spawn_blocking(move || keys.maintain_if_older(Duration::from_secs(1), Utc::now()))

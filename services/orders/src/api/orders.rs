@@ -13,6 +13,7 @@ use chassis::idempotency;
 use chrono::{DateTime, Utc};
 use contracts::money::Money;
 use contracts::page::Page;
+use contracts::problem::Problem;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,7 +31,7 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 /// Body of `POST /orders`. Prices are never taken from the client; unknown fields (a price, a
 /// total) are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PlaceOrder {
     /// What to buy; or `from_cart: true` to buy what is in the customer's cart.
     items: Option<Vec<Item>>,
@@ -42,14 +43,14 @@ pub struct PlaceOrder {
 }
 
 /// One requested line.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     sku: String,
     quantity: i64,
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     id: String,
     user_id: String,
@@ -71,14 +72,14 @@ pub struct OrderView {
 }
 
 /// The customer of an order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CustomerView {
     name: String,
     email: String,
 }
 
 /// The checkout saga as a customer sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CheckoutView {
     /// `running`, `compensating`, `confirmed` or `cancelled`.
     status: String,
@@ -107,7 +108,7 @@ impl OrderView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LineView {
     sku: String,
     name: String,
@@ -116,7 +117,7 @@ struct LineView {
     line_total: Money,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StatusView {
     status: String,
     reason: String,
@@ -170,6 +171,14 @@ impl From<OrderRecord> for OrderView {
 /// `POST /orders` → 202 with the order (PENDING) and a `Location`; its checkout saga runs in
 /// the background. 200 with the order as it is now when the `Idempotency-Key` was used before
 /// with the same body; 422 when it was used with another.
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
+    params(("idempotency-key" = Option<String>, Header, description = "Makes placing safe to repeat")),
+    responses(
+        (status = 202, description = "Placed; the checkout runs", body = OrderView),
+        (status = 200, description = "The key was used before with this body: the order as it is now", body = OrderView),
+        (status = 401, description = "Not signed in, or the account is gone", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog or the cart could not be asked", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -400,7 +409,8 @@ async fn cart_items(
 }
 
 /// Query of `GET /orders/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetParams {
     /// Wait up to this long (`10s`, at most 30 s) for the checkout to settle.
     wait: Option<String>,
@@ -413,6 +423,11 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// other people's orders cannot be probed. With `?wait=10s`, answers once the checkout saga has
 /// settled (the order is CONFIRMED or CANCELLED and nothing is being undone) or the wait is over,
 /// whichever comes first.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = String, Path, description = "The order's id"), GetParams),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 404, description = "No such order of the caller's", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -470,6 +485,12 @@ const CANCEL_WAIT: Duration = Duration::from_secs(10);
 /// cancelled first; once it is, the answer is 202 and the refund and the return of the stock
 /// follow (the order turns CANCELLED; `GET /orders/{id}?wait=10s` waits for it). 409 when the
 /// order has shipped, is still being placed, or is already cancelled.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "Cancelled, or being cancelled", body = OrderView),
+        (status = 404, description = "No such order of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Its state does not allow it (shipped, say)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -540,7 +561,8 @@ pub async fn cancel(
 }
 
 /// Query of `GET /orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     page_size: Option<u32>,
     cursor: Option<String>,
@@ -553,6 +575,8 @@ struct Cursor {
 }
 
 /// `GET /orders`: newest first; customers see their own, admins everyone's.
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListParams),
+    responses((status = 200, description = "Newest first", body = Page<OrderView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

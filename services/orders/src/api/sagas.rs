@@ -8,13 +8,14 @@ use chassis::db::from_millis;
 use chassis::extract::{Json, Path, Query};
 use chrono::{DateTime, Utc};
 use contracts::page::Page;
+use contracts::problem::Problem;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::store::sagas::{SagaRecord, StepRecord};
 
 /// A saga as operators see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SagaView {
     id: String,
     order_id: String,
@@ -39,7 +40,7 @@ pub struct SagaView {
 }
 
 /// One attempt at one step.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StepView {
     step: String,
     attempt: i64,
@@ -101,6 +102,12 @@ fn admin_only(caller: &Caller) -> Result<(), HttpError> {
 }
 
 /// `GET /orders/{id}/saga` (admin): the saga with every attempt, its outcome and timing.
+#[utoipa::path(get, path = "/orders/{id}/saga", tag = "sagas", params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The checkout saga, every attempt of every step", body = SagaView),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn of_order(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,7 +126,8 @@ pub async fn of_order(
 }
 
 /// Query of `GET /sagas`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only sagas failing again and again to compensate.
     #[serde(default)]
@@ -131,6 +139,11 @@ const MAX_LISTED: i64 = 500;
 
 /// `GET /sagas` (admin): sagas with work left, oldest first; `?stuck=true` for those that keep
 /// failing to compensate and need an operator.
+#[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListParams),
+    responses(
+        (status = 200, description = "Sagas with work left, oldest first", body = Page<SagaView>),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,9 +19,10 @@ use super::{AppState, UserView, UsersError};
 use crate::domain::{DisplayName, Email, Password};
 use crate::store::{NewRefresh, NewUser, UserRecord};
 use crate::{passwords, tokens};
+use contracts::problem::Problem;
 
 /// Body of `POST /auth/signup`. Its `Debug` leaves the password out.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SignupRequest {
     email: String,
     password: String,
@@ -29,14 +30,14 @@ pub struct SignupRequest {
 }
 
 /// Body of `POST /auth/login`. Its `Debug` leaves the password out.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     email: String,
     password: String,
 }
 
 /// Body of `POST /auth/refresh` and `POST /auth/logout`. Its `Debug` leaves the token out.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     refresh_token: String,
 }
@@ -65,7 +66,7 @@ impl std::fmt::Debug for RefreshRequest {
 }
 
 /// Answer to a login or refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The JWT to send as `Authorization: Bearer …`.
     pub access_token: String,
@@ -78,6 +79,11 @@ pub struct TokenResponse {
 }
 
 /// `POST /auth/signup` → 201 with the account.
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The new account", body = UserView),
+        (status = 409, description = "An account with this email exists", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn signup(
     State(state): State<AppState>,
     Json(body): Json<SignupRequest>,
@@ -150,6 +156,12 @@ pub async fn create_account(
 }
 
 /// `POST /auth/login` → tokens.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "An access token and a refresh token", body = TokenResponse),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for the account or from the address", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -282,6 +294,11 @@ fn client_address(peer: SocketAddr, caller: Option<&CallerService>, headers: &He
 }
 
 /// `POST /auth/refresh` → a new pair; the presented token is spent.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair", body = TokenResponse),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
@@ -311,6 +328,8 @@ pub async fn refresh(
 
 /// `POST /auth/logout` → 204; the login's refresh tokens stop working. Unknown tokens are
 /// ignored, so logging out twice is harmless.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "The login is revoked")))]
 pub async fn logout(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,

@@ -10,8 +10,14 @@ use serde::Deserialize;
 
 use super::{AppState, UserView, UsersError};
 use crate::domain::{DisplayName, Email};
+use contracts::problem::Problem;
 
 /// `GET /users/me`.
+#[utoipa::path(get, path = "/users/me", tag = "profile",
+    responses(
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 401, description = "Not signed in, or the account is gone", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -26,13 +32,19 @@ pub async fn get(
 }
 
 /// Body of `PUT /users/me`: the whole editable profile.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ProfileUpdate {
     name: String,
     email: String,
 }
 
 /// `PUT /users/me`: replaces name and email.
+#[utoipa::path(put, path = "/users/me", tag = "profile", request_body = ProfileUpdate,
+    responses(
+        (status = 200, description = "The profile as changed", body = UserView),
+        (status = 401, description = "Not signed in, or the account is gone", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account has this email", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
