@@ -45,6 +45,29 @@ pub struct AppState {
     pub max_wait: Duration,
 }
 
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar registry",
+        description = "Instances, their health, blocking queries and a KV store of traffic policies and fault rules."
+    ),
+    paths(
+        instances::register,
+        instances::deregister,
+        instances::heartbeat,
+        instances::list,
+        instances::prometheus_targets,
+        instances::services,
+        instances::service,
+        kv::list,
+        kv::get,
+        kv::put,
+        kv::delete
+    )
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     // Any service of the CA reads, and registers itself (the handlers hold a service to its

@@ -106,6 +106,7 @@ impl Application {
             .await?
             .with_database(db)
             .without_registration()
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi())
             // Every answer comes from memory at once, except blocking queries, which are held
             // up to `registry.max_wait` (longer than `http.request_timeout`) by design.
             .with_own_deadlines();

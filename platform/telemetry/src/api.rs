@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chassis::HttpError;
 use chassis::authz::{OPERATOR, callers};
 use chassis::extract::{Json, Path, Query};
+use contracts::problem::Problem;
 use contracts::traces::{Trace, TraceSummary};
 use http::{HeaderMap, StatusCode, header};
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -37,6 +38,17 @@ pub struct AppState {
     pub max_export_bytes: usize,
 }
 
+/// The service's OpenAPI document (served at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar telemetry",
+        description = "Recent traces: OTLP/HTTP in, JSON out."
+    ),
+    paths(export, one, list)
+)]
+pub struct ApiDoc;
+
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_export_bytes;
@@ -55,6 +67,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `POST /v1/traces`: keeps the spans of an OTLP export request.
+#[utoipa::path(post, path = "/v1/traces", tag = "traces",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "An OTLP ExportTraceServiceRequest"),
+    responses(
+        (status = 200, description = "Kept (partial success says what was not)", content_type = "application/x-protobuf"),
+        (status = 415, description = "Not protobuf", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -111,6 +129,12 @@ async fn export(
 }
 
 /// `GET /v1/traces/{trace_id}`.
+#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "traces",
+    params(("trace_id" = String, Path, description = "32 hex digits")),
+    responses(
+        (status = 200, description = "The trace with every span", body = Object),
+        (status = 404, description = "Not kept", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn one(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
@@ -134,7 +158,8 @@ async fn one(
 }
 
 /// Query of `GET /v1/traces`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     #[serde(default)]
     order: Option<String>,
@@ -147,6 +172,8 @@ struct ListQuery {
 }
 
 /// `GET /v1/traces`.
+#[utoipa::path(get, path = "/v1/traces", tag = "traces", params(ListQuery),
+    responses((status = 200, description = "Trace summaries", body = Vec<Object>)))]
 async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,

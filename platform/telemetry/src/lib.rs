@@ -102,7 +102,10 @@ impl Application {
             store: store::Store::new(db.clone()),
             max_export_bytes: config.settings.max_export_bytes,
         };
-        let server = Server::bind(info, &config.chassis).await?.with_database(db);
+        let server = Server::bind(info, &config.chassis)
+            .await?
+            .with_database(db)
+            .with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi());
         Ok(Self {
             server,
             state,

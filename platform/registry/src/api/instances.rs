@@ -12,6 +12,7 @@ use chassis::extract::{Json, Path, Query};
 use chassis::mtls::CallerService;
 use chassis::server::middleware::Quiet;
 use contracts::discovery::{InstanceList, Registration, ServiceInstances, ServiceList};
+use contracts::problem::Problem;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -43,6 +44,12 @@ const MIN_TTL_MS: u64 = 100;
 const MAX_TTL_MS: u64 = 3_600_000;
 
 /// `PUT /v1/instances/{id}`.
+#[utoipa::path(put, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path, description = "The instance's id")),
+    request_body(content = Object, description = "service, address, version, health_url, ttl_ms, meta"),
+    responses(
+        (status = 200, description = "Registered", body = Object),
+        (status = 403, description = "A service registers only itself", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Option<Extension<CallerService>>,
@@ -60,6 +67,12 @@ pub async fn register(
 }
 
 /// `DELETE /v1/instances/{id}`.
+#[utoipa::path(delete, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 204, description = "Gone"),
+        (status = 403, description = "A service removes only itself", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn deregister(
     State(state): State<AppState>,
     caller: Option<Extension<CallerService>>,
@@ -77,6 +90,12 @@ pub async fn deregister(
 }
 
 /// `PUT /v1/instances/{id}/heartbeat`.
+#[utoipa::path(put, path = "/v1/instances/{id}/heartbeat", tag = "instances", params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The instance's health", body = Object),
+        (status = 403, description = "A service renews only itself", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown: register again", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Option<Extension<CallerService>>,
@@ -98,6 +117,8 @@ pub async fn heartbeat(
 }
 
 /// `GET /v1/instances`.
+#[utoipa::path(get, path = "/v1/instances", tag = "instances",
+    responses((status = 200, description = "Every instance", body = Object)))]
 pub async fn list(State(state): State<AppState>) -> Response {
     let index = state.kv.index().current();
     (
@@ -114,6 +135,8 @@ pub async fn list(State(state): State<AppState>) -> Response {
 /// service discovery (`http_sd_configs`), so replicas and release instances are scraped as
 /// they come and go. Each is labelled with its `service`, `version` and `instance_id`; one that
 /// is down stays listed until it is removed, so its `up` shows 0 meanwhile.
+#[utoipa::path(get, path = "/v1/prometheus/targets", tag = "instances",
+    responses((status = 200, description = "Prometheus HTTP service discovery target groups", body = Vec<Object>)))]
 pub async fn prometheus_targets(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let groups = state
         .catalog
@@ -137,6 +160,8 @@ pub async fn prometheus_targets(State(state): State<AppState>) -> Json<Vec<serde
 }
 
 /// `GET /v1/services`.
+#[utoipa::path(get, path = "/v1/services", tag = "services",
+    responses((status = 200, description = "Every service, with its instance counts", body = Object)))]
 pub async fn services(State(state): State<AppState>) -> Response {
     let index = state.kv.index().current();
     (
@@ -150,7 +175,8 @@ pub async fn services(State(state): State<AppState>) -> Response {
 }
 
 /// Query of `GET /v1/services/{service}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ServiceQuery {
     /// Only passing instances (the default).
     #[serde(default = "yes")]
@@ -165,6 +191,9 @@ fn yes() -> bool {
 }
 
 /// `GET /v1/services/{service}`: blocks while the service's index equals `?index`.
+#[utoipa::path(get, path = "/v1/services/{service}", tag = "services",
+    params(("service" = String, Path, description = "The service"), ServiceQuery),
+    responses((status = 200, description = "Its instances (a blocking query with index and wait)", body = Object)))]
 pub async fn service(
     State(state): State<AppState>,
     Path(service): Path<String>,

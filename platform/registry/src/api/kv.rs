@@ -7,6 +7,7 @@ use chassis::HttpError;
 use chassis::extract::{Json, Path, Query};
 use chassis::server::middleware::Quiet;
 use contracts::discovery::{KvList, KvWrite};
+use contracts::problem::Problem;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -14,7 +15,8 @@ use super::{AppState, Blocking, index_header};
 use crate::kv::{KvError, MAX_VALUE_LEN, validate_key};
 
 /// Query of `GET /v1/kv`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Keys starting with this; all keys when absent.
     #[serde(default)]
@@ -23,6 +25,8 @@ pub struct ListQuery {
 
 /// `GET /v1/kv?prefix=`: blocks while the prefix's index equals `?index`. The answer's index
 /// is the prefix's: the last write or deletion under it.
+#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery, ("index" = Option<u64>, Query, description = "Block while the index is this"), ("wait" = Option<String>, Query, description = "Longest block, such as 30s")),
+    responses((status = 200, description = "The entries under the prefix", body = Object)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -50,6 +54,11 @@ pub async fn list(
 }
 
 /// `GET /v1/kv/{key}`: blocks while the key's modify index equals `?index` (0: absent).
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (traffic/<service>, faults/<name>…)"), ("index" = Option<u64>, Query, description = "Block while the index is this"), ("wait" = Option<String>, Query, description = "Longest block, such as 30s")),
+    responses(
+        (status = 200, description = "The entry", body = Object),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -79,13 +88,21 @@ pub async fn get(
 }
 
 /// `?cas=` of writes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WriteQuery {
     /// Write only if the key's modify index is this (0: only if absent).
     cas: Option<u64>,
 }
 
 /// `PUT /v1/kv/{key}?cas=`: the body is the value, UTF-8 text.
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (traffic/<service>, faults/<name>…)"), WriteQuery),
+    request_body(content = String, content_type = "text/plain", description = "The value, UTF-8"),
+    responses(
+        (status = 200, description = "Written", body = Object),
+        (status = 403, description = "Only the operator writes", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cas index did not match", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn put(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -118,6 +135,12 @@ pub async fn put(
 }
 
 /// `DELETE /v1/kv/{key}?cas=`.
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (traffic/<service>, faults/<name>…)"), WriteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Only the operator writes", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cas index did not match", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(key): Path<String>,
