@@ -31,10 +31,20 @@ impl TestRegistry {
     }
 
     pub(crate) async fn spawn_on(db: TestDatabase, settings: Settings) -> Self {
+        Self::spawn_configured(db, settings, |_| {}).await
+    }
+
+    /// With the chassis settings changed by `configure` first.
+    pub(crate) async fn spawn_configured(
+        db: TestDatabase,
+        settings: Settings,
+        configure: impl FnOnce(&mut ChassisConfig),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut chassis = ChassisConfig::with_port(0);
         chassis.database.url = Some(db.url());
         chassis.discovery.registry = None;
+        configure(&mut chassis);
         let app = Application::build(Config { chassis, settings })
             .await
             .expect("registry starts");

@@ -91,6 +91,30 @@ async fn keys_survive_a_restart(db: TestDatabase) {
 }
 
 #[tokio::test]
+async fn a_blocking_query_is_held_past_the_request_timeout_up_to_its_wait() {
+    // Watches wait up to 30 s; the chassis' request timeout (15 s by default) must not cut them.
+    let registry = TestRegistry::spawn_configured(TestDatabase::sqlite(), fast_settings(), |c| {
+        c.http.request_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let key = registry.at("/v1/kv/traffic/orders");
+    let written: Value = registry.put(&key, "v1").await.json().await.expect("json");
+    let index = written["index"].as_u64().expect("index");
+    let started = Instant::now();
+    let answer = registry
+        .http
+        .get(format!("{key}?index={index}&wait=1s"))
+        .send()
+        .await
+        .expect("answers");
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status(), 200, "cut short after {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["value"], "v1", "nothing changed, so the same value");
+}
+
+#[tokio::test]
 async fn blocking_get_wakes_on_a_write() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let key = registry.at("/v1/kv/traffic/orders");
