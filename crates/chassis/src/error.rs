@@ -288,6 +288,14 @@ impl Validation {
     }
 }
 
+/// An OpenAPI response (as JSON) of a problem+json body, described by `description`.
+pub fn documented_problem(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
+}
+
 /// Adds to every operation of an OpenAPI document (as JSON) the problems the chassis answers on
 /// any route, where the operation does not say them itself: 400 for a body, query or path it
 /// cannot read and 422 for a field or parameter it refuses; with a request body, also 413 (too
@@ -295,12 +303,6 @@ impl Validation {
 /// Also adds the `Problem` schema they refer to.
 pub fn document_common_problems(document: &mut serde_json::Value) {
     use serde_json::json;
-    let problem = |description: &str| {
-        json!({
-            "description": description,
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-        })
-    };
     let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) else {
         return;
     };
@@ -330,7 +332,7 @@ pub fn document_common_problems(document: &mut serde_json::Value) {
             let mut add = |status: &str, description: &str| {
                 responses
                     .entry(status)
-                    .or_insert_with(|| problem(description));
+                    .or_insert_with(|| documented_problem(description));
             };
             if has_body || has_parameters {
                 add("400", "The body, query or path cannot be read");

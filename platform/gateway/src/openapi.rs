@@ -140,12 +140,6 @@ pub fn merge(routes: &[Route], documents: &[(String, Value)], missing: &[String]
 /// answers it gives itself (401 for a missing or bad token, 403 without the role, 429 over the
 /// rate limit).
 fn through(route: &Route, mut operation: Value) -> Value {
-    let problem = |description: &str| {
-        json!({
-            "description": description,
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-        })
-    };
     if route.auth != AuthMode::None {
         operation["security"] = if route.auth == AuthMode::Required {
             json!([{"bearer": []}])
@@ -160,7 +154,7 @@ fn through(route: &Route, mut operation: Value) -> Value {
         let mut add = |status: &str, description: &str| {
             responses
                 .entry(status)
-                .or_insert_with(|| problem(description));
+                .or_insert_with(|| chassis::error::documented_problem(description));
         };
         if route.auth != AuthMode::None {
             add("401", "The access token is missing, invalid or expired");
@@ -190,8 +184,6 @@ fn public_path(route: &Route, upstream_path: &str) -> Option<String> {
 
 /// The gateway's own operations.
 fn add_own(paths: &mut Map<String, Value>) {
-    let problem =
-        json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
     paths.insert(
         "/api/dashboard".to_owned(),
         json!({"get": {
@@ -211,7 +203,7 @@ fn add_own(paths: &mut Map<String, Value>) {
                         "missing": {"type": "array", "items": {"type": "string"}}
                     }
                 }}}},
-                "401": {"description": "Not signed in", "content": problem.clone()},
+                "401": chassis::error::documented_problem("Not signed in"),
             }
         }}),
     );

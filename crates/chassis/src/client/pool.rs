@@ -117,7 +117,8 @@ impl Pool {
     ) -> Result<Response<Body>, TransportError> {
         let (mut parts, body) = request.into_parts();
         let target = target(&mut parts, self.shared.settings.identity.is_some())?;
-        let expected = parts.extensions.get::<Peer>().map(|peer| peer.0.clone());
+        // Taken, not copied: nothing after the pool reads it, and this is every proxied request.
+        let expected = parts.extensions.remove::<Peer>().map(|peer| peer.0);
         let mut request = Request::from_parts(parts, body);
         loop {
             let (mut connection, reused) = match self.checkout(&target, expected.as_deref()).await {
