@@ -17,7 +17,7 @@ use contracts::page::Page;
 use contracts::problem::Problem;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{EmailRecord, Store};
+use crate::store::{EmailFilter, EmailRecord, Store};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -83,11 +83,14 @@ impl From<EmailRecord> for EmailView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only emails to this address.
     to: Option<String>,
+    /// Only emails about this order.
+    order_id: Option<String>,
 }
 
-/// `GET /emails?to=` (admin; `/api/emails` through the gateway): the newest 100 emails, to one
-/// address when `to` is given, newest first.
+/// `GET /emails?to=&order_id=` (admin; `/api/emails` through the gateway): the newest 100
+/// emails, to one address or about one order when asked, newest first.
 #[utoipa::path(get, path = "/emails", tag = "emails", params(ListParams),
     responses(
         (status = 200, description = "The newest emails", body = Page<EmailView>),
@@ -101,14 +104,21 @@ pub async fn list(
     if !caller.is_admin() {
         return Err(HttpError::forbidden("emails are for administrators"));
     }
-    let to = params
-        .to
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let given = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (to, order_id) = (given(&params.to), given(&params.order_id));
+    let filter = EmailFilter {
+        to: to.as_deref(),
+        order_id: order_id.as_deref(),
+    };
     let emails = state
         .store
-        .list(to, 100)
+        .list(&filter, 100)
         .await
         .map_err(HttpError::internal)?;
     Ok(Json(Page::complete(

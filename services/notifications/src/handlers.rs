@@ -39,6 +39,7 @@ impl Handler for QueueEmail {
                 &event.id,
                 self.kind,
                 user_id,
+                event.data["order_id"].as_str(),
                 &event.data.to_string(),
                 now,
             )

@@ -55,6 +55,15 @@ pub struct EmailRecord {
 
 const COLUMNS: &str = "id, event_id, kind, user_id, data, status, to_address, subject, body, attempts, last_error, created_at, sent_at";
 
+/// Which emails a list shows; every condition given must hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmailFilter<'a> {
+    /// Sent to this address.
+    pub to: Option<&'a str>,
+    /// About this order.
+    pub order_id: Option<&'a str>,
+}
+
 /// The notifications database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -88,18 +97,20 @@ pub async fn queue(
     event_id: &str,
     kind: &str,
     user_id: &str,
+    order_id: Option<&str>,
     data: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO emails (id, event_id, kind, user_id, data, status, attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
+        "INSERT INTO emails (id, event_id, kind, user_id, order_id, data, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(event_id)
     .bind(kind)
     .bind(user_id)
+    .bind(order_id)
     .bind(data)
     .bind(QUEUED)
     .bind(now)
@@ -194,32 +205,25 @@ impl Store {
         tx.commit().await
     }
 
-    /// The newest emails (up to `limit`), to `to` if given, newest first.
+    /// The newest `limit` emails matching `filter`, newest first.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications.list", otel.kind = "client", db.namespace = "notifications", db.operation.name = "list"))]
     pub async fn list(
         &self,
-        to: Option<&str>,
+        filter: &EmailFilter<'_>,
         limit: i64,
     ) -> Result<Vec<EmailRecord>, sqlx::Error> {
-        let rows = match to {
-            Some(to) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM emails WHERE to_address = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
-                )))
-                .bind(to)
-                .bind(limit)
-                .fetch_all(self.db.pool())
-                .await?
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM emails ORDER BY created_at DESC, id DESC LIMIT $1"
-                )))
-                .bind(limit)
-                .fetch_all(self.db.pool())
-                .await?
-            }
-        };
+        // Each condition is on when its parameter is given: `$1 IS NULL OR …` keeps one
+        // statement (and one prepared plan) for every combination.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM emails
+             WHERE ($1 IS NULL OR to_address = $1) AND ($2 IS NULL OR order_id = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        )))
+        .bind(filter.to)
+        .bind(filter.order_id)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
         rows.iter().map(from_row).collect()
     }
 }

@@ -62,8 +62,12 @@ async fn spawn(db: TestDatabase, producers: &FeedProducer) -> App {
 
 impl App {
     async fn emails(&self, to: &str, as_user: &str, roles: &str) -> reqwest::Response {
+        self.list(&format!("to={to}"), as_user, roles).await
+    }
+
+    async fn list(&self, query: &str, as_user: &str, roles: &str) -> reqwest::Response {
         self.http
-            .get(format!("{}/emails?to={to}", self.url))
+            .get(format!("{}/emails?{query}", self.url))
             .header("x-bazaar-user-id", as_user)
             .header("x-bazaar-user-roles", roles)
             .send()
@@ -179,6 +183,28 @@ async fn every_event_becomes_one_email(db: TestDatabase) {
     assert!(
         body("Your Bazaar order was cancelled").contains("the card was declined: card_declined")
     );
+    // One order's emails: its confirmation and its shipment, not the other order's.
+    let of_order: Value = app
+        .list("order_id=o-1", ADMIN, "customer,admin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut kinds: Vec<&str> = of_order["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["order_confirmed", "shipment_shipped"], "{of_order}");
+    let both: Value = app
+        .list("to=ada@example.com&order_id=o-2", ADMIN, "admin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(both["items"].as_array().map(Vec::len), Some(1), "{both}");
     assert_eq!(
         app.emails("ada@example.com", ADA, "customer")
             .await
