@@ -45,6 +45,51 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// A live table of every service's request rate, errors and p50/p99 latency.
     Top(TopArgs),
+    /// Checkouts from many customers while instances are killed, frozen and made to fail;
+    /// then every order is checked (stock, money, shipment, email). Starts its own system.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosArgs {
+    /// How long customers shop while faults happen (at least 10s).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = duration)]
+    pub(crate) duration: std::time::Duration,
+    /// Customers shopping at once, each placing an order and waiting for it to settle.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub(crate) customers: u16,
+    /// Time between faults, on average (each pause is drawn between half and one and a half
+    /// times this).
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) every: std::time::Duration,
+    /// Longest wait, after the faults stop, for every checkout to finish and every event to
+    /// be handled.
+    #[arg(long, default_value = "3m", value_name = "DURATION", value_parser = duration)]
+    pub(crate) settle: std::time::Duration,
+    /// Seed of the choices (which instance, which fault, what is bought), to replay a run's
+    /// sequence; random when absent. Timing still varies.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A PostgreSQL server (`postgres://user@host:5432`): the run gets fresh databases on it
+    /// (`chaos_<run>_<service>`) instead of SQLite files.
+    #[arg(long, value_name = "URL")]
+    pub(crate) db: Option<String>,
+    /// Carry events through NATS JetStream (`nats://127.0.0.1:4222`), in streams of this run.
+    #[arg(long, value_name = "URL")]
+    pub(crate) bus: Option<String>,
+    /// Run N instances of a service (`--replicas orders=2`), as with `up`.
+    #[arg(long = "replicas", value_name = "SERVICE=N")]
+    pub(crate) replicas: Vec<String>,
+    /// Where the system keeps its data and logs; a new temporary directory by default, deleted
+    /// after a run without violations.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Keep the data directory, databases and streams even when the run passes.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

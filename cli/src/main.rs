@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod chaos;
 mod console;
 mod events;
 mod faults;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
             args::Command::Trace(args) => trace::run(args).await,
             args::Command::Logs(args) => logs::run(args).await,
             args::Command::Top(args) => top::run(args).await,
+            args::Command::Chaos(args) => chaos::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

@@ -170,6 +170,7 @@ impl Launcher {
             width: self.width,
             events: self.events.clone(),
             grace: STOP_GRACE,
+            ports: std::sync::Mutex::default(),
         };
         let stop = CancellationToken::new();
         let handle = tokio::spawn(supervisor.run(stop.clone()));

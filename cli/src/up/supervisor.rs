@@ -24,8 +24,10 @@ use crate::console::{Console, LogLine};
 /// First pause before a restart; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A run this long resets the backoff: the instance was healthy, the crash is news.
-const STABLE_RUN: Duration = Duration::from_secs(60);
+/// A run this long resets the backoff: the instance was healthy, the crash is news. A crash
+/// loop dies within seconds of each start; an instance killed after serving for a while (a
+/// chaos run kills one every few seconds) comes back at once.
+const STABLE_RUN: Duration = Duration::from_secs(10);
 
 /// What happened to an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,42 @@ pub(crate) struct Supervisor {
     pub(crate) width: usize,
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) grace: Duration,
+    /// The ports the instance listened on, once it did: a restart asks for them again.
+    pub(crate) ports: std::sync::Mutex<Ports>,
+}
+
+/// Ports an instance started on port 0 was given: a restarted instance keeps them, so that
+/// whoever was told its address (every service is told the registry's) still reaches it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ports {
+    http: Option<u16>,
+    tls: Option<u16>,
+    /// The current run of the instance listened.
+    listened: bool,
+}
+
+impl Ports {
+    /// `args` with each port left to the system (`--port 0`, `gateway.tls.port=0`) replaced by
+    /// the one it was given last time.
+    fn pin(self, args: &[String]) -> Vec<String> {
+        let mut pinned = args.to_vec();
+        for i in 0..pinned.len() {
+            let after_port_flag = i > 0 && pinned[i - 1] == "--port";
+            match (after_port_flag, pinned[i].as_str(), self.http, self.tls) {
+                (true, "0", Some(port), _) => pinned[i] = port.to_string(),
+                (false, "gateway.tls.port=0", _, Some(port)) => {
+                    pinned[i] = format!("gateway.tls.port={port}");
+                }
+                _ => {}
+            }
+        }
+        pinned
+    }
+}
+
+/// The port of a `scheme://host:port` address.
+fn port_of(url: &str) -> Option<u16> {
+    url::Url::parse(url).ok()?.port()
 }
 
 impl Supervisor {
@@ -77,6 +115,13 @@ impl Supervisor {
                 Err(error) => Some(format!("could not start: {error}")),
             };
             let Some(status) = outcome else { return };
+            if let Ok(mut ports) = this.ports.lock()
+                && !ports.listened
+            {
+                // It died before listening: perhaps its old port is taken now; let it pick
+                // another.
+                *ports = Ports::default();
+            }
             if started.elapsed() > STABLE_RUN {
                 backoff = FIRST_BACKOFF;
             }
@@ -95,7 +140,15 @@ impl Supervisor {
 
     fn spawn(self: &Arc<Self>) -> std::io::Result<Child> {
         let mut command = Command::new(&self.exe);
-        command.args(&self.args);
+        let ports = self
+            .ports
+            .lock()
+            .map(|mut p| {
+                p.listened = false;
+                *p
+            })
+            .unwrap_or_default();
+        command.args(ports.pin(&self.args));
         for (name, value) in ALLOCATOR_DEFAULTS {
             if std::env::var_os(name).is_none() {
                 command.env(name, value);
@@ -174,6 +227,10 @@ impl Supervisor {
                 .message()
                 .and_then(|m| m.strip_prefix(chassis::server::LISTENING_PREFIX))
             {
+                if let Ok(mut ports) = self.ports.lock() {
+                    ports.http = port_of(url).or(ports.http);
+                    ports.listened = true;
+                }
                 let _ = self.events.send(Event::Listening {
                     id: self.spec.id.clone(),
                     url: url.to_owned(),
@@ -183,6 +240,9 @@ impl Supervisor {
                 .message()
                 .and_then(|m| m.strip_prefix(chassis::server::TLS_LISTENING_PREFIX))
             {
+                if let Ok(mut ports) = self.ports.lock() {
+                    ports.tls = port_of(url).or(ports.tls);
+                }
                 let _ = self.events.send(Event::ListeningTls {
                     id: self.spec.id.clone(),
                     url: url.to_owned(),
@@ -215,5 +275,32 @@ impl Supervisor {
         if let Some(file) = file.as_mut() {
             let _ = file.write_all(format!("{line}\n").as_bytes()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_restart_asks_for_the_ports_the_instance_was_given() {
+        let started = args("serve gateway --port 0 --set gateway.tls.port=0 --set x=0");
+        let given = Ports {
+            http: port_of("http://127.0.0.1:41234"),
+            tls: port_of("https://127.0.0.1:41300"),
+            listened: true,
+        };
+        assert_eq!(
+            given.pin(&started),
+            args("serve gateway --port 41234 --set gateway.tls.port=41300 --set x=0")
+        );
+        // Nothing learned yet, or fixed ports: unchanged.
+        assert_eq!(Ports::default().pin(&started), started);
+        let fixed = args("serve registry --port 8500");
+        assert_eq!(given.pin(&fixed), fixed);
     }
 }

@@ -1,0 +1,326 @@
+//! The system under test: the `bazaar up` a chaos run starts, its gateway (as customers and an
+//! administrator reach it) and its services (as the operator reaches them, over mTLS).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use chassis::client::{ServiceClient, Transport};
+use chassis::config::DiscoveryConfig;
+use chassis::discovery::Discovery;
+use chassis::error::ErrorChain;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{self, InstanceState};
+
+/// Longest wait for `up` to start every instance.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// Longest wait for `up` to stop after Ctrl-C.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A `bazaar up` child process.
+#[derive(Debug)]
+pub(crate) struct Up {
+    child: Child,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Up {
+    /// Starts `bazaar up` in `data_dir` on free ports with `extra` flags and `env`, and waits
+    /// until it has started every instance.
+    pub(crate) async fn start(
+        data_dir: &Path,
+        extra: &[String],
+        env: &[(&str, String)],
+    ) -> Result<Self, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the bazaar executable: {e}"))?;
+        let log = data_dir.with_extension("up.log");
+        let output = std::fs::File::create(&log)
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        let errors = output
+            .try_clone()
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--base-port", "0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start bazaar up: {e}"))?;
+        let mut up = Self {
+            child,
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        up.wait_until_started().await?;
+        Ok(up)
+    }
+
+    async fn wait_until_started(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid = self.child.id();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "bazaar up stopped ({status}); its output is in {}:\n{}",
+                    self.log.display(),
+                    tail(&self.log, 20)
+                ));
+            }
+            if state::running(&self.data_dir).is_some_and(|s| Some(s.pid) == pid) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "bazaar up did not start within {START_TIMEOUT:?}; its output is in {}",
+                    self.log.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every instance as `up` last wrote it down (pids change on restarts).
+    pub(crate) fn instances(&self) -> Vec<InstanceState> {
+        state::running(&self.data_dir)
+            .map(|s| s.instances)
+            .unwrap_or_default()
+    }
+
+    /// The registry's address.
+    pub(crate) fn registry(&self) -> Result<String, String> {
+        state::running(&self.data_dir)
+            .map(|s| s.registry)
+            .ok_or_else(|| "bazaar up stopped".to_owned())
+    }
+
+    /// Stops `up` as Ctrl-C would, and waits for it.
+    pub(crate) async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        }
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The last `lines` lines of the file at `path`.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An answer from the shop.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+}
+
+/// A request to the gateway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) token: Option<&'a str>,
+    pub(crate) body: Option<&'a Value>,
+    pub(crate) idempotency_key: Option<&'a str>,
+    pub(crate) timeout: Duration,
+}
+
+impl<'a> Ask<'a> {
+    /// `GET path` as `token`, within 10 s.
+    pub(crate) fn get(path: &'a str, token: Option<&'a str>) -> Self {
+        Self {
+            method: &Method::GET,
+            path,
+            token,
+            body: None,
+            idempotency_key: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// `POST path` with a JSON body as `token`, within 10 s.
+    pub(crate) fn post(path: &'a str, token: Option<&'a str>, body: &'a Value) -> Self {
+        Self {
+            method: &Method::POST,
+            body: Some(body),
+            ..Self::get(path, token)
+        }
+    }
+}
+
+/// The running shop, as customers, an administrator and the operator reach it.
+#[derive(Debug)]
+pub(crate) struct Shop {
+    data_dir: PathBuf,
+    transport: Transport,
+    /// The gateway's address; read again from `run.json` when it stops answering (a restarted
+    /// gateway listens on a new port).
+    gateway: RwLock<String>,
+    services: ServiceClient,
+    stop: CancellationToken,
+}
+
+impl Shop {
+    /// The shop `up` runs in `data_dir`.
+    pub(crate) fn connect(data_dir: &Path) -> Result<Self, String> {
+        let running = state::running(data_dir)
+            .ok_or_else(|| format!("no bazaar up is running in {}", data_dir.display()))?;
+        let transport = state::operator_transport(data_dir);
+        let stop = CancellationToken::new();
+        let config = DiscoveryConfig {
+            registry: Some(running.registry.clone()),
+            ..DiscoveryConfig::default()
+        };
+        let discovery = Discovery::new(&config, transport.clone(), &stop);
+        let services = ServiceClient::new(discovery, transport.clone(), &config, "chaos");
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            transport,
+            gateway: RwLock::new(running.gateway),
+            services,
+            stop,
+        })
+    }
+
+    fn gateway(&self) -> String {
+        self.gateway.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Sends one request to the gateway; an error when nothing came back in time.
+    pub(crate) async fn send(&self, ask: Ask<'_>) -> Result<Answer, String> {
+        let gateway = self.gateway();
+        let url = format!("{gateway}{}", ask.path);
+        let mut request = Request::builder().method(ask.method).uri(&url);
+        if let Some(token) = ask.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(key) = ask.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let body = match ask.body {
+            Some(json) => {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let request = request.body(body).map_err(|e| format!("{url}: {e}"))?;
+        let exchange = async {
+            let response = self.transport.send(request).await.map_err(|e| {
+                self.find_gateway(&gateway);
+                format!("{url}: {}", ErrorChain(&e))
+            })?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            Ok(Answer { status, body })
+        };
+        tokio::time::timeout(ask.timeout, exchange)
+            .await
+            .map_err(|_| format!("{url} did not answer within {:?}", ask.timeout))?
+    }
+
+    /// Reads the gateway's address again if it is still `stale`.
+    fn find_gateway(&self, stale: &str) {
+        if let Some(running) = state::running(&self.data_dir)
+            && running.gateway != stale
+            && let Ok(mut gateway) = self.gateway.write()
+        {
+            *gateway = running.gateway;
+        }
+    }
+
+    /// `GET path` through the gateway as `token`, asked again until it answers 200 or `within`
+    /// passes (a service that was just killed takes a moment to come back).
+    pub(crate) async fn read(
+        &self,
+        path: &str,
+        token: &str,
+        within: Duration,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = match self.send(Ask::get(path, Some(token))).await {
+                Ok(answer) if answer.status == StatusCode::OK => return Ok(answer.body),
+                Ok(answer) => format!("GET {path}: {} {}", answer.status, answer.body),
+                Err(error) => error,
+            };
+            if Instant::now() > deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `GET path` of `service` as the operator, asked again until it answers 200 or `within`
+    /// passes.
+    pub(crate) async fn read_service(
+        &self,
+        service: &str,
+        path: &str,
+        within: Duration,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self
+                .services
+                .get(service, path)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .and_then(|r| r.json::<Value>());
+            match answer {
+                Ok(body) => return Ok(body),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(format!("GET {path} of {service}: {}", ErrorChain(&error)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// The transport the operator calls with (for the registry).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
