@@ -14,7 +14,15 @@ fn a_short_chaos_run_loses_nothing() {
     let data = dir.path().join("system");
     let report = dir.path().join("report.json");
     let output = Command::new(BIN)
-        .args(["chaos", "--duration", "15s", "--every", "700ms", "--customers", "6"])
+        .args([
+            "chaos",
+            "--duration",
+            "15s",
+            "--every",
+            "700ms",
+            "--customers",
+            "6",
+        ])
         .args(["--settle", "2m", "--seed", "11"])
         .arg("--data-dir")
         .arg(&data)
@@ -69,15 +77,24 @@ fn a_short_chaos_run_loses_nothing() {
 #[test]
 fn chaos_names_the_bad_flag_before_starting_anything() {
     for (args, expected) in [
-        (vec!["--duration", "2s"], "--duration 2s: a run lasts at least 10s"),
+        (
+            vec!["--duration", "2s"],
+            "--duration 2s: a run lasts at least 10s",
+        ),
         (vec!["--settle", "1s"], "--settle 1s"),
         (vec!["--every", "10ms"], "--every 10ms"),
-        (vec!["--db", "mysql://127.0.0.1"], "--db \"mysql://127.0.0.1\""),
+        (
+            vec!["--db", "mysql://127.0.0.1"],
+            "--db \"mysql://127.0.0.1\"",
+        ),
         (
             vec!["--db", "postgres://127.0.0.1/shop"],
             "without a database",
         ),
-        (vec!["--bus", "redis://127.0.0.1"], "--bus \"redis://127.0.0.1\""),
+        (
+            vec!["--bus", "redis://127.0.0.1"],
+            "--bus \"redis://127.0.0.1\"",
+        ),
         (vec!["--data-dir", "/"], "already exists"),
     ] {
         let output = Command::new(BIN)
