@@ -1,10 +1,7 @@
 //! The catalog as a provider: prices and reservations, for orders.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use catalog::{Application, Config, Settings};
-use chassis::config::ChassisConfig;
 use chassis::testing::TestDatabase;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -68,22 +65,17 @@ impl States for Catalog {
 
 #[tokio::test]
 async fn the_catalog_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::sqlite();
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
     let settings = Settings {
         seed_demo: true,
         ..Settings::default()
     };
-    let app = Application::build(Config { chassis, settings })
-        .await
-        .expect("the catalog starts");
-    let url = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    let app = Application::build(Config {
+        chassis: support::chassis(&db),
+        settings,
+    });
+    let url = support::run!(app.await.expect("the catalog starts"), shutdown);
     let ports = Ports {
         http: Some(support::port_of(&url)),
         messages: None,

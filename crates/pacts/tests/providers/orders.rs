@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chassis::config::ChassisConfig;
 use chassis::testing::TestDatabase;
 use contracts::events::{Event, OrderCancelled, OrderConfirmed};
 use orders::{Application, Config, Settings};
@@ -175,12 +174,9 @@ impl States for Orders {
 
 #[tokio::test]
 async fn orders_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let neighbours = neighbours().await;
     let db = TestDatabase::sqlite();
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
+    let mut chassis = support::chassis(&db);
     chassis.discovery.call_timeout = Duration::from_secs(2);
     for service in ["catalog", "cart", "payments", "shipping"] {
         chassis
@@ -195,12 +191,8 @@ async fn orders_keeps_its_contracts() {
             settings: Settings::default(),
         },
         &shutdown,
-    )
-    .await
-    .expect("orders starts");
-    let url = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    );
+    let url = support::run!(app.await.expect("orders starts"), shutdown);
     let published = Published {
         url: url.clone(),
         kinds: &[

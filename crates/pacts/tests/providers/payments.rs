@@ -1,9 +1,6 @@
 //! Payments as a provider: charges and refunds, for orders.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use chassis::config::ChassisConfig;
 use chassis::testing::TestDatabase;
 use payments::{Application, Config, Settings};
 use serde_json::{Value, json};
@@ -86,21 +83,13 @@ impl States for Payments {
 
 #[tokio::test]
 async fn payments_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::sqlite();
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
-    let app = Application::build(Config {
-        chassis,
-        settings: Settings::default(),
-    })
-    .await
-    .expect("payments starts");
-    let url = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    let app = Application::build(Config {
+        chassis: support::chassis(&db),
+        settings: Settings::default(),
+    });
+    let url = support::run!(app.await.expect("payments starts"), shutdown);
     let ports = Ports {
         http: Some(support::port_of(&url)),
         messages: None,

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chassis::config::ChassisConfig;
 use chassis::testing::{FeedProducer, TestDatabase};
 use contracts::events::{OrderConfirmed, OrderLine};
 use contracts::money::Money;
@@ -88,12 +87,9 @@ impl States for Recommendations {
 
 #[tokio::test]
 async fn recommendations_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let orders = FeedProducer::start().await;
     let db = TestDatabase::sqlite();
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
+    let mut chassis = support::chassis(&db);
     chassis.events.feed_wait = Duration::from_millis(200);
     chassis
         .discovery
@@ -106,12 +102,8 @@ async fn recommendations_keeps_its_contracts() {
             settings: Settings::default(),
         },
         &shutdown,
-    )
-    .await
-    .expect("recommendations starts");
-    let url = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    );
+    let url = support::run!(app.await.expect("recommendations starts"), shutdown);
     let ports = Ports {
         http: Some(support::port_of(&url)),
         messages: None,

@@ -1,9 +1,6 @@
 //! Shipping as a provider: shipments, for orders; `shipment.shipped`, for notifications.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use chassis::config::ChassisConfig;
 use chassis::testing::TestDatabase;
 use contracts::events::{Event, ShipmentShipped};
 use serde_json::{Value, json};
@@ -71,21 +68,13 @@ impl States for Shipping {
 
 #[tokio::test]
 async fn shipping_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::sqlite();
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
-    let app = Application::build(Config {
-        chassis,
-        settings: Settings::default(),
-    })
-    .await
-    .expect("shipping starts");
-    let url = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    let app = Application::build(Config {
+        chassis: support::chassis(&db),
+        settings: Settings::default(),
+    });
+    let url = support::run!(app.await.expect("shipping starts"), shutdown);
     let published = Published {
         url: url.clone(),
         kinds: &[("a shipment was shipped", ShipmentShipped::TYPE)],

@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
+use chassis::config::ChassisConfig;
+use chassis::testing::TestDatabase;
 use pact_models::provider_states::ProviderState;
 use pact_verifier::callback_executors::ProviderStateExecutor;
 use pact_verifier::verification_result::VerificationExecutionResult;
@@ -214,3 +216,24 @@ pub(crate) fn port_of(url: &str) -> u16 {
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("a URL with a port")
 }
+
+/// Chassis settings of a provider under test: any free port, the database `db`, no registry.
+pub(crate) fn chassis(db: &TestDatabase) -> ChassisConfig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut chassis = ChassisConfig::with_port(0);
+    chassis.database.url = Some(db.url());
+    chassis.discovery.registry = None;
+    chassis
+}
+
+/// Runs a built service application until `$shutdown` is cancelled; its base URL, once ready.
+macro_rules! run {
+    ($app:expr, $shutdown:expr) => {{
+        let app = $app;
+        let url = format!("http://{}", app.local_addr());
+        tokio::spawn(app.run_until_stopped($shutdown.clone()));
+        chassis::testing::wait_ready(&url, std::time::Duration::from_secs(10)).await;
+        url
+    }};
+}
+pub(crate) use run;

@@ -1,10 +1,7 @@
 //! Users as a provider: its signing keys and a customer's profile, for the gateway;
 //! `user.registered`, for notifications.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use chassis::config::ChassisConfig;
 use chassis::testing::TestDatabase;
 use contracts::events::{Event, UserRegistered};
 use serde_json::{Value, json};
@@ -60,23 +57,17 @@ impl States for Users {
 
 #[tokio::test]
 async fn users_keeps_its_contracts() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::sqlite();
+    // Its signing keys live in the data folder.
     let data = tempfile::tempdir().expect("tempdir");
-    let mut chassis = ChassisConfig::with_port(0);
-    chassis.database.url = Some(db.url());
-    chassis.discovery.registry = None;
+    let mut chassis = support::chassis(&db);
     chassis.data_dir = data.path().to_owned();
+    let shutdown = CancellationToken::new();
     let app = Application::build(Config {
         chassis,
         settings: Settings::default(),
-    })
-    .await
-    .expect("users starts");
-    let url = format!("http://{}", app.local_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    chassis::testing::wait_ready(&url, Duration::from_secs(10)).await;
+    });
+    let url = support::run!(app.await.expect("users starts"), shutdown);
     let published = Published {
         url: url.clone(),
         kinds: &[("a customer signed up", UserRegistered::TYPE)],
