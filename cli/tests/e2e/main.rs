@@ -1,7 +1,6 @@
 //! End-to-end tests: the real `bazaar` binary, started exactly as a user starts it (`up`
 //! re-executes itself for every instance), on free ports and a temporary data directory.
 
-mod chaos;
 mod checkout;
 mod cli;
 mod events;

@@ -1,12 +1,16 @@
 //! `bazaar chaos`, short: customers shop while instances are killed, frozen and made to fail,
 //! and the run's own invariant check finds nothing wrong. (`.ci/run` also runs a minute of it
 //! on each backend; the closing notes report five-minute runs.)
+//!
+//! A test binary of its own: test binaries run one after another, so the load and the kills of
+//! a chaos run never share the machine with the end-to-end tests that measure latency (a
+//! canary's p99 against its stable version's).
 
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::system::BIN;
+const BIN: &str = env!("CARGO_BIN_EXE_bazaar");
 
 #[test]
 fn a_short_chaos_run_loses_nothing() {
