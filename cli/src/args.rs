@@ -48,6 +48,49 @@ pub(crate) enum Command {
     /// Checkouts from many customers while instances are killed, frozen and made to fail;
     /// then every order is checked (stock, money, shipment, email). Starts its own system.
     Chaos(ChaosArgs),
+    /// Load a running system with customers' journeys (browse, view, log in, buy, dashboard),
+    /// open loop at a rate or closed loop with N users; report latency percentiles per journey
+    /// and endpoint.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Journeys started per second, on schedule whatever the shop's speed (open loop); each is
+    /// timed from when it should have started.
+    #[arg(long, value_name = "PER_SECOND", conflicts_with = "users")]
+    pub(crate) rate: Option<f64>,
+    /// Customers shopping at once, each starting a journey when the last ended (closed loop);
+    /// 16 when neither this nor --rate is given.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=5000))]
+    pub(crate) users: Option<u16>,
+    /// How long journeys keep starting.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) duration: std::time::Duration,
+    /// Stop after this many journeys (or at --duration, whichever comes first).
+    #[arg(long, value_name = "N")]
+    pub(crate) journeys: Option<u64>,
+    /// Weights of the journeys (TOML, `[weights]`); a shop's day by default.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) scenario: Option<PathBuf>,
+    /// Customer accounts made for the run, each with a card.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=2000))]
+    pub(crate) accounts: u16,
+    /// How often a progress line is printed.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) every: std::time::Duration,
+    /// Seed of the journeys drawn, to repeat a run's mix.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// The gateway to load; by default the one a running `up` in the data directory started.
+    #[arg(long, value_name = "URL")]
+    pub(crate) gateway: Option<String>,
+    /// The data directory of a running `up`.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -34,9 +34,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use self::report::{Report, Window};
-use self::shop::{Ask, Shop, Up};
+use self::shop::{Shop, Up};
 use self::workload::Assortment;
 use crate::args::{ChaosArgs, EXIT_USAGE};
+use crate::storefront::Ask;
 
 /// The demo administrator `up` creates.
 const ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");

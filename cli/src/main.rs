@@ -7,6 +7,7 @@ mod chaos;
 mod console;
 mod events;
 mod faults;
+mod load;
 mod logs;
 mod red;
 mod release;
@@ -15,6 +16,7 @@ mod reset;
 mod serve;
 mod state;
 mod status;
+mod storefront;
 mod table;
 mod top;
 mod trace;
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             args::Command::Logs(args) => logs::run(args).await,
             args::Command::Top(args) => top::run(args).await,
             args::Command::Chaos(args) => chaos::run(args).await,
+            args::Command::Load(args) => load::run(args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

@@ -3,16 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use chassis::client::{ServiceClient, Transport};
 use chassis::config::DiscoveryConfig;
 use chassis::discovery::Discovery;
 use chassis::error::ErrorChain;
-use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -20,6 +16,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{self, InstanceState};
+use crate::storefront::{Answer, Ask, Storefront};
 
 /// Longest wait for `up` to start every instance.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -136,55 +133,11 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// An answer from the shop.
-#[derive(Debug, Clone)]
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) body: Value,
-}
-
-/// A request to the gateway.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ask<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) path: &'a str,
-    pub(crate) token: Option<&'a str>,
-    pub(crate) body: Option<&'a Value>,
-    pub(crate) idempotency_key: Option<&'a str>,
-    pub(crate) timeout: Duration,
-}
-
-impl<'a> Ask<'a> {
-    /// `GET path` as `token`, within 10 s.
-    pub(crate) fn get(path: &'a str, token: Option<&'a str>) -> Self {
-        Self {
-            method: &Method::GET,
-            path,
-            token,
-            body: None,
-            idempotency_key: None,
-            timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// `POST path` with a JSON body as `token`, within 10 s.
-    pub(crate) fn post(path: &'a str, token: Option<&'a str>, body: &'a Value) -> Self {
-        Self {
-            method: &Method::POST,
-            body: Some(body),
-            ..Self::get(path, token)
-        }
-    }
-}
-
 /// The running shop, as customers, an administrator and the operator reach it.
 #[derive(Debug)]
 pub(crate) struct Shop {
-    data_dir: PathBuf,
+    storefront: Storefront,
     transport: Transport,
-    /// The gateway's address; read again from `run.json` when it stops answering (a restarted
-    /// gateway listens on a new port).
-    gateway: RwLock<String>,
     services: ServiceClient,
     stop: CancellationToken,
 }
@@ -203,87 +156,27 @@ impl Shop {
         let discovery = Discovery::new(&config, transport.clone(), &stop);
         let services = ServiceClient::new(discovery, transport.clone(), &config, "chaos");
         Ok(Self {
-            data_dir: data_dir.to_owned(),
+            storefront: Storefront::of_running(data_dir, transport.clone())?,
             transport,
-            gateway: RwLock::new(running.gateway),
             services,
             stop,
         })
     }
 
-    fn gateway(&self) -> String {
-        self.gateway.read().map(|g| g.clone()).unwrap_or_default()
-    }
-
-    /// Sends one request to the gateway; an error when nothing came back in time.
+    /// Sends one request to the gateway.
     pub(crate) async fn send(&self, ask: Ask<'_>) -> Result<Answer, String> {
-        let gateway = self.gateway();
-        let url = format!("{gateway}{}", ask.path);
-        let mut request = Request::builder().method(ask.method).uri(&url);
-        if let Some(token) = ask.token {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(key) = ask.idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        let body = match ask.body {
-            Some(json) => {
-                request = request.header(http::header::CONTENT_TYPE, "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let request = request.body(body).map_err(|e| format!("{url}: {e}"))?;
-        let exchange = async {
-            let response = self.transport.send(request).await.map_err(|e| {
-                self.find_gateway(&gateway);
-                format!("{url}: {}", ErrorChain(&e))
-            })?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("{url}: {e}"))?
-                .to_bytes();
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok(Answer { status, body })
-        };
-        tokio::time::timeout(ask.timeout, exchange)
-            .await
-            .map_err(|_| format!("{url} did not answer within {:?}", ask.timeout))?
-    }
-
-    /// Reads the gateway's address again if it is still `stale`.
-    fn find_gateway(&self, stale: &str) {
-        if let Some(running) = state::running(&self.data_dir)
-            && running.gateway != stale
-            && let Ok(mut gateway) = self.gateway.write()
-        {
-            *gateway = running.gateway;
-        }
+        self.storefront.send(ask).await
     }
 
     /// `GET path` through the gateway as `token`, asked again until it answers 200 or `within`
-    /// passes (a service that was just killed takes a moment to come back).
+    /// passes.
     pub(crate) async fn read(
         &self,
         path: &str,
         token: &str,
         within: Duration,
     ) -> Result<Value, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let last = match self.send(Ask::get(path, Some(token))).await {
-                Ok(answer) if answer.status == StatusCode::OK => return Ok(answer.body),
-                Ok(answer) => format!("GET {path}: {} {}", answer.status, answer.body),
-                Err(error) => error,
-            };
-            if Instant::now() > deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        self.storefront.read(path, token, within).await
     }
 
     /// `GET path` of `service` as the operator, asked again until it answers 200 or `within`

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::shop::{Ask, Shop};
+use super::shop::Shop;
+use crate::storefront::Ask;
 
 /// A card the demo payment provider always accepts.
 pub(crate) const CARD_OK: &str = "4242424242424242";
@@ -116,7 +117,7 @@ async fn login(shop: &Shop, email: &str) -> Result<String, String> {
 }
 
 /// Sends `ask` until it gets an answer below 500 (other than 429), for up to a minute.
-async fn insist(shop: &Shop, ask: Ask<'_>) -> Result<super::shop::Answer, String> {
+async fn insist(shop: &Shop, ask: Ask<'_>) -> Result<crate::storefront::Answer, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = match shop.send(ask).await {

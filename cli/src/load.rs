@@ -1,0 +1,331 @@
+//! `bazaar load`: customers' journeys (browse, view a product, sign up or log in, buy and wait
+//! for the confirmation, look at the dashboard) mixed by the weights of a scenario, against a
+//! running system's gateway.
+//!
+//! Open loop (`--rate`): journeys start on a fixed schedule whatever the shop's speed, and each
+//! is timed from when it should have started, so a slow answer is measured rather than hidden
+//! by the generator waiting for it (no coordinated omission). Closed loop (`--users`): each
+//! customer starts a journey when the last one ended. Progress every `--every`; at the end a
+//! report per journey and per endpoint with HDR-histogram percentiles, errors by kind, and
+//! `--json` for comparing runs.
+//!
+//! # Layout
+//! - [`scenario`]: journeys and their weights (a TOML file).
+//! - [`journeys`]: what each journey does, and the setup (accounts, stock).
+//! - [`stats`]: histograms and counts.
+//! - [`report`]: tables and JSON.
+
+mod journeys;
+mod report;
+mod scenario;
+mod stats;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+
+use self::journeys::Shop;
+use self::report::Report;
+use self::scenario::{Scenario, Weights};
+use self::stats::Stats;
+use crate::args::{EXIT_USAGE, LoadArgs};
+use crate::state;
+use crate::storefront::Storefront;
+
+/// Most journeys in flight at once in an open loop; an arrival beyond it is counted as an
+/// error of the generator rather than queued (the generator would otherwise hide the overload).
+const MAX_IN_FLIGHT: usize = 20_000;
+/// How long journeys under way at the end may take to finish.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// How journeys arrive.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Open { per_second: f64 },
+    Closed { users: u16 },
+}
+
+impl Mode {
+    fn describe(self) -> String {
+        match self {
+            Mode::Open { per_second } => format!("open loop at {per_second} journeys/s"),
+            Mode::Closed { users } => format!("closed loop, {users} users"),
+        }
+    }
+}
+
+pub(crate) async fn run(args: LoadArgs) -> ExitCode {
+    let checked = check(&args);
+    let (mode, scenario) = match checked {
+        Ok(checked) => checked,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match load(&args, mode, scenario).await {
+        Ok(report) => {
+            print!("{report}");
+            if let Some(path) = &args.json {
+                let written = serde_json::to_vec_pretty(&report)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+                if let Err(error) = written {
+                    eprintln!("error: cannot write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the arguments and reads the scenario, before anything is sent.
+fn check(args: &LoadArgs) -> Result<(Mode, Scenario), String> {
+    let mode = match (args.rate, args.users) {
+        (Some(rate), _) if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) => {
+            return Err(format!(
+                "--rate {rate}: expected journeys per second above 0, at most 100000"
+            ));
+        }
+        (Some(per_second), None) => Mode::Open { per_second },
+        (None, users) => Mode::Closed {
+            users: users.unwrap_or(16),
+        },
+        (Some(_), Some(_)) => return Err("give --rate or --users, not both".into()),
+    };
+    if args.duration < Duration::from_secs(1) {
+        return Err(format!(
+            "--duration {}: a run lasts at least 1s",
+            humantime::format_duration(args.duration)
+        ));
+    }
+    if args.every < Duration::from_millis(100) {
+        return Err(format!(
+            "--every {}: progress at most every 100ms",
+            humantime::format_duration(args.every)
+        ));
+    }
+    if let Some(gateway) = &args.gateway
+        && !url::Url::parse(gateway)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    {
+        return Err(format!(
+            "--gateway {gateway:?}: expected the gateway's URL, such as http://127.0.0.1:7700"
+        ));
+    }
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--scenario {}: {e}", path.display()))?;
+            Scenario::parse(&text, &path.display().to_string())?
+        }
+        None => Scenario::new(Weights::default())?,
+    };
+    Ok((mode, scenario))
+}
+
+async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report, String> {
+    let transport = state::operator_transport(&args.data_dir);
+    let storefront = match &args.gateway {
+        Some(url) => Storefront::at(url, transport),
+        None => Storefront::of_running(&args.data_dir, transport)?,
+    };
+    let gateway = storefront.gateway();
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    println!(
+        "Preparing {} customer accounts{} at {gateway}…",
+        args.accounts,
+        if scenario.buys() {
+            " and restocking what they buy"
+        } else {
+            ""
+        }
+    );
+    let shop = Arc::new(
+        Shop::prepare(
+            storefront,
+            &run,
+            usize::from(args.accounts),
+            scenario.buys(),
+        )
+        .await?,
+    );
+    println!(
+        "{} for {}{}…",
+        mode.describe(),
+        humantime::format_duration(args.duration),
+        args.journeys
+            .map(|n| format!(" or {n} journeys"))
+            .unwrap_or_default()
+    );
+    let interrupted = chassis::server::shutdown_on_signal();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let started = Instant::now();
+    let done = CancellationToken::new();
+    let progress = tokio::spawn(progress(Arc::clone(&shop), args.every, done.clone()));
+    let limits = Limits {
+        until: started + args.duration,
+        journeys: args.journeys.unwrap_or(u64::MAX),
+        started: Arc::new(AtomicU64::new(0)),
+        interrupted,
+    };
+    let generator_errors = match mode {
+        Mode::Open { per_second } => {
+            open_loop(&shop, &scenario, per_second, seed, &limits, started).await
+        }
+        Mode::Closed { users } => closed_loop(&shop, &scenario, users, seed, &limits).await,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    done.cancel();
+    let mut total = progress.await.unwrap_or_default();
+    total.merge(&shop.take_window());
+    total.merge(&generator_errors);
+    Ok(Report::new(mode.describe(), gateway, seconds, &total))
+}
+
+/// When to stop starting journeys.
+#[derive(Debug)]
+struct Limits {
+    until: Instant,
+    journeys: u64,
+    started: Arc<AtomicU64>,
+    interrupted: CancellationToken,
+}
+
+impl Limits {
+    /// Claims the start of one more journey; false once the run is over.
+    fn claim(&self) -> bool {
+        Instant::now() < self.until
+            && !self.interrupted.is_cancelled()
+            && self.started.fetch_add(1, Ordering::Relaxed) < self.journeys
+    }
+}
+
+/// Starts a journey every `1 / per_second`, on schedule; returns the generator's own errors.
+async fn open_loop(
+    shop: &Arc<Shop>,
+    scenario: &Scenario,
+    per_second: f64,
+    seed: u64,
+    limits: &Limits,
+    started: Instant,
+) -> Stats {
+    let interval = Duration::from_secs_f64(1.0 / per_second);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut journeys = tokio::task::JoinSet::new();
+    let mut skipped = 0_u64;
+    for n in 0_u64.. {
+        let intended = started + interval.mul_f64(n as f64);
+        tokio::select! {
+            () = limits.interrupted.cancelled() => break,
+            () = tokio::time::sleep_until(intended.into()) => {}
+        }
+        if intended >= limits.until || !limits.claim() {
+            break;
+        }
+        while journeys.try_join_next().is_some() {}
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            skipped += 1;
+            continue;
+        }
+        let journey = scenario.draw(&mut rng);
+        let mut journey_rng = StdRng::seed_from_u64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (shop, in_flight) = (Arc::clone(shop), Arc::clone(&in_flight));
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        journeys.spawn(async move {
+            shop.take(journey, &mut journey_rng, intended).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    let _ = tokio::time::timeout(DRAIN, async {
+        while journeys.join_next().await.is_some() {}
+    })
+    .await;
+    let mut errors = Stats::default();
+    if skipped > 0 {
+        errors.errors.insert(
+            format!("generator: {MAX_IN_FLIGHT} journeys in flight, arrival skipped"),
+            skipped,
+        );
+    }
+    errors
+}
+
+/// `users` customers, each taking one journey after another.
+async fn closed_loop(
+    shop: &Arc<Shop>,
+    scenario: &Scenario,
+    users: u16,
+    seed: u64,
+    limits: &Limits,
+) -> Stats {
+    let mut customers = tokio::task::JoinSet::new();
+    for user in 0..u64::from(users) {
+        let (shop, scenario) = (Arc::clone(shop), scenario.clone());
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(user));
+        let limits = Limits {
+            until: limits.until,
+            journeys: limits.journeys,
+            started: Arc::clone(&limits.started),
+            interrupted: limits.interrupted.clone(),
+        };
+        customers.spawn(async move {
+            while limits.claim() {
+                let journey = scenario.draw(&mut rng);
+                shop.take(journey, &mut rng, Instant::now()).await;
+            }
+        });
+    }
+    while customers.join_next().await.is_some() {}
+    Stats::default()
+}
+
+/// Prints a line every `every` from the window's measurements; returns the whole run's.
+async fn progress(shop: Arc<Shop>, every: Duration, done: CancellationToken) -> Stats {
+    let started = Instant::now();
+    let mut total = Stats::default();
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return total,
+            () = tokio::time::sleep(every) => {}
+        }
+        let window = shop.take_window();
+        let seconds = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let requests = window.requests();
+        let all = window.all_requests();
+        let rate = |n: u64| n as f64 / seconds.max(1e-9);
+        println!(
+            "  {:>5.0} s  {:>8.1} journeys/s  {:>8.1} req/s  {:>6.2} % errors  p50 {:>7.1} ms  p99 {:>7.1} ms  {:>6.1} confirmed/s",
+            started.elapsed().as_secs_f64(),
+            rate(window.journeys_done()),
+            rate(requests),
+            if requests == 0 {
+                0.0
+            } else {
+                window.failed_requests() as f64 * 100.0 / requests as f64
+            },
+            all.ms_at(0.5),
+            all.ms_at(0.99),
+            rate(window.to_confirmed.count()),
+        );
+        total.merge(&window);
+    }
+}

@@ -1,0 +1,201 @@
+//! The report of a load run: per journey and per endpoint, the count, the error share and the
+//! latency percentiles (HDR histograms), the time from placing an order to its confirmation,
+//! and errors by kind; printed as tables, and as JSON to compare runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::stats::{Percentiles, Series, Stats};
+use crate::table;
+
+/// One row: an endpoint or a journey.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) per_second: f64,
+    pub(crate) latency_ms: Option<Percentiles>,
+}
+
+impl Row {
+    fn of(series: &Series, seconds: f64) -> Self {
+        let count = series.latencies.count();
+        Self {
+            count,
+            errors: series.errors,
+            per_second: if seconds > 0.0 {
+                count as f64 / seconds
+            } else {
+                0.0
+            },
+            latency_ms: series.latencies.summary(),
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    /// `open loop at 100 journeys/s` or `closed loop, 16 users`.
+    pub(crate) mode: String,
+    pub(crate) gateway: String,
+    pub(crate) seconds: f64,
+    pub(crate) journeys: BTreeMap<String, Row>,
+    pub(crate) endpoints: BTreeMap<String, Row>,
+    pub(crate) requests: Row,
+    /// From placing an order to reading it confirmed.
+    pub(crate) order_to_confirmed_ms: Option<Percentiles>,
+    pub(crate) confirmed: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub(crate) fn new(mode: String, gateway: String, seconds: f64, stats: &Stats) -> Self {
+        let all = Series {
+            latencies: stats.all_requests(),
+            errors: stats.failed_requests(),
+        };
+        Self {
+            mode,
+            gateway,
+            seconds,
+            journeys: stats
+                .journeys
+                .iter()
+                .map(|(name, s)| ((*name).to_owned(), Row::of(s, seconds)))
+                .collect(),
+            endpoints: stats
+                .endpoints
+                .iter()
+                .map(|(name, s)| ((*name).to_owned(), Row::of(s, seconds)))
+                .collect(),
+            requests: Row::of(&all, seconds),
+            order_to_confirmed_ms: stats.to_confirmed.summary(),
+            confirmed: stats.to_confirmed.count(),
+            errors: stats.errors.clone(),
+        }
+    }
+}
+
+fn rows(map: &BTreeMap<String, Row>) -> Vec<Vec<String>> {
+    map.iter().map(|(name, row)| line(name, row)).collect()
+}
+
+fn line(name: &str, row: &Row) -> Vec<String> {
+    let ms = |f: fn(&Percentiles) -> f64| {
+        row.latency_ms
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |p| format!("{:.1}", f(p)))
+    };
+    vec![
+        name.to_owned(),
+        row.count.to_string(),
+        format!("{:.1}", row.per_second),
+        if row.count == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2} %", row.errors as f64 * 100.0 / row.count as f64)
+        },
+        ms(|p| p.p50),
+        ms(|p| p.p90),
+        ms(|p| p.p99),
+        ms(|p| p.p999),
+        ms(|p| p.max),
+    ]
+}
+
+const HEADER: [&str; 9] = [
+    "", "COUNT", "PER S", "ERRORS", "P50 MS", "P90", "P99", "P99.9", "MAX",
+];
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Load report: {:.0} s, {}, against {}",
+            self.seconds, self.mode, self.gateway
+        )?;
+        writeln!(f)?;
+        write!(
+            f,
+            "{}",
+            table::render("", &with_title("JOURNEY"), &rows(&self.journeys))
+        )?;
+        writeln!(f)?;
+        let mut endpoints = rows(&self.endpoints);
+        endpoints.push(line("all requests", &self.requests));
+        write!(
+            f,
+            "{}",
+            table::render("", &with_title("ENDPOINT"), &endpoints)
+        )?;
+        if let Some(p) = &self.order_to_confirmed_ms {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "Order placed → CONFIRMED ({} orders): p50 {:.1} ms, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+                self.confirmed, p.p50, p.p90, p.p99, p.p999, p.max
+            )?;
+        }
+        writeln!(f)?;
+        if self.errors.is_empty() {
+            writeln!(f, "No errors.")
+        } else {
+            writeln!(f, "Errors by kind:")?;
+            for (kind, n) in &self.errors {
+                writeln!(f, "  {n:>8}  {kind}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn with_title(title: &str) -> Vec<&str> {
+    let mut header = HEADER.to_vec();
+    header[0] = title;
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_report_has_a_row_per_journey_and_endpoint_and_the_errors() {
+        let mut stats = Stats::default();
+        for ms in [10, 20, 30] {
+            stats.request("GET /api/products", Duration::from_millis(ms), None);
+        }
+        stats.request(
+            "POST /api/orders",
+            Duration::from_millis(5),
+            Some("HTTP 503 on POST /api/orders".into()),
+        );
+        stats.journey("browse", Duration::from_millis(40), false);
+        stats.to_confirmed.record(Duration::from_millis(12));
+        let report = Report::new(
+            "closed loop, 1 user".into(),
+            "http://gw".into(),
+            2.0,
+            &stats,
+        );
+        let text = report.to_string();
+        for expected in [
+            "browse",
+            "GET /api/products",
+            "all requests",
+            "Order placed → CONFIRMED (1 orders)",
+            "1  HTTP 503 on POST /api/orders",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        assert_eq!(report.requests.count, 4);
+        assert!((report.endpoints["GET /api/products"].per_second - 1.5).abs() < 1e-9);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["endpoints"]["POST /api/orders"]["errors"], 1);
+    }
+}
