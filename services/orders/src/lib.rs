@@ -39,6 +39,12 @@ pub const SERVICE: &str = "orders";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The orders database's migrations (with [`chassis::events::migrator`] for its outbox), for
+/// tools that open the store without the service: benchmarks.
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
+
 /// The service's configuration: the chassis keys and the `[orders]` section.
 pub type Config = ServiceConfig<Settings>;
 
