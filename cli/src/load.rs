@@ -14,7 +14,9 @@
 //! - [`journeys`]: what each journey does, and the setup (accounts, stock).
 //! - [`stats`]: histograms and counts.
 //! - [`report`]: tables and JSON.
+//! - [`breakdown`]: where a checkout's time goes, from a sample of sagas.
 
+mod breakdown;
 mod journeys;
 mod report;
 mod scenario;
@@ -195,7 +197,15 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
     let mut total = progress.await.unwrap_or_default();
     total.merge(&shop.take_window());
     total.merge(&generator_errors);
-    Ok(Report::new(mode.describe(), gateway, seconds, &total))
+    let mut report = Report::new(mode.describe(), gateway, seconds, &total);
+    let confirmed = shop.confirmed();
+    if !confirmed.is_empty() {
+        match breakdown::of(shop.storefront(), &confirmed).await {
+            Ok(parts) => report.checkout_breakdown = parts,
+            Err(reason) => eprintln!("warning: no breakdown of the checkouts: {reason}"),
+        }
+    }
+    Ok(report)
 }
 
 /// When to stop starting journeys.

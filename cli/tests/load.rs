@@ -48,6 +48,21 @@ fn a_closed_and_an_open_loop_run_report_every_journey_without_errors() {
     assert!(report["confirmed"].as_u64() > Some(0), "{printed}");
     assert!(report["order_to_confirmed_ms"]["p99"].as_f64() > Some(0.0));
     assert!(printed.contains("Order placed → CONFIRMED"), "{printed}");
+    // Where the time went, from the sagas of the confirmed orders.
+    let parts: Vec<&str> = report["checkout_breakdown"]
+        .as_array()
+        .expect("a breakdown")
+        .iter()
+        .filter_map(|p| p["part"].as_str())
+        .collect();
+    for part in [
+        "placed → first step",
+        "reserve (call)",
+        "charge (call)",
+        "last step → CONFIRMED",
+    ] {
+        assert!(parts.contains(&part), "{part}: {parts:?}");
+    }
 
     // Open loop, browsing only: as many journeys as scheduled, give or take the last tick.
     let scenario = dir.path().join("browse.toml");

@@ -44,7 +44,12 @@ pub(crate) struct Shop {
     categories: Vec<String>,
     /// Measurements since the last progress line.
     window: Mutex<Stats>,
+    /// Orders seen confirmed (the first [`KEEP_CONFIRMED`]), to sample their sagas.
+    confirmed: Mutex<Vec<String>>,
 }
+
+/// Confirmed orders remembered for the breakdown.
+const KEEP_CONFIRMED: usize = 100_000;
 
 /// Why a step of a journey failed (already counted as an error).
 #[derive(Debug)]
@@ -95,7 +100,18 @@ impl Shop {
             buyable,
             categories,
             window: Mutex::new(Stats::default()),
+            confirmed: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The orders seen confirmed.
+    pub(crate) fn confirmed(&self) -> Vec<String> {
+        self.confirmed.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The gateway.
+    pub(crate) fn storefront(&self) -> &Storefront {
+        &self.storefront
     }
 
     /// What was measured since the last call, handed over.
@@ -309,6 +325,11 @@ impl Shop {
                 Some("confirmed") => {
                     let took = placing.elapsed();
                     self.record(|s| s.to_confirmed.record(took));
+                    if let Ok(mut confirmed) = self.confirmed.lock()
+                        && confirmed.len() < KEEP_CONFIRMED
+                    {
+                        confirmed.push(id.to_owned());
+                    }
                     return Ok(());
                 }
                 Some("cancelled") => {

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::breakdown::Part;
 use super::stats::{Percentiles, Series, Stats};
 use crate::table;
 
@@ -49,6 +50,8 @@ pub(crate) struct Report {
     pub(crate) order_to_confirmed_ms: Option<Percentiles>,
     pub(crate) confirmed: u64,
     pub(crate) errors: BTreeMap<String, u64>,
+    /// Where a checkout's time goes, from a sample of the confirmed orders' sagas.
+    pub(crate) checkout_breakdown: Vec<Part>,
 }
 
 impl Report {
@@ -75,6 +78,7 @@ impl Report {
             order_to_confirmed_ms: stats.to_confirmed.summary(),
             confirmed: stats.to_confirmed.count(),
             errors: stats.errors.clone(),
+            checkout_breakdown: Vec::new(),
         }
     }
 }
@@ -137,6 +141,31 @@ impl fmt::Display for Report {
                 f,
                 "Order placed → CONFIRMED ({} orders): p50 {:.1} ms, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
                 self.confirmed, p.p50, p.p90, p.p99, p.p999, p.max
+            )?;
+        }
+        if !self.checkout_breakdown.is_empty() {
+            writeln!(f)?;
+            let rows: Vec<Vec<String>> = self
+                .checkout_breakdown
+                .iter()
+                .map(|part| {
+                    vec![
+                        part.part.clone(),
+                        format!("{:.1}", part.ms.p50),
+                        format!("{:.1}", part.ms.p90),
+                        format!("{:.1}", part.ms.p99),
+                        format!("{:.1}", part.ms.max),
+                    ]
+                })
+                .collect();
+            let title = format!(
+                "WHERE A CHECKOUT'S TIME GOES (up to {} sagas)",
+                super::breakdown::SAMPLE
+            );
+            write!(
+                f,
+                "{}",
+                table::render("", &[title.as_str(), "P50 MS", "P90", "P99", "MAX"], &rows)
             )?;
         }
         writeln!(f)?;
