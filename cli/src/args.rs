@@ -467,6 +467,24 @@ pub(crate) enum Strategy {
     BlueGreen,
 }
 
+/// Checks that the duration flag `flag` is at least `min`; the error names the flag, its value
+/// and what the minimum is for (`--duration 2s: a run lasts at least 10s`).
+pub(crate) fn at_least(
+    flag: &str,
+    value: std::time::Duration,
+    min: std::time::Duration,
+    why: &str,
+) -> Result<(), String> {
+    if value < min {
+        return Err(format!(
+            "{flag} {}: {why} {}",
+            humantime::format_duration(value),
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(())
+}
+
 fn duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration such as 30s or 500ms: {e}"))

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::report::{Report, Window};
 use self::shop::{Shop, Up};
 use self::workload::Assortment;
-use crate::args::{ChaosArgs, EXIT_USAGE};
+use crate::args::{ChaosArgs, EXIT_USAGE, at_least};
 use crate::storefront::Ask;
 
 /// The demo administrator `up` creates.
@@ -59,15 +59,9 @@ pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
     }
     match chaos(&args).await {
         Ok(report) => {
-            print!("{report}");
-            if let Some(path) = &args.json {
-                let written = serde_json::to_vec_pretty(&report)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
-                if let Err(error) = written {
-                    eprintln!("error: cannot write {}: {error}", path.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Err(error) = crate::report::hand_over(&report, args.json.as_deref()) {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
             }
             if report.violations.is_empty() {
                 ExitCode::SUCCESS
@@ -84,24 +78,24 @@ pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
 
 /// Checks the arguments before anything starts.
 fn check(args: &ChaosArgs) -> Result<(), String> {
-    if args.duration < Duration::from_secs(10) {
-        return Err(format!(
-            "--duration {}: a run lasts at least 10s",
-            humantime::format_duration(args.duration)
-        ));
-    }
-    if args.every < Duration::from_millis(100) {
-        return Err(format!(
-            "--every {}: faults come at most every 100ms",
-            humantime::format_duration(args.every)
-        ));
-    }
-    if args.settle < Duration::from_secs(10) {
-        return Err(format!(
-            "--settle {}: give the system at least 10s to settle",
-            humantime::format_duration(args.settle)
-        ));
-    }
+    at_least(
+        "--duration",
+        args.duration,
+        Duration::from_secs(10),
+        "a run lasts at least",
+    )?;
+    at_least(
+        "--every",
+        args.every,
+        Duration::from_millis(100),
+        "faults come at most every",
+    )?;
+    at_least(
+        "--settle",
+        args.settle,
+        Duration::from_secs(10),
+        "settling takes at least",
+    )?;
     if let Some(db) = &args.db {
         let url = url::Url::parse(db).map_err(|e| format!("--db {db:?}: {e}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql")

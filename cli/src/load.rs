@@ -35,7 +35,7 @@ use self::journeys::Shop;
 use self::report::Report;
 use self::scenario::{Scenario, Weights};
 use self::stats::Stats;
-use crate::args::{EXIT_USAGE, LoadArgs};
+use crate::args::{EXIT_USAGE, LoadArgs, at_least};
 use crate::state;
 use crate::storefront::Storefront;
 
@@ -71,19 +71,13 @@ pub(crate) async fn run(args: LoadArgs) -> ExitCode {
         }
     };
     match load(&args, mode, scenario).await {
-        Ok(report) => {
-            print!("{report}");
-            if let Some(path) = &args.json {
-                let written = serde_json::to_vec_pretty(&report)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
-                if let Err(error) = written {
-                    eprintln!("error: cannot write {}: {error}", path.display());
-                    return ExitCode::FAILURE;
-                }
+        Ok(report) => match crate::report::hand_over(&report, args.json.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
             }
-            ExitCode::SUCCESS
-        }
+        },
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -105,18 +99,18 @@ fn check(args: &LoadArgs) -> Result<(Mode, Scenario), String> {
         },
         (Some(_), Some(_)) => return Err("give --rate or --users, not both".into()),
     };
-    if args.duration < Duration::from_secs(1) {
-        return Err(format!(
-            "--duration {}: a run lasts at least 1s",
-            humantime::format_duration(args.duration)
-        ));
-    }
-    if args.every < Duration::from_millis(100) {
-        return Err(format!(
-            "--every {}: progress at most every 100ms",
-            humantime::format_duration(args.every)
-        ));
-    }
+    at_least(
+        "--duration",
+        args.duration,
+        Duration::from_secs(1),
+        "a run lasts at least",
+    )?;
+    at_least(
+        "--every",
+        args.every,
+        Duration::from_millis(100),
+        "progress comes at most every",
+    )?;
     if let Some(gateway) = &args.gateway
         && !url::Url::parse(gateway)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())

@@ -12,6 +12,7 @@ mod logs;
 mod red;
 mod release;
 mod remote;
+mod report;
 mod reset;
 mod serve;
 mod state;

@@ -32,6 +32,12 @@ pub(crate) struct Limits {
     pub(crate) min_requests: f64,
 }
 
+/// Requests a version needs in a window before its p99 means anything: below about a hundred,
+/// the p99 is simply the slowest request, and one cold request to a new instance (its first
+/// TLS handshake, its empty caches) would roll a healthy candidate back. Errors are judged from
+/// [`Limits::min_requests`].
+const LATENCY_MIN_REQUESTS: f64 = 100.0;
+
 /// Why a candidate fails, or `None` when it passes (or has too few requests to tell).
 pub(crate) fn breach(candidate: &RedStats, stable: &RedStats, limits: &Limits) -> Option<String> {
     if candidate.requests < limits.min_requests {
@@ -48,13 +54,16 @@ pub(crate) fn breach(candidate: &RedStats, stable: &RedStats, limits: &Limits) -
             limits.max_error_rate * 100.0
         ));
     }
+    if candidate.requests < LATENCY_MIN_REQUESTS.max(limits.min_requests) {
+        return None;
+    }
     let Some(ours) = candidate.p99() else {
         return (candidate.requests > 0.0)
             .then(|| "p99 latency beyond the largest histogram bucket (10 s)".to_owned());
     };
     let allowed = stable
         .p99()
-        .filter(|_| stable.requests >= limits.min_requests)
+        .filter(|_| stable.requests >= LATENCY_MIN_REQUESTS.max(limits.min_requests))
         .map_or(limits.p99_floor, |p99| p99.mul_f64(limits.max_p99_ratio))
         .max(limits.p99_floor);
     (ours > allowed).then(|| {
@@ -115,6 +124,13 @@ mod tests {
         let slow = version_stats(&samples(&text("2.0", 100, 0, 50, 50)), "catalog", "2.0");
         let why = breach(&slow, &stable, &LIMITS).expect("breach");
         assert!(why.contains("p99 latency 500ms"), "{why}");
+        // Thirty requests, one of them slow: its p99 is that one request, so latency waits for
+        // more; the errors are judged already.
+        let cold = version_stats(&samples(&text("2.0", 30, 0, 29, 1)), "catalog", "2.0");
+        assert_eq!(breach(&cold, &stable, &LIMITS), None, "one cold request");
+        let cold_failing = version_stats(&samples(&text("2.0", 20, 10, 29, 1)), "catalog", "2.0");
+        let why = breach(&cold_failing, &stable, &LIMITS).expect("breach");
+        assert!(why.contains("error rate"), "{why}");
         let few = version_stats(&samples(&text("2.0", 5, 5, 10, 0)), "catalog", "2.0");
         assert_eq!(
             breach(&few, &stable, &LIMITS),
