@@ -473,7 +473,10 @@ impl System {
                             self.save(data_dir);
                             let _ = reply.sender.send(Err(format!("{id} exited while starting ({status}); see {}", data_dir.join("logs").join(format!("{id}.log")).display())));
                         } else {
-                            eprintln!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                            // One write: stderr is unbuffered, and a line written in pieces
+                            // can be cut by another process's output.
+                            let line = format!("{} {id} exited unexpectedly ({status}); restarting in {restart_in:?}", console.red("!"));
+                            eprintln!("{line}");
                         }
                     }
                     Some(Event::ListeningTls { id, url }) => {

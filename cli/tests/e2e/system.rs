@@ -1,6 +1,6 @@
 //! Starting and stopping `bazaar up` from a test.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -58,17 +58,17 @@ impl Running {
         .flatten()
         {
             let output = Arc::clone(&output);
+            // Whole lines: stderr is unbuffered, so a line `up` writes there can arrive in
+            // pieces, and must not be cut by stdout's lines in between.
             std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
+                let mut lines = BufReader::new(stream);
+                let mut line = Vec::new();
+                while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
                     output
                         .lock()
                         .expect("lock")
-                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
                 }
             });
         }
