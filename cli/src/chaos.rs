@@ -37,10 +37,8 @@ use self::report::{Report, Window};
 use self::shop::{Shop, Up};
 use self::workload::Assortment;
 use crate::args::{ChaosArgs, EXIT_USAGE, at_least};
-use crate::storefront::Ask;
+use crate::storefront::{Ask, DEMO_ADMIN};
 
-/// The demo administrator `up` creates.
-const ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");
 /// Products customers buy plenty of; each is restocked by [`RESTOCK`] first.
 const PLENTIFUL: usize = 6;
 const RESTOCK: i64 = 100_000;
@@ -336,29 +334,14 @@ async fn watch(
     windows
 }
 
-/// Logs the demo administrator in.
+/// Logs the demo administrator in, asking again for a minute while the system warms up.
 async fn admin_token(shop: &Shop) -> Result<String, String> {
-    let (email, password) = ADMIN;
-    let credentials = json!({"email": email, "password": password});
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answer = shop
-            .send(Ask::post("/api/auth/login", None, &credentials))
-            .await;
-        match answer {
-            Ok(a) if a.status == http::StatusCode::OK => {
-                return a.body["access_token"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("logging {email} in: no token in {}", a.body));
-            }
-            Ok(a) if a.status.is_client_error() => {
-                return Err(format!("logging {email} in: {} {}", a.status, a.body));
-            }
-            _ if Instant::now() > deadline => {
-                return Err(format!("logging {email} in: the shop did not answer"));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        match shop.storefront().log_in(DEMO_ADMIN).await {
+            Ok(token) => return Ok(token),
+            Err(error) if Instant::now() > deadline => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }

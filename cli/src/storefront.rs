@@ -55,6 +55,9 @@ impl<'a> Ask<'a> {
     }
 }
 
+/// The administrator every `up` seeds (README, "Demo accounts").
+pub(crate) const DEMO_ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");
+
 /// The gateway's public API.
 #[derive(Debug)]
 pub(crate) struct Storefront {
@@ -142,6 +145,19 @@ impl Storefront {
         {
             *gateway = running.gateway;
         }
+    }
+
+    /// Logs `(email, password)` in once; the access token, or what the gateway answered.
+    pub(crate) async fn log_in(&self, (email, password): (&str, &str)) -> Result<String, String> {
+        let credentials = serde_json::json!({"email": email, "password": password});
+        let answer = self
+            .send(Ask::post("/api/auth/login", None, &credentials))
+            .await?;
+        answer.body["access_token"]
+            .as_str()
+            .filter(|_| answer.status == StatusCode::OK)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("logging {email} in answered {}", answer.status))
     }
 
     /// `GET path` as `token`, asked again until it answers 200 or `within` passes (a service

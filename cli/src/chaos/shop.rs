@@ -163,6 +163,11 @@ impl Shop {
         })
     }
 
+    /// The gateway.
+    pub(crate) fn storefront(&self) -> &Storefront {
+        &self.storefront
+    }
+
     /// Sends one request to the gateway.
     pub(crate) async fn send(&self, ask: Ask<'_>) -> Result<Answer, String> {
         self.storefront.send(ask).await

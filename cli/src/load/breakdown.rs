@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::stats::{Latencies, Percentiles};
-use crate::storefront::{Ask, Storefront};
+use crate::storefront::{DEMO_ADMIN, Storefront};
 
 /// Most sagas read.
 pub(crate) const SAMPLE: usize = 200;
-/// The demo administrator.
-const ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");
 
 /// One part of a checkout, over the sample.
 #[derive(Debug, Clone, Serialize)]
@@ -64,24 +62,17 @@ pub(crate) fn parts(saga: &Value) -> Option<Vec<(String, f64)>> {
 /// Reads the sagas of `orders` and sums up each part; empty when the administrator cannot
 /// log in (the report then leaves the breakdown out).
 pub(crate) async fn of(storefront: &Storefront, orders: &[String]) -> Result<Vec<Part>, String> {
-    let (email, password) = ADMIN;
-    let credentials = json!({"email": email, "password": password});
-    let login = storefront
-        .send(Ask::post("/api/auth/login", None, &credentials))
-        .await?;
-    let Some(admin) = login.body["access_token"].as_str() else {
-        return Err(format!(
-            "the demo administrator could not log in ({}), so the sagas were not read",
-            login.status
-        ));
-    };
+    let admin = storefront
+        .log_in(DEMO_ADMIN)
+        .await
+        .map_err(|e| format!("{e}, so the sagas were not read"))?;
     let mut parts: BTreeMap<String, (usize, Latencies)> = BTreeMap::new();
     let step = (orders.len() / SAMPLE).max(1);
     for id in orders.iter().step_by(step).take(SAMPLE) {
         let saga = storefront
             .read(
                 &format!("/api/orders/{id}/saga"),
-                admin,
+                &admin,
                 Duration::from_secs(10),
             )
             .await?;
@@ -115,6 +106,8 @@ fn parts_or_none(saga: &Value) -> Vec<(String, f64)> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::scenario::Journey;
 use super::stats::Stats;
-use crate::storefront::{Answer, Ask, Storefront};
+use crate::storefront::{Answer, Ask, DEMO_ADMIN, Storefront};
 
 const PASSWORD: &str = "load-generator-shopper";
 const CARD: &str = "4242424242424242";
@@ -22,8 +22,6 @@ const BUYABLE: usize = 10;
 const STOCK: i64 = 1_000_000;
 /// Longest wait for an order to settle.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
-/// The demo administrator `up` creates, who restocks.
-const ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");
 
 /// A customer account of the run.
 #[derive(Debug)]
@@ -358,17 +356,12 @@ async fn public(storefront: &Storefront, path: &str) -> Result<Value, String> {
 
 /// Restocks `skus` to [`STOCK`] units as the demo administrator.
 async fn restock(storefront: &Storefront, skus: &[String]) -> Result<(), String> {
-    let (email, password) = ADMIN;
-    let credentials = json!({"email": email, "password": password});
-    let login = storefront
-        .send(Ask::post("/api/auth/login", None, &credentials))
-        .await?;
-    let Some(admin) = login.body["access_token"].as_str() else {
-        return Err(format!(
-            "cannot restock: logging the demo administrator in answered {} (customers would sell the demo stock out in seconds; give the scenario no checkout to run without it)",
-            login.status
-        ));
-    };
+    let admin = storefront.log_in(DEMO_ADMIN).await.map_err(|e| {
+        format!(
+            "cannot restock: {e} (customers would sell the demo stock out in seconds; give the scenario no checkout to run without it)"
+        )
+    })?;
+    let admin = admin.as_str();
     for sku in skus {
         let product = storefront
             .read(

@@ -68,6 +68,23 @@ fn order_cancelled() -> JsonPattern {
     )
 }
 
+/// The two order events `consumer` reads, as messages of its pact with orders.
+fn order_messages(consumer: &str) -> PactBuilder {
+    let mut orders = pact(consumer, "orders");
+    orders
+        .message_interaction("an order was confirmed", |mut i| {
+            i.given("an order is confirmed");
+            i.json_body(order_confirmed());
+            i
+        })
+        .message_interaction("an order was cancelled", |mut i| {
+            i.given("an order is cancelled because its card is declined");
+            i.json_body(order_cancelled());
+            i
+        });
+    orders
+}
+
 /// The envelope in a message's contents, read as the consumers read what a transport delivers.
 fn delivered(contents: Option<Vec<u8>>) -> Envelope {
     let bytes = contents.expect("the message has contents");
@@ -132,18 +149,7 @@ fn notifications_reads_the_events_it_emails_about() {
     });
     assert_eq!(read_messages(&users, notify), 1);
 
-    let mut orders = pact("notifications", "orders");
-    orders
-        .message_interaction("an order was confirmed", |mut i| {
-            i.given("an order is confirmed");
-            i.json_body(order_confirmed());
-            i
-        })
-        .message_interaction("an order was cancelled", |mut i| {
-            i.given("an order is cancelled because its card is declined");
-            i.json_body(order_cancelled());
-            i
-        });
+    let orders = order_messages("notifications");
     assert_eq!(read_messages(&orders, notify), 2);
 
     let mut shipping = pact("notifications", "shipping");
@@ -167,18 +173,7 @@ fn notifications_reads_the_events_it_emails_about() {
 
 #[test]
 fn recommendations_reads_confirmed_and_cancelled_orders() {
-    let mut orders = pact("recommendations", "orders");
-    orders
-        .message_interaction("an order was confirmed", |mut i| {
-            i.given("an order is confirmed");
-            i.json_body(order_confirmed());
-            i
-        })
-        .message_interaction("an order was cancelled", |mut i| {
-            i.given("an order is cancelled because its card is declined");
-            i.json_body(order_cancelled());
-            i
-        });
+    let orders = order_messages("recommendations");
     // The handlers decode the payloads into these types, then use every field.
     let seen = read_messages(&orders, |envelope| match envelope.kind.as_str() {
         OrderConfirmed::TYPE => {
