@@ -37,14 +37,24 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     // One TLS provider for the whole process (reqwest, sqlx): ring, never aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let args::Command::Serve(args::ServeArgs {
-        threads: Some(threads),
-        ..
-    }) = &cli.command
-    {
-        builder.worker_threads(threads.get());
-    }
+    // A service asked for one worker thread (as `up` runs them) gets the single-threaded
+    // scheduler: the same work without work stealing, cross-thread wake-ups or the injection
+    // queue's locking (docs/decisions.md).
+    let mut builder = match &cli.command {
+        args::Command::Serve(args::ServeArgs {
+            threads: Some(threads),
+            ..
+        }) if threads.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        args::Command::Serve(args::ServeArgs {
+            threads: Some(threads),
+            ..
+        }) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads.get());
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

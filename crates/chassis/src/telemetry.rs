@@ -63,7 +63,8 @@ pub fn init(
     // Spans are recorded at info whatever the log level: quiet logs still give whole traces.
     // Of the log lines written inside them, only warnings and errors become span events: the
     // rest are in the logs, under the same trace id, and would double every export.
-    let spans = match endpoint {
+    let mut layers = vec![lines];
+    match endpoint {
         Some(endpoint) if !crate::trace::enabled() => {
             let tracer = crate::trace::provider(
                 service,
@@ -72,7 +73,7 @@ pub fn init(
                 trace.start_traces,
                 transport,
             )?;
-            Some(
+            layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
                     .with_location(false)
@@ -85,17 +86,15 @@ pub fn init(
                             tracing::Level::WARN
                         };
                         *meta.level() <= wanted
-                    })),
-            )
+                    }))
+                    .boxed(),
+            );
         }
-        _ => None,
-    };
+        _ => {}
+    }
+    // A list of layers, not an `Option` layer: a `None` layer counts as enabling everything, and
+    // every request would build spans that nothing records (docs/decisions.md).
     // Already installed: a test binary or a second service in one process. Keep the first.
-    drop(
-        tracing_subscriber::registry()
-            .with(lines)
-            .with(spans)
-            .try_init(),
-    );
+    drop(tracing_subscriber::registry().with(layers).try_init());
     Ok(())
 }
