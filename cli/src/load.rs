@@ -15,8 +15,10 @@
 //! - [`stats`]: histograms and counts.
 //! - [`report`]: tables and JSON.
 //! - [`breakdown`]: where a checkout's time goes, from a sample of sagas.
+//! - [`cpu`]: where the CPU goes, by service, when the system runs on this machine.
 
 mod breakdown;
+mod cpu;
 mod journeys;
 mod report;
 mod scenario;
@@ -169,6 +171,13 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
             .map(|n| format!(" or {n} journeys"))
             .unwrap_or_default()
     );
+    // The processes of a system started here, whose CPU time can be read.
+    let local = args
+        .gateway
+        .is_none()
+        .then(|| state::running(&args.data_dir))
+        .flatten();
+    let cpu_before = local.as_ref().map(cpu::Sample::take);
     let interrupted = chassis::server::shutdown_on_signal();
     let seed = args.seed.unwrap_or_else(rand::random);
     let started = Instant::now();
@@ -187,11 +196,15 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
         Mode::Closed { users } => closed_loop(&shop, &scenario, users, seed, &limits).await,
     };
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = local.as_ref().map(cpu::Sample::take);
     done.cancel();
     let mut total = progress.await.unwrap_or_default();
     total.merge(&shop.take_window());
     total.merge(&generator_errors);
     let mut report = Report::new(mode.describe(), gateway, seconds, &total);
+    if let (Some(before), Some(after)) = (&cpu_before, &cpu_after) {
+        report.cpu = cpu::usage(before, after, seconds, total.journeys_finished());
+    }
     let confirmed = shop.confirmed();
     if !confirmed.is_empty() {
         match breakdown::of(shop.storefront(), &confirmed).await {

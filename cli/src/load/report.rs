@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::breakdown::Part;
+use super::cpu::Usage;
 use super::stats::{Percentiles, Series, Stats};
 use crate::table;
 
@@ -52,6 +53,8 @@ pub(crate) struct Report {
     pub(crate) errors: BTreeMap<String, u64>,
     /// Where a checkout's time goes, from a sample of the confirmed orders' sagas.
     pub(crate) checkout_breakdown: Vec<Part>,
+    /// CPU by service over the run, when the system runs on this machine.
+    pub(crate) cpu: Vec<Usage>,
 }
 
 impl Report {
@@ -79,6 +82,7 @@ impl Report {
             confirmed: stats.to_confirmed.count(),
             errors: stats.errors.clone(),
             checkout_breakdown: Vec::new(),
+            cpu: Vec::new(),
         }
     }
 }
@@ -168,6 +172,35 @@ impl fmt::Display for Report {
                 table::render("", &[title.as_str(), "P50 MS", "P90", "P99", "MAX"], &rows)
             )?;
         }
+        if !self.cpu.is_empty() {
+            writeln!(f)?;
+            let rows: Vec<Vec<String>> = self
+                .cpu
+                .iter()
+                .map(|usage| {
+                    vec![
+                        usage.service.clone(),
+                        usage.processes.to_string(),
+                        format!("{:.2}", usage.cores),
+                        format!("{:.2}", usage.ms_per_journey),
+                    ]
+                })
+                .collect();
+            write!(
+                f,
+                "{}",
+                table::render(
+                    "",
+                    &[
+                        "WHERE THE CPU GOES",
+                        "PROCESSES",
+                        "CORES",
+                        "CPU MS PER JOURNEY"
+                    ],
+                    &rows
+                )
+            )?;
+        }
         writeln!(f)?;
         if self.errors.is_empty() {
             writeln!(f, "No errors.")
@@ -206,14 +239,22 @@ mod tests {
         );
         stats.journey("browse", Duration::from_millis(40), false);
         stats.to_confirmed.record(Duration::from_millis(12));
-        let report = Report::new(
+        let mut report = Report::new(
             "closed loop, 1 user".into(),
             "http://gw".into(),
             2.0,
             &stats,
         );
+        report.cpu = vec![Usage {
+            service: "orders".into(),
+            processes: 1,
+            cores: 0.25,
+            ms_per_journey: 12.5,
+        }];
         let text = report.to_string();
         for expected in [
+            "WHERE THE CPU GOES",
+            "12.50",
             "browse",
             "GET /api/products",
             "all requests",

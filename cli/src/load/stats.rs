@@ -109,6 +109,11 @@ impl Stats {
         }
     }
 
+    /// Journeys that ended, failed or not.
+    pub(crate) fn journeys_finished(&self) -> u64 {
+        self.journeys.values().map(|s| s.latencies.count()).sum()
+    }
+
     /// A failure that is not one request's (a checkout cancelled, the generator falling behind).
     pub(crate) fn error(&mut self, kind: String) {
         *self.errors.entry(kind).or_default() += 1;

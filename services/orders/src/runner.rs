@@ -359,7 +359,10 @@ impl Runner {
             };
             started = next_started;
             if !next.status.is_active() {
+                // The write that finished the saga gave its lease up too.
                 self.finished(&record, &next, now).await;
+                self.notify(&next);
+                return Ok(());
             } else if next.status == Status::Compensating && saga.status == Status::Running {
                 tracing::info!(saga = %id, order_id = %order.id, reason = next.reason.as_deref().unwrap_or_default(), "compensating");
             }

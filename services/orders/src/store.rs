@@ -146,20 +146,21 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
+        // Every line in one statement: a round trip to the database per line cost more than
+        // the inserts themselves.
+        let mut lines = sqlx::query(sqlx::AssertSqlSafe(lines_insert(order.lines.len())));
         for (position, line) in (0_i64..).zip(&order.lines) {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&order.id)
-            .bind(position)
-            .bind(&line.sku)
-            .bind(&line.name)
-            .bind(line.unit_price_minor)
-            .bind(line.quantity)
-            .bind(line.line_total_minor)
-            .execute(&mut *tx)
-            .await?;
+            lines = lines
+                .bind(&order.id)
+                .bind(position)
+                .bind(&line.sku)
+                .bind(&line.name)
+                .bind(line.unit_price_minor)
+                .bind(line.quantity)
+                .bind(line.line_total_minor);
+        }
+        if !order.lines.is_empty() {
+            lines.execute(&mut *tx).await?;
         }
         for (position, change) in (0_i64..).zip(&order.history) {
             sqlx::query("INSERT INTO order_status_history (order_id, position, status, reason, at) VALUES ($1, $2, $3, $4, $5)")
@@ -326,6 +327,31 @@ impl Store {
     }
 }
 
+/// `INSERT INTO order_lines … VALUES ($1, …, $7), ($8, …, $14), …` for `count` lines (at most
+/// [`crate::domain::MAX_LINES`], so 350 parameters, far below either engine's limit). Only
+/// placeholders are generated; the values are bound.
+fn lines_insert(count: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from(
+        "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor) VALUES ",
+    );
+    for line in 0..count {
+        let first = line * 7 + 1;
+        let _ = write!(
+            sql,
+            "{}(${first}, ${}, ${}, ${}, ${}, ${}, ${})",
+            if line == 0 { "" } else { ", " },
+            first + 1,
+            first + 2,
+            first + 3,
+            first + 4,
+            first + 5,
+            first + 6,
+        );
+    }
+    sql
+}
+
 fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     Ok(OrderRecord {
         id: row.try_get("id")?,
@@ -355,4 +381,20 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
             _ => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_insert;
+
+    #[test]
+    fn lines_are_inserted_in_one_statement_with_seven_placeholders_each() {
+        assert_eq!(
+            lines_insert(2),
+            "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
+        );
+        let most = lines_insert(crate::domain::MAX_LINES);
+        assert!(most.ends_with("$344, $345, $346, $347, $348, $349, $350)"));
+    }
 }

@@ -1,7 +1,7 @@
 //! SQL for checkout sagas: their state, their step log, and the leases that keep two instances
 //! from running the same saga at once.
 
-use chassis::db::WriteTransaction;
+use chassis::db::{WriteTransaction, now_millis};
 use contracts::events::{OrderCancelled, OrderConfirmed, OrderLine};
 use contracts::money::Money;
 use sqlx::Row;
@@ -200,13 +200,25 @@ impl Store {
         now: i64,
     ) -> Result<Option<Option<i64>>, StoreError> {
         let mut tx = self.db.begin_write().await?;
+        // The answer came at `answered`; what this transaction writes happens when it holds
+        // the write lock: the next attempt starts, and the order is confirmed or cancelled,
+        // after any wait for the lock (which the saga's log then shows between the steps).
+        let answered = now;
+        let now = now_millis().max(now);
         let finished_at =
             (current.saga.status.is_active() && !next.status.is_active()).then_some(now);
+        // A saga that has finished needs no lease: it is given up in the same write.
+        let (lease_until, release) = if next.status.is_active() {
+            (lease_until, 0_i64)
+        } else {
+            (0, 1)
+        };
         let updated = sqlx::query(
             "UPDATE sagas SET status = $1, step = $2, reservation_id = $3, committed = $4, charge_id = $5,
                     shipment_id = $6, reason = $7, by_customer = $8, attempts = $9, next_attempt_at = $10,
                     last_error = $11, version = version + 1, lease_until = $12, updated_at = $13,
-                    finished_at = COALESCE($14, finished_at)
+                    finished_at = COALESCE($14, finished_at),
+                    lease_owner = CASE WHEN $18 = 1 THEN NULL ELSE lease_owner END
              WHERE id = $15 AND version = $16 AND (CAST($17 AS TEXT) IS NULL OR lease_owner = $17)",
         )
         .bind(next.status.as_str())
@@ -226,6 +238,7 @@ impl Store {
         .bind(&current.saga.id)
         .bind(current.version)
         .bind(owner.map(str::to_owned))
+        .bind(release)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -238,7 +251,7 @@ impl Store {
             )
             .bind(finished.outcome)
             .bind(finished.detail.map(str::to_owned))
-            .bind(now)
+            .bind(answered)
             .bind(&current.saga.id)
             .bind(finished.position)
             .execute(&mut *tx)
@@ -275,21 +288,17 @@ impl Store {
             .bind(&next.order_id)
             .execute(&mut *tx)
             .await?;
-            let position: i64 = sqlx::query(
-                "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT) AS next FROM order_status_history WHERE order_id = $1",
+            sqlx::query(
+                "INSERT INTO order_status_history (order_id, position, status, reason, at)
+                 SELECT $1, CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT), $2, $3, $4
+                 FROM order_status_history WHERE order_id = $1",
             )
             .bind(&next.order_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
-            sqlx::query("INSERT INTO order_status_history (order_id, position, status, reason, at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&next.order_id)
-                .bind(position)
-                .bind(status)
-                .bind(&reason)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            .bind(status)
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             publish_outcome(&mut tx, &next.order_id, status, reason).await?;
         }
         let started = match next.step {
@@ -433,24 +442,20 @@ async fn insert_started(
     attempt: i64,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
-    let position: i64 = sqlx::query(
-        "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT) AS next FROM saga_steps WHERE saga_id = $1",
-    )
-    .bind(saga_id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("next")?;
+    // One statement, one round trip to the database: the position is the next free one.
     sqlx::query(
-        "INSERT INTO saga_steps (saga_id, position, step, attempt, outcome, started_at) VALUES ($1, $2, $3, $4, 'started', $5)",
+        "INSERT INTO saga_steps (saga_id, position, step, attempt, outcome, started_at)
+         SELECT $1, CAST(COALESCE(MAX(position) + 1, 0) AS BIGINT), $2, $3, 'started', $4
+         FROM saga_steps WHERE saga_id = $1
+         RETURNING position",
     )
     .bind(saga_id)
-    .bind(position)
     .bind(step.as_str())
     .bind(attempt)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(position)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("position")
 }
 
 /// Inserts a new saga inside the order's transaction, leased to `lease.0` until `lease.1`, with
@@ -483,7 +488,8 @@ pub(super) async fn insert_saga(
     .execute(&mut **tx)
     .await?;
     if let Some(step) = saga.step {
-        insert_started(tx, &saga.id, step, 1, record.created_at).await?;
+        // Started when written: the wait for the write lock shows as the gap after placing.
+        insert_started(tx, &saga.id, step, 1, now_millis().max(record.created_at)).await?;
     }
     Ok(())
 }
