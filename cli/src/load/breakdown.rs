@@ -1,7 +1,9 @@
 //! Where a checkout's time goes: after a run, a sample of its confirmed orders' sagas is read
 //! (as the demo administrator: the saga log is for operators), and each checkout's time from
 //! placing to CONFIRMED is split into the calls to each neighbour and the time between them
-//! (the saga's own writes, and waiting for its turn).
+//! (the saga's own writes, and waiting for its turn). The same orders' confirmation emails give
+//! the event lag under load: from the order's CONFIRMED (the `order.confirmed` event committed
+//! to the outbox in the same write) to the notifications service storing the email it sends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -76,9 +78,20 @@ pub(crate) async fn of(storefront: &Storefront, orders: &[String]) -> Result<Vec
                 Duration::from_secs(10),
             )
             .await?;
+        let emails = storefront
+            .read(
+                &format!("/api/emails?order_id={id}"),
+                &admin,
+                Duration::from_secs(10),
+            )
+            .await?;
+        let mut saga_parts = parts_or_none(&saga);
+        if let Some(ms) = event_lag(&saga, &emails) {
+            saga_parts.push((EVENT_LAG.to_owned(), ms));
+        }
         // Several gaps of one saga add up into one sample of their part.
         let mut summed: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        for (i, (part, ms)) in parts_or_none(&saga).into_iter().enumerate() {
+        for (i, (part, ms)) in saga_parts.into_iter().enumerate() {
             let entry = summed.entry(part).or_insert((i, 0.0));
             entry.1 += ms;
         }
@@ -98,6 +111,31 @@ pub(crate) async fn of(storefront: &Storefront, orders: &[String]) -> Result<Vec
         .collect();
     list.sort_by_key(|(order, _)| *order);
     Ok(list.into_iter().map(|(_, part)| part).collect())
+}
+
+/// The kind of email the notifications service sends for `orders.order.confirmed`.
+const CONFIRMATION_EMAIL: &str = "order_confirmed";
+
+/// The part that is the event lag.
+pub(crate) const EVENT_LAG: &str = "CONFIRMED → confirmation email stored (event lag)";
+
+/// Milliseconds from the saga's end to the storing of the order's confirmation email, from the
+/// saga and the page of the order's emails (`GET /api/emails?order_id=`).
+fn event_lag(saga: &Value, emails: &Value) -> Option<f64> {
+    let at = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let confirmed = at(&saga["finished_at"])?;
+    let stored = emails["items"]
+        .as_array()?
+        .iter()
+        .filter(|e| e["kind"] == CONFIRMATION_EMAIL)
+        .find_map(|e| at(&e["created_at"]))?;
+    (stored - confirmed)
+        .num_microseconds()
+        .map(|us| us as f64 / 1000.0)
 }
 
 fn parts_or_none(saga: &Value) -> Vec<(String, f64)> {
@@ -137,5 +175,17 @@ mod tests {
             ]
         );
         assert!(super::parts(&json!({"created_at": "yesterday"})).is_none());
+    }
+
+    #[test]
+    fn the_event_lag_runs_from_confirmed_to_the_confirmation_email() {
+        let saga = json!({"finished_at": "2026-11-26T10:00:00.100Z"});
+        let emails = json!({"items": [
+            {"kind": "welcome", "created_at": "2026-11-26T10:00:00.050Z"},
+            {"kind": "order_confirmed", "created_at": "2026-11-26T10:00:00.112Z"},
+        ]});
+        let lag = event_lag(&saga, &emails).expect("a lag");
+        assert!((lag - 12.0).abs() < 1e-9, "{lag}");
+        assert_eq!(event_lag(&saga, &json!({"items": []})), None);
     }
 }
