@@ -60,9 +60,19 @@ fn a_closed_and_an_open_loop_run_report_every_journey_without_errors() {
         "reserve (call)",
         "charge (call)",
         "last step → CONFIRMED",
+        "CONFIRMED → confirmation email stored (event lag)",
     ] {
         assert!(parts.contains(&part), "{part}: {parts:?}");
     }
+    // The system runs here, so its CPU is read from /proc: orders did work for every checkout.
+    let orders_cpu = report["cpu"]
+        .as_array()
+        .expect("CPU by service")
+        .iter()
+        .find(|u| u["service"] == "orders")
+        .and_then(|u| u["ms_per_journey"].as_f64());
+    assert!(orders_cpu > Some(0.0), "{printed}");
+    assert!(printed.contains("WHERE THE CPU GOES"), "{printed}");
 
     // Open loop, browsing only: as many journeys as scheduled, give or take the last tick.
     let scenario = dir.path().join("browse.toml");
