@@ -23,6 +23,7 @@ mod top;
 mod trace;
 mod up;
 
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -40,20 +41,18 @@ fn main() -> ExitCode {
     // A service asked for one worker thread (as `up` runs them) gets the single-threaded
     // scheduler: the same work without work stealing, cross-thread wake-ups or the injection
     // queue's locking (docs/decisions.md).
-    let mut builder = match &cli.command {
-        args::Command::Serve(args::ServeArgs {
-            threads: Some(threads),
-            ..
-        }) if threads.get() == 1 => tokio::runtime::Builder::new_current_thread(),
-        args::Command::Serve(args::ServeArgs {
-            threads: Some(threads),
-            ..
-        }) => {
+    let threads = match &cli.command {
+        args::Command::Serve(args::ServeArgs { threads, .. }) => threads.map(NonZeroUsize::get),
+        _ => None,
+    };
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads.get());
+            builder.worker_threads(threads);
             builder
         }
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

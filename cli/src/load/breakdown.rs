@@ -28,14 +28,6 @@ pub(crate) struct Part {
 /// The parts of one saga, in ms: `placed → first step`, each step's call, the gaps between
 /// steps, and `last step → confirmed`.
 pub(crate) fn parts(saga: &Value) -> Option<Vec<(String, f64)>> {
-    let at = |v: &Value| {
-        v.as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let ms = |from: DateTime<Utc>, to: DateTime<Utc>| {
-        (to - from).num_microseconds().map(|u| u as f64 / 1000.0)
-    };
     let created = at(&saga["created_at"])?;
     let finished = at(&saga["finished_at"])?;
     let steps = saga["steps"].as_array()?;
@@ -122,20 +114,26 @@ pub(crate) const EVENT_LAG: &str = "CONFIRMED → confirmation email stored (eve
 /// Milliseconds from the saga's end to the storing of the order's confirmation email, from the
 /// saga and the page of the order's emails (`GET /api/emails?order_id=`).
 fn event_lag(saga: &Value, emails: &Value) -> Option<f64> {
-    let at = |v: &Value| {
-        v.as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
     let confirmed = at(&saga["finished_at"])?;
     let stored = emails["items"]
         .as_array()?
         .iter()
         .filter(|e| e["kind"] == CONFIRMATION_EMAIL)
         .find_map(|e| at(&e["created_at"]))?;
-    (stored - confirmed)
-        .num_microseconds()
-        .map(|us| us as f64 / 1000.0)
+    ms(confirmed, stored)
+}
+
+/// A time the API wrote as RFC 3339.
+fn at(value: &Value) -> Option<DateTime<Utc>> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Milliseconds from `from` to `to`.
+fn ms(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
+    (to - from).num_microseconds().map(|us| us as f64 / 1000.0)
 }
 
 fn parts_or_none(saga: &Value) -> Vec<(String, f64)> {
