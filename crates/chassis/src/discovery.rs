@@ -380,7 +380,12 @@ impl Discovery {
         }
         let mut loaded = cache.loaded.subscribe();
         // Only the first lookup waits, and only until the first answer (or a bounded time).
-        let _ = tokio::time::timeout(FIRST_LOOKUP_TIMEOUT, loaded.wait_for(|l| *l)).await;
+        // Boxed: once per service, and every caller's future would carry it otherwise.
+        let _ = Box::pin(tokio::time::timeout(
+            FIRST_LOOKUP_TIMEOUT,
+            loaded.wait_for(|l| *l),
+        ))
+        .await;
         Ok(cache.snapshot())
     }
 

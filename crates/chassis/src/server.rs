@@ -13,7 +13,9 @@
 //!
 //! # Layout
 //! - [`middleware`]: request id, request span, metrics, access log, timeout, problem bodies.
+//! - [`front`]: a service's own hot path ahead of the router (the gateway's proxying).
 
+pub mod front;
 pub mod middleware;
 
 use std::collections::BTreeMap;
@@ -21,15 +23,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use axum::{Extension, Router};
 use contracts::discovery::Registration;
 use contracts::release::FAULTS_PREFIX;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -42,7 +45,7 @@ use crate::faults::Faults;
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
 use crate::mtls::Identity;
-use crate::tls::{self, Secure, TlsConfig, TlsListener};
+use crate::tls::{self, TlsConfig, TlsListener};
 
 /// The wording of the line that announces the listener; `bazaar up` matches on it.
 pub const LISTENING_PREFIX: &str = "listening on ";
@@ -145,8 +148,8 @@ pub struct Server {
     events_config: EventsConfig,
     events: Option<Events>,
     registers: bool,
-    /// The app's own fallback answers unmatched paths (a proxy); no chassis 404 there.
-    own_fallback: bool,
+    /// Requests the service answers ahead of its router.
+    front: Option<front::Front>,
     /// The app keeps its own deadlines; no `http.request_timeout` around it.
     own_deadlines: bool,
     /// The service's OpenAPI document, served at `/openapi.json`.
@@ -230,7 +233,7 @@ impl Server {
             events_config: config.events.clone(),
             events: None,
             registers: config.discovery.registry.is_some(),
-            own_fallback: false,
+            front: None,
             own_deadlines: false,
             openapi: None,
         })
@@ -346,18 +349,17 @@ impl Server {
         self
     }
 
-    /// Lets the app's own fallback answer every path no route matches, as a proxy does
-    /// (cheaper than a catch-all `/{*path}` route, which captures the path on every request).
+    /// Sends the requests `front` takes to its service instead of the router: a proxy's hot
+    /// path, which matches its own routes ([`front`]). They keep the chassis's middleware.
     #[must_use]
-    pub fn with_own_fallback(mut self) -> Self {
-        self.own_fallback = true;
+    pub fn with_front(mut self, front: front::Front) -> Self {
+        self.front = Some(front);
         self
     }
 
     /// Serves `app` until `shutdown` is cancelled, then shuts down gracefully.
     ///
-    /// Unless [`Server::with_own_fallback`] was called, `app` must not set a fallback: the
-    /// chassis answers unknown routes with a problem body.
+    /// `app` must not set a fallback: the chassis answers unknown routes with a problem body.
     pub async fn serve(self, app: Router, shutdown: CancellationToken) -> Result<(), StartError> {
         let registrar = if self.registers {
             self.registrar()
@@ -408,14 +410,12 @@ impl Server {
             "/metrics",
             get(move || std::future::ready(metrics::render(&metrics_registry))),
         );
-        if !self.own_fallback {
-            app = app.fallback(middleware::not_found);
-        }
+        app = app.fallback(middleware::not_found);
         // One stack, one `layer` call: axum boxes the service of every route once per `layer`,
         // so five calls cost five boxed futures per request.
         let stack = tower::ServiceBuilder::new()
-            .layer(middleware::ObserveLayer(observer))
-            .option_layer(faults.map(crate::faults::FaultLayer))
+            .layer(middleware::ObserveLayer(Arc::clone(&observer)))
+            .option_layer(faults.clone().map(crate::faults::FaultLayer))
             .map_response(axum::response::IntoResponse::into_response)
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
@@ -423,6 +423,23 @@ impl Server {
         let app = app
             .method_not_allowed_fallback(middleware::method_not_allowed)
             .layer(stack);
+        // The front gets the same middleware, without the router and its body limits.
+        let front = self.front.map(|front| front::Front {
+            takes: front.takes,
+            service: BoxCloneSyncService::new(
+                tower::ServiceBuilder::new()
+                    .layer(middleware::ObserveLayer(Arc::clone(&observer)))
+                    .option_layer(faults.clone().map(crate::faults::FaultLayer))
+                    .map_response(axum::response::IntoResponse::into_response)
+                    .layer(CatchPanicLayer::custom(middleware::panic_response))
+                    .service(front.service),
+            ),
+        });
+        let split = |secure| front::Split {
+            app: app.clone(),
+            front: front.clone(),
+            secure,
+        };
 
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {
@@ -432,8 +449,7 @@ impl Server {
         let stop_accepting = CancellationToken::new();
         let secure = self.tls.map(|listener| {
             // Requests over TLS carry a mark, so the service can tell (and redirect the rest).
-            let app = app.clone().layer(Extension(Secure));
-            axum::serve(listener, tls::WithPeer(app))
+            axum::serve(listener, tls::WithPeer(split(true)))
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
                 .into_future()
         });
@@ -444,14 +460,11 @@ impl Server {
                 let listener = listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
-                .into_future()
+                axum::serve(listener, front::WithAddr(split(false)))
+                    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                    .into_future()
             }
-            Listener::Mutual(listener) => axum::serve(listener, tls::WithPeer(app))
+            Listener::Mutual(listener) => axum::serve(listener, tls::WithPeer(split(false)))
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
                 .into_future(),
         };

@@ -250,16 +250,16 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Makes the service of each connection of a [`TlsListener`]: `app`, with every request
+/// Makes the service of each connection of a [`TlsListener`]: `S`, with every request
 /// carrying the client's address (axum's `ConnectInfo<SocketAddr>`) and, on an mTLS listener,
 /// the calling service ([`CallerService`]).
 #[derive(Debug, Clone)]
-pub struct WithPeer(pub axum::Router);
+pub struct WithPeer<S>(pub S);
 
-impl<'a> tower::Service<axum::serve::IncomingStream<'a, TlsListener>> for WithPeer {
-    type Response = PeerService;
+impl<'a, S: Clone> tower::Service<axum::serve::IncomingStream<'a, TlsListener>> for WithPeer<S> {
+    type Response = PeerService<S>;
     type Error = std::convert::Infallible;
-    type Future = std::future::Ready<Result<PeerService, std::convert::Infallible>>;
+    type Future = std::future::Ready<Result<PeerService<S>, std::convert::Infallible>>;
 
     fn poll_ready(
         &mut self,
@@ -278,24 +278,24 @@ impl<'a> tower::Service<axum::serve::IncomingStream<'a, TlsListener>> for WithPe
 
 /// The service of one connection made by [`WithPeer`].
 #[derive(Debug, Clone)]
-pub struct PeerService {
-    app: axum::Router,
+pub struct PeerService<S> {
+    app: S,
     peer: TlsPeer,
 }
 
-impl tower::Service<http::Request<axum::body::Body>> for PeerService {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+impl<S> tower::Service<http::Request<axum::body::Body>> for PeerService<S>
+where
+    S: tower::Service<http::Request<axum::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        <axum::Router as tower::Service<http::Request<axum::body::Body>>>::poll_ready(
-            &mut self.app,
-            cx,
-        )
+        self.app.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<axum::body::Body>) -> Self::Future {

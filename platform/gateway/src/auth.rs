@@ -160,7 +160,8 @@ impl Verifier {
         let key = match self.key(&kid) {
             Some(key) => key,
             None => {
-                self.refetch().await?;
+                // Boxed: a fetch is a whole client call, and rare (cached tokens skip it).
+                Box::pin(self.refetch()).await?;
                 self.key(&kid)
                     .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))?
             }

@@ -34,20 +34,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::routing::get;
 use chassis::client::ServiceClient;
 use chassis::config::{ConfigError, ServiceConfig};
 use chassis::discovery::Discovery;
+use chassis::server::front::Front;
 use chassis::tls::TlsConfig;
 use chassis::{Server, ServiceInfo, StartError};
 use contracts::release::TRAFFIC_PREFIX;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 
 use crate::routes::{RouteConfig, RouteTable};
 
 /// The service name.
 pub const SERVICE: &str = "gateway";
+
+/// The gateway's own routes; every other path is looked up in the route table.
+const DASHBOARD: &str = "/api/dashboard";
+const OPENAPI: &str = "/api/openapi.json";
 
 /// The service's configuration: the chassis keys and the `[gateway]` section.
 pub type Config = ServiceConfig<Settings>;
@@ -183,7 +191,6 @@ impl Application {
         // The edge: anyone may connect; calls to services present the gateway's certificate.
         let mut server = Server::bind_public(info, &config.chassis)
             .await?
-            .with_own_fallback()
             .with_own_deadlines();
         let transport = server.transport().clone();
         let discovery = Discovery::new(&config.chassis.discovery, transport.clone(), shutdown);
@@ -287,20 +294,39 @@ impl Application {
                 },
             ))
         });
+        let redirect = self.redirect.map(|port| {
+            axum::middleware::from_fn(move |request, next| {
+                proxy::redirect_to_https(port, request, next)
+            })
+        });
+        // Every path but the gateway's own two is proxied, ahead of the router (cheaper than
+        // matching it twice); both sides get the same CORS and HTTPS redirect.
+        let front = Front {
+            takes: Arc::new(|request: &Request| {
+                !matches!(request.uri().path(), DASHBOARD | OPENAPI)
+            }),
+            service: BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .option_layer(redirect.clone())
+                    .option_layer(self.cors.clone())
+                    .service(proxy::service(Arc::clone(&self.gateway))),
+            ),
+        };
         let mut router = Router::new()
-            .route("/api/dashboard", get(dashboard::dashboard))
-            .route("/api/openapi.json", get(openapi::document))
-            .fallback(proxy::handle)
+            .route(DASHBOARD, get(dashboard::dashboard))
+            .route(OPENAPI, get(openapi::document))
             .with_state(self.gateway);
         if let Some(cors) = self.cors {
             router = router.layer(cors);
         }
-        if let Some(port) = self.redirect {
-            router = router.layer(axum::middleware::from_fn(move |request, next| {
-                proxy::redirect_to_https(port, request, next)
-            }));
+        if let Some(redirect) = redirect {
+            router = router.layer(redirect);
         }
-        let result = self.server.serve(router, shutdown.clone()).await;
+        let result = self
+            .server
+            .with_front(front)
+            .serve(router, shutdown.clone())
+            .await;
         shutdown.cancel();
         self.shutdown.cancel();
         let _ = refresher.await;

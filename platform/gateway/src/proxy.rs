@@ -11,12 +11,13 @@
 //! Bodies are buffered (they are bounded by `http.body_limit`) so they can be sent again.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chassis::HttpError;
@@ -25,6 +26,7 @@ use chassis::discovery::{Discovery, EJECTION, Endpoint, OutlierPolicy};
 use chassis::server::middleware::RouteLabel;
 use chassis::tls::Secure;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
+use futures_util::future::BoxFuture;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -151,17 +153,35 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// Handles every request that is not the gateway's own health or metrics.
-pub async fn handle(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+/// The proxying as a service: every request that is not one of the gateway's own routes.
+pub fn service(
+    gateway: Arc<Gateway>,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |request| {
+        let gateway = Arc::clone(&gateway);
+        // Boxed here, so the layers around it move a pointer, not a large future.
+        let handled: BoxFuture<'static, Result<Response, Infallible>> =
+            Box::pin(async move { Ok(handle(&gateway, request).await) });
+        handled
+    })
+}
+
+/// Handles one proxied request.
+pub async fn handle(gateway: &Gateway, request: Request) -> Response {
+    // Set by the chassis on every connection; a request made in-process has no peer.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
     let (parts, body) = request.into_parts();
     let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
         Match::Found(route) => (
             route.prefix.clone(),
-            forward(&gateway, route, parts, body, peer).await,
+            forward(gateway, route, parts, body, peer).await,
         ),
         Match::MethodNotAllowed => (
             "unmatched".to_owned(),

@@ -253,7 +253,8 @@ impl Limiter {
     ) -> Result<Decision, redis::RedisError> {
         match self {
             Self::Local(store) => Ok(store.take(key, limit, now)),
-            Self::Redis(store, _) => store.take(key, limit).await,
+            // Boxed, so the local store's callers do not carry the Redis call's future.
+            Self::Redis(store, _) => Box::pin(store.take(key, limit)).await,
         }
     }
 

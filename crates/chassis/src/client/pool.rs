@@ -123,7 +123,12 @@ impl Pool {
         loop {
             let (mut connection, reused) = match self.checkout(&target, expected.as_deref()).await {
                 Some(connection) => (connection, true),
-                None => (self.connect(&target, expected.as_deref()).await?, false),
+                // Boxed: dialling (TLS included) is a large future, and rare; inline, it would
+                // make every request's future as large, and moved as often.
+                None => (
+                    Box::pin(self.connect(&target, expected.as_deref())).await?,
+                    false,
+                ),
             };
             let authority = &target.authority;
             match connection.sender.try_send_request(request).await {

@@ -3,6 +3,7 @@
 
 mod client;
 mod faults;
+mod front;
 mod lifecycle;
 mod mtls;
 mod tls;
