@@ -434,7 +434,7 @@ async fn forward(
 /// Buffers the request body, at most `body_limit` bytes within `body_timeout` (the chassis
 /// leaves the gateway its own deadlines). A request without a body sets no timer.
 async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, HttpError> {
-    let too_large = |_| {
+    let too_large = || {
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
@@ -447,6 +447,11 @@ async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, HttpError> {
     };
     if axum::body::HttpBody::is_end_stream(&body) {
         return Ok(Bytes::new());
+    }
+    // A body announced larger than the limit is refused at once, not after waiting for it.
+    let announced = axum::body::HttpBody::size_hint(&body).lower();
+    if usize::try_from(announced).map_or(true, |announced| announced > gateway.body_limit) {
+        return Err(too_large());
     }
     tokio::time::timeout(
         gateway.body_timeout,
@@ -464,7 +469,7 @@ async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, HttpError> {
             humantime::format_duration(gateway.body_timeout)
         ))
     })?
-    .map_err(too_large)
+    .map_err(|_| too_large())
 }
 
 /// Feeds one attempt's outcome to the instance's outlier detection and the service's breaker.
