@@ -411,13 +411,16 @@ impl Server {
             get(move || std::future::ready(metrics::render(&metrics_registry))),
         );
         app = app.fallback(middleware::not_found);
+        // The middleware around both the router and the front.
+        let observed = tower::ServiceBuilder::new()
+            .layer(middleware::ObserveLayer(observer))
+            .option_layer(faults.map(crate::faults::FaultLayer))
+            .map_response(axum::response::IntoResponse::into_response)
+            .layer(CatchPanicLayer::custom(middleware::panic_response));
         // One stack, one `layer` call: axum boxes the service of every route once per `layer`,
         // so five calls cost five boxed futures per request.
-        let stack = tower::ServiceBuilder::new()
-            .layer(middleware::ObserveLayer(Arc::clone(&observer)))
-            .option_layer(faults.clone().map(crate::faults::FaultLayer))
-            .map_response(axum::response::IntoResponse::into_response)
-            .layer(CatchPanicLayer::custom(middleware::panic_response))
+        let stack = observed
+            .clone()
             .layer(RequestBodyLimitLayer::new(self.http.body_limit))
             .layer(DefaultBodyLimit::max(self.http.body_limit));
         let app = app
@@ -426,14 +429,7 @@ impl Server {
         // The front gets the same middleware, without the router and its body limits.
         let front = self.front.map(|front| front::Front {
             takes: front.takes,
-            service: BoxCloneSyncService::new(
-                tower::ServiceBuilder::new()
-                    .layer(middleware::ObserveLayer(Arc::clone(&observer)))
-                    .option_layer(faults.clone().map(crate::faults::FaultLayer))
-                    .map_response(axum::response::IntoResponse::into_response)
-                    .layer(CatchPanicLayer::custom(middleware::panic_response))
-                    .service(front.service),
-            ),
+            service: BoxCloneSyncService::new(observed.service(front.service)),
         });
         let split = |secure| front::Split {
             app: app.clone(),
