@@ -62,6 +62,8 @@ pub struct Endpoint {
     pub address: String,
     /// Version the instance runs.
     pub version: String,
+    /// `address` parsed once, for callers that build many requests to it.
+    origin: Option<Origin>,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` until which this endpoint is avoided; 0 when it is not.
     ejected_until: AtomicU64,
@@ -103,11 +105,57 @@ impl Default for OutlierPolicy {
     }
 }
 
+/// An instance's base URL taken apart: what a request to it needs, checked once rather than
+/// parsed again for every request.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `127.0.0.1:7711`.
+    pub authority: http::uri::Authority,
+    /// The authority as a `Host` header.
+    pub host: http::HeaderValue,
+}
+
+impl Origin {
+    /// `None` when `address` is not a base URL (`scheme://authority`, nothing after it but an
+    /// optional `/`).
+    pub fn parse(address: &str) -> Option<Self> {
+        let uri: http::Uri = address.parse().ok()?;
+        let parts = uri.into_parts();
+        if parts
+            .path_and_query
+            .as_ref()
+            .is_some_and(|p| p.as_str() != "/")
+        {
+            return None;
+        }
+        let authority = parts.authority?;
+        let host = http::HeaderValue::from_str(authority.as_str()).ok()?;
+        Some(Self {
+            scheme: parts.scheme?,
+            authority,
+            host,
+        })
+    }
+
+    /// The URI of `path_and_query` at this origin.
+    pub fn uri(&self, path_and_query: http::uri::PathAndQuery) -> http::Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        // Scheme, authority and path are each valid, and together they make an absolute URI.
+        http::Uri::from_parts(parts).unwrap_or_else(|_| unreachable!("a complete URI"))
+    }
+}
+
 impl Endpoint {
     /// An endpoint nobody has sent requests to; `epoch` is the start of its ejection clock.
     pub fn new(id: String, address: String, version: String, epoch: Instant) -> Self {
         Self {
             id,
+            origin: Origin::parse(&address),
             address,
             version,
             in_flight: AtomicUsize::new(0),
@@ -116,6 +164,11 @@ impl Endpoint {
             ejections: AtomicU32::new(0),
             epoch,
         }
+    }
+
+    /// The address taken apart; `None` when it is not a base URL (calls to it then fail).
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
     }
 
     /// Requests sent to this instance that have not finished.
@@ -512,6 +565,28 @@ mod tests {
                 ))
             })
             .collect()
+    }
+
+    #[test]
+    fn an_origin_is_a_base_url_and_nothing_more() {
+        let origin = Origin::parse("https://[::1]:7711/").expect("a base URL");
+        assert_eq!(origin.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(origin.authority.as_str(), "[::1]:7711");
+        assert_eq!(origin.host, "[::1]:7711");
+        let uri = origin.uri("/orders?limit=2".parse().expect("a path"));
+        assert_eq!(uri.to_string(), "https://[::1]:7711/orders?limit=2");
+        for address in [
+            "127.0.0.1:7711",
+            "http://127.0.0.1:7711/base",
+            "/orders",
+            "",
+        ] {
+            assert!(
+                Origin::parse(address).is_none(),
+                "{address:?} is not a base URL"
+            );
+        }
+        assert!(endpoints(1)[0].origin().is_some());
     }
 
     #[test]
