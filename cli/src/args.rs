@@ -52,6 +52,21 @@ pub(crate) enum Command {
     /// open loop at a rate or closed loop with N users; report latency percentiles per journey
     /// and endpoint.
     Load(LoadArgs),
+    /// Ask one instance's health endpoint whether it is up: exit 0 on a 2xx answer, 1
+    /// otherwise. For container health checks, where there is no curl
+    /// (`bazaar probe http://127.0.0.1:9090/health/ready`).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// The URL to ask, plain `http://` (the admin port, `http.admin_port`, serves health
+    /// without a certificate).
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+    /// Longest wait for the answer.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

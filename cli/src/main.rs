@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod load;
 mod logs;
+mod probe;
 mod red;
 mod release;
 mod remote;
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
             args::Command::Top(args) => top::run(args).await,
             args::Command::Chaos(args) => chaos::run(args).await,
             args::Command::Load(args) => load::run(args).await,
+            args::Command::Probe(args) => probe::run(&args).await,
         }
     });
     // Do not wait for blocking readers (a child's watch on its standard input) to finish.

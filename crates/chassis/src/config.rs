@@ -346,6 +346,10 @@ pub struct HttpConfig {
     pub port: u16,
     /// Base URL other processes reach this one on; defaults to `http://<host>:<bound port>`.
     pub advertise_url: Option<String>,
+    /// A second port, plain HTTP whatever `[mtls]` says, that serves only `/health/live`,
+    /// `/health/ready` and `/metrics`: for probes and scrapers that cannot present a service
+    /// certificate (a kubelet, a cluster's Prometheus). Unset: no such listener.
+    pub admin_port: Option<u16>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Time a request may take before it is answered with 503.
@@ -366,6 +370,7 @@ impl Default for HttpConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             advertise_url: None,
+            admin_port: None,
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),

@@ -138,6 +138,8 @@ pub struct Server {
     listener: Listener,
     local_addr: SocketAddr,
     tls: Option<TlsListener>,
+    /// Plain HTTP for probes and scrapers: health and metrics only (`http.admin_port`).
+    admin: Option<TcpListener>,
     /// Who this service is to others, with mTLS.
     identity: Option<Identity>,
     /// How it calls others (and the registry): one pool of connections for the process.
@@ -216,6 +218,19 @@ impl Server {
             None => format!("{scheme}://{local_addr}"),
         };
         tracing::info!(target: LIFECYCLE, "{LISTENING_PREFIX}{url}");
+        let admin = match config.http.admin_port {
+            Some(port) => {
+                let addr = SocketAddr::new(config.http.host, port);
+                let admin = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                if let Ok(addr) = admin.local_addr() {
+                    tracing::info!(target: LIFECYCLE, "health and metrics also on http://{addr}");
+                }
+                Some(admin)
+            }
+            None => None,
+        };
         let mut metrics = Registry::with_prefix("bazaar");
         metrics::register_build_info(&mut metrics, &info);
         Ok(Self {
@@ -225,6 +240,7 @@ impl Server {
             listener,
             local_addr,
             tls: None,
+            admin,
             identity,
             transport,
             url,
@@ -249,6 +265,14 @@ impl Server {
     pub async fn with_tls(mut self, tls: &TlsConfig, section: &str) -> Result<Self, StartError> {
         self.tls = Some(bind_tls(self.local_addr.ip(), tls, section).await?);
         Ok(self)
+    }
+
+    /// The bound address of the health and metrics listener (`http.admin_port`), when there
+    /// is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|admin| admin.local_addr().ok())
     }
 
     /// The bound address of the HTTPS listener, when there is one.
@@ -390,6 +414,8 @@ impl Server {
         ));
 
         let events_stop = CancellationToken::new();
+        // The admin port answers until the very end: a probe during the drain sees `draining`.
+        let stop_admin = CancellationToken::new();
         let (app, event_tasks) = match &self.events {
             Some(events) => (app.merge(events.routes()), events.start(&events_stop)),
             None => (app, Vec::new()),
@@ -406,10 +432,19 @@ impl Server {
             ),
             None => app,
         };
-        let mut app = app.merge(health::routes(Arc::clone(&readiness))).route(
-            "/metrics",
-            get(move || std::future::ready(metrics::render(&metrics_registry))),
-        );
+        let render_metrics = move || std::future::ready(metrics::render(&metrics_registry));
+        // Probes and scrapes are not the service's traffic: the admin port counts none of them.
+        let admin = self.admin.map(|listener| {
+            let routes = health::routes(Arc::clone(&readiness))
+                .route("/metrics", get(render_metrics.clone()))
+                .fallback(middleware::not_found);
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
+                .into_future()
+        });
+        let mut app = app
+            .merge(health::routes(Arc::clone(&readiness)))
+            .route("/metrics", get(render_metrics));
         app = app.fallback(middleware::not_found);
         // The middleware around both the router and the front.
         let observed = tower::ServiceBuilder::new()
@@ -470,11 +505,13 @@ impl Server {
                 None => main.await,
             }
         };
+        let admin_task = admin.map(tokio::spawn);
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             result = &mut serving => {
                 events_stop.cancel();
                 faults_stop.cancel();
+                stop_admin.cancel();
                 return result.map_err(StartError::Serve);
             }
             () = shutdown.cancelled() => {}
@@ -506,6 +543,10 @@ impl Server {
             {
                 tracing::warn!("an event task outlived the shutdown; abandoned");
             }
+        }
+        stop_admin.cancel();
+        if let Some(task) = admin_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         tracing::info!(target: LIFECYCLE, "stopped");
         Ok(())

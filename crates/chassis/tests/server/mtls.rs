@@ -237,3 +237,64 @@ fn a_certificate_that_names_no_service_or_is_not_from_the_ca_is_a_configuration_
             .is_none()
     );
 }
+
+/// A kubelet or a cluster's Prometheus presents no service certificate: with mTLS on, the admin
+/// port answers their plain requests for health and metrics, and for nothing else.
+#[tokio::test]
+async fn the_admin_port_serves_health_and_metrics_without_a_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = DevCa::open(dir.path())?;
+    let (mtls, _) = identity(&ca, "payments")?;
+    let mut config = ChassisConfig::with_port(0);
+    config.discovery.registry = None;
+    config.mtls = mtls;
+    config.http.admin_port = Some(0);
+    let server = Server::bind(ServiceInfo::new("payments", "1", &config), &config).await?;
+    let url = server.url().to_owned();
+    let admin = format!(
+        "http://{}",
+        server
+            .admin_addr()
+            .ok_or_else(|| anyhow::anyhow!("no admin listener"))?
+    );
+    let stop = CancellationToken::new();
+    let app = Router::new().route("/whoami", get(|| async { "payments" }));
+    let serving = tokio::spawn(server.serve(app, stop.clone()));
+
+    let plain = Transport::http();
+    let get = |url: String| Request::get(url).body(Body::empty());
+    assert_eq!(
+        send(&plain, get(format!("{admin}/health/live"))?).await?.0,
+        StatusCode::OK
+    );
+    let (status, ready) = send(&plain, get(format!("{admin}/health/ready"))?).await?;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    let (status, problem) = send(&plain, get(format!("{admin}/whoami"))?).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    // The main port still takes no plain client.
+    assert!(
+        send(
+            &plain,
+            get(format!("{}/health/live", url.replace("https", "http")))?
+        )
+        .await
+        .map_or(true, |(status, _)| status != StatusCode::OK)
+    );
+    let (status, metrics) = send(&plain, get(format!("{admin}/metrics"))?).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("bazaar_build_info"), "{metrics}");
+    assert!(
+        !metrics.contains("route=\"/health/live\""),
+        "probes are not counted as the service's traffic:\n{metrics}"
+    );
+
+    stop.cancel();
+    serving.await??;
+    assert!(
+        send(&plain, get(format!("{admin}/health/live"))?)
+            .await
+            .is_err(),
+        "the admin port closes with the service"
+    );
+    Ok(())
+}
