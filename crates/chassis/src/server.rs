@@ -213,7 +213,14 @@ impl Server {
         let url = match &config.http.advertise_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None if local_addr.ip().is_unspecified() => {
-                format!("{scheme}://127.0.0.1:{}", local_addr.port())
+                // Bound to every interface (a container): others reach it on the address it
+                // reaches the registry from, or on loopback when the registry is local.
+                let ip = match config.discovery.registry.as_deref() {
+                    Some(registry) => outbound_ip(registry).await,
+                    None => None,
+                };
+                let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                format!("{scheme}://{}", SocketAddr::new(ip, local_addr.port()))
             }
             None => format!("{scheme}://{local_addr}"),
         };
@@ -572,6 +579,27 @@ impl Server {
     }
 }
 
+/// The local address this host sends from to reach the host of `url`; `None` when that host is
+/// a loopback address (or cannot be resolved or routed to). Connecting a UDP socket only picks
+/// the route: nothing is sent.
+async fn outbound_ip(url: &str) -> Option<std::net::IpAddr> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    if target.ip().is_loopback() {
+        return None;
+    }
+    let any: SocketAddr = if target.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
+    socket.connect(target).await.ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// Binds the HTTPS listener of `tls` on `host` and logs its address.
 async fn bind_tls(
     host: std::net::IpAddr,
@@ -628,6 +656,25 @@ async fn wait_for_signal() {
         _ => {
             // Without signal handlers (should not happen on Unix), fall back to Ctrl-C.
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_registry_is_reached_on_loopback() {
+        for url in [
+            "http://127.0.0.1:7701",
+            "https://localhost:7701",
+            "http://[::1]:7701",
+        ] {
+            assert_eq!(outbound_ip(url).await, None, "{url}");
+        }
+        for unusable in ["", "not a url", "http://host.invalid:7701"] {
+            assert_eq!(outbound_ip(unusable).await, None, "{unusable:?}");
         }
     }
 }
