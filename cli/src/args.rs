@@ -339,6 +339,12 @@ impl Service {
         }
     }
 
+    /// Whether it runs as several instances (all but the registry and the trace store, which
+    /// are one each).
+    pub(crate) fn scales_out(self) -> bool {
+        !matches!(self, Self::Registry | Self::Telemetry)
+    }
+
     /// Whether the service has a database of its own.
     pub(crate) fn has_database(self) -> bool {
         !matches!(self, Self::Gateway | Self::Cart)
@@ -349,8 +355,26 @@ impl Service {
     }
 }
 
-#[derive(Debug, Args)]
+/// Which backends `up` runs the system on, and how many instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Profile {
+    /// SQLite files, events over each producer's feed, carts and rate limits in-process, one
+    /// instance of each service: nothing to install.
+    Embedded,
+    /// PostgreSQL (a database per service), NATS JetStream, Redis for carts and rate limits,
+    /// and two instances of every service that scales out, the gateway included: the shape of
+    /// a deployment, on one machine.
+    Production,
+}
+
+#[derive(Debug, Clone, Args)]
 pub(crate) struct UpArgs {
+    /// `embedded`, or `production`: PostgreSQL at postgres://postgres@127.0.0.1:5432, NATS at
+    /// nats://127.0.0.1:4222, Redis at redis://127.0.0.1:6379 and two replicas of every
+    /// service but the registry and the trace store. `--db`, `--bus`, `--ratelimit`,
+    /// `--cart-store` and `--replicas` given beside it win.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub(crate) profile: Profile,
     /// Where databases, keys and logs live.
     #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,

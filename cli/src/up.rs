@@ -14,6 +14,7 @@
 pub(crate) mod control;
 pub(crate) mod pki;
 mod plan;
+mod profile;
 mod supervisor;
 
 use std::collections::{BTreeMap, HashSet};
@@ -57,6 +58,7 @@ enum UpError {
 }
 
 pub(crate) async fn run(args: UpArgs) -> ExitCode {
+    let args = profile::apply(&args);
     let console = Console::detect();
     let interrupted = chassis::server::shutdown_on_signal();
     let mut system = System::default();
@@ -127,6 +129,7 @@ struct Launcher {
     data_dir: std::path::PathBuf,
     registry: Option<String>,
     db_server: Option<String>,
+    db_pool: Option<u32>,
     config: Option<std::path::PathBuf>,
     cart_store: String,
     bus: Option<String>,
@@ -151,6 +154,7 @@ impl Launcher {
             data_dir: &self.data_dir,
             registry: self.registry.as_deref(),
             db_server: self.db_server.as_deref(),
+            db_pool: self.db_pool,
             config: self.config.as_deref(),
             cart_store: &self.cart_store,
             bus: self.bus.as_deref(),
@@ -214,6 +218,20 @@ async fn start(
             humantime::format_duration(pki::MIN_LIFETIME)
         )));
     }
+    profile::check_reachable(args, Duration::from_secs(3))
+        .await
+        .map_err(UpError::Environment)?;
+    // Every instance's pool on one PostgreSQL server: together within what the server allows.
+    let db_pool = match &args.db {
+        Some(server) => {
+            let pools = specs.iter().filter(|s| s.service.has_database()).count();
+            let budget = profile::postgres_budget(server, pools)
+                .await
+                .map_err(UpError::Environment)?;
+            Some(budget)
+        }
+        None => None,
+    };
     let data_dir = &args.data_dir;
     prepare_data_dir(data_dir)?;
     let tls = dev_certificate(args, data_dir)?;
@@ -242,11 +260,23 @@ async fn start(
         env!("CARGO_PKG_VERSION"),
         data_dir.display()
     );
+    let servers = profile::servers(args);
+    if !servers.is_empty() {
+        let listed: Vec<String> = servers
+            .iter()
+            .map(|(what, flag, url)| format!("{what} {} ({flag})", profile::redacted(url)))
+            .collect();
+        println!("on {}", listed.join(", "));
+    }
+    if let Some(pool) = db_pool {
+        println!("each instance's PostgreSQL pool opens at most {pool} connections");
+    }
     let mut launcher = Launcher {
         exe,
         data_dir: data_dir.clone(),
         registry: None,
         db_server: args.db.clone(),
+        db_pool,
         config: args.config.clone(),
         cart_store: args.cart_store.clone(),
         bus: args.bus.clone(),

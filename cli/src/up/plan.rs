@@ -66,7 +66,7 @@ pub(crate) fn instances(base_port: u16, replicas: &[String]) -> Result<Vec<Insta
             .ok_or_else(|| {
                 format!("--replicas {flag:?}: N must be a number from 1 to {MAX_REPLICAS}")
             })?;
-        if matches!(service, Service::Registry | Service::Telemetry) && count != 1 {
+        if !service.scales_out() && count != 1 {
             return Err(format!(
                 "--replicas {flag:?}: the {} runs as a single instance",
                 service.name()
@@ -202,6 +202,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) registry: Option<&'a str>,
     /// `--db`.
     pub(crate) db_server: Option<&'a str>,
+    /// Most connections each instance's pool opens on that server (its share of the server's).
+    pub(crate) db_pool: Option<u32>,
     /// `--config`.
     pub(crate) config: Option<&'a Path>,
     /// `--cart-store`.
@@ -226,6 +228,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         data_dir,
         registry,
         db_server,
+        db_pool,
         config,
         cart_store,
         bus,
@@ -280,6 +283,12 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
     }
     if let Some(server) = db_server.filter(|_| spec.service.has_database()) {
         args.extend(["--db".to_owned(), database_url(server, spec.service)?]);
+        if let Some(pool) = db_pool {
+            args.extend([
+                "--set".to_owned(),
+                format!("database.max_connections={pool}"),
+            ]);
+        }
     }
     if let Some(config) = config {
         args.extend(["--config".to_owned(), config.display().to_string()]);
@@ -449,6 +458,7 @@ mod tests {
             data_dir: Path::new(".bazaar"),
             registry: Some("http://127.0.0.1:7701"),
             db_server: Some("postgres://pg@h:5432"),
+            db_pool: None,
             config: None,
             cart_store: "embedded",
             bus: Some("nats://127.0.0.1:4222"),
@@ -481,6 +491,7 @@ mod tests {
             &Shared {
                 data_dir: Path::new("d"),
                 db_server: Some("postgres://pg@h"),
+                db_pool: None,
                 bus: None,
                 ..shared
             },

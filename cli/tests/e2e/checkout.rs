@@ -414,19 +414,24 @@ async fn kill_orders_mid_saga(running: Running) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (instance, pid) = running.instances("orders")[0].clone();
-    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("killed");
+    // Every instance (the production rehearsal runs two): the one running the saga among them.
+    let instances = running.instances("orders");
+    for (_, pid) in &instances {
+        kill(Pid::from_raw(*pid), Signal::SIGKILL).expect("killed");
+    }
 
-    // `up` restarts it; the restarted instance resumes the saga from its stored state.
-    let restart = format!("{instance} restarted on");
+    // `up` restarts them; a restarted instance resumes the saga from its stored state.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !running.output().contains(&restart) {
-        assert!(
-            Instant::now() < deadline,
-            "orders was not restarted:\n{}",
-            running.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for (instance, _) in &instances {
+        let restart = format!("{instance} restarted on");
+        while !running.output().contains(&restart) {
+            assert!(
+                Instant::now() < deadline,
+                "{instance} was not restarted:\n{}",
+                running.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let order = settled(&running, &cy.token, &id).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");

@@ -114,6 +114,11 @@ async fn policy(running: &Running) -> Option<Value> {
     serde_json::from_str(entry["value"].as_str().expect("value")).ok()
 }
 
+/// `<prefix>-1` to `<prefix>-<n>`: the ids `up` gives a set of instances.
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
 fn catalog_instances(running: &Running) -> Vec<String> {
     running
         .instances("catalog")
@@ -126,6 +131,8 @@ fn catalog_instances(running: &Running) -> Vec<String> {
 async fn a_healthy_canary_reaches_100_percent_without_a_failed_request() {
     let data = tempfile::tempdir().expect("tempdir");
     let running = Running::start(data.path(), &[]);
+    // As many as the stable version runs (two in the production rehearsal).
+    let n = catalog_instances(&running).len();
     let load = Load::start(&running, 4);
     let (code, out) = bazaar(
         &running,
@@ -157,14 +164,14 @@ async fn a_healthy_canary_reaches_100_percent_without_a_failed_request() {
     );
     assert_eq!(
         catalog_instances(&running),
-        ["catalog-9.1.0-1"],
+        ids("catalog-9.1.0", n),
         "the old instance stopped"
     );
     let (_, releases) = bazaar(&running, &["releases"]).await;
     assert!(
-        releases
-            .lines()
-            .any(|l| l.starts_with("catalog") && l.contains("9.1.0") && l.contains("9.1.0 1/1")),
+        releases.lines().any(|l| l.starts_with("catalog")
+            && l.contains("9.1.0")
+            && l.contains(&format!("9.1.0 {n}/{n}"))),
         "{releases}"
     );
 }
@@ -173,6 +180,8 @@ async fn a_healthy_canary_reaches_100_percent_without_a_failed_request() {
 async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_at_its_first_step() {
     let data = tempfile::tempdir().expect("tempdir");
     let running = Running::start(data.path(), &[]);
+    // As many as the stable version runs (two in the production rehearsal).
+    let n = catalog_instances(&running).len();
     let load = Load::start(&running, 4);
     let started = Instant::now();
     let (code, out) = bazaar(
@@ -224,7 +233,7 @@ async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_at_its_first_st
     );
     assert_eq!(
         catalog_instances(&running),
-        ["catalog-1"],
+        ids("catalog", n),
         "the candidate stopped"
     );
     let (_, faults) = bazaar(&running, &["faults", "list"]).await;
@@ -238,6 +247,8 @@ async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_at_its_first_st
 async fn blue_green_switches_and_rolls_back_without_losing_a_request() {
     let data = tempfile::tempdir().expect("tempdir");
     let running = Running::start(data.path(), &[]);
+    // As many as the stable version runs (two in the production rehearsal).
+    let n = catalog_instances(&running).len();
     let load = Load::start(&running, 4);
 
     // A switch that is rolled back inside its window.
@@ -267,7 +278,7 @@ async fn blue_green_switches_and_rolls_back_without_losing_a_request() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("smoke check /api/products"), "{out}");
     assert!(out.contains("switched back by bazaar rollback"), "{out}");
-    assert_eq!(catalog_instances(&running), ["catalog-1"]);
+    assert_eq!(catalog_instances(&running), ids("catalog", n));
 
     // A switch that stands: blue stops when the window closes.
     let (code, out) = bazaar(
@@ -291,7 +302,7 @@ async fn blue_green_switches_and_rolls_back_without_losing_a_request() {
         "{} of {sent} failed: {failures:?}",
         failures.len()
     );
-    assert_eq!(catalog_instances(&running), ["catalog-9.4.0-1"]);
+    assert_eq!(catalog_instances(&running), ids("catalog-9.4.0", n));
 }
 
 #[tokio::test]
@@ -410,6 +421,8 @@ async fn sticky_users_stay_on_one_version_and_the_header_picks_one() {
 async fn ctrl_c_during_a_canary_rolls_it_back() {
     let data = tempfile::tempdir().expect("tempdir");
     let running = Running::start(data.path(), &[]);
+    // As many as the stable version runs (two in the production rehearsal).
+    let n = catalog_instances(&running).len();
     let deploy = tokio::process::Command::new(BIN)
         .args([
             "deploy",
@@ -448,5 +461,5 @@ async fn ctrl_c_during_a_canary_rolls_it_back() {
         policy(&running).await,
         Some(json!({ "stable": "0.1.0", "weight": 0, "sticky": "none" }))
     );
-    assert_eq!(catalog_instances(&running), ["catalog-1"]);
+    assert_eq!(catalog_instances(&running), ids("catalog", n));
 }

@@ -15,6 +15,8 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_bazaar");
 /// A running `bazaar up`.
 pub(crate) struct Running {
     child: Option<Child>,
+    /// The servers of the production rehearsal, cleaned when the system stops.
+    backends: Option<Backends>,
     output: Arc<Mutex<String>>,
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: String,
@@ -31,12 +33,18 @@ impl Running {
     /// as `BAZAAR_PAYMENTS__PROCESSOR_LATENCY`), which every instance inherits.
     pub(crate) fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut child = Command::new(BIN)
+        let backends = Backends::for_data_dir(data_dir);
+        let mut command = Command::new(BIN);
+        command
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--base-port", "0"])
             .args(extra)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        if let Some(backends) = &backends {
+            backends.configure(&mut command, extra, env);
+        }
+        let mut child = command
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -74,6 +82,7 @@ impl Running {
         }
         let mut running = Self {
             child: Some(child),
+            backends,
             output,
             data_dir: data_dir.to_path_buf(),
             gateway: String::new(),
@@ -199,6 +208,18 @@ impl Running {
             .expect("gateway answers")
     }
 
+    /// As [`Running::interrupt`], keeping the system's databases and streams for the next `up`
+    /// on the same data directory (they are on the servers, not in the directory).
+    pub(crate) fn interrupt_keeping_data(mut self) -> (ExitStatus, String) {
+        if let Some(backends) = self.backends.take() {
+            PARKED
+                .lock()
+                .expect("lock")
+                .push((self.data_dir.clone(), backends));
+        }
+        self.interrupt()
+    }
+
     /// Ctrl-C, then waits for `up` to exit; returns its status and everything it printed.
     pub(crate) fn interrupt(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
@@ -228,14 +249,174 @@ impl Drop for Running {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
             }
             let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+        if let Some(backends) = self.backends.take() {
+            backends.clean();
+        }
+    }
+}
+
+/// The production rehearsal: with `BAZAAR_E2E_PROFILE=production` (as `.ci/run` sets for its
+/// last pass), every test's system runs `up --profile production`, on PostgreSQL, NATS
+/// JetStream and Redis with two instances of each service, under names of its own (databases,
+/// streams, keys) that are removed when it stops.
+pub(crate) struct Backends {
+    /// `e2e_p<pid>_<n>`: the database prefix, stream prefix and key prefix of one system.
+    prefix: String,
+    /// The PostgreSQL server, as a URL to its maintenance database.
+    postgres: String,
+    nats: String,
+}
+
+/// Systems stopped with [`Running::interrupt_keeping_data`], by data directory.
+static PARKED: Mutex<Vec<(PathBuf, Backends)>> = Mutex::new(Vec::new());
+
+/// Whether the tests run the production rehearsal (`BAZAAR_E2E_PROFILE=production`).
+pub(crate) fn production() -> bool {
+    match std::env::var("BAZAAR_E2E_PROFILE")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" | "embedded" => false,
+        "production" => true,
+        other => panic!("BAZAAR_E2E_PROFILE={other:?}: expected embedded or production"),
+    }
+}
+
+impl Backends {
+    /// The backends of a system on `data_dir`: those a stopped one left for it, or new ones.
+    fn for_data_dir(data_dir: &Path) -> Option<Self> {
+        if !production() {
+            return None;
+        }
+        let mut parked = PARKED.lock().expect("lock");
+        if let Some(i) = parked.iter().position(|(dir, _)| dir == data_dir) {
+            return Some(parked.remove(i).1);
+        }
+        drop(parked);
+        Some(Self::new())
+    }
+
+    fn new() -> Self {
+        static SYSTEMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        let n = SYSTEMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let backends = Self {
+            prefix: format!("e2e_p{}_{n}", std::process::id()),
+            postgres: std::env::var("BAZAAR_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            nats: std::env::var("BAZAAR_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        };
+        // What earlier runs left behind (a run killed before its systems stopped): the
+        // databases and streams of test processes that no longer exist.
+        SWEPT.call_once(|| {
+            backends.sweep(|system| {
+                let pid = system
+                    .split('_')
+                    .nth(1)
+                    .and_then(|p| p[1..].parse::<i32>().ok());
+                pid.is_some_and(|pid| !alive(pid))
+            });
+        });
+        backends
+    }
+
+    /// `up --profile production` on this system's own names; what the test sets itself wins.
+    fn configure(&self, command: &mut Command, extra: &[&str], env: &[(&str, &str)]) {
+        command.args(["--profile", "production"]);
+        if !extra.contains(&"--bus") {
+            command.args(["--bus", &self.nats]);
+        }
+        if !extra.contains(&"--db") {
+            let mut url = url::Url::parse(&self.postgres).expect("a PostgreSQL URL");
+            url.set_path(&format!("/{}", self.prefix));
+            command.args(["--db", url.as_str()]);
+        }
+        for (name, value) in [
+            ("BAZAAR_EVENTS__NATS_PREFIX", self.prefix.clone()),
+            (
+                "BAZAAR_CART__REDIS_PREFIX",
+                format!("{}:cart:", self.prefix),
+            ),
+            (
+                "BAZAAR_GATEWAY__RATELIMIT_PREFIX",
+                format!("{}:ratelimit:", self.prefix),
+            ),
+        ] {
+            if !env.iter().any(|(set, _)| *set == name) {
+                command.env(name, value);
+            }
+        }
+    }
+
+    /// Drops the system's databases and deletes its streams.
+    fn clean(self) {
+        let ours = self.prefix.clone();
+        self.sweep(move |prefix| prefix == ours);
+    }
+
+    /// Drops the databases and deletes the streams of every system `doomed` picks by its
+    /// prefix (`e2e_p<pid>_<n>`).
+    fn sweep(&self, doomed: impl Fn(&str) -> bool + Send + 'static) {
+        // `e2e_p12_3_orders` and `E2E_P12_3_ORDERS` belong to the system `e2e_p12_3`.
+        fn system_of(name: &str) -> Option<String> {
+            let name = name.to_lowercase();
+            let mut parts = name.splitn(4, '_');
+            let (e2e, pid, n) = (parts.next()?, parts.next()?, parts.next()?);
+            (e2e == "e2e" && pid.starts_with('p') && parts.next().is_some())
+                .then(|| format!("{e2e}_{pid}_{n}"))
+        }
+        let postgres = self.postgres.clone();
+        let nats = self.nats.clone();
+        let cleaning = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&postgres).await
+                {
+                    let names: Vec<(String,)> = sqlx::query_as(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'e2e\\_p%'",
+                    )
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap_or_default();
+                    for (name,) in names {
+                        if system_of(&name).is_some_and(|system| doomed(&system)) {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE \"{name}\" WITH (FORCE)"
+                            )))
+                            .execute(&mut admin)
+                            .await;
+                        }
+                    }
+                }
+                if let Ok(client) = async_nats::connect(&nats).await {
+                    let js = async_nats::jetstream::new(client);
+                    let mut names = js.stream_names();
+                    let mut streams = Vec::new();
+                    while let Some(Ok(name)) = futures_util::StreamExt::next(&mut names).await {
+                        if system_of(&name).is_some_and(|system| doomed(&system)) {
+                            streams.push(name);
+                        }
+                    }
+                    for name in streams {
+                        let _ = js.delete_stream(name).await;
+                    }
+                }
+            });
+        });
+        let _ = cleaning.join();
     }
 }
 

@@ -15,6 +15,7 @@ use crate::system::{BIN, Running};
 async fn trace(running: &Running, trace_id: &str, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let telemetry = running.url_of("telemetry");
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
     loop {
         let response = running
             .http
@@ -28,10 +29,15 @@ async fn trace(running: &Running, trace_id: &str, until: impl Fn(&[Value]) -> bo
             if until(&spans) {
                 return spans;
             }
+            seen = spans;
         }
+        let names: std::collections::BTreeSet<String> = seen
+            .iter()
+            .map(|s| format!("{} {}", s["service"], s["name"]))
+            .collect();
         assert!(
             Instant::now() < deadline,
-            "trace {trace_id} never completed\n{}",
+            "trace {trace_id} never completed; it has {names:#?}\n{}",
             running.output()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::AnyConnection;
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::DatabaseConfig;
@@ -134,7 +134,9 @@ impl Db {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect_with(statement_logging(
+                AnyConnectOptions::from_str(url).map_err(sqlx_error("parsing the database URL"))?,
+            ))
             .await
             .map_err(sqlx_error("connecting to the database"))?;
         for migrator in migrators {
@@ -222,6 +224,19 @@ impl DerefMut for WriteTransaction {
     }
 }
 
+/// sqlx's own statement log: off, and a statement slower than a second as a warning.
+///
+/// Each statement sqlx runs on PostgreSQL asks the subscriber whether its log line is wanted,
+/// on the task that runs it, and may then not write it; with per-layer filters that leaves the
+/// answer behind for the next span the task opens, which the trace layer then skips (a saga's
+/// steps after its first write went unrecorded, and so did every call they made). With
+/// statements off, only slow ones ask, and those are always written.
+fn statement_logging(options: AnyConnectOptions) -> AnyConnectOptions {
+    options
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
+}
+
 /// Creates the SQLite file and its folder if missing and switches it to WAL, which is a property
 /// of the file and so needs setting only once, before the pool opens. Returns the held setup
 /// lock (`<file>.lock`): keep it until the migrations have run.
@@ -289,6 +304,16 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .is_some_and(|e| e.is_unique_violation())
+}
+
+/// Whether `error` ended a transaction that would succeed if run again: PostgreSQL broke a
+/// deadlock by aborting it (`40P01`), or could not serialize it (`40001`). PostgreSQL's
+/// documentation asks applications to retry these; SQLite, with one writer, raises neither.
+pub fn is_transient_conflict(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
 }
 
 /// Milliseconds since the Unix epoch, the representation of times in every table.

@@ -62,13 +62,37 @@ impl Store {
     /// A batch is a handful of statements whatever its size: spans and services go in
     /// multi-row inserts (the driver's cost per statement, not SQLite's, is what bounds
     /// ingestion), and each trace's summary is merged once.
+    ///
+    /// Rows are written in one order (trace, then span), so concurrent batches wait for each
+    /// other rather than deadlock; a batch PostgreSQL aborts anyway to break a deadlock with
+    /// another writer (the pruning) is run again, up to [`ATTEMPTS`] times.
     pub async fn insert(&self, spans: Vec<Span>, now: i64) -> Result<(), sqlx::Error> {
         let mut traces: BTreeMap<String, Vec<Span>> = BTreeMap::new();
         for span in spans {
             traces.entry(span.trace_id.clone()).or_default().push(span);
         }
+        for spans in traces.values_mut() {
+            spans.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+        }
+        let mut attempt = 1;
+        loop {
+            match self.insert_once(&traces, now).await {
+                Err(error) if attempt < ATTEMPTS && chassis::db::is_transient_conflict(&error) => {
+                    tracing::debug!(%error, attempt, "the batch met a concurrent writer; running it again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn insert_once(
+        &self,
+        traces: &BTreeMap<String, Vec<Span>>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
-        for (trace_id, spans) in &traces {
+        for (trace_id, spans) in traces {
             open_trace(&mut tx, trace_id, spans, now).await?;
         }
         let all: Vec<&Span> = traces.values().flatten().collect();
@@ -77,7 +101,7 @@ impl Store {
             added.extend(insert_spans(&mut tx, chunk).await?);
         }
         let mut services: Vec<(&str, &str)> = Vec::new();
-        for (trace_id, spans) in &traces {
+        for (trace_id, spans) in traces {
             let new: Vec<&Span> = spans
                 .iter()
                 .filter(|s| added.contains(&(s.trace_id.clone(), s.span_id.clone())))
@@ -207,6 +231,9 @@ impl Store {
             .try_get("n")
     }
 }
+
+/// Runs of a batch that met a deadlock before its error is returned.
+const ATTEMPTS: u32 = 3;
 
 /// Rows per multi-row insert: well under SQLite's and PostgreSQL's limits on bound values.
 const ROWS_PER_STATEMENT: usize = 200;

@@ -382,7 +382,43 @@ async fn old_traces_expire(db: TestDatabase) {
     }
 }
 
+/// Every service exports on its own schedule, so exports touching the same traces arrive at
+/// once; on PostgreSQL their transactions contend for the same summary rows. Every export
+/// lands, and each trace counts every span once.
+async fn concurrent_exports_of_shared_traces_all_land(db: TestDatabase) {
+    let app = std::sync::Arc::new(spawn(db, Settings::default()).await);
+    let traces: Vec<u8> = (1..=6).collect();
+    let mut exports = Vec::new();
+    for service in 0..8u8 {
+        let app = std::sync::Arc::clone(&app);
+        // Half the exports name the traces in the opposite order.
+        let mut order = traces.clone();
+        if service % 2 == 1 {
+            order.reverse();
+        }
+        exports.push(tokio::spawn(async move {
+            let spans = order
+                .iter()
+                .map(|&t| span(t, 10 + service, Some(1), "work", 1, 2, false))
+                .collect();
+            app.send(export(&format!("service-{service}"), spans))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    for export in exports {
+        assert_eq!(export.await.expect("joined"), 200, "an export was refused");
+    }
+    for t in traces {
+        let (status, trace) = app.get(&format!("/v1/traces/{}", hex(t, 16))).await;
+        assert_eq!(status, 200, "{trace}");
+        assert_eq!(trace["spans"].as_array().map(Vec::len), Some(8), "{trace}");
+    }
+}
+
 chassis::database_tests!(
+    concurrent_exports_of_shared_traces_all_land,
     a_trace_is_assembled_from_separate_exports,
     a_large_export_is_kept_whole,
     lists_order_and_filter,
