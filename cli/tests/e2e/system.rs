@@ -475,8 +475,9 @@ impl PgPrefix {
 }
 
 /// The services that keep a database.
-pub(crate) const WITH_DATABASES: [&str; 8] = [
+pub(crate) const WITH_DATABASES: [&str; 9] = [
     "registry",
+    "telemetry",
     "users",
     "catalog",
     "orders",
