@@ -9,6 +9,9 @@
 #   sqlite, orders x2     two orders instances sharing the SQLite file
 #   postgres+nats         a database per service on PostgreSQL, events through NATS JetStream
 #   postgres+nats, x2     the same with two instances of orders, catalog, payments and shipping
+#   production profile    `up --profile production`: PostgreSQL, NATS, Redis for carts and
+#                         rate limits, two instances of every service but the registry and the
+#                         trace store (issue 13's rehearsal)
 #
 # The PostgreSQL databases (bench_<pid>_<n>_<service>) are dropped after each row; the NATS
 # streams have a prefix of their own (bench_<pid>_<n>) and are left to JetStream's limits.
@@ -17,6 +20,7 @@
 # two rows; SKIP_SERVERS=1 runs the SQLite rows only.
 #
 #   bench/backends.sh                       # 30 s per row, 32 customers
+#   ROWS="sqlite,production profile" bench/backends.sh   # only these rows
 #   USERS=64 DURATION=60s bench/backends.sh
 #   BAZAAR=/tmp/bazaar-old bench/backends.sh
 set -euo pipefail
@@ -26,6 +30,7 @@ USERS="${USERS:-32}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 NATS="${NATS:-nats://127.0.0.1:4222}"
 SKIP_SERVERS="${SKIP_SERVERS:-0}"
+ROWS="${ROWS:-}"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -57,6 +62,9 @@ row() {
     local name="$1"
     shift
     n=$((n + 1))
+    if [ -n "$ROWS" ] && [[ ",$ROWS," != *",$name,"* ]]; then
+        return
+    fi
     local data="$work/data-$n"
     start_up "$work/up-$n.log" --data-dir "$data" --base-port 0 "$@"
     up_pid=$started_pid
@@ -79,6 +87,10 @@ if [ "$SKIP_SERVERS" != 1 ]; then
     export BAZAAR_EVENTS__NATS_PREFIX="$databases"
     row "postgres+nats, x2" --db "$PG/$databases" --bus "$NATS" \
         --replicas orders=2 --replicas catalog=2 --replicas payments=2 --replicas shipping=2
+    databases="bench_$$_5"
+    export BAZAAR_EVENTS__NATS_PREFIX="$databases"
+    export BAZAAR_CART__REDIS_PREFIX="$databases:cart:" BAZAAR_GATEWAY__RATELIMIT_PREFIX="$databases:ratelimit:"
+    row "production profile" --profile production --db "$PG/$databases" --bus "$NATS"
 fi
 
 echo "Bazaar $("$bazaar" --version | awk '{print $2}'), $(nproc) cores, $USERS customers, $DURATION per row"
