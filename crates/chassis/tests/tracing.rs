@@ -3,59 +3,17 @@
 //!
 //! Its own test binary: tracing is process-wide, installed once.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::{get, post};
-use chassis::client::{ServiceClient, Transport};
+use axum::routing::get;
+use chassis::client::Transport;
 use chassis::config::{ChassisConfig, LogConfig, LogFormat};
-use chassis::discovery::Discovery;
 use chassis::trace::TraceConfig;
 use chassis::{HttpError, Server, ServiceInfo};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
-use prost::Message;
 use tokio_util::sync::CancellationToken;
-
-/// Spans received, with the `service.name` of their resource.
-type Received = Arc<Mutex<Vec<(String, Span)>>>;
-
-/// An OTLP/HTTP collector that keeps what it receives.
-async fn collector() -> anyhow::Result<(SocketAddr, Received)> {
-    let received = Received::default();
-    let app = Router::new()
-        .route(
-            "/v1/traces",
-            post(|State(received): State<Received>, body: Bytes| async move {
-                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                    return http::StatusCode::BAD_REQUEST;
-                };
-                let mut spans = received.lock().unwrap_or_else(|e| e.into_inner());
-                for resource in request.resource_spans {
-                    let service = resource
-                        .resource
-                        .iter()
-                        .flat_map(|r| &r.attributes)
-                        .find(|a| a.key == "service.name")
-                        .and_then(|a| a.value.as_ref())
-                        .map(|v| format!("{:?}", v.value))
-                        .unwrap_or_default();
-                    for scope in resource.scope_spans {
-                        spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-                    }
-                }
-                http::StatusCode::OK
-            }),
-        )
-        .with_state(Arc::clone(&received));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((address, received))
-}
 
 fn config() -> ChassisConfig {
     let mut config = ChassisConfig::with_port(0);
@@ -77,7 +35,7 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_across_two_services_is_one_trace() -> anyhow::Result<()> {
-    let (collector, received) = collector().await?;
+    let (collector, received) = common::collector().await?;
     let config = config();
     chassis::telemetry::init(
         &ServiceInfo::new("front", "1.0.0", &config),
@@ -107,17 +65,7 @@ async fn one_request_across_two_services_is_one_trace() -> anyhow::Result<()> {
         stop.clone(),
     ));
     // front: calls back and hands its answer on.
-    let mut discovery = config.discovery.clone();
-    discovery
-        .static_instances
-        .insert("back".into(), vec![back_url]);
-    discovery.retries = 0;
-    let client = ServiceClient::new(
-        Discovery::new(&discovery, Transport::http(), &stop),
-        Transport::http(),
-        &discovery,
-        "front",
-    );
+    let client = common::client_of_back(&config.discovery, back_url, &stop);
     let front = Server::bind(ServiceInfo::new("front", "1.0.0", &config), &config).await?;
     let front_url = front.url().to_owned();
     tokio::spawn(front.serve(

@@ -3,50 +3,16 @@
 //!
 //! Its own test binary: tracing is process-wide, installed once.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::{get, post};
-use chassis::client::{ServiceClient, Transport};
+use axum::routing::get;
+use chassis::client::Transport;
 use chassis::config::{ChassisConfig, DatabaseConfig, LogConfig, LogFormat};
 use chassis::db::Db;
-use chassis::discovery::Discovery;
 use chassis::trace::TraceConfig;
 use chassis::{Server, ServiceInfo};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use tokio_util::sync::CancellationToken;
-
-type Received = Arc<Mutex<Vec<Span>>>;
-
-async fn collector() -> anyhow::Result<(SocketAddr, Received)> {
-    let received = Received::default();
-    let app = Router::new()
-        .route(
-            "/v1/traces",
-            post(|State(received): State<Received>, body: Bytes| async move {
-                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                    return http::StatusCode::BAD_REQUEST;
-                };
-                let mut spans = received.lock().unwrap_or_else(|e| e.into_inner());
-                for resource in request.resource_spans {
-                    for scope in resource.scope_spans {
-                        spans.extend(scope.spans);
-                    }
-                }
-                http::StatusCode::OK
-            }),
-        )
-        .with_state(Arc::clone(&received));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((address, received))
-}
 
 /// A write as a service's store makes one: a span of its own around a transaction.
 #[tracing::instrument(name = "db", skip_all, fields(otel.name = "front.write", otel.kind = "client"))]
@@ -60,7 +26,7 @@ async fn write(db: &Db) -> Result<(i32,), sqlx::Error> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
 async fn a_call_after_a_postgresql_query_stays_in_the_trace() -> anyhow::Result<()> {
-    let (collector, received) = collector().await?;
+    let (collector, received) = common::collector().await?;
     let mut config = ChassisConfig::with_port(0);
     config.discovery.registry = None;
     chassis::telemetry::init(
@@ -87,16 +53,7 @@ async fn a_call_after_a_postgresql_query_stays_in_the_trace() -> anyhow::Result<
         Router::new().route("/leaf", get(|| async { "leaf" })),
         stop.clone(),
     ));
-    let mut discovery = config.discovery.clone();
-    discovery
-        .static_instances
-        .insert("back".into(), vec![back_url]);
-    let client = ServiceClient::new(
-        Discovery::new(&discovery, Transport::http(), &stop),
-        Transport::http(),
-        &discovery,
-        "front",
-    );
+    let client = common::client_of_back(&config.discovery, back_url, &stop);
     let front = Server::bind(ServiceInfo::new("front", "1.0.0", &config), &config).await?;
     let front_url = front.url().to_owned();
     tokio::spawn(front.serve(
@@ -129,7 +86,7 @@ async fn a_call_after_a_postgresql_query_stays_in_the_trace() -> anyhow::Result<
     chassis::trace::shutdown().await;
     stop.cancel();
     let spans = received.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
     assert!(
         names.contains(&"GET back"),
         "the call after the query has no client span: {names:?}"
