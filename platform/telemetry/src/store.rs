@@ -65,7 +65,7 @@ impl Store {
     ///
     /// Rows are written in one order (trace, then span), so concurrent batches wait for each
     /// other rather than deadlock; a batch PostgreSQL aborts anyway to break a deadlock with
-    /// another writer (the pruning) is run again, up to [`ATTEMPTS`] times.
+    /// another writer (the pruning) is run again, up to three times.
     pub async fn insert(&self, spans: Vec<Span>, now: i64) -> Result<(), sqlx::Error> {
         let mut traces: BTreeMap<String, Vec<Span>> = BTreeMap::new();
         for span in spans {
