@@ -9,7 +9,8 @@ For every service `bazaar serve` knows: a Deployment running `serve <service>` a
 non-root user, probes on the admin port's health paths, Prometheus pointed at the admin port,
 memory requests and limits, a Service with both ports, a PodDisruptionBudget, and, in
 production, a HorizontalPodAutoscaler for every service with more than one replica. Every
-ConfigMap a pod reads is in the overlay.
+ConfigMap a pod reads is in the overlay, and with mutual TLS every service URL in a ConfigMap
+is https://.
 """
 
 import pathlib
@@ -101,6 +102,19 @@ def main():
     for name in by_kind.get("Deployment", {}):
         if name not in services:
             problem(f"Deployment {name} runs no service the binary knows ({', '.join(services)})")
+    # With mutual TLS, services listen on https only: every URL of a service they are given
+    # must say so.
+    mutual = any(
+        e.get("name") == "BAZAAR_MTLS__CA"
+        for d in by_kind.get("Deployment", {}).values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    )
+    for name, config_map in by_kind.get("ConfigMap", {}).items():
+        for key, value in (config_map.get("data") or {}).items():
+            host = re.match(r"^https?://([a-z0-9-]+)[:/]", value)
+            if mutual and host and host.group(1) in services and value.startswith("http://"):
+                problem(f"ConfigMap {name}: {key} = {value}, but services take only mTLS (https://)")
     gateway = by_kind.get("Ingress", {}).get("gateway")
     if gateway is None:
         problem("no Ingress to the gateway")
