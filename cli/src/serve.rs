@@ -135,6 +135,25 @@ async fn serve(
     }
 }
 
+/// Checks `discovery.dns`: a name to resolve, and a scheme services answer on.
+fn check_dns(dns: &chassis::config::DnsConfig) -> Result<(), ConfigError> {
+    if !matches!(dns.scheme.as_str(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            "discovery.dns.scheme",
+            format!("{:?}", dns.scheme),
+            "expected http or https",
+        ));
+    }
+    if dns.name.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "discovery.dns.name",
+            "\"\"",
+            "expected a DNS name such as {service}-pods.bazaar.svc.cluster.local",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks what every service shares, fixes the instance id, and starts logging.
 fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigError> {
     if chassis.discovery.registry.as_deref() == Some("") {
@@ -142,6 +161,9 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
     }
     if let Some(registry) = &chassis.discovery.registry {
         check_url_scheme("discovery.registry", registry, &["http", "https"])?;
+    }
+    if let Some(dns) = &chassis.discovery.dns {
+        check_dns(dns)?;
     }
     if let Some(url) = &chassis.database.url {
         chassis::config::check_secret_url_scheme(
@@ -254,6 +276,31 @@ mod tests {
                 ("http.port", "80", "--port 80"),
                 ("users.seed_demo", "true", "--set users.seed_demo=true")
             ]
+        );
+    }
+
+    #[test]
+    fn discovery_by_dns_names_its_bad_key() {
+        let good = chassis::config::DnsConfig::default();
+        assert!(check_dns(&good).is_ok());
+        let error = check_dns(&chassis::config::DnsConfig {
+            scheme: "ftp".into(),
+            ..good.clone()
+        })
+        .expect_err("invalid");
+        assert_eq!(
+            error.to_string(),
+            "invalid config: discovery.dns.scheme = \"ftp\" (from configuration): expected http or https"
+        );
+        let error = check_dns(&chassis::config::DnsConfig {
+            name: " ".into(),
+            ..good
+        })
+        .expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid config: discovery.dns.name")
         );
     }
 

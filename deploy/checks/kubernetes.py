@@ -9,8 +9,8 @@ For every service `bazaar serve` knows: a Deployment running `serve <service>` a
 non-root user, probes on the admin port's health paths, Prometheus pointed at the admin port,
 memory requests and limits, a Service with both ports, a PodDisruptionBudget, and, in
 production, a HorizontalPodAutoscaler for every service with more than one replica. Every
-ConfigMap a pod reads is in the overlay, and with mutual TLS every service URL in a ConfigMap
-is https://.
+ConfigMap a pod reads is in the overlay, with mutual TLS every service URL in a ConfigMap is
+https://, and discovery by DNS has a headless Service per service.
 """
 
 import pathlib
@@ -115,6 +115,20 @@ def main():
             host = re.match(r"^https?://([a-z0-9-]+)[:/]", value)
             if mutual and host and host.group(1) in services and value.startswith("http://"):
                 problem(f"ConfigMap {name}: {key} = {value}, but services take only mTLS (https://)")
+    # Discovery by DNS: a headless Service per service under the configured name, and the
+    # scheme services answer on.
+    for name, config_map in by_kind.get("ConfigMap", {}).items():
+        data = config_map.get("data") or {}
+        pattern = data.get("BAZAAR_DISCOVERY__DNS__NAME")
+        if not pattern:
+            continue
+        for service in services:
+            headless = by_kind.get("Service", {}).get(pattern.replace("{service}", service))
+            if headless is None or headless["spec"].get("clusterIP") != "None":
+                problem(f"{service}: no headless Service named {pattern} for discovery by DNS")
+        scheme = data.get("BAZAAR_DISCOVERY__DNS__SCHEME", "http")
+        if scheme != ("https" if mutual else "http"):
+            problem(f"ConfigMap {name}: BAZAAR_DISCOVERY__DNS__SCHEME = {scheme} does not match mTLS")
     gateway = by_kind.get("Ingress", {}).get("gateway")
     if gateway is None:
         problem("no Ingress to the gateway")

@@ -145,6 +145,21 @@ def service_object(service):
     }
 
 
+def pods_service(service):
+    """Headless: its name resolves to the ready pods' addresses, which is how services find
+    each other (`discovery.dns`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{service}-pods", "labels": labels(service)},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"app.kubernetes.io/name": service},
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
 def disruption_budget(service):
     return {
         "apiVersion": "policy/v1",
@@ -219,6 +234,7 @@ def files():
         documents = [
             deployment(service, scales, cpu, memory, limit),
             service_object(service),
+            pods_service(service),
             disruption_budget(service),
         ]
         if scales:

@@ -414,6 +414,9 @@ pub struct DiscoveryConfig {
     /// of the registry for the services listed.
     #[serde(rename = "static")]
     pub static_instances: BTreeMap<String, Vec<String>>,
+    /// Find instances by DNS instead of asking the registry (a Kubernetes headless Service per
+    /// service). The registry, if set, still holds traffic policies and fault rules.
+    pub dns: Option<DnsConfig>,
     /// How often a registered instance renews its TTL.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -432,10 +435,38 @@ impl Default for DiscoveryConfig {
         Self {
             registry: Some(format!("http://127.0.0.1:{}", crate::ports::REGISTRY)),
             static_instances: BTreeMap::new(),
+            dns: None,
             heartbeat: Duration::from_secs(2),
             ttl: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             retries: 2,
+        }
+    }
+}
+
+/// Discovery by DNS: every address a service's name resolves to is an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsConfig {
+    /// The name of a service's instances, `{service}` standing for the service:
+    /// `{service}-pods.bazaar.svc.cluster.local` for a headless Service per service.
+    pub name: String,
+    /// The port every instance listens on.
+    pub port: u16,
+    /// `https` when services talk mTLS, else `http`.
+    pub scheme: String,
+    /// How often the names are resolved again.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            name: "{service}".to_owned(),
+            port: 8080,
+            scheme: "http".to_owned(),
+            refresh: Duration::from_secs(5),
         }
     }
 }

@@ -11,7 +11,14 @@
 //! ejected locally for a few seconds, so traffic moves on before the registry notices.
 //!
 //! Services listed under `discovery.static` resolve to fixed addresses instead, which is how a
-//! process runs without a registry (tests, or a platform that does discovery by DNS).
+//! process runs without a registry (tests).
+//!
+//! With `discovery.dns` set, instances are found by DNS instead, as on Kubernetes (a headless
+//! Service per service lists its ready pods): every address the service's name resolves to is
+//! asked once for `/health/live`, which names the instance and its version, so the balancer and
+//! traffic policies work as with the registry. Names are resolved again every `refresh`; an
+//! address that stops answering its probe is dropped, and the kubelet's readiness decides who
+//! is listed in the first place.
 //!
 //! # Layout
 //! - [`registry_api`]: typed client of the registry's HTTP API.
@@ -33,7 +40,7 @@ pub use registration::Registrar;
 pub use registry_api::{Heartbeat, RegistryClient, RegistryError};
 
 use crate::client::Transport;
-use crate::config::DiscoveryConfig;
+use crate::config::{DiscoveryConfig, DnsConfig};
 
 /// How long a blocking query waits for a change before the registry answers anyway.
 const WATCH_WAIT: Duration = Duration::from_secs(30);
@@ -337,6 +344,10 @@ impl ServiceCache {
 #[derive(Debug)]
 struct Inner {
     registry: Option<RegistryClient>,
+    /// Finds instances by DNS instead of the registry.
+    dns: Option<DnsConfig>,
+    /// Asks instances found by DNS who they are.
+    transport: Transport,
     services: Mutex<HashMap<String, Arc<ServiceCache>>>,
     epoch: Instant,
     /// Stops the watches when the last handle is dropped or the process shuts down.
@@ -391,7 +402,9 @@ impl Discovery {
                 registry: config
                     .registry
                     .as_deref()
-                    .map(|url| RegistryClient::new(url, transport)),
+                    .map(|url| RegistryClient::new(url, transport.clone())),
+                dns: config.dns.clone(),
+                transport,
                 services: Mutex::new(services),
                 epoch,
                 stop: shutdown.child_token(),
@@ -450,6 +463,19 @@ impl Discovery {
         if let Some(cache) = services.get(service) {
             return Ok(Arc::clone(cache));
         }
+        if let Some(dns) = &self.inner.dns {
+            let cache = Arc::new(ServiceCache::new(Vec::new(), false));
+            services.insert(service.to_owned(), Arc::clone(&cache));
+            tokio::spawn(watch_dns(
+                dns.clone(),
+                self.inner.transport.clone(),
+                service.to_owned(),
+                Arc::clone(&cache),
+                self.inner.epoch,
+                self.inner.stop.clone(),
+            ));
+            return Ok(cache);
+        }
         let registry = self
             .inner
             .registry
@@ -487,6 +513,121 @@ async fn watch_service(
         cache.replace(&instances, epoch);
     })
     .await;
+}
+
+/// Keeps `cache` filled with the instances `service`'s DNS name resolves to, until `stop`.
+async fn watch_dns(
+    dns: DnsConfig,
+    transport: Transport,
+    service: String,
+    cache: Arc<ServiceCache>,
+    epoch: Instant,
+    stop: CancellationToken,
+) {
+    let name = dns.name.replace("{service}", &service);
+    // Who answers at each address: asked once, while the address stays listed.
+    let mut known: HashMap<std::net::SocketAddr, Instance> = HashMap::new();
+    loop {
+        match tokio::net::lookup_host((name.as_str(), dns.port)).await {
+            Ok(addresses) => {
+                let addresses: Vec<std::net::SocketAddr> = addresses.collect();
+                known.retain(|address, _| addresses.contains(address));
+                for address in addresses {
+                    if known.contains_key(&address) {
+                        continue;
+                    }
+                    match identify(&transport, &dns.scheme, address, &service).await {
+                        Some(instance) => {
+                            known.insert(address, instance);
+                        }
+                        None => {
+                            tracing::debug!(%address, %service, "no instance of the service answers there yet")
+                        }
+                    }
+                }
+                let mut instances: Vec<Instance> = known.values().cloned().collect();
+                instances.sort_by(|a, b| a.id.cmp(&b.id));
+                cache.replace(&instances, epoch);
+            }
+            Err(error) => {
+                tracing::warn!(%name, %error, "the service's name does not resolve; keeping its last instances");
+                // The first lookup need not wait for a name that may never resolve.
+                if !*cache.loaded.borrow() {
+                    cache.replace(&[], epoch);
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(dns.refresh) => {}
+            () = stop.cancelled() => return,
+        }
+        // An instance that stopped answering is asked again next time, as a new one.
+        let mut gone = Vec::new();
+        for (address, instance) in &known {
+            if !answers(&transport, &instance.address).await {
+                gone.push(*address);
+            }
+        }
+        for address in gone {
+            known.remove(&address);
+        }
+    }
+}
+
+/// The instance of `service` at `address`, from its `/health/live`; `None` if nothing answers
+/// there, or something else does.
+async fn identify(
+    transport: &Transport,
+    scheme: &str,
+    address: std::net::SocketAddr,
+    service: &str,
+) -> Option<Instance> {
+    #[derive(serde::Deserialize)]
+    struct Live {
+        service: String,
+        version: String,
+        instance: String,
+    }
+    let base = format!("{scheme}://{address}");
+    let request = http::Request::get(format!("{base}/health/live"))
+        .body(axum::body::Body::empty())
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), transport.send(request))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    let live: Live = serde_json::from_slice(&body).ok()?;
+    (live.service == service).then(|| Instance {
+        id: live.instance,
+        service: live.service,
+        health_url: format!("{base}/health/ready"),
+        address: base,
+        version: live.version,
+        meta: std::collections::BTreeMap::new(),
+        status: contracts::discovery::HealthStatus::Passing,
+        output: None,
+        registered_at: chrono::Utc::now(),
+    })
+}
+
+/// Whether the instance at `base` answers `/health/live`.
+async fn answers(transport: &Transport, base: &str) -> bool {
+    let Ok(request) =
+        http::Request::get(format!("{base}/health/live")).body(axum::body::Body::empty())
+    else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), transport.send(request)).await,
+        Ok(Ok(response)) if response.status().is_success()
+    )
 }
 
 /// Calls `apply` with the keys under `prefix` now and after every change, until `stop`. A

@@ -124,12 +124,19 @@ pub struct Checks {
     pub registration: Check,
 }
 
-/// The health routes.
-pub fn routes(readiness: Arc<Readiness>) -> Router {
+/// The health routes. `/health/live` names the instance, which is how discovery by DNS learns
+/// who answers at an address ([`crate::discovery`]).
+pub fn routes(readiness: Arc<Readiness>, info: &crate::ServiceInfo) -> Router {
+    let live = Arc::new(serde_json::json!({
+        "status": "live",
+        "service": info.name,
+        "version": info.version,
+        "instance": info.instance_id,
+    }));
     Router::new()
         .route(
             "/health/live",
-            get(|| async { Json(serde_json::json!({ "status": "live" })) }),
+            get(move || std::future::ready(Json(Arc::clone(&live)))),
         )
         .route("/health/ready", get(ready))
         .with_state(readiness)

@@ -442,7 +442,7 @@ impl Server {
         let render_metrics = move || std::future::ready(metrics::render(&metrics_registry));
         // Probes and scrapes are not the service's traffic: the admin port counts none of them.
         let admin = self.admin.map(|listener| {
-            let routes = health::routes(Arc::clone(&readiness))
+            let routes = health::routes(Arc::clone(&readiness), &self.info)
                 .route("/metrics", get(render_metrics.clone()))
                 .fallback(middleware::not_found);
             axum::serve(listener, routes)
@@ -450,7 +450,7 @@ impl Server {
                 .into_future()
         });
         let mut app = app
-            .merge(health::routes(Arc::clone(&readiness)))
+            .merge(health::routes(Arc::clone(&readiness), &self.info))
             .route("/metrics", get(render_metrics));
         app = app.fallback(middleware::not_found);
         // The middleware around both the router and the front.

@@ -2,6 +2,7 @@
 //! the internal client calling real (and fake) neighbours.
 
 mod client;
+mod dns;
 mod faults;
 mod front;
 mod lifecycle;
