@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::checkout::login;
-use crate::system::{BIN, Running, production};
+use crate::system::{BIN, Running};
 
 /// Clients that GET `/api/categories` through the gateway in a loop until stopped.
 struct Load {
@@ -134,10 +134,12 @@ async fn a_healthy_canary_reaches_100_percent_without_a_failed_request() {
     // As many as the stable version runs (two in the production rehearsal).
     let n = catalog_instances(&running).len();
     let load = Load::start(&running, 4);
-    // Twenty processes and three servers on two cores (the production rehearsal) give a fresh
-    // candidate a tail of a few hundred milliseconds that is the machine's, not the release's:
-    // there the latency judgment gets a floor that only a broken candidate crosses.
-    let floor = if production() { "1s" } else { "100ms" };
+    // What is tested here is a healthy release going all the way without a failed request.
+    // The latency rule itself is unit-tested (release::analysis); on two cores shared with the
+    // rest of the suite, a fresh candidate's p99 over a hundred requests is the machine's tail
+    // (CI runs rolled it back at 250 ms against 100 ms), so it is judged against a floor only a
+    // broken candidate crosses.
+    let floor = "1s";
     let (code, out) = bazaar(
         &running,
         &[
