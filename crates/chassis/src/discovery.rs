@@ -563,8 +563,11 @@ async fn watch_dns(
         }
         // An instance that stopped answering is asked again next time, as a new one.
         let mut gone = Vec::new();
-        for (address, instance) in &known {
-            if !answers(&transport, &instance.address).await {
+        for address in known.keys() {
+            if identify(&transport, &dns.scheme, *address, &service)
+                .await
+                .is_none()
+            {
                 gone.push(*address);
             }
         }
@@ -615,19 +618,6 @@ async fn identify(
         output: None,
         registered_at: chrono::Utc::now(),
     })
-}
-
-/// Whether the instance at `base` answers `/health/live`.
-async fn answers(transport: &Transport, base: &str) -> bool {
-    let Ok(request) =
-        http::Request::get(format!("{base}/health/live")).body(axum::body::Body::empty())
-    else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), transport.send(request)).await,
-        Ok(Ok(response)) if response.status().is_success()
-    )
 }
 
 /// Calls `apply` with the keys under `prefix` now and after every change, until `stop`. A
