@@ -16,6 +16,7 @@
 //! - [`front`]: a service's own hot path ahead of the router (the gateway's proxying).
 
 pub mod front;
+mod linger;
 pub mod middleware;
 
 use std::collections::BTreeMap;

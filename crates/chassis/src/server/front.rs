@@ -72,7 +72,9 @@ impl Service<Request> for Split {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
+        // Answered before its body was read, a request still gets its answer (`super::linger`).
+        let mut request = super::linger::wrap(request);
         if self.secure {
             request.extensions_mut().insert(Secure);
         }

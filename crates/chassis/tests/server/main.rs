@@ -6,5 +6,6 @@ mod dns;
 mod faults;
 mod front;
 mod lifecycle;
+mod linger;
 mod mtls;
 mod tls;
