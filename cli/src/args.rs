@@ -401,6 +401,11 @@ pub(crate) struct UpArgs {
     /// producer's feed.
     #[arg(long, value_name = "URL")]
     pub(crate) bus: Option<String>,
+    /// Keep instances, traffic policies and fault rules in etcd (`http://127.0.0.1:2379`, a path
+    /// naming the key prefix: `http://127.0.0.1:2379/shop/`) instead of the built-in registry,
+    /// which then does not run.
+    #[arg(long, value_name = "URL")]
+    pub(crate) etcd: Option<String>,
     /// Keep the gateways' rate-limit buckets in Redis (`redis://127.0.0.1:6379`), shared by
     /// gateway replicas, instead of in each process.
     #[arg(long, value_name = "URL")]

@@ -213,7 +213,7 @@ async fn exercise(
             .into_iter()
             .collect::<Result<_, _>>()?;
 
-    let registry = RegistryClient::new(&up.registry()?, shop.transport().clone());
+    let registry = RegistryClient::connect(&up.registry()?, shop.transport());
     let stop = CancellationToken::new();
     let interrupted = chassis::server::shutdown_on_signal();
     let tally = workload::Shared::default();

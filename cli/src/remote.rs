@@ -40,7 +40,7 @@ impl Remote {
         let registry = state::registry_url(registry, running.as_ref());
         let transport = state::operator_transport(data_dir);
         Self {
-            registry: RegistryClient::new(&registry, transport.clone()),
+            registry: RegistryClient::connect(&registry, &transport),
             control: running.map(|s| s.control).filter(|c| !c.is_empty()),
             transport,
         }

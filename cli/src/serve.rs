@@ -154,16 +154,55 @@ fn check_dns(dns: &chassis::config::DnsConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks `discovery.etcd`: one or more http(s) endpoints, and a prefix that ends a path
+/// segment (so one system's keys never run into another's).
+fn check_etcd(etcd: &chassis::config::EtcdConfig) -> Result<(), ConfigError> {
+    if etcd.endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            "discovery.etcd.endpoints",
+            "[]",
+            "expected at least one URL such as http://127.0.0.1:2379",
+        ));
+    }
+    for endpoint in &etcd.endpoints {
+        check_url_scheme("discovery.etcd.endpoints", endpoint, &["http", "https"])?;
+    }
+    if !etcd.prefix.starts_with('/') || !etcd.prefix.ends_with('/') || etcd.prefix.len() < 2 {
+        return Err(ConfigError::invalid(
+            "discovery.etcd.prefix",
+            format!("{:?}", etcd.prefix),
+            "expected a path that starts and ends with '/', such as /bazaar/",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks what every service shares, fixes the instance id, and starts logging.
 fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigError> {
     if chassis.discovery.registry.as_deref() == Some("") {
         chassis.discovery.registry = None;
     }
     if let Some(registry) = &chassis.discovery.registry {
-        check_url_scheme("discovery.registry", registry, &["http", "https"])?;
+        check_url_scheme(
+            "discovery.registry",
+            registry,
+            &["http", "https", "etcd+http", "etcd+https"],
+        )?;
+        if registry.starts_with("etcd+")
+            && chassis::config::EtcdConfig::from_url(registry).is_none()
+        {
+            return Err(ConfigError::invalid(
+                "discovery.registry",
+                format!("{registry:?}"),
+                "expected etcd+http://host:port/prefix/",
+            ));
+        }
     }
     if let Some(dns) = &chassis.discovery.dns {
         check_dns(dns)?;
+    }
+    if let Some(etcd) = &chassis.discovery.etcd {
+        check_etcd(etcd)?;
     }
     if let Some(url) = &chassis.database.url {
         chassis::config::check_secret_url_scheme(
@@ -327,5 +366,37 @@ mod tests {
             error.to_string(),
             "invalid config: http.port = \"eighty\" (from --port eighty): expected u16"
         );
+    }
+
+    #[test]
+    fn discovery_by_etcd_names_its_bad_key() {
+        let etcd = chassis::config::EtcdConfig::default();
+        assert!(check_etcd(&etcd).is_ok());
+        for (bad, named) in [
+            (
+                chassis::config::EtcdConfig {
+                    endpoints: vec![],
+                    ..etcd.clone()
+                },
+                "discovery.etcd.endpoints = []",
+            ),
+            (
+                chassis::config::EtcdConfig {
+                    endpoints: vec!["127.0.0.1:2379".into()],
+                    ..etcd.clone()
+                },
+                "discovery.etcd.endpoints = \"127.0.0.1:2379\"",
+            ),
+            (
+                chassis::config::EtcdConfig {
+                    prefix: "bazaar".into(),
+                    ..etcd.clone()
+                },
+                "discovery.etcd.prefix = \"bazaar\"",
+            ),
+        ] {
+            let error = check_etcd(&bad).expect_err("refused").to_string();
+            assert!(error.contains(named), "{error}");
+        }
     }
 }

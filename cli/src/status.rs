@@ -11,7 +11,7 @@ use crate::state;
 
 pub(crate) async fn run(args: StatusArgs) -> ExitCode {
     let registry = state::registry_url(args.registry, state::running(&args.data_dir).as_ref());
-    let client = RegistryClient::new(&registry, state::operator_transport(&args.data_dir));
+    let client = RegistryClient::connect(&registry, &state::operator_transport(&args.data_dir));
     match client.instances().await {
         Ok(list) => {
             print!("{}", render(&list.instances, Console::detect()));

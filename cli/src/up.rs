@@ -194,7 +194,21 @@ async fn start(
     system: &mut System,
 ) -> Result<(), UpError> {
     let started = Instant::now();
-    let specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
+    let mut specs = plan::instances(args.base_port, &args.replicas).map_err(UpError::Usage)?;
+    // etcd in the registry's place: no registry runs, and everyone is told etcd's URL instead.
+    let etcd = match &args.etcd {
+        Some(url) => {
+            let registry = format!("etcd+{url}");
+            if chassis::config::EtcdConfig::from_url(&registry).is_none() {
+                return Err(UpError::Usage(format!(
+                    "--etcd {url:?}: expected an etcd client URL such as http://127.0.0.1:2379"
+                )));
+            }
+            specs.retain(|spec| spec.service != Service::Registry);
+            Some(registry)
+        }
+        None => None,
+    };
     plan::check_cart_store(&args.cart_store, &specs).map_err(UpError::Usage)?;
     if let Some(bus) = &args.bus {
         plan::check_bus(bus).map_err(UpError::Usage)?;
@@ -294,6 +308,10 @@ async fn start(
 
     // The registry first, for everyone to register with; then the trace store, for everyone
     // to send spans to; then the rest.
+    if let Some(etcd) = etcd {
+        system.registry = etcd.clone();
+        launcher.registry = Some(etcd);
+    }
     let (first, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) =
         specs.iter().partition(|s| s.service == Service::Registry);
     let (second, rest): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = rest
@@ -315,7 +333,7 @@ async fn start(
         .await?;
         system.record(ready);
         match tier {
-            0 => {
+            0 if args.etcd.is_none() => {
                 system.registry = system.url_of(Service::Registry);
                 launcher.registry = Some(system.registry.clone());
             }

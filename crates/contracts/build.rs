@@ -3,7 +3,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(["bazaar/users/v1/users.proto"], ["proto"])?;
+    let descriptors =
+        protox::compile(["bazaar/users/v1/users.proto", "etcd/rpc.proto"], ["proto"])?;
     tonic_prost_build::configure()
         // Clients and servers run on the chassis' own connections, not tonic's transport.
         .build_transport(false)

@@ -55,6 +55,9 @@ pub(crate) fn servers(args: &UpArgs) -> Vec<(&'static str, &'static str, &str)> 
     if args.cart_store != "embedded" {
         servers.push(("Redis", "--cart-store", args.cart_store.as_str()));
     }
+    if let Some(etcd) = &args.etcd {
+        servers.push(("etcd", "--etcd", etcd.as_str()));
+    }
     servers
 }
 
@@ -134,6 +137,7 @@ pub(crate) async fn check_reachable(args: &UpArgs, timeout: Duration) -> Result<
         let port = parsed.port_or_known_default().unwrap_or(match what {
             "PostgreSQL" => 5432,
             "NATS" => 4222,
+            "etcd" => 2379,
             _ => 6379,
         });
         let host = host.trim_start_matches('[').trim_end_matches(']');

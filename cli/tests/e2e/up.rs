@@ -402,3 +402,97 @@ async fn carts_on_redis_are_shared_by_cart_replicas() {
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");
 }
+
+#[tokio::test]
+#[ignore = "needs etcd at 127.0.0.1:2379 (or BAZAAR_TEST_ETCD_URL)"]
+async fn up_runs_on_etcd_in_the_registrys_place() {
+    let etcd = std::env::var("BAZAAR_TEST_ETCD_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:2379".to_owned());
+    let prefix = format!("/e2e-{}-etcd/", std::process::id());
+    let url = format!("{}{prefix}", etcd.trim_end_matches('/'));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8").to_owned();
+    let running = Running::start(dir.path(), &["--etcd", &url]);
+    assert!(
+        running.instances("registry").is_empty(),
+        "no registry runs beside etcd"
+    );
+
+    // Every service found every other through etcd: a checkout goes through.
+    let signup = running
+        .post_json(
+            "/api/auth/signup",
+            &json!({"email": "etcd@example.com", "password": "correct horse battery", "name": "Etcd"}),
+        )
+        .await;
+    assert_eq!(signup.status(), 201);
+    let token = login(&running, "etcd@example.com", "correct horse battery").await;
+    order_two_products(&running, &token).await;
+
+    // The operator's commands read and write etcd too.
+    let status = Command::new(BIN)
+        .args(["status", "--data-dir", &data])
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    for service in ["gateway", "users", "catalog", "orders", "payments"] {
+        assert!(table.contains(service), "{service} listed: {table}");
+    }
+    // A fault rule written to etcd reaches the catalog's instance, and its removal too.
+    let faults = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .arg("faults")
+            .args(args)
+            .args(["--data-dir", &data])
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{output:?}");
+    };
+    let catalog_answers = |wanted: fn(reqwest::StatusCode) -> bool| {
+        let running = &running;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let answered = running.get("/api/products/MUG-STONE", None).await.status();
+                if wanted(answered) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "still {answered}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    faults(&[
+        "set",
+        "etcd-e2e",
+        "--service",
+        "catalog",
+        "--error-rate",
+        "1",
+        "--status",
+        "500",
+    ]);
+    catalog_answers(|status| status.is_server_error()).await;
+    faults(&["clear", "etcd-e2e"]);
+    catalog_answers(|status| status.is_success()).await;
+
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+    // Every instance revoked its lease on the way out.
+    let client = chassis::discovery::etcd::EtcdClient::new(
+        &chassis::config::EtcdConfig {
+            endpoints: vec![etcd],
+            prefix,
+        },
+        None,
+    )
+    .expect("an etcd client");
+    let left = client.instances().await.expect("etcd answers");
+    client.clear().await.expect("the test's keys are deleted");
+    assert!(
+        left.instances.is_empty(),
+        "instances left registered: {:?}",
+        left.instances
+    );
+}

@@ -15,7 +15,7 @@
 
 pub mod call;
 pub mod grpc;
-mod pool;
+pub(crate) mod pool;
 pub mod transport;
 
 pub use call::{Call, CallError, CallResponse, ServiceClient};

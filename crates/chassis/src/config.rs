@@ -417,6 +417,9 @@ pub struct DiscoveryConfig {
     /// Find instances by DNS instead of asking the registry (a Kubernetes headless Service per
     /// service). The registry, if set, still holds traffic policies and fault rules.
     pub dns: Option<DnsConfig>,
+    /// etcd in the registry's place, for instances, traffic policies and fault rules (machines
+    /// without Kubernetes). Set, `registry` is not used.
+    pub etcd: Option<EtcdConfig>,
     /// How often a registered instance renews its TTL.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -436,10 +439,54 @@ impl Default for DiscoveryConfig {
             registry: Some(format!("http://127.0.0.1:{}", crate::ports::REGISTRY)),
             static_instances: BTreeMap::new(),
             dns: None,
+            etcd: None,
             heartbeat: Duration::from_secs(2),
             ttl: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             retries: 2,
+        }
+    }
+}
+
+/// etcd as the discovery and KV backend ([`crate::discovery::etcd`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EtcdConfig {
+    /// The cluster's client URLs, tried in order: `http://127.0.0.1:2379`, or `https://` with
+    /// the service's mTLS identity.
+    pub endpoints: Vec<String>,
+    /// The prefix of every key Bazaar writes, so one cluster can hold several systems.
+    pub prefix: String,
+}
+
+impl EtcdConfig {
+    /// The cluster an `etcd+http://host:port/prefix/` (or `etcd+https://`) URL names: one
+    /// endpoint, and the prefix (`/bazaar/` when the URL has no path). `None` for any other URL.
+    /// Where one URL names the registry (`discovery.registry`, `--registry`), this one names
+    /// etcd in its place.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("etcd+")?;
+        let uri: http::Uri = rest.parse().ok()?;
+        let scheme = uri
+            .scheme_str()
+            .filter(|s| matches!(*s, "http" | "https"))?;
+        let authority = uri.authority()?;
+        let prefix = match uri.path().trim_end_matches('/') {
+            "" => Self::default().prefix,
+            path => format!("{path}/"),
+        };
+        Some(Self {
+            endpoints: vec![format!("{scheme}://{authority}")],
+            prefix,
+        })
+    }
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            prefix: "/bazaar/".to_owned(),
         }
     }
 }

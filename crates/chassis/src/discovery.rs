@@ -20,10 +20,15 @@
 //! address that stops answering its probe is dropped, and the kubelet's readiness decides who
 //! is listed in the first place.
 //!
+//! With `discovery.etcd` set, etcd takes the registry's place: instances register as leased
+//! keys, and the watches above are etcd watches ([`etcd`]).
+//!
 //! # Layout
-//! - [`registry_api`]: typed client of the registry's HTTP API.
+//! - [`registry_api`]: typed client of the registry role (the registry's HTTP API, or etcd).
+//! - [`etcd`]: etcd as the discovery and KV backend.
 //! - [`registration`]: register, heartbeat, deregister.
 
+pub mod etcd;
 pub mod registration;
 pub mod registry_api;
 
@@ -399,10 +404,13 @@ impl Discovery {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                registry: config
-                    .registry
-                    .as_deref()
-                    .map(|url| RegistryClient::new(url, transport.clone())),
+                registry: RegistryClient::from_config(config, &transport).unwrap_or_else(
+                    |error| {
+                        // `bazaar serve` refuses such a configuration before it gets here.
+                        tracing::error!(%error, "discovery.etcd is invalid; nothing resolves through it");
+                        None
+                    },
+                ),
                 dns: config.dns.clone(),
                 transport,
                 services: Mutex::new(services),

@@ -151,6 +151,8 @@ pub struct Server {
     events_config: EventsConfig,
     events: Option<Events>,
     registers: bool,
+    /// Where it registers, and fault rules come from: the registry, or etcd.
+    registry: Option<RegistryClient>,
     /// Requests the service answers ahead of its router.
     front: Option<front::Front>,
     /// The app keeps its own deadlines; no `http.request_timeout` around it.
@@ -190,6 +192,16 @@ impl Server {
     ) -> Result<Self, StartError> {
         let identity = Identity::configured(&config.mtls)?;
         let transport = Transport::with_identity(identity.clone());
+        let registry =
+            RegistryClient::from_config(&config.discovery, &transport).map_err(|error| {
+                let endpoints = config
+                    .discovery
+                    .etcd
+                    .as_ref()
+                    .map(|etcd| etcd.endpoints.join(","))
+                    .unwrap_or_default();
+                ConfigError::invalid("discovery.etcd.endpoints", endpoints, error.to_string())
+            })?;
         let addr = SocketAddr::new(config.http.host, config.http.port);
         let tcp = TcpListener::bind(addr)
             .await
@@ -216,8 +228,12 @@ impl Server {
             None if local_addr.ip().is_unspecified() => {
                 // Bound to every interface (a container): others reach it on the address it
                 // reaches the registry from, or on loopback when the registry is local.
-                let ip = match config.discovery.registry.as_deref() {
-                    Some(registry) => outbound_ip(registry).await,
+                let reached = match &config.discovery.etcd {
+                    Some(etcd) => etcd.endpoints.first().map(String::as_str),
+                    None => config.discovery.registry.as_deref(),
+                };
+                let ip = match reached {
+                    Some(url) => outbound_ip(url).await,
                     None => None,
                 };
                 let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
@@ -256,7 +272,8 @@ impl Server {
             database: None,
             events_config: config.events.clone(),
             events: None,
-            registers: config.discovery.registry.is_some(),
+            registers: registry.is_some(),
+            registry,
             front: None,
             own_deadlines: false,
             openapi: None,
@@ -403,11 +420,11 @@ impl Server {
         let http_metrics = HttpMetrics::register(&mut metrics_registry);
         // Fault rules come from the registry; an instance without one has none to apply.
         let faults_stop = CancellationToken::new();
-        let faults = self.discovery.registry.as_deref().map(|registry| {
+        let faults = self.registry.clone().map(|registry| {
             let faults = Arc::new(Faults::new(&self.info, &mut metrics_registry));
             let apply = Arc::clone(&faults);
             tokio::spawn(crate::discovery::watch_prefix(
-                RegistryClient::new(registry, self.transport.clone()),
+                registry,
                 FAULTS_PREFIX.to_owned(),
                 faults_stop.clone(),
                 move |entries| apply.replace(&entries),
@@ -561,8 +578,7 @@ impl Server {
     }
 
     fn registrar(&self) -> Option<Registrar> {
-        let registry = self.discovery.registry.as_deref()?;
-        let client = RegistryClient::new(registry, self.transport.clone());
+        let client = self.registry.clone()?;
         let registration = Registration {
             service: self.info.name.clone(),
             address: self.url.clone(),

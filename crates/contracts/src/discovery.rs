@@ -9,6 +9,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Shortest TTL an instance may ask for.
+pub const MIN_TTL_MS: u64 = 100;
+/// Longest TTL an instance may ask for (one hour).
+pub const MAX_TTL_MS: u64 = 3_600_000;
+/// Longest KV key, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+/// Largest KV value, in bytes.
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
+
 /// Response header carrying the registry index a blocking query can wait on.
 pub const INDEX_HEADER: &str = "x-bazaar-index";
 
@@ -136,4 +145,162 @@ pub struct KvList {
     pub index: u64,
     /// The keys under the prefix, in key order.
     pub entries: Vec<KvEntry>,
+}
+
+/// Checks a KV key: `/`-separated segments of letters, digits, `.`, `_` and `-`. Every
+/// backend of the registry role holds keys to this rule.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(format!("must be 1 to {MAX_KEY_LEN} bytes long"));
+    }
+    let valid_segment = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if key.split('/').all(valid_segment) {
+        Ok(())
+    } else {
+        Err("must be /-separated, non-empty segments of letters, digits, '.', '_' and '-'".into())
+    }
+}
+
+/// What is wrong with registering instance `id` as `registration`, field by field (empty
+/// when nothing is). Every backend of the registry role holds registrations to these rules.
+pub fn registration_problems(id: &str, registration: &Registration) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let mut check = |field, result: Result<(), String>| {
+        if let Err(reason) = result {
+            problems.push((field, reason));
+        }
+    };
+    check("id", check_name(id, 128));
+    check("service", check_service(&registration.service));
+    check("address", check_url(&registration.address));
+    check("health_url", check_url(&registration.health_url));
+    let version = &registration.version;
+    if version.is_empty()
+        || version.len() > 64
+        || version.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        check(
+            "version",
+            Err("must be 1 to 64 characters without spaces".into()),
+        );
+    }
+    if registration
+        .ttl_ms
+        .is_some_and(|ttl| !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl))
+    {
+        check(
+            "ttl_ms",
+            Err(format!("must be between {MIN_TTL_MS} and {MAX_TTL_MS}")),
+        );
+    }
+    if registration.meta.len() > 32
+        || registration
+            .meta
+            .iter()
+            .any(|(k, val)| k.is_empty() || k.len() > 64 || val.len() > 512)
+    {
+        check(
+            "meta",
+            Err("at most 32 entries, keys of 1 to 64 bytes, values up to 512 bytes".into()),
+        );
+    }
+    problems
+}
+
+fn check_name(name: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {max} letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn check_service(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be lowercase letters, digits and '-', starting with a letter".into())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(authority)) if !authority.host().is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an absolute http(s) URL")),
+    }
+}
+
+#[cfg(test)]
+mod rules {
+    use super::*;
+
+    #[test]
+    fn keys_are_paths_of_safe_segments() {
+        assert!(check_key("traffic/users").is_ok());
+        assert!(check_key("faults/payments/v1.2_x-y").is_ok());
+        for bad in [
+            "",
+            "/leading",
+            "trailing/",
+            "double//slash",
+            "space here",
+            "ünïcode",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn every_bad_field_of_a_registration_is_named() {
+        let good = Registration {
+            service: "users".into(),
+            address: "http://127.0.0.1:7711".into(),
+            version: "0.1.0".into(),
+            health_url: "http://127.0.0.1:7711/health/ready".into(),
+            ttl_ms: Some(10_000),
+            meta: BTreeMap::new(),
+        };
+        assert!(registration_problems("users-1", &good).is_empty());
+        let bad = Registration {
+            service: "Users!".into(),
+            address: "not a url".into(),
+            version: "".into(),
+            health_url: "ftp://x/y".into(),
+            ttl_ms: Some(5),
+            meta: BTreeMap::new(),
+        };
+        let fields: Vec<&str> = registration_problems("bad id", &bad)
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "id",
+                "service",
+                "address",
+                "health_url",
+                "version",
+                "ttl_ms"
+            ]
+        );
+    }
 }

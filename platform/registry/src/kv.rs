@@ -18,11 +18,6 @@ use sqlx::Row;
 
 use crate::index::Index;
 
-/// Longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 256;
-/// Largest value, in bytes.
-pub const MAX_VALUE_LEN: usize = 512 * 1024;
-
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -37,23 +32,6 @@ pub enum KvError {
     /// The database failed.
     #[error("writing the KV store")]
     Db(#[from] sqlx::Error),
-}
-
-/// Checks a key: `/`-separated segments of letters, digits, `.`, `_` and `-`.
-pub fn validate_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(format!("must be 1 to {MAX_KEY_LEN} bytes long"));
-    }
-    let valid_segment = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
-    if key.split('/').all(valid_segment) {
-        Ok(())
-    } else {
-        Err("must be /-separated, non-empty segments of letters, digits, '.', '_' and '-'".into())
-    }
 }
 
 /// The KV store.
@@ -221,23 +199,6 @@ fn index_from_db(index: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_paths_of_safe_segments() {
-        assert!(validate_key("traffic/users").is_ok());
-        assert!(validate_key("faults/payments/v1.2_x-y").is_ok());
-        for bad in [
-            "",
-            "/leading",
-            "trailing/",
-            "double//slash",
-            "space here",
-            "ünïcode",
-        ] {
-            assert!(validate_key(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
-    }
 
     #[test]
     fn cas_zero_means_absent() {

@@ -109,6 +109,11 @@ impl Pool {
         }
     }
 
+    /// The identity it presents to `https://` peers.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.shared.settings.identity.as_ref()
+    }
+
     /// Sends a request with an absolute `http://` (or, with an identity, `https://`) URI on a
     /// pooled connection.
     pub(crate) async fn send(

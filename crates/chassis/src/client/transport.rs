@@ -85,6 +85,14 @@ impl Transport {
         }
     }
 
+    /// The mTLS identity this transport presents, if it has one.
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.inner {
+            Inner::Http(pool) => pool.identity(),
+            Inner::Service(_) => None,
+        }
+    }
+
     /// Any `tower::Service` as a transport: in-process routers, fakes in tests.
     pub fn from_service<S>(service: S) -> Self
     where

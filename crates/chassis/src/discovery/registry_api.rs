@@ -1,5 +1,6 @@
-//! A typed client of the registry's HTTP API (`platform/registry`), used by registration,
-//! discovery watches and `bazaar status`.
+//! A typed client of the registry role, used by registration, discovery watches, traffic
+//! policies, fault rules and `bazaar status`: the built-in registry's HTTP API
+//! (`platform/registry`), or etcd in its place ([`super::etcd`]), chosen by configuration.
 
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use super::etcd::{EtcdClient, EtcdConfigError};
 use crate::client::{Transport, TransportError};
+use crate::config::DiscoveryConfig;
 
 /// Time an ordinary registry call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,6 +46,12 @@ pub enum RegistryError {
     /// Reading the body failed.
     #[error("reading the registry answer")]
     Body(#[from] axum::Error),
+    /// The request breaks the registry role's rules (a bad key, a malformed registration).
+    #[error("refused: {0}")]
+    Rejected(String),
+    /// etcd, in the registry's place, failed the call.
+    #[error("etcd answered {}: {}", .0.code(), .0.message())]
+    Etcd(tonic::Status),
 }
 
 /// Result of a heartbeat.
@@ -54,25 +63,82 @@ pub enum Heartbeat {
     Unknown,
 }
 
-/// Client of one registry.
+/// Client of the registry role: the built-in registry, or etcd in its place. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
-    base: String,
-    transport: Transport,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Http(HttpRegistry),
+    Etcd(EtcdClient),
+}
+
+/// Calls `$method` on whichever backend the client has.
+macro_rules! dispatch {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match &$self.backend {
+            Backend::Http(http) => http.$method($($arg),*).await,
+            Backend::Etcd(etcd) => etcd.$method($($arg),*).await,
+        }
+    };
 }
 
 impl RegistryClient {
     /// A client of the registry at `base` (`http://127.0.0.1:7701`).
     pub fn new(base: &str, transport: Transport) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            transport,
+            backend: Backend::Http(HttpRegistry {
+                base: base.trim_end_matches('/').to_owned(),
+                transport,
+            }),
         }
     }
 
-    /// The registry's base URL.
+    /// A client of etcd, in the registry's place.
+    pub fn etcd(client: EtcdClient) -> Self {
+        Self {
+            backend: Backend::Etcd(client),
+        }
+    }
+
+    /// The backend `config` selects: etcd when `discovery.etcd` is set (reached with
+    /// `transport`'s identity), else what `discovery.registry` names ([`Self::connect`]);
+    /// `None` for neither.
+    pub fn from_config(
+        config: &DiscoveryConfig,
+        transport: &Transport,
+    ) -> Result<Option<Self>, EtcdConfigError> {
+        if let Some(etcd) = &config.etcd {
+            let client = EtcdClient::new(etcd, transport.identity().cloned())?;
+            return Ok(Some(Self::etcd(client)));
+        }
+        config
+            .registry
+            .as_deref()
+            .map(|url| Ok(Self::connect(url, transport)))
+            .transpose()
+    }
+
+    /// The registry at `url`, or etcd in its place for an `etcd+http://host:port/prefix/` URL
+    /// ([`crate::config::EtcdConfig::from_url`], whose one endpoint is always a valid one).
+    pub fn connect(url: &str, transport: &Transport) -> Self {
+        let etcd = crate::config::EtcdConfig::from_url(url)
+            .and_then(|etcd| EtcdClient::new(&etcd, transport.identity().cloned()).ok());
+        match etcd {
+            Some(client) => Self::etcd(client),
+            None => Self::new(url, transport.clone()),
+        }
+    }
+
+    /// What the client talks to, for logs and messages: the registry's base URL, or
+    /// `etcd <endpoints>`.
     pub fn base(&self) -> &str {
-        &self.base
+        match &self.backend {
+            Backend::Http(http) => &http.base,
+            Backend::Etcd(etcd) => etcd.label(),
+        }
     }
 
     /// Registers (or re-registers) an instance.
@@ -81,30 +147,17 @@ impl RegistryClient {
         id: &str,
         registration: &Registration,
     ) -> Result<(), RegistryError> {
-        let body = serde_json::to_vec(registration)?;
-        let path = format!("/v1/instances/{}", encode(id));
-        self.expect_ok(Method::PUT, &path, Some(body))
-            .await
-            .map(drop)
+        dispatch!(self.register(id, registration))
     }
 
     /// Renews an instance's TTL.
     pub async fn heartbeat(&self, id: &str) -> Result<Heartbeat, RegistryError> {
-        let path = format!("/v1/instances/{}/heartbeat", encode(id));
-        match self.send(Method::PUT, &path, None, CALL_TIMEOUT).await? {
-            (status, _) if status.is_success() => Ok(Heartbeat::Renewed),
-            (StatusCode::NOT_FOUND, _) => Ok(Heartbeat::Unknown),
-            (status, body) => Err(status_error(status, &body)),
-        }
+        dispatch!(self.heartbeat(id))
     }
 
     /// Removes an instance. Removing an unknown instance is not an error.
     pub async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
-        let path = format!("/v1/instances/{}", encode(id));
-        match self.send(Method::DELETE, &path, None, CALL_TIMEOUT).await? {
-            (status, _) if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
-            (status, body) => Err(status_error(status, &body)),
-        }
+        dispatch!(self.deregister(id))
     }
 
     /// Passing instances of `service`. With `index`, a blocking query: returns when the service
@@ -115,22 +168,104 @@ impl RegistryClient {
         index: Option<u64>,
         wait: Duration,
     ) -> Result<ServiceInstances, RegistryError> {
-        let path = format!("/v1/services/{}?passing=true", encode(service));
-        self.blocking_get(path, index, wait).await
+        dispatch!(self.service(service, index, wait))
     }
 
     /// Every instance of every service, passing or not.
     pub async fn instances(&self) -> Result<InstanceList, RegistryError> {
-        self.get_json("/v1/instances").await
+        dispatch!(self.instances())
     }
 
     /// Every service with its instance counts.
     pub async fn services(&self) -> Result<ServiceList, RegistryError> {
-        self.get_json("/v1/services").await
+        dispatch!(self.services())
     }
 
     /// A key of the KV store, or `None` if it does not exist.
     pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, RegistryError> {
+        dispatch!(self.kv_get(key))
+    }
+
+    /// Writes a key. With `cas`, only if the key's modify index is still `cas` (0: only if
+    /// absent); returns `None` when that check failed.
+    pub async fn kv_put(
+        &self,
+        key: &str,
+        value: &str,
+        cas: Option<u64>,
+    ) -> Result<Option<u64>, RegistryError> {
+        dispatch!(self.kv_put(key, value, cas))
+    }
+
+    /// Deletes a key; `false` if it did not exist.
+    pub async fn kv_delete(&self, key: &str) -> Result<bool, RegistryError> {
+        dispatch!(self.kv_delete(key))
+    }
+
+    /// The keys under `prefix`. With `index`, a blocking query: returns when something under
+    /// the prefix changes after `index`, or after `wait` with the same answer.
+    pub async fn kv_list(
+        &self,
+        prefix: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<KvList, RegistryError> {
+        dispatch!(self.kv_list(prefix, index, wait))
+    }
+}
+
+/// The built-in registry's HTTP API.
+#[derive(Debug, Clone)]
+struct HttpRegistry {
+    base: String,
+    transport: Transport,
+}
+
+impl HttpRegistry {
+    async fn register(&self, id: &str, registration: &Registration) -> Result<(), RegistryError> {
+        let body = serde_json::to_vec(registration)?;
+        let path = format!("/v1/instances/{}", encode(id));
+        self.expect_ok(Method::PUT, &path, Some(body))
+            .await
+            .map(drop)
+    }
+
+    async fn heartbeat(&self, id: &str) -> Result<Heartbeat, RegistryError> {
+        let path = format!("/v1/instances/{}/heartbeat", encode(id));
+        match self.send(Method::PUT, &path, None, CALL_TIMEOUT).await? {
+            (status, _) if status.is_success() => Ok(Heartbeat::Renewed),
+            (StatusCode::NOT_FOUND, _) => Ok(Heartbeat::Unknown),
+            (status, body) => Err(status_error(status, &body)),
+        }
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
+        let path = format!("/v1/instances/{}", encode(id));
+        match self.send(Method::DELETE, &path, None, CALL_TIMEOUT).await? {
+            (status, _) if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
+            (status, body) => Err(status_error(status, &body)),
+        }
+    }
+
+    async fn service(
+        &self,
+        service: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<ServiceInstances, RegistryError> {
+        let path = format!("/v1/services/{}?passing=true", encode(service));
+        self.blocking_get(path, index, wait).await
+    }
+
+    async fn instances(&self) -> Result<InstanceList, RegistryError> {
+        self.get_json("/v1/instances").await
+    }
+
+    async fn services(&self) -> Result<ServiceList, RegistryError> {
+        self.get_json("/v1/services").await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, RegistryError> {
         let path = format!("/v1/kv/{}", encode_key(key));
         match self.send(Method::GET, &path, None, CALL_TIMEOUT).await? {
             (status, body) if status.is_success() => Ok(Some(serde_json::from_slice(&body)?)),
@@ -139,9 +274,7 @@ impl RegistryClient {
         }
     }
 
-    /// Writes a key. With `cas`, only if the key's modify index is still `cas` (0: only if
-    /// absent); returns `None` when that check failed.
-    pub async fn kv_put(
+    async fn kv_put(
         &self,
         key: &str,
         value: &str,
@@ -168,8 +301,7 @@ impl RegistryClient {
         }
     }
 
-    /// Deletes a key; `false` if it did not exist.
-    pub async fn kv_delete(&self, key: &str) -> Result<bool, RegistryError> {
+    async fn kv_delete(&self, key: &str) -> Result<bool, RegistryError> {
         let path = format!("/v1/kv/{}", encode_key(key));
         match self.send(Method::DELETE, &path, None, CALL_TIMEOUT).await? {
             (status, _) if status.is_success() => Ok(true),
@@ -178,9 +310,7 @@ impl RegistryClient {
         }
     }
 
-    /// The keys under `prefix`. With `index`, a blocking query: returns when something under
-    /// the prefix changes after `index`, or after `wait` with the same answer.
-    pub async fn kv_list(
+    async fn kv_list(
         &self,
         prefix: &str,
         index: Option<u64>,

@@ -38,11 +38,6 @@ fn may_act_for(caller: Option<&CallerService>, service: &str) -> Result<(), Http
     }
 }
 
-/// Shortest TTL an instance may ask for.
-const MIN_TTL_MS: u64 = 100;
-/// Longest TTL an instance may ask for (one hour).
-const MAX_TTL_MS: u64 = 3_600_000;
-
 /// `PUT /v1/instances/{id}`.
 #[utoipa::path(put, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path, description = "The instance's id")),
     request_body(content = Object, description = "service, address, version, health_url, ttl_ms, meta"),
@@ -226,79 +221,13 @@ pub async fn service(
     Ok(response)
 }
 
-/// Checks a registration field by field.
+/// Checks a registration field by field (the rules every backend of the registry role keeps).
 fn validate(id: &str, registration: &Registration) -> Result<(), HttpError> {
     let mut v = Validation::new();
-    v.check("id", check_name(id, 128));
-    v.check("service", check_service(&registration.service));
-    v.check("address", check_url(&registration.address));
-    v.check("health_url", check_url(&registration.health_url));
-    if registration.version.is_empty()
-        || registration.version.len() > 64
-        || registration
-            .version
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        v.add("version", "must be 1 to 64 characters without spaces");
-    }
-    if registration
-        .ttl_ms
-        .is_some_and(|ttl| !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl))
-    {
-        v.add(
-            "ttl_ms",
-            format!("must be between {MIN_TTL_MS} and {MAX_TTL_MS}"),
-        );
-    }
-    if registration.meta.len() > 32
-        || registration
-            .meta
-            .iter()
-            .any(|(k, val)| k.is_empty() || k.len() > 64 || val.len() > 512)
-    {
-        v.add(
-            "meta",
-            "at most 32 entries, keys of 1 to 64 bytes, values up to 512 bytes",
-        );
+    for (field, reason) in contracts::discovery::registration_problems(id, registration) {
+        v.add(field, reason);
     }
     v.finish()
-}
-
-fn check_name(name: &str, max: usize) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be 1 to {max} letters, digits, '-', '_' or '.'"
-        ))
-    }
-}
-
-fn check_service(name: &str) -> Result<(), String> {
-    let ok = name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be lowercase letters, digits and '-', starting with a letter".into())
-    }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(authority)) if !authority.host().is_empty() => Ok(()),
-        _ => Err(format!("{url:?} is not an absolute http(s) URL")),
-    }
 }
 
 #[cfg(test)]

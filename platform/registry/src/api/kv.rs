@@ -12,7 +12,8 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::{AppState, Blocking, index_header};
-use crate::kv::{KvError, MAX_VALUE_LEN, validate_key};
+use crate::kv::KvError;
+use contracts::discovery::{MAX_VALUE_LEN, check_key};
 
 /// Query of `GET /v1/kv`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -159,7 +160,7 @@ pub async fn delete(
 }
 
 fn key_is_valid(key: &str) -> Result<(), HttpError> {
-    validate_key(key).map_err(|reason| HttpError::bad_request(format!("key {key:?} {reason}")))
+    check_key(key).map_err(|reason| HttpError::bad_request(format!("key {key:?} {reason}")))
 }
 
 fn write_error(error: KvError) -> HttpError {
