@@ -203,6 +203,22 @@ fn unavailable(error: impl std::error::Error + 'static) -> Status {
     Status::unavailable(crate::error::ErrorChain(&error).to_string())
 }
 
+/// Points a generated client's request (which names only its path) at `scheme://authority`.
+pub(crate) fn address<B>(request: &mut Request<B>, scheme: &Scheme, authority: &Authority) {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    if let Ok(uri) = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+    {
+        *request.uri_mut() = uri;
+    }
+}
+
 /// One instance's HTTP/2 connection, as a generated gRPC client takes it: each request goes
 /// out with the instance's address, the time left before the deadline, the request id and
 /// the trace context.
@@ -227,18 +243,7 @@ impl tower::Service<Request<tonic::body::Body>> for Channel {
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
         let (scheme, authority) = &self.base;
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
-        if let Ok(uri) = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path)
-            .build()
-        {
-            *request.uri_mut() = uri;
-        }
+        address(&mut request, scheme, authority);
         let headers = request.headers_mut();
         let left = self.deadline.saturating_duration_since(Instant::now());
         // gRPC's timeout header: at most eight digits and a unit.

@@ -646,18 +646,7 @@ impl tower::Service<Request<tonic::body::Body>> for EtcdChannel {
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
-        if let Ok(uri) = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-        {
-            *request.uri_mut() = uri;
-        }
+        crate::client::grpc::address(&mut request, &self.scheme, &self.authority);
         Box::pin(self.sender.send_request(request))
     }
 }

@@ -263,17 +263,13 @@ mod tests {
         let error = validate("bad id", &bad).expect_err("invalid");
         let problem = error.to_problem();
         let fields: Vec<&str> = problem.errors.iter().map(|e| e.field.as_str()).collect();
+        let rules = contracts::discovery::registration_problems("bad id", &bad);
+        let expected: Vec<&str> = rules.iter().map(|(field, _)| *field).collect();
         assert_eq!(
-            fields,
-            [
-                "id",
-                "service",
-                "address",
-                "health_url",
-                "version",
-                "ttl_ms"
-            ]
+            fields, expected,
+            "each broken rule is a field of the problem"
         );
+        assert_eq!(fields.len(), 6);
         assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }
