@@ -75,11 +75,27 @@ const MIN_POOL: u32 = 2;
 /// than the chassis's own default; an error naming the numbers when the server is too small.
 pub(crate) async fn postgres_budget(server: &str, pools: usize) -> Result<u32, String> {
     use sqlx::Connection;
-    let mut url = url::Url::parse(server).map_err(|e| format!("--db {server:?}: {e}"))?;
-    url.set_path("/postgres");
-    let mut connection = sqlx::PgConnection::connect(url.as_str())
-        .await
-        .map_err(|e| format!("--db {}: {e}", redacted(server)))?;
+    let url = url::Url::parse(server).map_err(|e| format!("--db {server:?}: {e}"))?;
+    // Any database answers for the server's settings: the one the URL names (which may not
+    // exist yet), else `postgres`, else `template1` (for a server without `postgres`, or a
+    // user not allowed in it).
+    let named = url.path().trim_start_matches('/').to_owned();
+    let candidates = [named.as_str(), "postgres", "template1"];
+    let mut failure = String::new();
+    let mut connected = None;
+    for database in candidates.into_iter().filter(|d| !d.is_empty()) {
+        let mut url = url.clone();
+        url.set_path(&format!("/{database}"));
+        match sqlx::PgConnection::connect(url.as_str()).await {
+            Ok(connection) => {
+                connected = Some(connection);
+                break;
+            }
+            Err(error) => failure = error.to_string(),
+        }
+    }
+    let mut connection =
+        connected.ok_or_else(|| format!("--db {}: {failure}", redacted(server)))?;
     let (max, reserved, open): (i32, i32, i64) = sqlx::query_as(
         "SELECT current_setting('max_connections')::int,
                 current_setting('superuser_reserved_connections')::int,
@@ -273,5 +289,28 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("point --bus at yours"), "{error}");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at 127.0.0.1:5432 (or BAZAAR_TEST_POSTGRES_URL)"]
+    async fn the_budget_is_read_through_any_database_the_server_lets_in() {
+        let server = std::env::var("BAZAAR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let mut url = url::Url::parse(&server).expect("a URL");
+        // The databases `up` makes from this name do not exist yet; `postgres` answers instead.
+        url.set_path("/bazaar_budget_no_such_database");
+        let budget = postgres_budget(url.as_str(), 4)
+            .await
+            .expect("read through another database");
+        let default = chassis::config::DatabaseConfig::default().max_connections;
+        assert!((MIN_POOL..=default).contains(&budget), "{budget}");
+
+        let error = postgres_budget("postgres://nobody:secret@127.0.0.1:9/shop", 4)
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            error.starts_with("--db postgres://nobody:***@127.0.0.1:9/shop: "),
+            "the server named, its password not: {error}"
+        );
     }
 }
