@@ -183,19 +183,17 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
         chassis.discovery.registry = None;
     }
     if let Some(registry) = &chassis.discovery.registry {
-        check_url_scheme(
-            "discovery.registry",
-            registry,
-            &["http", "https", "etcd+http", "etcd+https"],
-        )?;
-        if registry.starts_with("etcd+")
-            && chassis::config::EtcdConfig::from_url(registry).is_none()
-        {
-            return Err(ConfigError::invalid(
-                "discovery.registry",
-                format!("{registry:?}"),
-                "expected etcd+http://host:port/prefix/",
-            ));
+        // etcd in the registry's place is written etcd+http://host:port/prefix/.
+        if registry.starts_with("etcd+") {
+            if chassis::config::EtcdConfig::from_url(registry).is_none() {
+                return Err(ConfigError::invalid(
+                    "discovery.registry",
+                    format!("{registry:?}"),
+                    "expected etcd+http://host:port/prefix/",
+                ));
+            }
+        } else {
+            check_url_scheme("discovery.registry", registry, &["http", "https"])?;
         }
     }
     if let Some(dns) = &chassis.discovery.dns {
