@@ -303,13 +303,15 @@ pub(crate) enum Service {
     Notifications,
     /// Products bought together, from events.
     Recommendations,
+    /// The storefront's web pages.
+    Web,
     /// The API gateway.
     Gateway,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub(crate) const ALL: [Service; 11] = [
+    pub(crate) const ALL: [Service; 12] = [
         Service::Registry,
         Service::Telemetry,
         Service::Users,
@@ -320,6 +322,7 @@ impl Service {
         Service::Notifications,
         Service::Recommendations,
         Service::Cart,
+        Service::Web,
         Service::Gateway,
     ];
 
@@ -335,6 +338,7 @@ impl Service {
             Self::Shipping => shipping::SERVICE,
             Self::Notifications => notifications::SERVICE,
             Self::Recommendations => recommendations::SERVICE,
+            Self::Web => web::SERVICE,
             Self::Gateway => gateway::SERVICE,
         }
     }
@@ -347,7 +351,7 @@ impl Service {
 
     /// Whether the service has a database of its own.
     pub(crate) fn has_database(self) -> bool {
-        !matches!(self, Self::Gateway | Self::Cart)
+        !matches!(self, Self::Gateway | Self::Cart | Self::Web)
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {

@@ -116,6 +116,14 @@ async fn serve(
                 .run_until_stopped(shutdown)
                 .await
         }
+        Service::Web => {
+            let mut config = web::Config::load(loader, web::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            web::Application::build(config, &shutdown)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;

@@ -784,7 +784,8 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         })
         .unwrap_or_default();
     out.push_str(&format!(
-        "\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n  Look        bazaar top · bazaar trace --errors · bazaar logs --follow\n\n{}\n",
+        "\n  Shop        {}/   (open it in a browser)\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n  Look        bazaar top · bazaar trace --errors · bazaar logs --follow\n\n{}\n",
+        system.gateway,
         system.gateway,
         customer.email,
         customer.password,
@@ -897,6 +898,7 @@ mod tests {
           registry  registry-1  http://127.0.0.1:7701  10
           users     users-1     http://127.0.0.1:7711  12
 
+          Shop        http://127.0.0.1:7700/   (open it in a browser)
           Shop API    http://127.0.0.1:7700/api/
           HTTPS       https://localhost:7743/api/   (trust .bazaar/pki/ca.pem)
           Demo login  demo@bazaar.example / shop-till-you-drop

@@ -34,6 +34,7 @@ SERVICES = {
     "shipping": ("shipments and tracking", True, "50m", "32Mi", "128Mi"),
     "notifications": ("emails to customers, from events", True, "50m", "32Mi", "128Mi"),
     "recommendations": ("products bought together, from events", True, "50m", "32Mi", "128Mi"),
+    "web": ("the storefront's web pages, behind the gateway", True, "50m", "32Mi", "128Mi"),
     "gateway": ("the API gateway, behind the Ingress", True, "200m", "32Mi", "128Mi"),
 }
 

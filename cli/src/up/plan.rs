@@ -38,7 +38,8 @@ impl InstanceSpec {
             | Service::Shipping
             | Service::Notifications
             | Service::Recommendations
-            | Service::Cart => 2,
+            | Service::Cart
+            | Service::Web => 2,
             Service::Gateway => 3,
         }
     }
@@ -337,6 +338,7 @@ pub(crate) fn child_args(spec: &InstanceSpec, shared: &Shared<'_>) -> Result<Vec
         | Service::Notifications
         | Service::Recommendations
         | Service::Cart
+        | Service::Web
         | Service::Gateway => {}
     }
     Ok(args)
@@ -363,6 +365,7 @@ mod tests {
                 ("notifications-1", 7716),
                 ("recommendations-1", 7717),
                 ("cart-1", 7718),
+                ("web-1", 7719),
                 ("gateway-1", 7700)
             ]
         );

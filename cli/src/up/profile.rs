@@ -211,7 +211,7 @@ mod tests {
         assert!(args.replicas.contains(&"cart=2".to_owned()));
         assert!(!args.replicas.iter().any(|r| r.starts_with("registry")));
         let specs = crate::up::plan::instances(0, &args.replicas).expect("a valid plan");
-        assert_eq!(specs.len(), 2 + 9 * 2);
+        assert_eq!(specs.len(), 2 + 10 * 2);
 
         let args = apply(&up(&[
             "--profile",

@@ -49,7 +49,7 @@ async fn up_serves_the_tour_and_survives_losing_a_replica() {
     let running = Running::start(dir.path(), &["--replicas", "users=2"]);
     let output = running.output();
     // The production rehearsal runs two of every service but the registry and trace store.
-    let instances = if production() { 20 } else { 12 };
+    let instances = if production() { 22 } else { 13 };
     assert!(
         output.contains(&format!("Bazaar is up. {instances} instances ready")),
         "{output}"

@@ -12,6 +12,9 @@ use crate::ratelimit::{Limit, RateLimitConfig};
 /// The default table, shipped as configuration (`platform/gateway/routes.toml`).
 pub const DEFAULT_ROUTES: &str = include_str!("../routes.toml");
 
+/// The public API's own path: no root route takes what is under it.
+const API: &str = "/api";
+
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +94,10 @@ pub struct Route {
 
 impl Route {
     fn matches_path(&self, path: &str) -> bool {
+        if self.prefix.is_empty() {
+            // The root route takes what is outside the API: an unknown API path stays a 404.
+            return !(path == API || path.starts_with("/api/"));
+        }
         path.strip_prefix(&self.prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
@@ -152,9 +159,10 @@ impl RouteTable {
         });
         for (section, i, config) in entries {
             let key = |field: &str| format!("{section}[{i}].{field}");
+            // `/` alone is the root route: every path no other route has (prefix "").
             let prefix = config.prefix.trim_end_matches('/').to_owned();
             if !config.prefix.starts_with('/')
-                || prefix.is_empty()
+                || (prefix.is_empty() && config.prefix != "/")
                 || prefix.contains(['?', '#', ' '])
             {
                 return Err(ConfigError::invalid(
@@ -296,6 +304,32 @@ mod tests {
                 .any(|r| r.prefix == "/api/auth" && r.service == "users")
         );
         assert!(RouteTable::new(&[("gateway.routes", &routes)], Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn the_root_route_takes_every_path_outside_the_api() {
+        let table = RouteTable::new(&[("routes", &default_routes())], Duration::from_secs(5))
+            .expect("the shipped table");
+        for path in ["/", "/p/MUG-STONE", "/static/app.css", "/apis", "/console"] {
+            let Match::Found(route) = table.find(&Method::GET, path) else {
+                panic!("{path}: no match")
+            };
+            assert_eq!(route.service, "web", "{path}");
+            assert_eq!(
+                route.upstream_path(path, Some("q=1")),
+                format!("{path}?q=1")
+            );
+        }
+        assert_eq!(
+            table.find(&Method::GET, "/api/nothing-here"),
+            Match::NotFound
+        );
+        assert_eq!(table.find(&Method::GET, "/api"), Match::NotFound);
+        assert_eq!(table.find(&Method::DELETE, "/"), Match::MethodNotAllowed);
+        let Match::Found(orders) = table.find(&Method::GET, "/api/orders") else {
+            panic!("no match")
+        };
+        assert_eq!(orders.service, "orders", "a longer prefix wins");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct EmailFilter<'a> {
     pub to: Option<&'a str>,
     /// About this order.
     pub order_id: Option<&'a str>,
+    /// To this customer.
+    pub user_id: Option<&'a str>,
 }
 
 /// The notifications database.
@@ -217,10 +219,12 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM emails
              WHERE ($1 IS NULL OR to_address = $1) AND ($2 IS NULL OR order_id = $2)
-             ORDER BY created_at DESC, id DESC LIMIT $3"
+               AND ($3 IS NULL OR user_id = $3)
+             ORDER BY created_at DESC, id DESC LIMIT $4"
         )))
         .bind(filter.to)
         .bind(filter.order_id)
+        .bind(filter.user_id)
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;

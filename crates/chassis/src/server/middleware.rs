@@ -8,7 +8,8 @@
 //!    `http.max_header_bytes` (431);
 //! 4. hold the handler to `http.request_timeout` (503 when it overruns), unless the app keeps
 //!    deadlines of its own ([`crate::server::Server::with_own_deadlines`]);
-//! 5. give any bare error response from a lower layer (404, 405, 413) a problem body;
+//! 5. give any bare error response from a lower layer (404, 405, 413) a problem body (a page
+//!    a service drew, in HTML, stays);
 //! 6. record RED metrics and write the access log line (with the trace id).
 
 use std::convert::Infallible;
@@ -272,16 +273,21 @@ fn timed_out(timeout: Duration) -> Response {
     .into_response()
 }
 
-/// Replaces the body of an error response that is not JSON (one made by axum or a tower layer)
-/// with a problem body, so every error a client sees has the same shape.
+/// Replaces the body of an error response that is neither JSON nor a page (one made by axum
+/// or a tower layer, in plain text) with a problem body, so every error an API client sees has
+/// the same shape. A page a service drew for people (the storefront's "not found") stays.
 fn with_problem_body(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let deliberate = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON) || ct.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|ct| {
+            ct.starts_with(PROBLEM_JSON)
+                || ct.starts_with("application/json")
+                || ct.starts_with("text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || deliberate {
         return response;
     }
     let (slug, title) = match status {

@@ -205,12 +205,24 @@ async fn every_event_becomes_one_email(db: TestDatabase) {
         .await
         .expect("json");
     assert_eq!(both["items"].as_array().map(Vec::len), Some(1), "{both}");
+    // A customer reads their own emails, and only theirs, whatever they ask for.
+    let own: Value = app
+        .emails("ada@example.com", ADA, "customer")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(own["items"].as_array().map(Vec::len), Some(4), "{own}");
+    let someone_else: Value = app
+        .emails("ada@example.com", ADMIN, "customer")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
-        app.emails("ada@example.com", ADA, "customer")
-            .await
-            .status(),
-        403,
-        "emails are for administrators"
+        someone_else["items"].as_array().map(Vec::len),
+        Some(0),
+        "another customer sees none of Ada's: {someone_else}"
     );
 
     // Delivered again from the start (as after a lost cursor): not one email more.
