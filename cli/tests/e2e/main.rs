@@ -10,3 +10,4 @@ mod releases;
 mod system;
 mod tracing;
 mod up;
+mod web;

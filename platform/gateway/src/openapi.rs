@@ -28,10 +28,12 @@ const METHODS: [&str; 8] = [
 
 /// `GET /api/openapi.json`.
 pub async fn document(State(gateway): State<Arc<Gateway>>) -> Response {
+    // The root route leads to pages for people (the storefront), not to the API.
     let mut services: Vec<&str> = gateway
         .table
         .routes()
         .iter()
+        .filter(|r| !r.is_root())
         .map(|r| r.service.as_str())
         .collect();
     services.sort_unstable();

@@ -181,7 +181,7 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
         Match::Found(route) => (
-            route.prefix.clone(),
+            route.label().to_owned(),
             forward(gateway, route, parts, body, peer).await,
         ),
         Match::MethodNotAllowed => (
@@ -222,8 +222,8 @@ async fn forward(
         None => None,
         Some(limit) => {
             // `<route>|user:<id>` or `<route>|addr:<ip>`, built without the formatter.
-            let mut key = String::with_capacity(route.prefix.len() + 48);
-            key.push_str(&route.prefix);
+            let mut key = String::with_capacity(route.label().len() + 48);
+            key.push_str(route.label());
             match &identity {
                 Some(identity) => {
                     key.push_str("|user:");
@@ -257,7 +257,7 @@ async fn forward(
         }
     };
     if let Some(decision) = decision.filter(|d| !d.allowed) {
-        gateway.metrics.rate_limited(&route.prefix);
+        gateway.metrics.rate_limited(route.label());
         let retry_after = u64::try_from(decision.retry_after.as_millis().div_ceil(1000))
             .unwrap_or(u64::MAX)
             .max(1);

@@ -93,8 +93,18 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether this is the root route (`prefix = "/"`): every path outside the API.
+    pub fn is_root(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
+    /// The route's name in metrics, logs and rate-limit keys: its prefix, `/` for the root.
+    pub fn label(&self) -> &str {
+        if self.is_root() { "/" } else { &self.prefix }
+    }
+
     fn matches_path(&self, path: &str) -> bool {
-        if self.prefix.is_empty() {
+        if self.is_root() {
             // The root route takes what is outside the API: an unknown API path stays a 404.
             return !(path == API || path.starts_with("/api/"));
         }
@@ -314,7 +324,11 @@ mod tests {
             let Match::Found(route) = table.find(&Method::GET, path) else {
                 panic!("{path}: no match")
             };
-            assert_eq!(route.service, "web", "{path}");
+            assert_eq!(
+                (route.service.as_str(), route.label()),
+                ("web", "/"),
+                "{path}"
+            );
             assert_eq!(
                 route.upstream_path(path, Some("q=1")),
                 format!("{path}?q=1")
