@@ -94,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/status", get(order_status))
         .route("/emails", get(emails))
+        // A mistyped address is a page for people, not an API problem.
+        .route("/{*rest}", get(not_found_page))
         // Shoppers reach it through the gateway, which is the only service that calls it.
         .route_layer(chassis::authz::callers(&[chassis::authz::GATEWAY]))
         .with_state(state)
@@ -148,6 +150,16 @@ async fn layout(state: &AppState, session: &Session) -> Value {
         categories,
         signed_in => session.access.is_some(),
         admin => session.is_admin(),
+    }
+}
+
+/// The link from the log-in form to the sign-up form (`to` = "/signup"), or back, keeping
+/// where the shopper was going.
+fn other_form(to: &str, next: &str) -> String {
+    if next == "/" {
+        to.to_owned()
+    } else {
+        format!("{to}?next={}", encode(next))
     }
 }
 
@@ -376,6 +388,19 @@ fn not_found(detail: &str) -> ShopError {
     }
 }
 
+async fn not_found_page(State(state): State<AppState>, session: Session) -> Response {
+    let layout = layout(&state, &session).await;
+    page(
+        StatusCode::NOT_FOUND,
+        "error.html",
+        context! {
+            heading => "Not found",
+            message => "There is no page at this address.",
+            ..layout
+        },
+    )
+}
+
 #[derive(Debug, Deserialize)]
 struct CartNotice {
     added: Option<String>,
@@ -461,10 +486,11 @@ async fn login_form(
     Query(next): Query<Next>,
 ) -> Response {
     let layout = layout(&state, &session).await;
+    let next = local(next.next.as_deref());
     page(
         StatusCode::OK,
         "login.html",
-        context! { next => local(next.next.as_deref()), ..layout },
+        context! { other => other_form("/signup", &next), next, ..layout },
     )
 }
 
@@ -474,10 +500,11 @@ async fn signup_form(
     Query(next): Query<Next>,
 ) -> Response {
     let layout = layout(&state, &session).await;
+    let next = local(next.next.as_deref());
     page(
         StatusCode::OK,
         "login.html",
-        context! { signup => true, next => local(next.next.as_deref()), ..layout },
+        context! { signup => true, other => other_form("/login", &next), next, ..layout },
     )
 }
 
@@ -537,6 +564,7 @@ async fn login(
                 context! {
                     error => "That email and password do not match an account.",
                     email => form.email,
+                    other => other_form("/signup", &local(form.next.as_deref())),
                     next => local(form.next.as_deref()),
                     ..layout
                 },
@@ -571,6 +599,7 @@ async fn signup(
                     error => error.message(),
                     email => form.email,
                     name => form.name,
+                    other => other_form("/login", &local(form.next.as_deref())),
                     next => local(form.next.as_deref()),
                     ..layout
                 },
@@ -910,6 +939,15 @@ mod tests {
             assert_eq!(local(Some(away)), "/", "{away}");
         }
         assert_eq!(local(None), "/");
+    }
+
+    #[test]
+    fn switching_forms_keeps_where_the_shopper_was_going() {
+        assert_eq!(other_form("/signup", "/"), "/signup");
+        assert_eq!(
+            other_form("/signup", "/checkout"),
+            "/signup?next=%2Fcheckout"
+        );
     }
 
     #[test]
