@@ -396,6 +396,10 @@ async fn checkout_needs_an_account_then_places_one_order_per_form() {
     assert_eq!(form.status(), 200);
     let html = form.text().await.expect("html");
     assert!(html.contains(r#"<legend>Ship to</legend>"#), "{html}");
+    assert!(
+        html.contains(r#"name="country" autocomplete="country" required pattern="[A-Za-z]{2}" maxlength="2" value="US""#),
+        "the country starts filled in, or the browser refuses the form: {html}"
+    );
     let key = html
         .split(r#"name="key" value=""#)
         .nth(1)

@@ -1,0 +1,306 @@
+//! The storefront in a real browser: Debian's chromium, headless, driven over WebDriver by
+//! chromedriver (`apt install chromium chromium-driver`; `.ci/run` installs them). A shopper
+//! clicks from the home page to a confirmed order and its email, a declined card shows its
+//! reason, and the pages fit a phone. Screenshots of the key pages land in
+//! `$BAZAAR_SCREENSHOTS` (default: `screenshots/` in cargo's test scratch directory).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::system::Running;
+
+/// A chromedriver process and a browser session on it; both end when this is dropped.
+struct Chrome {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A headless chromium of `width` × `height` CSS pixels.
+async fn chrome(width: u32, height: u32) -> Chrome {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port");
+    let driver =
+        Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts (apt install chromium-driver)");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            // As root in CI: no sandbox; /dev/shm may be small in containers.
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", format!("--window-size={width},{height}")],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&url)
+        .await
+        .expect("a browser session");
+    Chrome { client, driver }
+}
+
+/// Where screenshots go.
+fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("BAZAAR_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    std::fs::create_dir_all(&dir).expect("a screenshot directory");
+    dir
+}
+
+impl Chrome {
+    async fn open(&self, running: &Running, path: &str) {
+        self.client
+            .goto(&running.at(path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        field
+            .clear()
+            .await
+            .unwrap_or_else(|e| panic!("clearing {css}: {e}"));
+        field
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("a URL");
+        match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Waits (30 s at most) for an element matching `css`; its text. The page may reload
+    /// meanwhile (the order page does when its checkout settles): an element that went stale
+    /// is looked for again.
+    async fn wait_for(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                return text;
+            }
+            if Instant::now() >= deadline {
+                self.screenshot("failed").await;
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("never appeared: {css} at {}:\n{page}", self.path().await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (10 s at most) until every picture on the page has loaded.
+    async fn pictures_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return [...document.images].every(p => p.complete && p.naturalWidth > 0);",
+                    vec![],
+                )
+                .await
+                .expect("a script runs");
+            if loaded == json!(true) {
+                // Loaded is not yet painted: give the compositor a moment before a screenshot.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "pictures did not load");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(screenshots().join(format!("{name}.png")), png).expect("saved");
+    }
+
+    /// Every visible form field is labelled, for screen readers.
+    async fn fields_are_labelled(&self) {
+        let unlabelled = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                   .filter(f => f.labels.length === 0 && !f.getAttribute('aria-label'))
+                   .map(f => f.name || f.id);",
+                vec![],
+            )
+            .await
+            .expect("a script runs");
+        assert_eq!(unlabelled, json!([]), "fields without a label");
+    }
+
+    /// Fills the checkout form with `card` and places the order; the order page's path.
+    async fn check_out(&self, card: &str) -> String {
+        self.fill("#ship-name", "Grace Hopper").await;
+        self.fill("#line1", "1 Compiler Lane").await;
+        self.fill("#city", "Arlington").await;
+        self.fill("#postal_code", "22201").await;
+        self.click("input[name=payment_method][value=new]").await;
+        self.fill("#card_number", card).await;
+        self.fill("#exp", "12/2031").await;
+        self.fill("#cvc", "123").await;
+        self.fields_are_labelled().await;
+        self.click("form[action='/checkout'] button[type=submit]")
+            .await;
+        self.wait_for("#order-status").await;
+        self.path().await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver (apt install chromium chromium-driver)"]
+async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &[]);
+    let chrome = chrome(1280, 900).await;
+
+    chrome.open(&running, "/").await;
+    assert_eq!(
+        chrome.client.title().await.expect("a title"),
+        "Shop · Bazaar"
+    );
+    chrome.screenshot("home").await;
+    chrome.click("nav.categories a[href='/c/kitchen']").await;
+    assert_eq!(chrome.text("main h1").await, "Kitchen");
+    chrome.click("a[href='/p/MUG-STONE']").await;
+    assert_eq!(chrome.text("main h1").await, "Stoneware Mug");
+    chrome.pictures_loaded().await;
+    chrome.screenshot("product").await;
+    chrome.fill("#quantity", "2").await;
+    chrome.click("form.buy button").await;
+    assert!(
+        chrome
+            .text("main .notice")
+            .await
+            .contains("Added MUG-STONE")
+    );
+    chrome.screenshot("cart").await;
+
+    // Checking out needs an account: sign up on the way, and land back at the checkout.
+    chrome.click("a.button[href='/checkout']").await;
+    assert_eq!(chrome.path().await, "/login?next=%2Fcheckout");
+    chrome.click("main a[href^='/signup']").await;
+    chrome.fill("#name", "Grace").await;
+    chrome
+        .fill(
+            "#email",
+            &format!("grace-{}@example.com", std::process::id()),
+        )
+        .await;
+    chrome.fill("#password", "a long enough password").await;
+    chrome.fields_are_labelled().await;
+    chrome.click("main form button[type=submit]").await;
+    assert_eq!(chrome.path().await, "/checkout");
+    assert!(chrome.text("main").await.contains("2 items, $36.00"));
+    chrome.screenshot("checkout").await;
+
+    // The order page updates itself (its script) until the saga confirms the order.
+    let order = chrome.check_out("4242 4242 4242 4242").await;
+    assert!(order.starts_with("/orders/"), "{order}");
+    let status = chrome.wait_for("#order-status .status.confirmed").await;
+    assert_eq!(status, "Confirmed");
+    chrome.screenshot("order-confirmed").await;
+
+    // The confirmation email, in the shopper's mailbox.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        chrome.open(&running, "/emails").await;
+        if chrome.text("main").await.contains("order is confirmed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no confirmation email");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    chrome.screenshot("emails").await;
+
+    // A declined card: cancelled, with the reason on the page.
+    chrome.open(&running, "/p/BOOK-RUST").await;
+    chrome.click("form.buy button").await;
+    chrome.open(&running, "/checkout").await;
+    chrome.check_out("4000 0000 0000 0002").await;
+    let status = chrome.wait_for("#order-status .status.cancelled").await;
+    assert!(status.starts_with("Cancelled: "), "{status}");
+    assert!(status.contains("declined"), "{status}");
+    chrome.screenshot("order-cancelled").await;
+
+    // On a phone-sized screen nothing scrolls sideways.
+    let phone = self::chrome(390, 844).await;
+    for path in ["/", "/p/MUG-STONE", "/login"] {
+        phone.open(&running, path).await;
+        let overflow = phone
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .expect("a script runs");
+        assert_eq!(overflow, json!(0), "{path} scrolls sideways on a phone");
+    }
+    phone.open(&running, "/").await;
+    phone.pictures_loaded().await;
+    phone.screenshot("phone-home").await;
+
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}
