@@ -213,28 +213,41 @@ struct ListingQuery {
     q: Option<String>,
 }
 
+/// One page of the products whose `filter` (a query parameter and its value) matches, from
+/// the query's cursor; the products, and the link to the next page (`here` + `cursor=…`).
+async fn listing(
+    state: &AppState,
+    session: &Session,
+    (parameter, value): (&str, &str),
+    query: &ListingQuery,
+    here: &str,
+) -> Result<(Vec<Json>, Option<String>), ShopError> {
+    let mut path = format!(
+        "/api/products?{parameter}={}&page_size={LISTING_SIZE}",
+        encode(value)
+    );
+    if let Some(cursor) = &query.cursor {
+        path.push_str(&format!("&cursor={}", encode(cursor)));
+    }
+    let products: Page<Json> = state.shop.get(&path, &session.caller()).await?;
+    let next = products
+        .next_cursor
+        .map(|cursor| format!("{here}cursor={}", encode(&cursor)));
+    Ok((products.items, next))
+}
+
 async fn category(
     State(state): State<AppState>,
     session: Session,
     Path(slug): Path<String>,
     Query(query): Query<ListingQuery>,
 ) -> PageResult {
-    let shop = &state.shop;
     let categories = state.categories().await?;
     let Some(found) = categories.iter().find(|c| c["slug"] == slug.as_str()) else {
         return Err(PageError(not_found("No such category.")));
     };
-    let mut path = format!(
-        "/api/products?category={}&page_size={LISTING_SIZE}",
-        encode(&slug)
-    );
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", encode(cursor)));
-    }
-    let products: Page<Json> = shop.get(&path, &session.caller()).await?;
-    let next = products
-        .next_cursor
-        .map(|cursor| format!("/c/{}?cursor={}", encode(&slug), encode(&cursor)));
+    let here = format!("/c/{}?", encode(&slug));
+    let (items, next) = listing(&state, &session, ("category", &slug), &query, &here).await?;
     let layout = layout(&state, &session).await;
     Ok(page(
         StatusCode::OK,
@@ -242,7 +255,7 @@ async fn category(
         context! {
             heading => found["name"].clone(),
             lede => found["description"].clone(),
-            items => products.items,
+            items,
             next,
             current_category => slug,
             ..layout
@@ -255,28 +268,21 @@ async fn search(
     session: Session,
     Query(query): Query<ListingQuery>,
 ) -> PageResult {
-    let shop = &state.shop;
     let text = query
         .q
         .as_deref()
         .map(str::trim)
         .unwrap_or_default()
         .to_owned();
-    let mut path = format!("/api/products?q={}&page_size={LISTING_SIZE}", encode(&text));
-    if let Some(cursor) = &query.cursor {
-        path.push_str(&format!("&cursor={}", encode(cursor)));
-    }
-    let products: Page<Json> = shop.get(&path, &session.caller()).await?;
-    let next = products
-        .next_cursor
-        .map(|cursor| format!("/search?q={}&cursor={}", encode(&text), encode(&cursor)));
+    let here = format!("/search?q={}&", encode(&text));
+    let (items, next) = listing(&state, &session, ("q", &text), &query, &here).await?;
     let layout = layout(&state, &session).await;
     Ok(page(
         StatusCode::OK,
         "listing.html",
         context! {
             heading => format!("Search: {text}"),
-            items => products.items,
+            items,
             next,
             query => text,
             ..layout

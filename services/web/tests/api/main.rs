@@ -569,3 +569,71 @@ async fn a_customer_reads_their_own_emails() {
     );
     assert!(html.contains("Your order is confirmed") && html.contains("Thank you, Ada."));
 }
+
+#[tokio::test]
+async fn listings_page_on_with_the_api_cursor() {
+    let app = spawn().await;
+    Mock::given(method("GET"))
+        .and(path("/api/products"))
+        .and(query_param("category", "kitchen"))
+        .and(query_param("cursor", "c/2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [mug()]})))
+        .mount(&app.api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/products"))
+        .and(query_param("category", "kitchen"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [mug()], "next_cursor": "c/2"})),
+        )
+        .mount(&app.api)
+        .await;
+    // Links as a browser reads them (minijinja escapes `/` in attributes).
+    let unescape = |html: String| html.replace("&#x2f;", "/").replace("&amp;", "&");
+    let first = unescape(
+        app.get("/c/kitchen", None)
+            .await
+            .text()
+            .await
+            .expect("html"),
+    );
+    assert!(first.contains("<h1>Kitchen</h1>"), "{first}");
+    assert!(
+        first.contains(r#"<a href="/c/kitchen?cursor=c%2F2" rel="next">More</a>"#),
+        "{first}"
+    );
+    let second = app
+        .get("/c/kitchen?cursor=c%2F2", None)
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(second.contains("Stoneware Mug") && !second.contains(r#"rel="next""#));
+    assert_eq!(app.get("/c/garden", None).await.status(), 404);
+
+    Mock::given(method("GET"))
+        .and(path("/api/products"))
+        .and(query_param("q", "blue mug"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [mug()], "next_cursor": "s2"})),
+        )
+        .mount(&app.api)
+        .await;
+    let found = unescape(
+        app.get("/search?q=blue+mug", None)
+            .await
+            .text()
+            .await
+            .expect("html"),
+    );
+    assert!(
+        found.contains(r#"value="blue mug""#),
+        "the search box keeps the words"
+    );
+    assert!(
+        found.contains(r#"href="/search?q=blue+mug&cursor=s2""#),
+        "{found}"
+    );
+}
