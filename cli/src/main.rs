@@ -10,7 +10,6 @@ mod faults;
 mod load;
 mod logs;
 mod probe;
-mod red;
 mod release;
 mod remote;
 mod report;

@@ -23,6 +23,7 @@ mod analysis;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use chassis::metrics::red::{RedStats, samples};
 use contracts::discovery::HealthStatus;
 use contracts::release::{FaultRule, Stickiness, TrafficPolicy, fault_key};
 use http::Method;
@@ -31,8 +32,7 @@ use serde_json::Value;
 use self::analysis::{Limits, breach, version_stats};
 use crate::args::{DeployArgs, ReleasesArgs, RollbackArgs, Strategy};
 use crate::console::Console;
-use crate::red::RedStats;
-use crate::remote::{Remote, samples};
+use crate::remote::Remote;
 use crate::table;
 use crate::up::control::{check_version, releasable};
 

@@ -2,7 +2,6 @@
 //! policies, fault rules), `up`'s control API (starting and stopping instances) and the
 //! gateways' metrics.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -249,58 +248,9 @@ pub(crate) fn problem_detail(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
-/// One sample of Prometheus text: a metric name, its labels and its value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sample {
-    pub(crate) name: String,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) value: f64,
-}
-
-/// The samples of Prometheus text exposition (the subset the chassis writes: no escaped quotes
-/// in label values, no timestamps). Comments and lines that do not parse are skipped.
-pub(crate) fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let value: f64 = value.trim().parse().ok()?;
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| {
-                    let (key, value) = pair.split_once('=')?;
-                    Some((key.trim().to_owned(), value.trim_matches('"').to_owned()))
-                })
-                .collect();
-            Some(Sample {
-                name: name.to_owned(),
-                labels,
-                value,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_prometheus_text() {
-        let text = "# HELP x y\n# TYPE x counter\nbazaar_up 1\nbazaar_requests_total{service=\"catalog\",version=\"2.0\",status=\"200\"} 12\nbazaar_h_bucket{le=\"0.005\",service=\"catalog\"} 3\n# EOF\n";
-        let parsed = samples(text);
-        assert_eq!(parsed.len(), 3);
-        assert_eq!(parsed[0].name, "bazaar_up");
-        assert_eq!(parsed[1].labels["version"], "2.0");
-        assert_eq!(parsed[1].labels["status"], "200");
-        assert!((parsed[1].value - 12.0).abs() < f64::EPSILON);
-        assert_eq!(parsed[2].labels["le"], "0.005");
-    }
 
     #[test]
     fn problem_details_are_read() {

@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use chassis::metrics::red::{
+    RedStats, SERVER_BUCKETS as BUCKETS, SERVER_REQUESTS as REQUESTS, Sample, samples,
+};
 use contracts::discovery::HealthStatus;
 use http::{Method, StatusCode};
 
 use crate::args::{EXIT_USAGE, TopArgs};
 use crate::console::Console;
-use crate::red::RedStats;
-use crate::remote::{self, Remote, Sample};
-
-const REQUESTS: &str = "bazaar_http_server_requests_total";
-const BUCKETS: &str = "bazaar_http_server_request_duration_seconds_bucket";
+use crate::remote::Remote;
 
 /// Longest a scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,9 +96,7 @@ async fn scrape(remote: &Remote) -> Result<BTreeMap<String, Scrape>, String> {
         // An instance that does not answer this time is left out of this sample.
         if let Ok((StatusCode::OK, body)) = answer {
             let entry = by_service.entry(service).or_default();
-            entry
-                .0
-                .extend(remote::samples(&String::from_utf8_lossy(&body)));
+            entry.0.extend(samples(&String::from_utf8_lossy(&body)));
             entry.1 += 1;
         }
     }
@@ -187,7 +184,7 @@ mod tests {
             fast + slow,
             fast + slow
         );
-        let samples = remote::samples(&text);
+        let samples = samples(&text);
         Scrape {
             stats: RedStats::collect(&samples, REQUESTS, BUCKETS, |s| {
                 s.labels.get("route").is_none_or(|r| r != "/metrics")

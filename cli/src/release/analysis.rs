@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use crate::red::RedStats;
-use crate::remote::Sample;
-
-const REQUESTS: &str = "bazaar_gateway_upstream_requests_total";
-const BUCKETS: &str = "bazaar_gateway_upstream_request_duration_seconds_bucket";
+use chassis::metrics::red::{
+    RedStats, Sample, UPSTREAM_BUCKETS as BUCKETS, UPSTREAM_REQUESTS as REQUESTS,
+};
 
 /// What the gateways counted for `service` at `version`, summed over gateways and instances.
 pub(crate) fn version_stats(samples: &[Sample], service: &str, version: &str) -> RedStats {
@@ -80,7 +78,7 @@ pub(crate) fn breach(candidate: &RedStats, stable: &RedStats, limits: &Limits) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::samples;
+    use chassis::metrics::red::samples;
 
     fn text(version: &str, ok: u32, failed: u32, fast: u32, slow: u32) -> String {
         format!(

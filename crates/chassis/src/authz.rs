@@ -32,6 +32,11 @@ pub use crate::mtls::OPERATOR;
 /// The public API's caller: the gateway, which forwards what clients send to `/api/…`.
 pub const GATEWAY: &str = "gateway";
 
+/// The operations console, drawn by the storefront's service (`web`) for an administrator the
+/// gateway verified: it reads what operators read (traces, dead letters) and replays dead
+/// letters, and is let through where [`OPERATOR`] is.
+pub const CONSOLE: &str = "web";
+
 /// Lets only `allowed` services call the routes it is applied to (with `route_layer`).
 pub fn callers(allowed: &'static [&'static str]) -> Callers {
     Callers { allowed }

@@ -5,6 +5,8 @@
 //! one and passes it where metrics are registered, so tests (and several services in one
 //! process) never share counters through a global.
 
+pub mod red;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -55,6 +55,7 @@ pub async fn dashboard(
         rewrite: String::new(),
         auth: AuthMode::Required,
         roles: Vec::new(),
+        session_cookie: None,
         methods: vec![Method::GET],
         timeout: gateway.dashboard_part_timeout,
         rate_limit: None,

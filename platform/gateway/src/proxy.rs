@@ -552,8 +552,14 @@ pub(crate) async fn authenticate(
     if route.auth == AuthMode::None {
         return Ok(None);
     }
-    let token = match headers.get(header::AUTHORIZATION) {
-        None => None,
+    let (token, from_cookie) = match headers.get(header::AUTHORIZATION) {
+        None => (
+            route
+                .session_cookie
+                .as_deref()
+                .and_then(|name| cookie(headers, name)),
+            true,
+        ),
         Some(value) => {
             let token = value
                 .to_str()
@@ -565,7 +571,7 @@ pub(crate) async fn authenticate(
                 .map(str::trim)
                 .filter(|t| !t.is_empty());
             match token {
-                Some(token) => Some(token),
+                Some(token) => (Some(token), false),
                 None => {
                     gateway.metrics.auth_failure("malformed_header");
                     return Err(HttpError::unauthorized(
@@ -585,18 +591,26 @@ pub(crate) async fn authenticate(
             Ok(identity) => identity,
             Err(error) => {
                 gateway.metrics.auth_failure(error.reason());
-                return Err(match error {
-                    AuthError::KeysUnavailable(_) => {
-                        HttpError::unavailable("tokens cannot be verified right now", 2)
-                            .with_cause(error)
+                return match error {
+                    AuthError::KeysUnavailable(_) => Err(HttpError::unavailable(
+                        "tokens cannot be verified right now",
+                        2,
+                    )
+                    .with_cause(error)),
+                    // A browser keeps sending a cookie after its token expires: the page is
+                    // asked for anonymously, and can refresh the token or offer to sign in.
+                    AuthError::Expired | AuthError::Invalid(_)
+                        if from_cookie && route.auth == AuthMode::Optional =>
+                    {
+                        Ok(None)
                     }
                     AuthError::Expired => {
-                        HttpError::unauthorized(error.to_string()).with_slug("token-expired")
+                        Err(HttpError::unauthorized(error.to_string()).with_slug("token-expired"))
                     }
                     AuthError::Invalid(_) => {
-                        HttpError::unauthorized(error.to_string()).with_slug("invalid-token")
+                        Err(HttpError::unauthorized(error.to_string()).with_slug("invalid-token"))
                     }
-                });
+                };
             }
         },
     };
@@ -608,6 +622,19 @@ pub(crate) async fn authenticate(
         return Err(HttpError::forbidden(format!("requires the {missing} role")));
     }
     Ok(Some(identity))
+}
+
+/// The value of the cookie `name` among the request's `Cookie` headers, if not empty.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
 }
 
 /// The headers sent upstream: the client's, minus hop-by-hop headers, credentials and any
@@ -765,6 +792,23 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_cookie_among_several_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; bazaar_cart=c-9"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("bazaar_access=\"tok.en\"; x=; y"),
+        );
+        assert_eq!(cookie(&headers, "bazaar_cart"), Some("c-9"));
+        assert_eq!(cookie(&headers, "bazaar_access"), Some("tok.en"));
+        assert_eq!(cookie(&headers, "x"), None, "an empty cookie is no token");
+        assert_eq!(cookie(&headers, "bazaar"), None, "names match whole");
+    }
 
     #[test]
     fn strips_credentials_forged_identity_and_hop_by_hop_headers() {

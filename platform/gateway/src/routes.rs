@@ -44,6 +44,11 @@ pub struct RouteConfig {
     /// Roles the caller must have.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// A cookie the access token may come in when there is no Authorization header, as a
+    /// browser sends it to a page. A cookie whose token does not verify (expired, say) leaves
+    /// the caller anonymous, for the page to refresh it or send them to sign in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_cookie: Option<String>,
     /// Allowed methods; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
@@ -84,6 +89,8 @@ pub struct Route {
     pub auth: AuthMode,
     /// Roles required.
     pub roles: Vec<String>,
+    /// The cookie a token may come in.
+    pub session_cookie: Option<String>,
     /// Allowed methods; empty means all.
     pub methods: Vec<Method>,
     /// Upstream deadline.
@@ -208,6 +215,27 @@ impl RouteTable {
                     .strip_prefix("/api")
                     .map_or_else(|| prefix.clone(), str::to_owned),
             };
+            if let Some(cookie) = &config.session_cookie {
+                // A cookie name is an RFC 9110 token.
+                let token = !cookie.is_empty()
+                    && cookie
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    return Err(ConfigError::invalid(
+                        &key("session_cookie"),
+                        format!("{cookie:?}"),
+                        "expected a cookie name such as bazaar_access",
+                    ));
+                }
+                if config.auth == AuthMode::None && config.roles.is_empty() {
+                    return Err(ConfigError::invalid(
+                        &key("session_cookie"),
+                        format!("{cookie:?}"),
+                        "a route with auth = \"none\" reads no token; set auth to \"optional\" or \"required\"",
+                    ));
+                }
+            }
             let mut methods = Vec::new();
             for method in &config.methods {
                 let parsed =
@@ -230,6 +258,7 @@ impl RouteTable {
                     AuthMode::Required
                 },
                 roles: config.roles.clone(),
+                session_cookie: config.session_cookie.clone(),
                 methods,
                 timeout: config.timeout.unwrap_or(default_timeout),
                 rate_limit: config
@@ -288,6 +317,7 @@ mod tests {
             rewrite: None,
             auth: AuthMode::Optional,
             roles: vec![],
+            session_cookie: None,
             methods: vec!["GET".into()],
             timeout: None,
             rate_limit: None,
@@ -298,6 +328,7 @@ mod tests {
             rewrite: None,
             auth: AuthMode::None,
             roles: vec!["admin".into()],
+            session_cookie: None,
             methods: vec!["post".into()],
             timeout: Some(Duration::from_secs(2)),
             rate_limit: None,
@@ -320,7 +351,7 @@ mod tests {
     fn the_root_route_takes_every_path_outside_the_api() {
         let table = RouteTable::new(&[("routes", &default_routes())], Duration::from_secs(5))
             .expect("the shipped table");
-        for path in ["/", "/p/MUG-STONE", "/static/app.css", "/apis", "/console"] {
+        for path in ["/", "/p/MUG-STONE", "/static/app.css", "/apis", "/consoles"] {
             let Match::Found(route) = table.find(&Method::GET, path) else {
                 panic!("{path}: no match")
             };
@@ -344,6 +375,58 @@ mod tests {
             panic!("no match")
         };
         assert_eq!(orders.service, "orders", "a longer prefix wins");
+    }
+
+    #[test]
+    fn the_console_reads_the_storefronts_session_cookie() {
+        let table = RouteTable::new(&[("routes", &default_routes())], Duration::from_secs(5))
+            .expect("the shipped table");
+        let Match::Found(route) = table.find(&Method::POST, "/console/dead-letters") else {
+            panic!("no match")
+        };
+        assert_eq!((route.service.as_str(), route.label()), ("web", "/console"));
+        assert_eq!(route.session_cookie.as_deref(), Some("bazaar_access"));
+        assert_eq!(route.auth, AuthMode::Optional);
+        assert_eq!(
+            route.upstream_path("/console/traces/ab", None),
+            "/console/traces/ab"
+        );
+    }
+
+    #[test]
+    fn a_session_cookie_needs_a_name_and_a_route_that_reads_tokens() {
+        let mut config = RouteConfig {
+            prefix: "/console".into(),
+            service: "web".into(),
+            rewrite: None,
+            auth: AuthMode::Optional,
+            roles: vec![],
+            session_cookie: Some("my session".into()),
+            methods: vec![],
+            timeout: None,
+            rate_limit: None,
+        };
+        let error = RouteTable::new(
+            &[("gateway.routes", &[config.clone()])],
+            Duration::from_secs(1),
+        )
+        .expect_err("a space is not allowed in a cookie name")
+        .to_string();
+        assert!(
+            error.contains("gateway.routes[0].session_cookie"),
+            "{error}"
+        );
+        config.session_cookie = Some("sid".into());
+        config.auth = AuthMode::None;
+        let error = RouteTable::new(
+            &[("gateway.routes", &[config.clone()])],
+            Duration::from_secs(1),
+        )
+        .expect_err("a public route reads no token")
+        .to_string();
+        assert!(error.contains("optional"), "{error}");
+        config.auth = AuthMode::Required;
+        assert!(RouteTable::new(&[("gateway.routes", &[config])], Duration::from_secs(1)).is_ok());
     }
 
     #[test]

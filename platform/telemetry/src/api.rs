@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use chassis::HttpError;
-use chassis::authz::{OPERATOR, callers};
+use chassis::authz::{CONSOLE, OPERATOR, callers};
 use chassis::extract::{Json, Path, Query};
 use contracts::problem::Problem;
 use contracts::traces::{Trace, TraceSummary};
@@ -52,11 +52,11 @@ pub struct ApiDoc;
 /// The API routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_export_bytes;
-    // Every service exports; the operator reads (`bazaar trace`).
+    // Every service exports; the operator reads (`bazaar trace`), and so does the console.
     let reading = Router::new()
         .route("/v1/traces", get(list))
         .route("/v1/traces/{trace_id}", get(one))
-        .route_layer(callers(&[OPERATOR]));
+        .route_layer(callers(&[OPERATOR, CONSOLE]));
     Router::new()
         .route(
             "/v1/traces",

@@ -4,7 +4,12 @@
 //! the API's answers, asked for through the gateway with the shopper's token, exactly as any
 //! client of `/api` would (a backend for the browser, with no privilege of its own). The
 //! shopper's tokens and anonymous cart live in `HttpOnly` cookies. Pages work without
-//! JavaScript; one small script updates an order's page while its checkout runs.
+//! JavaScript; one small script updates an order's page while its checkout runs, and the
+//! console's figures every few seconds.
+//!
+//! The operations console is the exception to "no privilege": for an administrator the
+//! gateway verified, it reads the registry, every instance's metrics, the traces and the dead
+//! letters with the storefront's own identity, which those routes accept.
 //!
 //! # Layout
 //! - [`pages`]: the routes, one function per page or form.
@@ -12,10 +17,14 @@
 //! - [`session`]: the cookies.
 //! - [`views`]: the templates (`templates/`) and how they are filled.
 //! - [`images`]: the products' pictures.
+//! - [`console`]: the operations console at `/console`, for administrators.
+//! - [`ops`]: what the console reads (registry, metrics, traces, dead letters).
 
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod images;
+pub mod ops;
 pub mod pages;
 pub mod session;
 pub mod shop;
@@ -69,10 +78,11 @@ impl Application {
             SERVICE,
             shutdown,
         );
+        let ops = ops::Ops::new(client.clone());
         let shop = shop::Shop::new(client, config.settings.gateway_service.clone());
         Ok(Self {
             server,
-            state: pages::AppState::new(shop),
+            state: pages::AppState::new(shop, ops),
         })
     }
 

@@ -16,7 +16,9 @@ use minijinja::{Value, context};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
+use crate::console;
 use crate::images;
+use crate::ops::Ops;
 use crate::session::{Session, now_seconds, set_cookies};
 use crate::shop::{Caller, Page, Shop, ShopError, Tokens, encode};
 use crate::views::page;
@@ -36,6 +38,8 @@ const CATEGORIES_TTL: Duration = Duration::from_secs(30);
 pub struct AppState {
     /// The public API.
     pub shop: Shop,
+    /// What the operations console reads.
+    pub ops: Ops,
     /// The categories, as last asked for.
     categories: Arc<Mutex<Option<Cached>>>,
 }
@@ -44,10 +48,11 @@ pub struct AppState {
 type Cached = (Instant, Vec<Json>);
 
 impl AppState {
-    /// Pages over the API `shop` reaches.
-    pub fn new(shop: Shop) -> Self {
+    /// Pages over the API `shop` reaches; the console over `ops`.
+    pub fn new(shop: Shop, ops: Ops) -> Self {
         Self {
             shop,
+            ops,
             categories: Arc::default(),
         }
     }
@@ -94,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/status", get(order_status))
         .route("/emails", get(emails))
+        .merge(console::routes())
         // A mistyped address is a page for people, not an API problem.
         .route("/{*rest}", get(not_found_page))
         // Shoppers reach it through the gateway, which is the only service that calls it.

@@ -8,7 +8,7 @@ use http::StatusCode;
 use minijinja::{Environment, Value};
 
 /// Every template, by name.
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("layout.html", include_str!("../templates/layout.html")),
     ("products.html", include_str!("../templates/products.html")),
     ("home.html", include_str!("../templates/home.html")),
@@ -21,6 +21,8 @@ const TEMPLATES: [(&str, &str); 12] = [
     ("order.html", include_str!("../templates/order.html")),
     ("emails.html", include_str!("../templates/emails.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("console.html", include_str!("../templates/console.html")),
+    ("trace.html", include_str!("../templates/trace.html")),
 ];
 
 static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {

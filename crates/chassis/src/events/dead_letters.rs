@@ -84,7 +84,10 @@ pub(super) fn routes(consumer: Option<Consumer>) -> Router {
     Router::new()
         .route("/internal/dead-letters", get(list))
         .route("/internal/dead-letters/{id}/replay", post(replay))
-        .route_layer(crate::authz::callers(&[crate::authz::OPERATOR]))
+        .route_layer(crate::authz::callers(&[
+            crate::authz::OPERATOR,
+            crate::authz::CONSOLE,
+        ]))
         .with_state(consumer)
 }
 

@@ -112,6 +112,53 @@ async fn the_verified_identity_replaces_whatever_the_client_sent() {
 }
 
 #[tokio::test]
+async fn a_page_route_reads_the_token_from_its_session_cookie() {
+    let (stack, _) = stack().await;
+    let token = sign_in(&stack, "cookie@example.com").await;
+    let echo = |path: &'static str, cookie: String, authorization: Option<&'static str>| {
+        let mut request = stack.http.get(stack.at(path)).header("cookie", cookie);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        async move { request.send().await.expect("answers") }
+    };
+
+    let signed_in: Value = echo("/echo-page/x", format!("theme=dark; sid={token}"), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(signed_in["headers"]["x-bazaar-user-roles"], "customer");
+    assert!(signed_in["headers"]["x-bazaar-user-id"].is_string());
+
+    // A cookie that does not verify is no error for a page: the caller is anonymous.
+    let stale = echo("/echo-page/x", "sid=not.a.token".into(), None).await;
+    assert_eq!(stale.status(), 200);
+    let stale: Value = stale.json().await.expect("json");
+    assert!(
+        stale["headers"].get("x-bazaar-user-id").is_none(),
+        "{stale}"
+    );
+
+    // An Authorization header is still checked as such, cookie or not.
+    let bad_header = echo(
+        "/echo-page/x",
+        format!("sid={token}"),
+        Some("Bearer garbage"),
+    )
+    .await;
+    assert_eq!(bad_header.status(), 401);
+
+    // A route without a session cookie ignores the cookie.
+    let api: Value = echo("/api/echo/x", format!("sid={token}"), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(api["headers"].get("x-bazaar-user-id").is_none(), "{api}");
+}
+
+#[tokio::test]
 async fn bad_tokens_are_refused_with_a_reason() {
     let (stack, data) = stack().await;
     let good = sign_in(&stack, "tokens@example.com").await;

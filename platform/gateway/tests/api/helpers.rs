@@ -198,6 +198,13 @@ pub(crate) fn settings_with_echo() -> Settings {
         prefix = "/api/admin-echo"
         service = "echo"
         roles = ["admin"]
+
+        [[routes]]
+        prefix = "/echo-page"
+        service = "echo"
+        rewrite = "/echo"
+        auth = "optional"
+        session_cookie = "sid"
         "#,
         ),
         ..Settings::default()

@@ -25,12 +25,19 @@ impl Drop for App {
     }
 }
 
+mod console;
+
 /// The storefront, in front of a mock API that has the categories and two products.
 async fn spawn() -> App {
+    spawn_with_registry(None).await
+}
+
+/// [`spawn`], registered in (and reading) the registry at `registry`.
+async fn spawn_with_registry(registry: Option<String>) -> App {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let api = MockServer::start().await;
     let mut chassis = ChassisConfig::with_port(0);
-    chassis.discovery.registry = None;
+    chassis.discovery.registry = registry;
     chassis
         .discovery
         .static_instances
