@@ -1,7 +1,7 @@
 //! The storefront in a real browser: Debian's chromium, headless, driven over WebDriver by
 //! chromedriver (`apt install chromium chromium-driver`; `.ci/run` installs them). A shopper
 //! clicks from the home page to a confirmed order and its email, a declined card shows its
-//! reason, and the pages fit a phone. Screenshots of the key pages land in
+//! reason, and the pages fit a phone; an administrator watches a canary in the console. Screenshots of the key pages land in
 //! `$BAZAAR_SCREENSHOTS` (default: `screenshots/` in cargo's test scratch directory).
 
 use std::path::PathBuf;
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::system::Running;
+use crate::releases::{Load, policy};
+use crate::system::{BIN, Running};
 
 /// A chromedriver process and a browser session on it; both end when this is dropped.
 struct Chrome {
@@ -300,6 +301,111 @@ async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() 
     phone.open(&running, "/").await;
     phone.pictures_loaded().await;
     phone.screenshot("phone-home").await;
+
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver (apt install chromium chromium-driver)"]
+async fn the_console_shows_a_canary_in_progress_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &[]);
+    // Shoppers on the catalog while a new version of it takes its first step.
+    let load = Load::start(&running, 2);
+    let mut deploy = tokio::process::Command::new(BIN)
+        .args([
+            "deploy",
+            "catalog",
+            "--version",
+            "9.7.0",
+            "--steps",
+            "30,100",
+        ])
+        .args(["--interval", "120s"])
+        .arg("--data-dir")
+        .arg(&running.data_dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bazaar deploy runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while policy(&running).await.is_none_or(|p| p["weight"] != 30) {
+        assert!(
+            Instant::now() < deadline,
+            "the canary never reached its first step"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let chrome = chrome(1280, 1600).await;
+    chrome.open(&running, "/console").await;
+    assert_eq!(chrome.path().await, "/login?next=%2Fconsole");
+    chrome.fill("#email", "admin@bazaar.example").await;
+    chrome.fill("#password", "keys-to-the-shop").await;
+    chrome.click("main form button[type=submit]").await;
+    assert_eq!(chrome.path().await, "/console");
+    let release = chrome.wait_for("#releases article.release.canary h3").await;
+    assert_eq!(release, "catalog: canary of 9.7.0 at 30 %");
+    // Each version's row: version, role, instances, rate, errors, p50, p99.
+    let versions = || async {
+        chrome
+            .client
+            .execute(
+                "return [...document.querySelectorAll('#releases article.release.canary tbody tr')]
+                   .map(r => [...r.cells].map(c => c.textContent.trim()));",
+                vec![],
+            )
+            .await
+            .expect("a script runs")
+    };
+    let rows = versions().await;
+    assert_eq!(
+        (&rows[1][0], &rows[1][1]),
+        (&json!("9.7.0"), &json!("candidate")),
+        "{rows}"
+    );
+    assert_ne!(
+        rows[1][2],
+        json!("0"),
+        "the candidate's instances are up: {rows}"
+    );
+    // The page redraws itself: the candidate's share of the load shows up as a rate.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = versions().await;
+        let rate = rows[1][3].as_str().unwrap_or("").to_owned();
+        if rate.ends_with("/s") && rate != "0.0/s" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no traffic on the candidate: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let map = chrome.text("#services").await;
+    assert!(map.contains("catalog-9.7.0-1"), "{map}");
+    chrome.screenshot("console").await;
+
+    // A trace of the load, drawn as a waterfall.
+    chrome.click("#traces a[href^='/console/traces/']").await;
+    chrome.wait_for("table.waterfall .bar").await;
+    chrome.screenshot("trace").await;
+
+    // Interrupted, the deploy rolls back, and the console says no release is under way.
+    let pid =
+        nix::unistd::Pid::from_raw(i32::try_from(deploy.id().expect("pid")).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal delivered");
+    let status = deploy.wait().await.expect("deploy ends");
+    assert_eq!(status.code(), Some(1), "rolled back");
+    chrome.open(&running, "/console").await;
+    let release = chrome.wait_for("#releases article.release h3").await;
+    assert!(release.contains("no release under way"), "{release}");
+    let (sent, _) = load.finish().await;
+    assert!(sent > 0, "the load ran");
 
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");

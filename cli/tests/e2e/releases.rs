@@ -11,7 +11,7 @@ use crate::checkout::login;
 use crate::system::{BIN, Running};
 
 /// Clients that GET `/api/categories` through the gateway in a loop until stopped.
-struct Load {
+pub(crate) struct Load {
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -19,7 +19,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(running: &Running, clients: usize) -> Self {
+    pub(crate) fn start(running: &Running, clients: usize) -> Self {
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -57,7 +57,7 @@ impl Load {
     }
 
     /// Stops the clients; requests sent, and the failures.
-    async fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let mut failures = Vec::new();
         for task in self.tasks {
@@ -96,7 +96,7 @@ async fn run_bazaar(data_dir: std::path::PathBuf, args: Vec<String>) -> (Option<
 }
 
 /// The catalog's traffic policy, as stored in the registry.
-async fn policy(running: &Running) -> Option<Value> {
+pub(crate) async fn policy(running: &Running) -> Option<Value> {
     let registry = running.run_state().expect("run.json")["registry"]
         .as_str()
         .expect("registry")

@@ -239,3 +239,83 @@ async fn a_shopper_buys_a_mug_from_the_home_page_and_gets_the_email() {
     let (status, output) = running.interrupt();
     assert!(status.success(), "{output}");
 }
+
+#[tokio::test]
+async fn an_administrator_sees_the_running_system_in_the_console() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Running::start(dir.path(), &[]);
+
+    // A customer is told the console is not theirs.
+    let mut customer = Browser::new(&running);
+    let email = format!("ada-{}@example.com", std::process::id());
+    customer
+        .post(
+            "/signup",
+            &[
+                ("name", "Ada"),
+                ("email", &email),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(customer.get("/console").await.0, 403);
+
+    // The administrator signs in on the way to it.
+    let mut admin = Browser::new(&running);
+    assert_eq!(admin.get("/console").await.0, 303);
+    let to = admin
+        .post(
+            "/login",
+            &[
+                ("email", "admin@bazaar.example"),
+                ("password", "keys-to-the-shop"),
+                ("next", "/console"),
+            ],
+        )
+        .await;
+    assert_eq!(to, "/console");
+    // Traffic to see: a few pages, each a trace through the gateway.
+    for _ in 0..5 {
+        admin.get("/p/MUG-STONE").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let console = loop {
+        let (status, console) = admin.get("/console").await;
+        assert_eq!(status, 200, "{console}");
+        if console.contains("href=\"/console/traces/") {
+            break console;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace on the console: {console}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Every instance `up` started is on the map, and every source answered (the telemetry
+    // service and each service's dead letters let the console in over mTLS).
+    let state = running.run_state().expect("run.json");
+    for instance in state["instances"].as_array().expect("instances") {
+        let id = instance["id"].as_str().expect("id");
+        assert!(console.contains(id), "{id} is not on the map:\n{console}");
+    }
+    assert!(!console.contains("could not be"), "{console}");
+    assert!(console.contains("No dead letters"), "{console}");
+    let web = console
+        .split("<tr>")
+        .find(|row| row.contains("<th scope=\"row\">web</th>"))
+        .expect("the storefront's RED row");
+    assert!(web.contains("/s</td>"), "{web}");
+
+    let trace = console
+        .split("href=\"/console/traces/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a trace id")
+        .to_owned();
+    let (status, waterfall) = admin.get(&format!("/console/traces/{trace}")).await;
+    assert_eq!(status, 200, "{waterfall}");
+    assert!(waterfall.contains("class=\"bar"), "{waterfall}");
+
+    let (status, output) = running.interrupt();
+    assert!(status.success(), "{output}");
+}

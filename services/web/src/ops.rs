@@ -41,6 +41,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The telemetry service's name in discovery.
 const TELEMETRY: &str = "telemetry";
+/// The registry's.
+const REGISTRY: &str = "registry";
 
 /// Why the console could not read something.
 #[derive(Debug, thiserror::Error)]
@@ -165,11 +167,45 @@ impl Ops {
             .ok_or(OpsError::NoRegistry)
     }
 
-    /// Every registered instance, by service then id.
+    /// Every registered instance, by service then id, and the registry itself (which does
+    /// not register in itself), as its `/health/live` names it.
     pub async fn instances(&self) -> Result<Vec<Instance>, OpsError> {
-        let mut instances = self.registry()?.instances().await?.instances;
+        let registry = self.registry()?;
+        let mut instances = registry.instances().await?.instances;
+        let base = registry.base();
+        if base.starts_with("http") && !instances.iter().any(|i| i.service == REGISTRY) {
+            instances.push(self.registry_itself(base).await);
+        }
         instances.sort_by(|a, b| (&a.service, &a.id).cmp(&(&b.service, &b.id)));
         Ok(instances)
+    }
+
+    /// The registry at `base` as an instance: passing, since it just answered.
+    async fn registry_itself(&self, base: &str) -> Instance {
+        let mut instance = Instance {
+            id: REGISTRY.to_owned(),
+            service: REGISTRY.to_owned(),
+            address: base.trim_end_matches('/').to_owned(),
+            version: String::new(),
+            health_url: format!("{}/health/ready", base.trim_end_matches('/')),
+            meta: BTreeMap::new(),
+            status: HealthStatus::Passing,
+            output: None,
+            registered_at: chrono::Utc::now(),
+        };
+        let live = self
+            .exchange(&instance, Method::GET, "/health/live", CALL_TIMEOUT)
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
+            .unwrap_or_default();
+        if let Some(id) = live["instance"].as_str() {
+            instance.id = id.to_owned();
+        }
+        if let Some(version) = live["version"].as_str() {
+            instance.version = version.to_owned();
+        }
+        instance
     }
 
     /// The traffic policies, by service. One that does not parse is left out (and logged):
@@ -270,11 +306,11 @@ impl Ops {
         let mut scraped = HashMap::new();
         for (instance, text) in futures_util::future::join_all(scrapes).await {
             let Some(text) = text else { continue };
-            // Probes and scrapes (these included) are not the service's traffic.
+            // Probes, scrapes and the console's own reads are not the service's traffic.
             let stats = RedStats::collect(&samples(&text), SERVER_REQUESTS, SERVER_BUCKETS, |s| {
-                s.labels
-                    .get("route")
-                    .is_none_or(|r| !r.starts_with("/health/") && r != "/metrics")
+                s.labels.get("route").is_none_or(|r| {
+                    !r.starts_with("/health/") && r != "/metrics" && r != "/internal/dead-letters"
+                })
             });
             scraped.insert(
                 instance.id.clone(),
@@ -396,7 +432,12 @@ impl Ops {
     /// The dead letters of every service among `instances` (newest first); the services that
     /// could not be asked, with why, in the second list.
     pub async fn dead_letters(&self, instances: &[Instance]) -> (Vec<Value>, Vec<String>) {
-        let mut services: Vec<&str> = instances.iter().map(|i| i.service.as_str()).collect();
+        // The storefront itself handles no events.
+        let mut services: Vec<&str> = instances
+            .iter()
+            .map(|i| i.service.as_str())
+            .filter(|s| *s != crate::SERVICE)
+            .collect();
         services.sort_unstable();
         services.dedup();
         let asks = services.into_iter().map(|service| async move {

@@ -272,7 +272,15 @@ async fn the_console_shows_services_a_canary_faults_sagas_traces_and_dead_letter
     ] {
         assert!(html.contains(id), "{id} is on the map:\n{html}");
     }
+    assert!(
+        html.contains("<h4>web</h4>"),
+        "the storefront registered itself"
+    );
     assert!(html.contains("1.0.0, 2.0.0"), "catalog runs two versions");
+    assert!(
+        html.contains("<h4>registry</h4>"),
+        "the registry, which does not list itself, is on the map too"
+    );
     // The canary, each version's own errors: the candidate failed 5 of its 20 requests.
     assert!(html.contains("catalog: canary of 2.0.0 at 25 %"), "{html}");
     let candidate_row = html
