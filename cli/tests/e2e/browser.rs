@@ -389,6 +389,12 @@ async fn the_console_shows_a_canary_in_progress_in_chromium() {
     let map = chrome.text("#services").await;
     assert!(map.contains("catalog-9.7.0-1"), "{map}");
     chrome.screenshot("console").await;
+    chrome
+        .client
+        .execute("document.getElementById('releases').scrollIntoView();", vec![])
+        .await
+        .expect("a script runs");
+    chrome.screenshot("console-canary").await;
 
     // A trace of the load, drawn as a waterfall.
     chrome.click("#traces a[href^='/console/traces/']").await;
