@@ -1,7 +1,7 @@
 //! `bazaar trace`: one trace drawn as a waterfall, or a list of traces worth a look, from the
 //! telemetry service.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -111,17 +111,11 @@ fn ms(nanos: i64) -> String {
 /// span's name indented under its parent, and a bar placing it in the whole. Failed spans are
 /// red, with their message underneath.
 pub(crate) fn waterfall(trace: &Trace, console: Console) -> String {
-    let Some(start) = trace.spans.iter().map(|s| s.start_unix_nanos).min() else {
+    let Some((start, end)) = trace.bounds() else {
         return format!("trace {} has no spans\n", trace.trace_id);
     };
-    let end = trace
-        .spans
-        .iter()
-        .map(|s| s.end_unix_nanos)
-        .max()
-        .unwrap_or(start);
     let total = (end - start).max(1);
-    let order = tree_order(&trace.spans);
+    let order = trace.tree_order();
     let errors = trace
         .spans
         .iter()
@@ -211,39 +205,6 @@ fn failure(span: &Span) -> Option<String> {
         .map(|status| format!("answered {status}"))
 }
 
-/// The spans depth-first, children in order of start; a span whose parent did not arrive is
-/// drawn as a root.
-fn tree_order(spans: &[Span]) -> Vec<(usize, &Span)> {
-    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
-    let mut children: BTreeMap<Option<&str>, Vec<&Span>> = BTreeMap::new();
-    for span in spans {
-        let parent = span
-            .parent_span_id
-            .as_deref()
-            .filter(|p| ids.contains(p) && *p != span.span_id);
-        children.entry(parent).or_default().push(span);
-    }
-    for list in children.values_mut() {
-        list.sort_by_key(|s| (s.start_unix_nanos, s.span_id.as_str()));
-    }
-    let mut order = Vec::with_capacity(spans.len());
-    let mut stack: Vec<(usize, &Span)> = children
-        .get(&None)
-        .map(|roots| roots.iter().rev().map(|s| (0, *s)).collect())
-        .unwrap_or_default();
-    let mut seen = HashSet::new();
-    while let Some((depth, span)) = stack.pop() {
-        if !seen.insert(span.span_id.as_str()) {
-            continue;
-        }
-        order.push((depth, span));
-        if let Some(kids) = children.get(&Some(span.span_id.as_str())) {
-            stack.extend(kids.iter().rev().map(|s| (depth + 1, *s)));
-        }
-    }
-    order
-}
-
 /// A bar of [`BAR`] characters with the span's share of the trace filled in.
 fn bar(offset: i64, duration: i64, total: i64) -> String {
     let cell = |nanos: i64| -> usize {
@@ -293,6 +254,8 @@ pub(crate) fn listing(list: &[TraceSummary], console: Console) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use contracts::traces::SpanKind;
 
     use super::*;

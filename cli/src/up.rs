@@ -784,13 +784,14 @@ fn summary(system: &System, data_dir: &Path, took: Duration, console: Console) -
         })
         .unwrap_or_default();
     out.push_str(&format!(
-        "\n  Shop        {}/   (open it in a browser)\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Data        {}   (logs in {})\n  Look        bazaar top · bazaar trace --errors · bazaar logs --follow\n\n{}\n",
+        "\n  Shop        {}/   (open it in a browser)\n  Shop API    {}/api/\n{https}  Demo login  {} / {}\n  Admin       {} / {}\n  Console     {}/console   (as the admin)\n  Data        {}   (logs in {})\n  Look        bazaar top · bazaar trace --errors · bazaar logs --follow\n\n{}\n",
         system.gateway,
         system.gateway,
         customer.email,
         customer.password,
         admin.email,
         admin.password,
+        system.gateway,
         data_dir.display(),
         data_dir.join("logs").display(),
         console.dim("Press Ctrl-C to stop."),
@@ -903,6 +904,7 @@ mod tests {
           HTTPS       https://localhost:7743/api/   (trust .bazaar/pki/ca.pem)
           Demo login  demo@bazaar.example / shop-till-you-drop
           Admin       admin@bazaar.example / keys-to-the-shop
+          Console     http://127.0.0.1:7700/console   (as the admin)
           Data        .bazaar   (logs in .bazaar/logs)
           Look        bazaar top · bazaar trace --errors · bazaar logs --follow
 

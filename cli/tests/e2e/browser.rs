@@ -391,7 +391,10 @@ async fn the_console_shows_a_canary_in_progress_in_chromium() {
     chrome.screenshot("console").await;
     chrome
         .client
-        .execute("document.getElementById('releases').scrollIntoView();", vec![])
+        .execute(
+            "document.getElementById('releases').scrollIntoView();",
+            vec![],
+        )
         .await
         .expect("a script runs");
     chrome.screenshot("console-canary").await;

@@ -4,7 +4,7 @@
 //! `GET /v1/traces/{trace_id}` is a [`Trace`], `GET /v1/traces?order=slowest|recent&errors=true`
 //! a list of [`TraceSummary`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +128,50 @@ pub struct Trace {
     pub trace_id: String,
     /// Every span received for it.
     pub spans: Vec<Span>,
+}
+
+impl Trace {
+    /// The spans depth-first, children in order of start; a span whose parent did not arrive is
+    /// drawn as a root.
+    pub fn tree_order(&self) -> Vec<(usize, &Span)> {
+        let spans = &self.spans;
+        let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+        let mut children: BTreeMap<Option<&str>, Vec<&Span>> = BTreeMap::new();
+        for span in spans {
+            let parent = span
+                .parent_span_id
+                .as_deref()
+                .filter(|p| ids.contains(p) && *p != span.span_id);
+            children.entry(parent).or_default().push(span);
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|s| (s.start_unix_nanos, s.span_id.as_str()));
+        }
+        let mut order = Vec::with_capacity(spans.len());
+        let mut stack: Vec<(usize, &Span)> = children
+            .get(&None)
+            .map(|roots| roots.iter().rev().map(|s| (0, *s)).collect())
+            .unwrap_or_default();
+        let mut seen = HashSet::new();
+        while let Some((depth, span)) = stack.pop() {
+            if !seen.insert(span.span_id.as_str()) {
+                continue;
+            }
+            order.push((depth, span));
+            if let Some(kids) = children.get(&Some(span.span_id.as_str())) {
+                stack.extend(kids.iter().rev().map(|s| (depth + 1, *s)));
+            }
+        }
+        order
+    }
+
+    /// When its first span started and its last ended, in Unix nanoseconds; `None` without
+    /// spans.
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        let start = self.spans.iter().map(|s| s.start_unix_nanos).min()?;
+        let end = self.spans.iter().map(|s| s.end_unix_nanos).max()?;
+        Some((start, end.max(start)))
+    }
 }
 
 /// One line of a trace list.

@@ -87,6 +87,8 @@ struct ServiceView {
     passing: usize,
     versions: Vec<String>,
     red: Option<Red>,
+    /// RED of each version, when it runs more than one.
+    by_version: Vec<(String, Option<Red>)>,
 }
 
 /// A traffic policy and how each of its versions is doing.
@@ -130,6 +132,7 @@ fn service_map(instances: &[Instance], red: &RedTable) -> Vec<ServiceView> {
                 passing: 0,
                 versions: Vec::new(),
                 red: red.services.get(&instance.service).cloned(),
+                by_version: Vec::new(),
             }),
         }
     }
@@ -146,6 +149,13 @@ fn service_map(instances: &[Instance], red: &RedTable) -> Vec<ServiceView> {
             .collect();
         versions.sort();
         versions.dedup();
+        if versions.len() > 1 {
+            let of_service = red.versions.get(&service.name);
+            service.by_version = versions
+                .iter()
+                .map(|v| (v.clone(), of_service.and_then(|by| by.get(v)).cloned()))
+                .collect();
+        }
         service.versions = versions;
     }
     // Edge first, then the shop's services, then the platform; by name within each.
@@ -329,50 +339,25 @@ struct SpanRow {
     message: Option<String>,
 }
 
-/// The waterfall: spans by start, each indented under its parent, placed on the trace's
-/// timeline.
+/// The waterfall: spans depth-first, each under its parent, placed on the trace's timeline;
+/// the trace's length in milliseconds.
 fn waterfall(trace: &Trace) -> (Vec<SpanRow>, f64) {
-    let start = trace
-        .spans
-        .iter()
-        .map(|s| s.start_unix_nanos)
-        .min()
-        .unwrap_or(0);
-    let end = trace
-        .spans
-        .iter()
-        .map(|s| s.end_unix_nanos)
-        .max()
-        .unwrap_or(start);
-    let total = (end - start).max(1) as f64;
-    let depth_of = |span: &contracts::traces::Span| {
-        let mut depth = 0;
-        let mut parent = span.parent_span_id.as_deref();
-        // Bounded: a malformed trace with a cycle must not hang the page.
-        while let Some(id) = parent.filter(|_| depth < 32) {
-            match trace.spans.iter().find(|s| s.span_id == id) {
-                Some(found) => {
-                    depth += 1;
-                    parent = found.parent_span_id.as_deref();
-                }
-                None => break,
-            }
-        }
-        depth
+    let Some((start, end)) = trace.bounds() else {
+        return (Vec::new(), 0.0);
     };
-    let mut spans: Vec<&contracts::traces::Span> = trace.spans.iter().collect();
-    spans.sort_by_key(|s| s.start_unix_nanos);
-    let rows = spans
+    let total = (end - start).max(1) as f64;
+    let rows = trace
+        .tree_order()
         .into_iter()
-        .map(|span| {
+        .map(|(depth, span)| {
             let offset = (span.start_unix_nanos - start) as f64;
-            let length = (span.end_unix_nanos - span.start_unix_nanos).max(0) as f64;
+            let length = span.duration_nanos() as f64;
             SpanRow {
                 service: span.service.clone(),
                 instance: span.instance.clone(),
                 version: span.version.clone(),
                 name: span.name.clone(),
-                depth: depth_of(span),
+                depth,
                 left: offset / total * 100.0,
                 width: (length / total * 100.0).max(0.3),
                 start_ms: offset / 1e6,
@@ -395,12 +380,12 @@ async fn trace(
     if let Err(response) = administrator(&state, &headers, session, &here).await {
         return response;
     }
-    // A trace id is 32 hex digits; anything else is not asked for.
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // A trace id is 32 lowercase hex digits; anything else is not asked for.
+    if !contracts::traces::is_trace_id(&id) {
         return page(
             StatusCode::NOT_FOUND,
             "error.html",
-            context! { heading => "Not found", message => "A trace id is 32 hexadecimal digits." },
+            context! { heading => "Not found", message => "A trace id is 32 lowercase hexadecimal digits." },
         );
     }
     let trace = match state.ops.instances().await {

@@ -277,6 +277,11 @@ async fn the_console_shows_services_a_canary_faults_sagas_traces_and_dead_letter
         "the storefront registered itself"
     );
     assert!(html.contains("1.0.0, 2.0.0"), "catalog runs two versions");
+    let version_row = html
+        .split("<tr class=\"version\">")
+        .find(|row| row.contains("catalog 2.0.0"))
+        .expect("RED of the catalog's candidate in the table of every service");
+    assert!(version_row.contains("25.0 %"), "{version_row}");
     assert!(
         html.contains("<h4>registry</h4>"),
         "the registry, which does not list itself, is on the map too"
