@@ -6,7 +6,7 @@
 //! Who is asking is what the gateway verified from the session cookie and passed on
 //! ([`chassis::auth::Caller`]); the console never reads the token itself. Sagas and orders
 //! come through the gateway with the administrator's token, like any API client's; the rest
-//! from [`Ops`], with the storefront's own identity.
+//! from [`Ops`](crate::ops::Ops), with the storefront's own identity.
 
 use axum::Router;
 use axum::extract::{Path, State};
