@@ -52,10 +52,53 @@ pub(crate) enum Command {
     /// open loop at a rate or closed loop with N users; report latency percentiles per journey
     /// and endpoint.
     Load(LoadArgs),
+    /// Run one pattern live against the system and explain it step by step: `checkout`,
+    /// `declined-card`, `payments-outage`, `crash-mid-saga`, `lost-consumer`, `discovery`,
+    /// `rate-limit`, `mtls-refusal`, `canary-rollback`, `blue-green`.
+    Demo(DemoArgs),
     /// Ask one instance's health endpoint whether it is up: exit 0 on a 2xx answer, 1
     /// otherwise. For container health checks, where there is no curl
     /// (`bazaar probe http://127.0.0.1:9090/health/ready`).
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// The scenario.
+    #[arg(value_enum)]
+    pub(crate) scenario: Scenario,
+    /// Start a system for the scenario (and stop it after) even if `up` runs in the data
+    /// directory. Without a running `up`, one is started anyway.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// The data directory of a running `up`.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// A scenario of `bazaar demo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// The happy path: gateway, the orders saga, catalog, payments, shipping, events, email.
+    Checkout,
+    /// A declined card: compensation in reverse order, stock released, no money held.
+    DeclinedCard,
+    /// Payments fails for a while: retries with backoff, then success; the breaker's state.
+    PaymentsOutage,
+    /// Orders killed with SIGKILL mid-saga and restarted: the saga resumes, one charge.
+    CrashMidSaga,
+    /// Notifications down while orders are placed: every email arrives once when it returns.
+    LostConsumer,
+    /// A replica dies: the registry marks it critical, callers stop using it, nothing fails.
+    Discovery,
+    /// A burst meets 429s with Retry-After.
+    RateLimit,
+    /// A caller without a valid certificate, and a service calling a route it may not.
+    MtlsRefusal,
+    /// A canary that fails a share of its requests is rolled back on its own.
+    CanaryRollback,
+    /// A blue-green release: the new set smoke-tested, switched at once.
+    BlueGreen,
 }
 
 #[derive(Debug, Args)]

@@ -10,16 +10,14 @@
 //! if there was one.
 //!
 //! # Layout
-//! - [`shop`]: the `up` child process, and calls to the gateway and the services.
 //! - [`workload`]: the customers.
 //! - [`monkey`]: the faults.
 //! - [`invariants`]: the facts, and what must hold.
 //! - [`report`]: what is printed.
 
-mod invariants;
+pub(crate) mod invariants;
 mod monkey;
 mod report;
-mod shop;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -34,10 +32,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use self::report::{Report, Window};
-use self::shop::{Shop, Up};
 use self::workload::Assortment;
 use crate::args::{ChaosArgs, EXIT_USAGE, at_least};
 use crate::storefront::{Ask, DEMO_ADMIN};
+use crate::system::{Shop, Up};
 
 /// Products customers buy plenty of; each is restocked by [`RESTOCK`] first.
 const PLENTIFUL: usize = 6;

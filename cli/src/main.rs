@@ -5,6 +5,7 @@
 mod args;
 mod chaos;
 mod console;
+mod demo;
 mod events;
 mod faults;
 mod load;
@@ -18,6 +19,7 @@ mod serve;
 mod state;
 mod status;
 mod storefront;
+mod system;
 mod table;
 mod top;
 mod trace;
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             args::Command::Top(args) => top::run(args).await,
             args::Command::Chaos(args) => chaos::run(args).await,
             args::Command::Load(args) => load::run(args).await,
+            args::Command::Demo(args) => demo::run(args).await,
             args::Command::Probe(args) => probe::run(&args).await,
         }
     });

@@ -18,6 +18,7 @@ use crate::state;
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
     pub(crate) body: Value,
 }
 
@@ -123,6 +124,7 @@ impl Storefront {
                 format!("{url}: {}", ErrorChain(&e))
             })?;
             let status = response.status();
+            let headers = response.headers().clone();
             let bytes = response
                 .into_body()
                 .collect()
@@ -130,7 +132,11 @@ impl Storefront {
                 .map_err(|e| format!("{url}: {e}"))?
                 .to_bytes();
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok(Answer { status, body })
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(ask.timeout, exchange)
             .await

@@ -1,5 +1,6 @@
-//! The system under test: the `bazaar up` a chaos run starts, its gateway (as customers and an
-//! administrator reach it) and its services (as the operator reaches them, over mTLS).
+//! A running system as a command drives it: the `bazaar up` a chaos run or a demo starts, its
+//! gateway (as customers and an administrator reach it) and its services (as the operator
+//! reaches them, over mTLS).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -154,7 +155,7 @@ impl Shop {
             ..DiscoveryConfig::default()
         };
         let discovery = Discovery::new(&config, transport.clone(), &stop);
-        let services = ServiceClient::new(discovery, transport.clone(), &config, "chaos");
+        let services = ServiceClient::new(discovery, transport.clone(), &config, "cli");
         Ok(Self {
             storefront: Storefront::of_running(data_dir, transport.clone())?,
             transport,

@@ -19,7 +19,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::shop::Shop;
+use crate::system::Shop;
 
 /// Longest time one fact may take to read (a service just restarted may need a moment).
 const READ_WITHIN: Duration = Duration::from_secs(30);
@@ -250,7 +250,11 @@ pub(crate) async fn gather(
 }
 
 /// What the services hold for `order` (as listed).
-async fn order_facts(shop: &Shop, admin: &str, order: Value) -> Result<OrderFacts, String> {
+pub(crate) async fn order_facts(
+    shop: &Shop,
+    admin: &str,
+    order: Value,
+) -> Result<OrderFacts, String> {
     let id = order["id"]
         .as_str()
         .ok_or_else(|| format!("an order without an id: {order}"))?

@@ -17,8 +17,8 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::shop::Up;
 use crate::state::{self, InstanceState};
+use crate::system::Up;
 
 /// Services killed first, so that every run kills orders (mid-saga: there are always sagas
 /// under way), the registry and an event consumer, whatever the dice say later.

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::shop::Shop;
 use crate::storefront::Ask;
+use crate::system::Shop;
 
 /// A card the demo payment provider always accepts.
 pub(crate) const CARD_OK: &str = "4242424242424242";

@@ -4,6 +4,7 @@
 mod browser;
 mod checkout;
 mod cli;
+mod demo;
 mod events;
 mod hostile;
 mod identity;
