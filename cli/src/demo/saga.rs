@@ -327,7 +327,6 @@ pub(crate) async fn crash_mid_saga(demo: &Demo) -> Result<Verdict, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let orders = demo.remote.instances("orders").await?;
     let pids: Vec<(String, u32)> = crate::state::running(&demo.data_dir)
         .map(|s| s.instances)
         .unwrap_or_default()
@@ -347,9 +346,8 @@ pub(crate) async fn crash_mid_saga(demo: &Demo) -> Result<Verdict, String> {
     let killed_at = Instant::now();
     let order = demo.settle(&customer, &id).await?;
     demo.say.detail(&format!(
-        "the restarted orders took the saga up where its record left it, {:.1} s after the kill ({} instance(s) before)",
-        killed_at.elapsed().as_secs_f64(),
-        orders.len()
+        "the restarted orders took the saga up where its record left it; settled {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
     ));
     let saga = explain_saga(demo, &id).await?;
     let trace = explain(demo, &order, "order.confirmed process").await;
