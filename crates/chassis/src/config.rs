@@ -292,6 +292,10 @@ pub struct ChassisConfig {
     pub trace: crate::trace::TraceConfig,
     /// Mutual TLS between services (off unless `mtls.ca` is set).
     pub mtls: crate::mtls::MtlsConfig,
+    /// The services of this process, when several run in one ([`crate::inproc`]): calls to
+    /// them are function calls. Not configuration a file can hold.
+    #[serde(skip)]
+    pub exchange: Option<crate::inproc::Exchange>,
 }
 
 impl ChassisConfig {
@@ -311,6 +315,7 @@ impl ChassisConfig {
             events: EventsConfig::default(),
             trace: crate::trace::TraceConfig::default(),
             mtls: crate::mtls::MtlsConfig::default(),
+            exchange: None,
         }
     }
 

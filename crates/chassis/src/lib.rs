@@ -22,6 +22,7 @@ pub mod extract;
 pub mod faults;
 pub mod health;
 pub mod idempotency;
+pub mod inproc;
 pub mod metrics;
 pub mod mtls;
 pub mod ports;

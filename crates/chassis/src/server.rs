@@ -143,6 +143,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     /// Who this service is to others, with mTLS.
     identity: Option<Identity>,
+    /// The services of this process, which call this one in place once it serves.
+    exchange: Option<crate::inproc::Exchange>,
     /// How it calls others (and the registry): one pool of connections for the process.
     transport: Transport,
     url: String,
@@ -191,7 +193,10 @@ impl Server {
         mutual: bool,
     ) -> Result<Self, StartError> {
         let identity = Identity::configured(&config.mtls)?;
-        let transport = Transport::with_identity(identity.clone());
+        let mut transport = Transport::with_identity(identity.clone());
+        if let Some(exchange) = &config.exchange {
+            transport = transport.with_exchange(exchange.clone());
+        }
         let registry =
             RegistryClient::from_config(&config.discovery, &transport).map_err(|error| {
                 let endpoints = config
@@ -277,6 +282,7 @@ impl Server {
             front: None,
             own_deadlines: false,
             openapi: None,
+            exchange: config.exchange.clone(),
         })
     }
 
@@ -497,6 +503,10 @@ impl Server {
             secure,
         };
 
+        // Filed before it registers: by the time others find it, they can call it in place.
+        if let Some(exchange) = &self.exchange {
+            exchange.file(&self.url, BoxCloneSyncService::new(split(false)));
+        }
         let registration_stop = CancellationToken::new();
         if let Some(registrar) = registrar.clone() {
             tokio::spawn(registrar.run(Arc::clone(&readiness), registration_stop.clone()));
@@ -534,6 +544,9 @@ impl Server {
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             result = &mut serving => {
+                if let Some(exchange) = &self.exchange {
+                    exchange.withdraw(&self.url);
+                }
                 events_stop.cancel();
                 faults_stop.cancel();
                 stop_admin.cancel();
@@ -544,6 +557,9 @@ impl Server {
 
         tracing::info!(target: LIFECYCLE, "shutting down: deregistering, then draining in-flight requests");
         readiness.set_draining();
+        if let Some(exchange) = &self.exchange {
+            exchange.withdraw(&self.url);
+        }
         registration_stop.cancel();
         faults_stop.cancel();
         if let Some(registrar) = registrar {

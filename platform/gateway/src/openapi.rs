@@ -33,7 +33,7 @@ pub async fn document(State(gateway): State<Arc<Gateway>>) -> Response {
         .table
         .routes()
         .iter()
-        .filter(|r| !r.is_root())
+        .filter(|r| r.is_api())
         .map(|r| r.service.as_str())
         .collect();
     services.sort_unstable();

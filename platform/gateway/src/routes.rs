@@ -105,6 +105,14 @@ impl Route {
         self.prefix.is_empty()
     }
 
+    /// Whether the route is part of the public API (under `/api`, or a well-known document
+    /// such as the JWKS) rather than pages for people (the storefront, the console).
+    pub fn is_api(&self) -> bool {
+        self.prefix == API
+            || self.prefix.starts_with("/api/")
+            || self.prefix.starts_with("/.well-known/")
+    }
+
     /// The route's name in metrics, logs and rate-limit keys: its prefix, `/` for the root.
     pub fn label(&self) -> &str {
         if self.is_root() { "/" } else { &self.prefix }
@@ -386,6 +394,10 @@ mod tests {
         };
         assert_eq!((route.service.as_str(), route.label()), ("web", "/console"));
         assert_eq!(route.session_cookie.as_deref(), Some("bazaar_access"));
+        assert!(
+            !route.is_api(),
+            "pages, not the API: no OpenAPI document to merge"
+        );
         assert_eq!(route.auth, AuthMode::Optional);
         assert_eq!(
             route.upstream_path("/console/traces/ab", None),

@@ -1,6 +1,7 @@
 //! The seam between Bazaar's callers and the wire.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,7 +11,8 @@ use tower::util::BoxCloneSyncService;
 use tracing::Instrument;
 
 use super::pool::{Pool, PoolSettings};
-use crate::mtls::Identity;
+use crate::inproc::Exchange;
+use crate::mtls::{CallerService, Identity};
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,14 @@ impl TransportError {
 #[derive(Clone)]
 pub struct Transport {
     inner: Inner,
+    /// Services of this process, called in place ([`crate::inproc`]), and who calls them.
+    local: Option<Local>,
+}
+
+#[derive(Clone)]
+struct Local {
+    exchange: Exchange,
+    caller: Option<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -76,6 +86,7 @@ impl Transport {
     /// (its [`super::Peer`]) when the caller says.
     pub fn with_identity(identity: Option<Identity>) -> Self {
         Self {
+            local: None,
             inner: Inner::Http(Pool::new(PoolSettings {
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(30),
@@ -105,7 +116,18 @@ impl Transport {
     {
         Self {
             inner: Inner::Service(BoxCloneSyncService::new(service)),
+            local: None,
         }
+    }
+
+    /// This transport, calling the services filed in `exchange` in place, as the service its
+    /// identity names (as mTLS would tell them).
+    pub fn with_exchange(mut self, exchange: Exchange) -> Self {
+        let caller = self
+            .identity()
+            .map(|identity| Arc::from(identity.service()));
+        self.local = Some(Local { exchange, caller });
+        self
     }
 
     /// Sends one request, as a client span of the current request's trace (its context goes
@@ -126,6 +148,20 @@ impl Transport {
         &self,
         request: Request<Body>,
     ) -> Result<Response<Body>, TransportError> {
+        if let Some(local) = &self.local
+            && let Some(service) = local.exchange.find(request.uri())
+        {
+            let mut request = crate::inproc::as_received(request);
+            if let Some(caller) = &local.caller {
+                request
+                    .extensions_mut()
+                    .insert(CallerService(Arc::clone(caller)));
+            }
+            return match service.oneshot(request).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            };
+        }
         match &self.inner {
             Inner::Http(pool) => pool.send(request).await,
             Inner::Service(service) => service.clone().oneshot(request).await,

@@ -5,6 +5,7 @@ mod client;
 mod dns;
 mod faults;
 mod front;
+mod inproc;
 mod lifecycle;
 mod linger;
 mod mtls;
