@@ -177,26 +177,7 @@ impl Demo {
     /// Sends `ask` until it gets an answer below 500 (other than 429), for up to a minute:
     /// the setup of a scenario is not what it shows.
     pub(crate) async fn insist(&self, ask: Ask<'_>) -> Result<Answer, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let last = match self.shop.send(ask).await {
-                Ok(answer)
-                    if !answer.status.is_server_error()
-                        && answer.status != StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    return Ok(answer);
-                }
-                Ok(answer) => format!(
-                    "{} {}: {} {}",
-                    ask.method, ask.path, answer.status, answer.body
-                ),
-                Err(error) => error,
-            };
-            if Instant::now() > deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        self.shop.insist(ask).await
     }
 
     /// Signs a new customer up and in, with a card (`declined`, or one that pays).

@@ -56,6 +56,11 @@ impl<'a> Ask<'a> {
     }
 }
 
+/// Whether an answer with `status` is worth asking again: the shop failed or is throttling.
+pub(crate) fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 /// The administrator every `up` seeds (README, "Demo accounts").
 pub(crate) const DEMO_ADMIN: (&str, &str) = ("admin@bazaar.example", "keys-to-the-shop");
 

@@ -174,6 +174,28 @@ impl Shop {
         self.storefront.send(ask).await
     }
 
+    /// Sends `ask` until it gets an answer below 500 (other than 429), for up to a minute: for
+    /// setting things up while the system may still be warming up.
+    pub(crate) async fn insist(&self, ask: Ask<'_>) -> Result<Answer, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = match self.send(ask).await {
+                Ok(answer) if !crate::storefront::retryable(answer.status) => {
+                    return Ok(answer);
+                }
+                Ok(answer) => format!(
+                    "{} {}: {} {}",
+                    ask.method, ask.path, answer.status, answer.body
+                ),
+                Err(error) => error,
+            };
+            if Instant::now() > deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// `GET path` through the gateway as `token`, asked again until it answers 200 or `within`
     /// passes.
     pub(crate) async fn read(

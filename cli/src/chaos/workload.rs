@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::storefront::Ask;
+use crate::storefront::{Ask, retryable};
 use crate::system::Shop;
 
 /// A card the demo payment provider always accepts.
@@ -82,7 +82,9 @@ pub(crate) async fn sign_up(
 ) -> Result<Customer, String> {
     let email = format!("shopper{index}.{run}@chaos.example");
     let signup = json!({"email": email, "password": PASSWORD, "name": format!("Shopper {index}")});
-    let answer = insist(shop, Ask::post("/api/auth/signup", None, &signup)).await?;
+    let answer = shop
+        .insist(Ask::post("/api/auth/signup", None, &signup))
+        .await?;
     if answer.status != StatusCode::CREATED && answer.status != StatusCode::CONFLICT {
         return Err(format!(
             "signing {email} up: {} {}",
@@ -92,7 +94,9 @@ pub(crate) async fn sign_up(
     let token = login(shop, &email).await?;
     let number = if declined { CARD_DECLINED } else { CARD_OK };
     let card = json!({"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"});
-    let answer = insist(shop, Ask::post("/api/payment-methods", Some(&token), &card)).await?;
+    let answer = shop
+        .insist(Ask::post("/api/payment-methods", Some(&token), &card))
+        .await?;
     let card = answer.body["id"]
         .as_str()
         .filter(|_| answer.status == StatusCode::CREATED)
@@ -108,36 +112,14 @@ pub(crate) async fn sign_up(
 
 async fn login(shop: &Shop, email: &str) -> Result<String, String> {
     let credentials = json!({"email": email, "password": PASSWORD});
-    let answer = insist(shop, Ask::post("/api/auth/login", None, &credentials)).await?;
+    let answer = shop
+        .insist(Ask::post("/api/auth/login", None, &credentials))
+        .await?;
     answer.body["access_token"]
         .as_str()
         .filter(|_| answer.status == StatusCode::OK)
         .map(str::to_owned)
         .ok_or_else(|| format!("logging {email} in: {} {}", answer.status, answer.body))
-}
-
-/// Sends `ask` until it gets an answer below 500 (other than 429), for up to a minute.
-async fn insist(shop: &Shop, ask: Ask<'_>) -> Result<crate::storefront::Answer, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = match shop.send(ask).await {
-            Ok(answer) if !retryable(answer.status) => return Ok(answer),
-            Ok(answer) => format!(
-                "{} {}: {} {}",
-                ask.method, ask.path, answer.status, answer.body
-            ),
-            Err(error) => error,
-        };
-        if Instant::now() > deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Whether an answer with `status` is worth asking again.
-fn retryable(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
 /// What a customer buys: a few of the plentiful products, now and then a scarce one.
