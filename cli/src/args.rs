@@ -54,12 +54,26 @@ pub(crate) enum Command {
     Load(LoadArgs),
     /// Run one pattern live against the system and explain it step by step: `checkout`,
     /// `declined-card`, `payments-outage`, `crash-mid-saga`, `lost-consumer`, `discovery`,
-    /// `rate-limit`, `mtls-refusal`, `canary-rollback`, `blue-green`.
+    /// `rate-limit`, `mtls-refusal`, `canary-rollback`, `blue-green`,
+    /// `monolith-vs-microservices`.
     Demo(DemoArgs),
+    /// The shop's services in one process, calling each other in place (no trace store,
+    /// storefront or mTLS): the monolith `bazaar demo monolith-vs-microservices` compares.
+    Monolith(MonolithArgs),
     /// Ask one instance's health endpoint whether it is up: exit 0 on a 2xx answer, 1
     /// otherwise. For container health checks, where there is no curl
     /// (`bazaar probe http://127.0.0.1:9090/health/ready`).
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MonolithArgs {
+    /// Where the services keep their databases and `run.json` is written.
+    #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// The gateway's port; the others follow as with `up` (0: free ports).
+    #[arg(long, default_value_t = 7700)]
+    pub(crate) base_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +85,9 @@ pub(crate) struct DemoArgs {
     /// directory. Without a running `up`, one is started anyway.
     #[arg(long)]
     pub(crate) fresh: bool,
+    /// How long each side is loaded in `monolith-vs-microservices`.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub(crate) duration: std::time::Duration,
     /// The data directory of a running `up`.
     #[arg(long, env = "BAZAAR_DATA_DIR", default_value = chassis::config::DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
@@ -99,6 +116,9 @@ pub(crate) enum Scenario {
     CanaryRollback,
     /// A blue-green release: the new set smoke-tested, switched at once.
     BlueGreen,
+    /// The same checkout load against the services built into one process and against the
+    /// distributed system: throughput, latency, memory and CPU side by side.
+    MonolithVsMicroservices,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@
 //! - [`saga`]: the checkout, a declined card, a payments outage, a crash mid-saga.
 //! - [`platform`]: a lost consumer, discovery, rate limits, mTLS refusals.
 //! - [`releases`]: a canary rolled back, a blue-green switch.
+//! - [`compare`]: the same load against a monolith and the microservices.
 
+mod compare;
 mod narrator;
 mod platform;
 mod releases;
@@ -97,6 +99,25 @@ pub(crate) struct Customer {
 
 pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     let say = Narrator::new(Console::detect());
+    if args.scenario == Scenario::MonolithVsMicroservices {
+        // Two systems of its own, one after the other; nothing running is touched.
+        say.title(args.scenario.title(), args.scenario.teaches());
+        return match compare::run(&say, args.duration).await {
+            Ok(verdict) => {
+                say.verdict(&verdict);
+                println!("\nThe code: {}", args.scenario.code().join(", "));
+                if verdict.holds {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("error: the scenario could not run: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let running = !args.fresh && crate::state::running(&args.data_dir).is_some();
     let (up, data_dir) = if running {
         (None, args.data_dir.clone())
@@ -167,10 +188,17 @@ impl Demo {
             Scenario::MtlsRefusal => platform::mtls_refusal(self).await?,
             Scenario::CanaryRollback => releases::canary_rollback(self).await?,
             Scenario::BlueGreen => releases::blue_green(self).await?,
+            Scenario::MonolithVsMicroservices => {
+                return Err("this scenario starts systems of its own".to_owned());
+            }
         };
         let gateway = self.shop.storefront().gateway();
-        self.say
-            .verdict(&verdict, &gateway, scenario.code(), self.ephemeral);
+        self.say.verdict(&verdict);
+        self.say.look_deeper(
+            &verdict,
+            (!self.ephemeral).then_some(gateway.as_str()),
+            scenario.code(),
+        );
         Ok(verdict.holds)
     }
 
@@ -465,6 +493,9 @@ impl Scenario {
             Self::MtlsRefusal => "mtls-refusal: no certificate, no entry; a wrong caller, 403",
             Self::CanaryRollback => "canary-rollback: a bad version is rolled back on its own",
             Self::BlueGreen => "blue-green: a whole new set, switched at once",
+            Self::MonolithVsMicroservices => {
+                "monolith-vs-microservices: the same services, one process or many"
+            }
         }
     }
 
@@ -500,6 +531,9 @@ impl Scenario {
             Self::BlueGreen => {
                 "The new version is started whole beside the old, smoke-tested through the gateway, then takes all the traffic at once; the old set is kept for a rollback."
             }
+            Self::MonolithVsMicroservices => {
+                "The same checkout load against the same services, built into one process that calls itself in place, and run as a process per service calling over HTTP: what the distribution costs in throughput, latency, memory and CPU."
+            }
         }
     }
 
@@ -529,6 +563,11 @@ impl Scenario {
             Self::CanaryRollback | Self::BlueGreen => {
                 &["cli/src/release.rs", "platform/gateway/src/traffic.rs"]
             }
+            Self::MonolithVsMicroservices => &[
+                "crates/chassis/src/inproc.rs",
+                "cli/src/monolith.rs",
+                "cli/src/demo/compare.rs",
+            ],
         }
     }
 }

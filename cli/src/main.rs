@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod load;
 mod logs;
+mod monolith;
 mod probe;
 mod release;
 mod remote;
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
             args::Command::Chaos(args) => chaos::run(args).await,
             args::Command::Load(args) => load::run(args).await,
             args::Command::Demo(args) => demo::run(args).await,
+            args::Command::Monolith(args) => monolith::run(args).await,
             args::Command::Probe(args) => probe::run(&args).await,
         }
     });

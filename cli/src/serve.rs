@@ -24,7 +24,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     if exit_with_parent {
         exit_when_stdin_closes(shutdown.clone());
     }
-    let served = serve(service, &loader, shutdown).await;
+    let served = serve(service, &loader, shutdown, None).await;
     // The spans of the last requests, before the process goes.
     chassis::trace::shutdown().await;
     match served {
@@ -38,11 +38,18 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(
+/// Runs `service` as `loader` configures it until `shutdown`; with `exchange`, it calls (and
+/// is called by) the other services of this process in place ([`chassis::inproc`]).
+pub(crate) async fn serve(
     service: Service,
     loader: &Loader,
     shutdown: CancellationToken,
+    exchange: Option<chassis::inproc::Exchange>,
 ) -> Result<(), StartError> {
+    let prepare = |service: Service, chassis: &mut ChassisConfig| {
+        chassis.exchange.clone_from(&exchange);
+        prepare(service, chassis)
+    };
     match service {
         Service::Registry => {
             let mut config = registry::Config::load(loader, registry::SERVICE)?;
@@ -229,7 +236,7 @@ fn prepare(service: Service, chassis: &mut ChassisConfig) -> Result<(), ConfigEr
 }
 
 /// The flags as config overrides, in the order given.
-fn overrides(args: &ServeArgs) -> Result<Vec<Override>, ConfigError> {
+pub(crate) fn overrides(args: &ServeArgs) -> Result<Vec<Override>, ConfigError> {
     let flag = |key: &str, flag: &str, value: &Option<String>| {
         value.as_ref().map(|value| Override {
             key: key.to_owned(),

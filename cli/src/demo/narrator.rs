@@ -50,8 +50,8 @@ impl Narrator {
         println!("           {text}");
     }
 
-    /// The verdict, what backs it, and where to look deeper.
-    pub(crate) fn verdict(&self, verdict: &Verdict, gateway: &str, code: &[&str], ephemeral: bool) {
+    /// The verdict and what backs it.
+    pub(crate) fn verdict(&self, verdict: &Verdict) {
         println!();
         let headline = if verdict.holds {
             self.console.green("Verdict: it held.")
@@ -62,17 +62,23 @@ impl Narrator {
         for finding in &verdict.findings {
             println!("  {finding}");
         }
+    }
+
+    /// Where to look deeper: the traces and the console of a system that keeps running (not
+    /// one started for the scenario), and the code.
+    pub(crate) fn look_deeper(&self, verdict: &Verdict, gateway: Option<&str>, code: &[&str]) {
         println!();
         println!("Look deeper:");
-        if ephemeral {
-            println!(
-                "  (the system started for this scenario stops now: start one with `bazaar up`\n   and run the scenario again to look around it in the console and with bazaar trace)"
-            );
-        } else {
-            for trace in &verdict.traces {
-                println!("  bazaar trace {trace}   ·   {gateway}/console/traces/{trace}");
+        match gateway {
+            Some(gateway) => {
+                for trace in &verdict.traces {
+                    println!("  bazaar trace {trace}   ·   {gateway}/console/traces/{trace}");
+                }
+                println!("  {gateway}/console   (as admin@bazaar.example)");
             }
-            println!("  {gateway}/console   (as admin@bazaar.example)");
+            None => println!(
+                "  (the system started for this scenario stops now: start one with `bazaar up`\n   and run the scenario again to look around it in the console and with bazaar trace)"
+            ),
         }
         println!("  the code: {}", code.join(", "));
     }

@@ -124,3 +124,34 @@ async fn an_unknown_scenario_is_named_with_the_ones_there_are() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_monolith_and_the_microservices_take_the_same_load_side_by_side() {
+    let output = tokio::process::Command::new(BIN)
+        .args(["demo", "monolith-vs-microservices", "--duration", "3s"])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("bazaar runs");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("Verdict: it held."), "{out}");
+    let row = |label: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} row in:\n{out}"))
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("processes"), ["10", "1"], "{out}");
+    assert_eq!(row("failed checkouts"), ["0", "0"], "{out}");
+    for side in row("checkouts confirmed per second") {
+        assert!(side.parse::<f64>().is_ok_and(|n| n > 0.0), "{out}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Several services in one process, calling each other as function calls: what a monolith
 //! built from the same services does.
 //!
-//! An [`Exchange`] is shared by the services of one process ([`crate::ChassisConfig::exchange`]).
+//! An [`Exchange`] is shared by the services of one process ([`crate::config::ChassisConfig::exchange`]).
 //! Each server files its whole stack (middleware, front and routes) under its URL's origin when
 //! it starts serving, and takes it back when it stops; a transport built with the exchange
 //! hands a request for a filed origin straight to that stack: no socket, no TLS, no HTTP
@@ -107,10 +107,16 @@ fn origin(uri: &Uri) -> Option<String> {
     Some(format!("{scheme}://{authority}").to_ascii_lowercase())
 }
 
+/// The peer address an in-process request carries: this host, port 0 (no socket).
+pub const PEER: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// `request` as a server would have received it from the wire: origin-form target, the
-/// authority as `Host`.
+/// authority as `Host`, [`PEER`] as the peer's address (handlers that read it, such as a
+/// throttle per address, work as they do over a socket).
 pub(crate) fn as_received(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(axum::extract::ConnectInfo(PEER));
     if let Some(authority) = parts.uri.authority()
         && !parts.headers.contains_key(http::header::HOST)
         && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
@@ -146,5 +152,12 @@ mod tests {
         let received = as_received(request);
         assert_eq!(received.uri(), "/products?page_size=5");
         assert_eq!(received.headers()[http::header::HOST], "127.0.0.1:7712");
+        assert_eq!(
+            received
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            Some(PEER)
+        );
     }
 }

@@ -97,7 +97,7 @@ async fn a_service_of_the_same_process_is_called_in_place_as_itself() -> anyhow:
         .await?,
         (
             StatusCode::OK,
-            format!("orders via no socket for {authority}")
+            format!("orders via 127.0.0.1:0 for {authority}")
         )
     );
     let charge = || Request::post(format!("{url}/charges")).body(Body::empty());

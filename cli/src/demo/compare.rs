@@ -1,0 +1,372 @@
+//! `bazaar demo monolith-vs-microservices`: the same checkout load against the same services,
+//! once built into one process (`bazaar monolith`: in-process calls, a database file per
+//! service kept) and once as the distributed system (`bazaar up`: a process per service,
+//! HTTP between them), measured side by side: throughput, latency, memory and CPU.
+//!
+//! Both sides run on this machine with plain HTTP between services and no tracing, so what
+//! differs is the architecture, not the security or the observability around it. Each side
+//! is started in a fresh directory, loaded by `bazaar load` (closed loop, the same customers
+//! and duration), read from `/proc` at the end of its load, and stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use super::Verdict;
+use super::narrator::Narrator;
+use crate::system::Up;
+
+/// The services both sides run (the distributed side also runs a trace store and the
+/// storefront, which are left out of its sums).
+const COMPARED: [&str; 10] = [
+    "registry",
+    "users",
+    "catalog",
+    "orders",
+    "payments",
+    "shipping",
+    "notifications",
+    "recommendations",
+    "cart",
+    "gateway",
+];
+/// Customers shopping at once on each side.
+const CUSTOMERS: u16 = 8;
+
+/// One side's numbers.
+#[derive(Debug, Default)]
+struct Side {
+    checkouts_per_second: f64,
+    confirmed: u64,
+    failed: u64,
+    confirmed_p50_ms: Option<f64>,
+    confirmed_p99_ms: Option<f64>,
+    processes: usize,
+    rss_mb: f64,
+    cpu_seconds: f64,
+}
+
+/// Resident memory (MB) and CPU time used so far (s) of process `pid`, from `/proc`.
+fn usage(pid: u32) -> (f64, f64) {
+    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    // Fields 14 and 15 of /proc/<pid>/stat (after the parenthesised name): user and system
+    // time in clock ticks, 100 a second on Linux.
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss_kb / 1024.0, cpu)
+}
+
+/// The pids of the compared services of the system in `data_dir`.
+fn pids(data_dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = crate::state::running(data_dir)
+        .map(|s| s.instances)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| COMPARED.contains(&i.service.as_str()))
+        .map(|i| i.pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Loads the system in `data_dir` with checkouts for `duration`; its numbers.
+async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<Side, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let scenario = data_dir.join("checkouts.toml");
+    std::fs::write(&scenario, "[weights]\ncheckout = 1\n").map_err(|e| e.to_string())?;
+    let report = data_dir.join("load.json");
+    let pids = pids(data_dir);
+    let before: f64 = pids.iter().map(|p| usage(*p).1).sum();
+    let output = Command::new(exe)
+        .args([
+            "load",
+            "--users",
+            &CUSTOMERS.to_string(),
+            "--accounts",
+            "20",
+        ])
+        .arg("--duration")
+        .arg(humantime::format_duration(duration).to_string())
+        .arg("--every")
+        .arg("1h")
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--json")
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("bazaar load: {e}"))?;
+    let (rss_mb, after) = pids
+        .iter()
+        .map(|p| usage(*p))
+        .fold((0.0, 0.0), |(m, c), (pm, pc)| (m + pm, c + pc));
+    if !output.status.success() {
+        return Err(format!(
+            "bazaar load failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let json: Value = serde_json::from_slice(
+        &std::fs::read(&report).map_err(|e| format!("{}: {e}", report.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", report.display()))?;
+    let checkout = &json["journeys"]["checkout"];
+    let side = Side {
+        checkouts_per_second: checkout["per_second"].as_f64().unwrap_or(0.0),
+        confirmed: json["confirmed"].as_u64().unwrap_or(0),
+        failed: checkout["errors"].as_u64().unwrap_or(0),
+        confirmed_p50_ms: json["order_to_confirmed_ms"]["p50"].as_f64(),
+        confirmed_p99_ms: json["order_to_confirmed_ms"]["p99"].as_f64(),
+        processes: pids.len(),
+        rss_mb,
+        cpu_seconds: after - before,
+    };
+    say.detail(&format!(
+        "{} checkouts confirmed ({:.1}/s), {} failed; {} {}, {:.0} MB resident",
+        side.confirmed,
+        side.checkouts_per_second,
+        side.failed,
+        side.processes,
+        if side.processes == 1 {
+            "process"
+        } else {
+            "processes"
+        },
+        side.rss_mb
+    ));
+    Ok(side)
+}
+
+/// A `bazaar monolith` child process.
+struct Monolith {
+    child: tokio::process::Child,
+}
+
+impl Monolith {
+    async fn start(data_dir: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(data_dir.join("monolith.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["monolith", "--base-port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("bazaar monolith: {e}"))?;
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while crate::state::running(data_dir).is_none_or(|s| Some(s.pid) != pid) {
+            if Instant::now() > deadline {
+                return Err("bazaar monolith did not start within 2 minutes".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Self { child })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A fresh directory for one side.
+fn scratch(side: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("bazaar-compare-{}-{side}", std::process::id()))
+}
+
+pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, String> {
+    let one = scratch("monolith");
+    let many = scratch("microservices");
+    say.step(&format!(
+        "Starting the monolith: every service in one process, calls in place (bazaar monolith, {})",
+        one.display()
+    ));
+    let monolith = Monolith::start(&one).await?;
+    say.step(&format!(
+        "{CUSTOMERS} customers place orders and wait for each to be confirmed, for {}",
+        humantime::format_duration(duration)
+    ));
+    let measured = measure(&one, duration, say).await;
+    monolith.stop().await;
+    let _ = std::fs::remove_dir_all(&one);
+    let monolith = measured?;
+
+    say.step(&format!(
+        "Starting the microservices: a process per service, HTTP between them (bazaar up --no-mtls, {})",
+        many.display()
+    ));
+    let up = Up::start(
+        &many,
+        &["--no-mtls".to_owned()],
+        &[("OTEL_SDK_DISABLED", "true".to_owned())],
+    )
+    .await?;
+    say.step("The same load");
+    let measured = measure(&many, duration, say).await;
+    up.stop().await;
+    let _ = std::fs::remove_dir_all(&many);
+    let _ = std::fs::remove_file(many.with_extension("up.log"));
+    let microservices = measured?;
+
+    println!();
+    println!("{}", table(&monolith, &microservices));
+    let mut verdict = Verdict::new();
+    verdict.check(
+        monolith.confirmed > 0 && monolith.failed == 0,
+        format!(
+            "the monolith confirmed {} checkouts, {} failed",
+            monolith.confirmed, monolith.failed
+        ),
+    );
+    verdict.check(
+        microservices.confirmed > 0 && microservices.failed == 0,
+        format!(
+            "the microservices confirmed {} checkouts, {} failed",
+            microservices.confirmed, microservices.failed
+        ),
+    );
+    Ok(verdict)
+}
+
+/// The side-by-side table.
+fn table(one: &Side, many: &Side) -> String {
+    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
+    let per = |side: &Side| {
+        if side.confirmed > 0 {
+            format!(
+                "{:.1} ms",
+                side.cpu_seconds * 1000.0 / side.confirmed as f64
+            )
+        } else {
+            "–".to_owned()
+        }
+    };
+    let rows = [
+        (
+            "checkouts confirmed per second",
+            format!("{:.1}", one.checkouts_per_second),
+            format!("{:.1}", many.checkouts_per_second),
+        ),
+        (
+            "time to CONFIRMED, p50",
+            ms(one.confirmed_p50_ms),
+            ms(many.confirmed_p50_ms),
+        ),
+        (
+            "time to CONFIRMED, p99",
+            ms(one.confirmed_p99_ms),
+            ms(many.confirmed_p99_ms),
+        ),
+        (
+            "failed checkouts",
+            one.failed.to_string(),
+            many.failed.to_string(),
+        ),
+        (
+            "processes",
+            one.processes.to_string(),
+            many.processes.to_string(),
+        ),
+        (
+            "resident memory",
+            format!("{:.0} MB", one.rss_mb),
+            format!("{:.0} MB", many.rss_mb),
+        ),
+        ("CPU per confirmed checkout", per(one), per(many)),
+    ];
+    let mut out = format!("  {:<32} {:>14} {:>16}\n", "", "monolith", "microservices");
+    for (label, a, b) in rows {
+        out.push_str(&format!("  {label:<32} {a:>14} {b:>16}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_sets_the_two_side_by_side() {
+        let one = Side {
+            checkouts_per_second: 120.0,
+            confirmed: 1200,
+            confirmed_p50_ms: Some(8.0),
+            confirmed_p99_ms: Some(30.0),
+            processes: 1,
+            rss_mb: 80.0,
+            cpu_seconds: 12.0,
+            ..Side::default()
+        };
+        let many = Side {
+            processes: 10,
+            ..Side::default()
+        };
+        let table = table(&one, &many);
+        assert!(table.contains("monolith"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("checkouts confirmed per second") && l.contains("120.0")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("CPU per confirmed checkout") && l.contains("10.0 ms")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("processes") && l.ends_with("10")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn usage_reads_this_process() {
+        let (rss, cpu) = usage(std::process::id());
+        assert!(rss > 1.0, "{rss} MB");
+        assert!(cpu >= 0.0);
+    }
+}
