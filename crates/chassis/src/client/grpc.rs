@@ -170,27 +170,15 @@ impl GrpcClient {
         if let Some(sender) = existing {
             return Ok((sender, (scheme, authority)));
         }
-        let tls = match (&scheme, &self.identity) {
-            (s, Some(identity)) if *s == Scheme::HTTPS => Some((identity, &[&b"h2"[..]][..])),
-            (s, None) if *s == Scheme::HTTPS => {
-                return Err(Status::unavailable(format!(
-                    "{address}: https:// needs an mTLS identity (the [mtls] settings)"
-                )));
-            }
-            _ => None,
-        };
-        let (stream, _) = dial(&authority, tls, Some(service), self.connect_timeout)
-            .await
-            .map_err(|error| Status::unavailable(crate::error::ErrorChain(&error).to_string()))?;
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|error| Status::unavailable(format!("{address}: {error}")))?;
-        let peer = address.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "gRPC connection ended");
-            }
-        });
+        let sender = h2_connect(
+            &scheme,
+            &authority,
+            self.identity.as_ref(),
+            Some(service),
+            self.connect_timeout,
+        )
+        .await
+        .map_err(Status::unavailable)?;
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -275,4 +263,38 @@ impl tower::Service<Request<tonic::body::Body>> for Channel {
             ),
         }
     }
+}
+
+/// An HTTP/2 connection to `authority`: over mutual TLS presenting `identity` for `https`
+/// (expecting the peer to be `service` when named), in the clear for `http`; its driver runs
+/// in a task of its own. What went wrong, said for a person, when it cannot be made.
+pub(crate) async fn h2_connect(
+    scheme: &Scheme,
+    authority: &Authority,
+    identity: Option<&Identity>,
+    service: Option<&str>,
+    timeout: Duration,
+) -> Result<SendRequest<tonic::body::Body>, String> {
+    let tls = match (*scheme == Scheme::HTTPS, identity) {
+        (true, Some(identity)) => Some((identity, &[&b"h2"[..]][..])),
+        (true, None) => {
+            return Err(format!(
+                "https://{authority} needs an mTLS identity (the [mtls] settings)"
+            ));
+        }
+        (false, _) => None,
+    };
+    let (stream, _) = dial(authority, tls, service, timeout)
+        .await
+        .map_err(|error| crate::error::ErrorChain(&error).to_string())?;
+    let (sender, driver) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("{authority}: {error}"))?;
+    let peer = authority.to_string();
+    tokio::spawn(async move {
+        if let Err(error) = driver.await {
+            tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+        }
+    });
+    Ok(sender)
 }

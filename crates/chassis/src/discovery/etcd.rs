@@ -40,12 +40,11 @@ use futures_util::StreamExt;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http2::SendRequest;
 use tonic::Status;
 
 use super::registry_api::{Heartbeat, RegistryError};
-use crate::client::pool::dial;
+use crate::client::grpc::h2_connect;
 use crate::config::EtcdConfig;
 use crate::mtls::Identity;
 
@@ -538,37 +537,21 @@ impl EtcdClient {
         }
         let mut failures = Vec::new();
         for (scheme, authority) in &self.inner.endpoints {
-            let tls = match (scheme == &Scheme::HTTPS, &self.inner.identity) {
-                (true, Some(identity)) => Some((identity, &[&b"h2"[..]][..])),
-                (true, None) => {
-                    failures.push(format!(
-                        "https://{authority} needs an mTLS identity (the [mtls] settings)"
-                    ));
-                    continue;
-                }
-                (false, _) => None,
-            };
-            let stream = match dial(authority, tls, None, CONNECT_TIMEOUT).await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    failures.push(crate::error::ErrorChain(&error).to_string());
+            let connected = h2_connect(
+                scheme,
+                authority,
+                self.inner.identity.as_ref(),
+                None,
+                CONNECT_TIMEOUT,
+            )
+            .await;
+            let sender = match connected {
+                Ok(sender) => sender,
+                Err(failure) => {
+                    failures.push(failure);
                     continue;
                 }
             };
-            let (sender, driver) =
-                match http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await {
-                    Ok(handshake) => handshake,
-                    Err(error) => {
-                        failures.push(format!("{authority}: {error}"));
-                        continue;
-                    }
-                };
-            let peer = authority.to_string();
-            tokio::spawn(async move {
-                if let Err(error) = driver.await {
-                    tracing::debug!(%peer, %error, "etcd connection ended");
-                }
-            });
             let channel = EtcdChannel {
                 sender,
                 scheme: scheme.clone(),
