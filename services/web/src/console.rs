@@ -26,6 +26,8 @@ use crate::session::{Session, now_seconds, set_cookies};
 use crate::shop::{Page, ShopError, encode};
 use crate::views::page;
 
+/// A session whose token is younger than this is a login that just happened.
+const FRESH_LOGIN_SECONDS: i64 = 60;
 /// Traces each list shows.
 const TRACES_SHOWN: u32 = 8;
 /// Recent orders shown.
@@ -63,12 +65,34 @@ async fn administrator(
             },
         )),
         Ok(None) | Err(_) => {
-            // The access cookie may just have expired: refresh it and come back, so the
-            // gateway sees the new one. A refresh that is not due or fails means signing in.
-            let cookies = session.refresh_if_due(&state.shop, now_seconds()).await;
+            let now = now_seconds();
+            // A token issued a moment ago that the gateway still did not pass on: the route
+            // does not read the cookie. Signing in again would only come back here.
+            let fresh = session.claims().is_some_and(|claims| {
+                now - i64::try_from(claims.iat).unwrap_or(0) < FRESH_LOGIN_SECONDS
+            });
+            if fresh {
+                tracing::warn!(
+                    "the gateway passed no identity for a fresh session: does its /console route set session_cookie?"
+                );
+                return Err(page(
+                    StatusCode::UNAUTHORIZED,
+                    "error.html",
+                    context! {
+                        heading => "Signed in, but not here",
+                        message => format!("You are signed in, but the gateway did not pass who you are on to the console. Its /console route needs session_cookie = \"{}\" (see platform/gateway/routes.toml).", crate::session::ACCESS),
+                    },
+                ));
+            }
+            // The access cookie may have expired: refresh it and come back, so the gateway
+            // sees the new one. One the gateway refused (its key is gone, say) is dropped.
+            let mut cookies = session.refresh_if_due(&state.shop, now).await;
             let response = if session.access.is_some() && !cookies.is_empty() {
                 Redirect::to(here).into_response()
             } else {
+                if session.access.is_some() {
+                    cookies.extend(session.sign_out_cookies());
+                }
                 Redirect::to(&format!("/login?next={}", encode(here))).into_response()
             };
             let mut response = response;

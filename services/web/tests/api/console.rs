@@ -188,6 +188,18 @@ async fn the_console_is_for_administrators_only() {
             .expect("html")
             .contains("The operations console is for administrators")
     );
+    // Signed in a moment ago, yet the gateway passed no identity: its route does not read
+    // the cookie, and sending the visitor to log in again would only loop.
+    let cookie = format!("bazaar_access={}", crate::token(&["customer", "admin"]));
+    let misrouted = get_as(&app, "/console", &[("cookie", cookie.as_str())]).await;
+    assert_eq!(misrouted.status(), 401);
+    assert!(
+        misrouted
+            .text()
+            .await
+            .expect("html")
+            .contains("session_cookie")
+    );
     let replay = post_as(&app, "/console/dead-letters/notifications/dl-1/replay", &[]).await;
     assert_eq!(replay.status(), 303, "nothing is replayed for a stranger");
     assert!(location(&replay).starts_with("/login"));

@@ -88,7 +88,7 @@ fn token(roles: &[&str]) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() + 900)
         .unwrap_or(0);
-    let claims = json!({"iss": "bazaar", "aud": "bazaar", "sub": "u-ada", "exp": exp, "iat": 1,
+    let claims = json!({"iss": "bazaar", "aud": "bazaar", "sub": "u-ada", "exp": exp, "iat": exp - 900,
         "jti": "j1", "roles": roles});
     format!(
         "{}.{}.sig",
