@@ -2,23 +2,16 @@
 //! asserted (the exit code and the verdict line), and the narration checked for the step
 //! that shows the pattern.
 
+use crate::releases::run_bazaar;
 use crate::system::{BIN, Running};
 
 /// Runs `bazaar demo <scenario>` against `running`; the exit code and the output.
 async fn demo(running: &Running, scenario: &str) -> (Option<i32>, String) {
-    let output = tokio::process::Command::new(BIN)
-        .args(["demo", scenario, "--data-dir"])
-        .arg(&running.data_dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .expect("bazaar runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+    run_bazaar(
+        running.data_dir.clone(),
+        vec!["demo".to_owned(), scenario.to_owned()],
+    )
+    .await
 }
 
 /// A fresh system, `scenario` run on it: its verdict held, and its story says `shows`.

@@ -78,7 +78,10 @@ async fn bazaar(running: &Running, args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// [`bazaar`] with owned arguments, for a command run in its own task.
-async fn run_bazaar(data_dir: std::path::PathBuf, args: Vec<String>) -> (Option<i32>, String) {
+pub(crate) async fn run_bazaar(
+    data_dir: std::path::PathBuf,
+    args: Vec<String>,
+) -> (Option<i32>, String) {
     let output = tokio::process::Command::new(BIN)
         .args(&args)
         .arg("--data-dir")
