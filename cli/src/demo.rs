@@ -356,7 +356,7 @@ impl Demo {
     }
 
     /// Narrates what each service did in trace `id`: the saga's steps and the events, from the
-    /// spans the telemetry service has (waiting a moment for late ones).
+    /// spans the telemetry service has (waiting up to 10 s for the saga's and `until_span`).
     pub(crate) async fn explain_trace(&self, id: &str, until_span: &str) {
         let path = format!("/v1/traces/{id}");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -368,8 +368,11 @@ impl Demo {
                 .ok()
                 .and_then(|t| serde_json::from_value::<contracts::traces::Trace>(t).ok());
             match trace {
+                // Each process exports its spans in batches of its own: wait for the saga's
+                // (orders') and for the last one the story needs.
                 Some(trace)
-                    if trace.spans.iter().any(|s| s.name.contains(until_span))
+                    if (trace.spans.iter().any(|s| s.name == "checkout saga")
+                        && trace.spans.iter().any(|s| s.name.contains(until_span)))
                         || Instant::now() > deadline =>
                 {
                     break Some(trace);
