@@ -39,6 +39,11 @@ const TIERS: [&[Service]; 3] = [
     &[Service::Gateway],
 ];
 
+/// Every service the monolith runs.
+pub(crate) fn services() -> impl Iterator<Item = Service> {
+    TIERS.into_iter().flatten().copied()
+}
+
 /// Longest wait for a service to answer its readiness check.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
@@ -58,7 +63,7 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
     let registry = url(Service::Registry);
     let shutdown = chassis::server::shutdown_on_signal();
     let exchange = Exchange::new();
-    let mut services = JoinSet::new();
+    let mut tasks = JoinSet::new();
     let mut instances = Vec::new();
     for tier in TIERS {
         for &service in tier {
@@ -78,7 +83,7 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
                 }
             };
             let (stop, exchange) = (shutdown.clone(), exchange.clone());
-            services.spawn(async move {
+            tasks.spawn(async move {
                 let served = crate::serve::serve(service, &loader, stop, Some(exchange)).await;
                 (service, served)
             });
@@ -98,13 +103,13 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
                 ready = ready => if !ready {
                     eprintln!("error: {} did not get ready within {READY_WITHIN:?}", service.name());
                     shutdown.cancel();
-                    drain(services).await;
+                    drain(tasks).await;
                     return ExitCode::FAILURE;
                 },
-                Some(ended) = services.join_next() => {
+                Some(ended) = tasks.join_next() => {
                     report(ended);
                     shutdown.cancel();
-                    drain(services).await;
+                    drain(tasks).await;
                     return ExitCode::FAILURE;
                 }
             }
@@ -121,24 +126,24 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
     if let Err(error) = state::write(&args.data_dir, &run) {
         eprintln!("error: cannot write run.json: {error}");
         shutdown.cancel();
-        drain(services).await;
+        drain(tasks).await;
         return ExitCode::FAILURE;
     }
     println!(
         "Bazaar is up as one process (pid {}): {} services calling each other in place.\n\n  Shop API    {gateway}/api/\n  Registry    {registry}\n  Data        {}\n\nPress Ctrl-C to stop.",
         std::process::id(),
-        TIERS.iter().map(|t| t.len()).sum::<usize>(),
+        services().count(),
         args.data_dir.display()
     );
     let code = tokio::select! {
         () = shutdown.cancelled() => ExitCode::SUCCESS,
-        Some(ended) = services.join_next() => {
+        Some(ended) = tasks.join_next() => {
             report(ended);
             shutdown.cancel();
             ExitCode::FAILURE
         }
     };
-    drain(services).await;
+    drain(tasks).await;
     let _ = std::fs::remove_file(state::run_file(&args.data_dir));
     chassis::trace::shutdown().await;
     code
@@ -147,7 +152,7 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
 /// Every service's port: from `base` as `up` assigns them, or free ones when `base` is 0.
 fn ports(base: u16) -> Result<BTreeMap<Service, u16>, String> {
     let mut ports = BTreeMap::new();
-    for &service in TIERS.iter().flat_map(|t| t.iter()) {
+    for service in services() {
         let port = if base == 0 {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -209,8 +214,8 @@ fn report(ended: Result<(Service, Result<(), chassis::StartError>), tokio::task:
 }
 
 /// Waits for every service to stop (they were told to).
-async fn drain(mut services: JoinSet<(Service, Result<(), chassis::StartError>)>) {
-    while let Some(ended) = services.join_next().await {
+async fn drain(mut tasks: JoinSet<(Service, Result<(), chassis::StartError>)>) {
+    while let Some(ended) = tasks.join_next().await {
         if let Ok((_, Err(error))) = ended {
             tracing::warn!(error = %chassis::error::ErrorChain(&error), "a service stopped with an error");
         }

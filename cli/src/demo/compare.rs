@@ -19,20 +19,6 @@ use super::Verdict;
 use super::narrator::Narrator;
 use crate::system::Up;
 
-/// The services both sides run (the distributed side also runs a trace store and the
-/// storefront, which are left out of its sums).
-const COMPARED: [&str; 10] = [
-    "registry",
-    "users",
-    "catalog",
-    "orders",
-    "payments",
-    "shipping",
-    "notifications",
-    "recommendations",
-    "cart",
-    "gateway",
-];
 /// Customers shopping at once on each side.
 const CUSTOMERS: u16 = 8;
 
@@ -75,13 +61,14 @@ fn usage(pid: u32) -> (f64, f64) {
     (rss_kb / 1024.0, cpu)
 }
 
-/// The pids of the compared services of the system in `data_dir`.
+/// The pids of the system in `data_dir` that run a service the monolith runs too (the
+/// distributed side also runs a trace store and the storefront, left out of its sums).
 fn pids(data_dir: &Path) -> Vec<u32> {
     let mut pids: Vec<u32> = crate::state::running(data_dir)
         .map(|s| s.instances)
         .unwrap_or_default()
         .into_iter()
-        .filter(|i| COMPARED.contains(&i.service.as_str()))
+        .filter(|i| crate::monolith::services().any(|s| s.name() == i.service))
         .map(|i| i.pid)
         .collect();
     pids.sort_unstable();
