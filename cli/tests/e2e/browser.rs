@@ -84,14 +84,26 @@ impl Chrome {
             .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 
+    /// Clicks the element, waiting (30 s at most) for it to be there: a page that redraws
+    /// itself, like the console, may be between two drawings, or drawing a section whose
+    /// source was briefly unavailable. A click that failed did not happen, so it is tried again.
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let error = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => match element.click().await {
+                    Ok(_) => return,
+                    Err(error) => format!("clicking {css}: {error}"),
+                },
+                Err(error) => format!("{css}: {error}"),
+            };
+            if Instant::now() >= deadline {
+                self.screenshot("failed").await;
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("{error} at {}:\n{page}", self.path().await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn fill(&self, css: &str, text: &str) {
