@@ -241,6 +241,32 @@ async fn one_checkout_is_one_trace_through_every_service() {
         "the declined checkout is listed:\n{text}"
     );
 
+    // Traces begin where work enters the system: the workers' polls of their tables (due
+    // sagas, due emails, due shipments, ten a second together) and the services' seeding
+    // start none, so every trace kept starts at the gateway.
+    let recent: Value = running
+        .http
+        .get(format!(
+            "{}/v1/traces?order=recent&limit=500",
+            running.url_of("telemetry")
+        ))
+        .send()
+        .await
+        .expect("telemetry answers")
+        .json()
+        .await
+        .expect("json");
+    let recent = recent.as_array().expect("a list of traces");
+    assert!(recent.len() >= 3, "{recent:#?}");
+    let elsewhere: Vec<&Value> = recent
+        .iter()
+        .filter(|t| t["root_service"] != "gateway")
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "traces not begun by a request: {elsewhere:#?}"
+    );
+
     // The live table: every service, with its rate, errors and latency.
     let top = Command::new(BIN)
         .args(["top", "--once", "--every", "500ms", "--data-dir"])

@@ -125,6 +125,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // A SQLite connection is a file open in this process: a ping before each use tells
+            // nothing, and costs a round trip to its worker thread per query. A PostgreSQL
+            // connection can have been closed by the server, so it is checked.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

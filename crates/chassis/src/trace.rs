@@ -5,7 +5,8 @@
 //! event carries its producer's context in the envelope, and the consumer's span continues it
 //! (and links to it). Spans are made with `tracing` and turned into OpenTelemetry spans by
 //! `tracing-opentelemetry`, sampled parent-based (a request whose caller recorded it is
-//! recorded; a new trace is recorded with probability `trace.sample_ratio`), and exported in
+//! recorded; a new trace is recorded with probability `trace.sample_ratio`, and only where
+//! work enters: a request or an event, never a poll, see [`Entrances`]), and exported in
 //! batches over OTLP/HTTP.
 //!
 //! Without an endpoint (`trace.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables)
@@ -23,14 +24,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+    Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SamplingDecision, SamplingResult, SdkTracer,
+    SdkTracerProvider, ShouldSample,
 };
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -166,9 +169,9 @@ pub(crate) fn provider(
         .with_batch_config(batches.build())
         .build();
     let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            sample_ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Entrances {
+            ratio: sample_ratio,
+        })))
         .with_resource(resource)
         .with_span_processor(processor)
         .build();
@@ -176,6 +179,40 @@ pub(crate) fn provider(
     // A second service in one process (tests) keeps the first provider, as the subscriber does.
     let _ = PROVIDER.set(provider);
     Ok(tracer)
+}
+
+/// Which spans may begin a trace: a request served or an event consumed (server and consumer
+/// spans), with probability `ratio`. A span with no parent of another kind is work no request
+/// or event asked for, such as a worker polling its table for due rows or a service seeding
+/// its data: recorded, those made most of the traces of an idle system, ten a second, and
+/// pushed the checkouts out of `bazaar trace` and the console. Work a request set going
+/// carries the request's context ([`resume`]), so it stays in the request's trace.
+#[derive(Debug, Clone)]
+struct Entrances {
+    /// Share of entrances recorded.
+    ratio: f64,
+}
+
+impl ShouldSample for Entrances {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        match span_kind {
+            SpanKind::Server | SpanKind::Consumer => Sampler::TraceIdRatioBased(self.ratio)
+                .should_sample(parent_context, trace_id, name, span_kind, attributes, links),
+            SpanKind::Client | SpanKind::Producer | SpanKind::Internal => SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: TraceState::default(),
+            },
+        }
+    }
 }
 
 /// Sends the spans still buffered and stops exporting. Call once, at the end of `main`.
@@ -548,5 +585,57 @@ mod tests {
         ] {
             assert!(parse_traceparent(bad).is_none(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn only_requests_and_events_begin_traces_and_children_follow_their_parent() {
+        let sampler = Sampler::ParentBased(Box::new(Entrances { ratio: 1.0 }));
+        let decide = |parent: Option<&Context>, kind: SpanKind| {
+            sampler
+                .should_sample(parent, TraceId::from(7_u128), "span", &kind, &[], &[])
+                .decision
+        };
+        for kind in [SpanKind::Server, SpanKind::Consumer] {
+            assert_eq!(
+                decide(None, kind.clone()),
+                SamplingDecision::RecordAndSample,
+                "{kind:?}"
+            );
+        }
+        // A worker's poll of its table, with no request around it.
+        for kind in [SpanKind::Client, SpanKind::Producer, SpanKind::Internal] {
+            assert_eq!(
+                decide(None, kind.clone()),
+                SamplingDecision::Drop,
+                "{kind:?}"
+            );
+        }
+        // Inside a recorded trace, every kind is recorded; inside an unrecorded one, none.
+        let recorded = Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7_u128),
+            SpanId::from(9_u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let unrecorded = Context::new().with_remote_span_context(unsampled());
+        for kind in [SpanKind::Client, SpanKind::Internal, SpanKind::Server] {
+            assert_eq!(
+                decide(Some(&recorded), kind.clone()),
+                SamplingDecision::RecordAndSample
+            );
+            assert_eq!(decide(Some(&unrecorded), kind), SamplingDecision::Drop);
+        }
+        // The ratio still applies to entrances.
+        let none = Entrances { ratio: 0.0 };
+        let result = none.should_sample(
+            None,
+            TraceId::from(7_u128),
+            "s",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        assert_eq!(result.decision, SamplingDecision::Drop);
     }
 }
