@@ -204,6 +204,7 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
     let mut report = Report::new(mode.describe(), gateway, seconds, &total);
     if let (Some(before), Some(after)) = (&cpu_before, &cpu_after) {
         report.cpu = cpu::usage(before, after, seconds, total.journeys_finished());
+        report.memory = Some(after.memory());
     }
     let confirmed = shop.confirmed();
     if !confirmed.is_empty() {

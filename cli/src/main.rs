@@ -12,6 +12,7 @@ mod load;
 mod logs;
 mod monolith;
 mod probe;
+mod procfs;
 mod release;
 mod remote;
 mod report;

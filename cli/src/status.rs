@@ -7,14 +7,25 @@ use contracts::discovery::{HealthStatus, Instance};
 
 use crate::args::StatusArgs;
 use crate::console::Console;
+use crate::procfs::Memory;
 use crate::state;
 
 pub(crate) async fn run(args: StatusArgs) -> ExitCode {
-    let registry = state::registry_url(args.registry, state::running(&args.data_dir).as_ref());
+    let running = state::running(&args.data_dir);
+    // The processes' memory can be read when the system is the one `up` started here.
+    let local = running.as_ref().filter(|_| args.registry.is_none());
+    let registry = state::registry_url(args.registry, running.as_ref());
     let client = RegistryClient::connect(&registry, &state::operator_transport(&args.data_dir));
     match client.instances().await {
         Ok(list) => {
             print!("{}", render(&list.instances, Console::detect()));
+            if let Some(run) = local {
+                let pids = run.instances.iter().map(|i| i.pid).chain([run.pid]);
+                let (memory, processes) = Memory::of_all(pids);
+                if processes > 0 {
+                    print!("{}", memory_line(&memory, processes));
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -28,6 +39,17 @@ pub(crate) async fn run(args: StatusArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What the system's processes hold: the proportional sets added up (each page once, the
+/// memory really used), and beside it the resident sets added up (the executable's shared
+/// pages once per process), which is what adding up `ps`'s RSS column gives.
+fn memory_line(memory: &Memory, processes: usize) -> String {
+    format!(
+        "Memory: {:.0} MB held by {processes} processes (each shared page once; {:.0} MB adding up their resident sets)\n",
+        memory.held_mb(),
+        memory.resident_mb()
+    )
 }
 
 /// The table of instances.
@@ -94,6 +116,18 @@ mod tests {
             output: output.map(str::to_owned),
             registered_at: chrono::DateTime::UNIX_EPOCH,
         }
+    }
+
+    #[test]
+    fn the_memory_line_gives_the_memory_held_and_the_resident_sets() {
+        let memory = Memory {
+            resident_kib: 296_875,
+            proportional_kib: 85_937,
+        };
+        assert_eq!(
+            memory_line(&memory, 13),
+            "Memory: 88 MB held by 13 processes (each shared page once; 304 MB adding up their resident sets)\n"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::process::Command;
 
 use super::Verdict;
 use super::narrator::Narrator;
+use crate::procfs::Memory;
 use crate::system::Up;
 
 /// Customers shopping at once on each side.
@@ -31,34 +32,16 @@ struct Side {
     confirmed_p50_ms: Option<f64>,
     confirmed_p99_ms: Option<f64>,
     processes: usize,
-    rss_mb: f64,
+    memory: Memory,
     cpu_seconds: f64,
 }
 
-/// Resident memory (MB) and CPU time used so far (s) of process `pid`, from `/proc`.
-fn usage(pid: u32) -> (f64, f64) {
-    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
-    // Fields 14 and 15 of /proc/<pid>/stat (after the parenthesised name): user and system
-    // time in clock ticks, 100 a second on Linux.
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0);
-    (rss_kb / 1024.0, cpu)
+/// CPU time (s) the processes `pids` have used so far.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| crate::procfs::cpu_time(*pid))
+        .map(|used| used.as_secs_f64())
+        .sum()
 }
 
 /// The pids of the system in `data_dir` that run a service the monolith runs too (the
@@ -83,7 +66,7 @@ async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<
     std::fs::write(&scenario, "[weights]\ncheckout = 1\n").map_err(|e| e.to_string())?;
     let report = data_dir.join("load.json");
     let pids = pids(data_dir);
-    let before: f64 = pids.iter().map(|p| usage(*p).1).sum();
+    let before = cpu_seconds(&pids);
     let output = Command::new(exe)
         .args([
             "load",
@@ -107,10 +90,7 @@ async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<
         .output()
         .await
         .map_err(|e| format!("bazaar load: {e}"))?;
-    let (rss_mb, after) = pids
-        .iter()
-        .map(|p| usage(*p))
-        .fold((0.0, 0.0), |(m, c), (pm, pc)| (m + pm, c + pc));
+    let (after, (memory, _)) = (cpu_seconds(&pids), Memory::of_all(pids.iter().copied()));
     if !output.status.success() {
         return Err(format!(
             "bazaar load failed: {}",
@@ -129,11 +109,11 @@ async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<
         confirmed_p50_ms: json["order_to_confirmed_ms"]["p50"].as_f64(),
         confirmed_p99_ms: json["order_to_confirmed_ms"]["p99"].as_f64(),
         processes: pids.len(),
-        rss_mb,
+        memory,
         cpu_seconds: after - before,
     };
     say.detail(&format!(
-        "{} checkouts confirmed ({:.1}/s), {} failed; {} {}, {:.0} MB resident",
+        "{} checkouts confirmed ({:.1}/s), {} failed; {} {} holding {:.0} MB",
         side.confirmed,
         side.checkouts_per_second,
         side.failed,
@@ -143,7 +123,7 @@ async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<
         } else {
             "processes"
         },
-        side.rss_mb
+        side.memory.held_mb()
     ));
     Ok(side)
 }
@@ -295,9 +275,14 @@ fn table(one: &Side, many: &Side) -> String {
             many.processes.to_string(),
         ),
         (
-            "resident memory",
-            format!("{:.0} MB", one.rss_mb),
-            format!("{:.0} MB", many.rss_mb),
+            "memory held (shared pages once)",
+            format!("{:.0} MB", one.memory.held_mb()),
+            format!("{:.0} MB", many.memory.held_mb()),
+        ),
+        (
+            "resident sets added up",
+            format!("{:.0} MB", one.memory.resident_mb()),
+            format!("{:.0} MB", many.memory.resident_mb()),
         ),
         ("CPU per confirmed checkout", per(one), per(many)),
     ];
@@ -320,12 +305,19 @@ mod tests {
             confirmed_p50_ms: Some(8.0),
             confirmed_p99_ms: Some(30.0),
             processes: 1,
-            rss_mb: 80.0,
+            memory: Memory {
+                resident_kib: 80_000,
+                proportional_kib: 78_125,
+            },
             cpu_seconds: 12.0,
             ..Side::default()
         };
         let many = Side {
             processes: 10,
+            memory: Memory {
+                resident_kib: 300_000,
+                proportional_kib: 100_000,
+            },
             ..Side::default()
         };
         let table = table(&one, &many);
@@ -348,12 +340,17 @@ mod tests {
                 .any(|l| l.contains("processes") && l.ends_with("10")),
             "{table}"
         );
-    }
-
-    #[test]
-    fn usage_reads_this_process() {
-        let (rss, cpu) = usage(std::process::id());
-        assert!(rss > 1.0, "{rss} MB");
-        assert!(cpu >= 0.0);
+        assert!(
+            table.lines().any(|l| l.contains("memory held")
+                && l.contains(" 80 MB")
+                && l.ends_with("102 MB")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("resident sets added up") && l.ends_with("307 MB")),
+            "{table}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::breakdown::Part;
 use super::cpu::Usage;
 use super::stats::{Percentiles, Series, Stats};
+use crate::procfs::Memory;
 use crate::table;
 
 /// One row: an endpoint or a journey.
@@ -55,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) checkout_breakdown: Vec<Part>,
     /// CPU by service over the run, when the system runs on this machine.
     pub(crate) cpu: Vec<Usage>,
+    /// The memory the system's processes hold at the end of the run, when it runs here.
+    pub(crate) memory: Option<Memory>,
 }
 
 impl Report {
@@ -83,6 +86,7 @@ impl Report {
             errors: stats.errors.clone(),
             checkout_breakdown: Vec::new(),
             cpu: Vec::new(),
+            memory: None,
         }
     }
 }
@@ -183,6 +187,7 @@ impl fmt::Display for Report {
                         usage.processes.to_string(),
                         format!("{:.2}", usage.cores),
                         format!("{:.2}", usage.ms_per_journey),
+                        format!("{:.1}", usage.memory_mb),
                     ]
                 })
                 .collect();
@@ -195,10 +200,19 @@ impl fmt::Display for Report {
                         "WHERE THE CPU GOES",
                         "PROCESSES",
                         "CORES",
-                        "CPU MS PER JOURNEY"
+                        "CPU MS PER JOURNEY",
+                        "MEMORY MB"
                     ],
                     &rows
                 )
+            )?;
+        }
+        if let Some(memory) = &self.memory {
+            writeln!(
+                f,
+                "Memory at the end: {:.0} MB held (each shared page once); {:.0} MB adding up the resident sets",
+                memory.held_mb(),
+                memory.resident_mb()
             )?;
         }
         writeln!(f)?;
@@ -250,7 +264,12 @@ mod tests {
             processes: 1,
             cores: 0.25,
             ms_per_journey: 12.5,
+            memory_mb: 9.5,
         }];
+        report.memory = Some(Memory {
+            resident_kib: 300_000,
+            proportional_kib: 90_000,
+        });
         let text = report.to_string();
         for expected in [
             "WHERE THE CPU GOES",
@@ -260,6 +279,8 @@ mod tests {
             "all requests",
             "Order placed → CONFIRMED (1 orders)",
             "1  HTTP 503 on POST /api/orders",
+            "MEMORY MB",
+            "Memory at the end: 92 MB held (each shared page once); 307 MB adding up the resident sets",
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }
