@@ -6,8 +6,7 @@
 //! (and links to it). Spans are made with `tracing` and turned into OpenTelemetry spans by
 //! `tracing-opentelemetry`, sampled parent-based (a request whose caller recorded it is
 //! recorded; a new trace is recorded with probability `trace.sample_ratio`, and only where
-//! work enters: a request or an event, never a poll, see [`Entrances`]), and exported in
-//! batches over OTLP/HTTP.
+//! work enters: a request or an event, never a poll), and exported in batches over OTLP/HTTP.
 //!
 //! Without an endpoint (`trace.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables)
 //! nothing is recorded, and nothing costs more than reading one header: the incoming
