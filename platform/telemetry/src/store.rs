@@ -59,13 +59,14 @@ impl Store {
 
     /// Keeps `spans`, received at `now` (ms). A span already kept is not counted twice.
     ///
-    /// A batch is a handful of statements whatever its size: spans and services go in
-    /// multi-row inserts (the driver's cost per statement, not SQLite's, is what bounds
-    /// ingestion), and each trace's summary is merged once.
+    /// A batch is a handful of statements whatever its size: spans, trace summaries and
+    /// services each go in multi-row statements (the driver's cost per statement, not
+    /// SQLite's, is what bounds ingestion).
     ///
-    /// Rows are written in one order (trace, then span), so concurrent batches wait for each
-    /// other rather than deadlock; a batch PostgreSQL aborts anyway to break a deadlock with
-    /// another writer (the pruning) is run again, up to three times.
+    /// Rows are written in one order (spans, then traces, then services, as the pruning
+    /// does), so concurrent batches wait for each other rather than deadlock; a batch
+    /// PostgreSQL aborts anyway to break a deadlock with another writer is run again, up to
+    /// three times.
     pub async fn insert(&self, spans: Vec<Span>, now: i64) -> Result<(), sqlx::Error> {
         let mut traces: BTreeMap<String, Vec<Span>> = BTreeMap::new();
         for span in spans {
@@ -92,14 +93,12 @@ impl Store {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
-        for (trace_id, spans) in traces {
-            open_trace(&mut tx, trace_id, spans, now).await?;
-        }
         let all: Vec<&Span> = traces.values().flatten().collect();
         let mut added: BTreeSet<(String, String)> = BTreeSet::new();
         for chunk in all.chunks(ROWS_PER_STATEMENT) {
             added.extend(insert_spans(&mut tx, chunk).await?);
         }
+        let mut summaries: Vec<Summary<'_>> = Vec::new();
         let mut services: Vec<(&str, &str)> = Vec::new();
         for (trace_id, spans) in traces {
             let new: Vec<&Span> = spans
@@ -109,13 +108,15 @@ impl Store {
             if new.is_empty() {
                 continue;
             }
-            let failed = new.iter().filter(|s| s.status == SpanStatus::Error).count();
-            merge_counts(&mut tx, trace_id, spans, new.len(), failed).await?;
+            summaries.extend(Summary::of(trace_id, spans, &new));
             for span in new {
                 if !services.contains(&(trace_id.as_str(), span.service.as_str())) {
                     services.push((trace_id.as_str(), span.service.as_str()));
                 }
             }
+        }
+        for chunk in summaries.chunks(ROWS_PER_STATEMENT) {
+            merge_summaries(&mut tx, chunk, now).await?;
         }
         for chunk in services.chunks(ROWS_PER_STATEMENT) {
             insert_services(&mut tx, chunk).await?;
@@ -251,60 +252,91 @@ fn placeholders(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-/// Makes the trace's summary row if it has none, and lets its root name it.
-async fn open_trace(
+/// What one batch adds to a trace's summary row.
+#[derive(Debug, Clone)]
+struct Summary<'a> {
+    trace_id: &'a str,
+    /// The batch's root span, or else its earliest span: what names the trace until the real
+    /// root arrives.
+    named_by: &'a Span,
+    has_root: bool,
+    start: i64,
+    end: i64,
+    /// Spans of the batch not kept before.
+    added: usize,
+    /// Of those, the failed ones.
+    failed: usize,
+}
+
+impl<'a> Summary<'a> {
+    /// The summary of `spans` (a batch's spans of trace `trace_id`), of which `new` were not
+    /// kept before; `None` for no spans.
+    fn of(trace_id: &'a str, spans: &'a [Span], new: &[&Span]) -> Option<Self> {
+        let root = spans.iter().find(|s| s.parent_span_id.is_none());
+        let earliest = spans.iter().min_by_key(|s| s.start_unix_nanos);
+        let (start, end) = bounds(spans);
+        Some(Self {
+            trace_id,
+            named_by: root.or(earliest)?,
+            has_root: root.is_some(),
+            start,
+            end,
+            added: new.len(),
+            failed: new.iter().filter(|s| s.status == SpanStatus::Error).count(),
+        })
+    }
+}
+
+/// Makes or merges the summary rows of a batch's traces, in one statement: counts add up,
+/// bounds widen, and the name is the root's once it has arrived, else the earliest span's
+/// seen. Every expression reads the row as it was, so batches add up in any order. A
+/// statement per trace cost more than the rest of a batch: each is a round trip to the
+/// database, and one checkout's trace arrives in a batch of each of eight processes.
+async fn merge_summaries(
     tx: &mut WriteTransaction,
-    trace_id: &str,
-    spans: &[Span],
+    summaries: &[Summary<'_>],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    // What this batch knows of the trace's root: the span without a parent, or else its
-    // earliest span, until the real root arrives.
-    let root = spans.iter().find(|s| s.parent_span_id.is_none());
-    let earliest = spans.iter().min_by_key(|s| s.start_unix_nanos);
-    let Some(candidate) = root.or(earliest) else {
-        return Ok(());
-    };
-    let (start, end) = bounds(spans);
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO traces (trace_id, root_service, root_name, has_root, start_nanos, end_nanos,
                              duration_nanos, span_count, error_count, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8)
-         ON CONFLICT (trace_id) DO NOTHING",
-    )
-    .bind(trace_id)
-    .bind(&candidate.service)
-    .bind(&candidate.name)
-    .bind(i64::from(root.is_some()))
-    .bind(start)
-    .bind(end)
-    .bind((end - start).max(0))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    // The root, once it arrives, names the trace; until then the earliest span seen does.
-    if let Some(root) = root {
-        sqlx::query(
-            "UPDATE traces SET root_service = $2, root_name = $3, has_root = 1
-             WHERE trace_id = $1 AND has_root = 0",
-        )
-        .bind(trace_id)
-        .bind(&root.service)
-        .bind(&root.name)
-        .execute(&mut **tx)
-        .await?;
-    } else {
-        sqlx::query(
-            "UPDATE traces SET root_service = $2, root_name = $3
-             WHERE trace_id = $1 AND has_root = 0 AND start_nanos > $4",
-        )
-        .bind(trace_id)
-        .bind(&candidate.service)
-        .bind(&candidate.name)
-        .bind(candidate.start_unix_nanos)
-        .execute(&mut **tx)
-        .await?;
+         VALUES {}
+         ON CONFLICT (trace_id) DO UPDATE SET
+             root_service = CASE WHEN traces.has_root = 0
+                                  AND (excluded.has_root = 1 OR excluded.start_nanos < traces.start_nanos)
+                                 THEN excluded.root_service ELSE traces.root_service END,
+             root_name = CASE WHEN traces.has_root = 0
+                               AND (excluded.has_root = 1 OR excluded.start_nanos < traces.start_nanos)
+                              THEN excluded.root_name ELSE traces.root_name END,
+             has_root = CASE WHEN excluded.has_root = 1 THEN 1 ELSE traces.has_root END,
+             start_nanos = CASE WHEN excluded.start_nanos < traces.start_nanos
+                                THEN excluded.start_nanos ELSE traces.start_nanos END,
+             end_nanos = CASE WHEN excluded.end_nanos > traces.end_nanos
+                              THEN excluded.end_nanos ELSE traces.end_nanos END,
+             duration_nanos = (CASE WHEN excluded.end_nanos > traces.end_nanos
+                                    THEN excluded.end_nanos ELSE traces.end_nanos END)
+                            - (CASE WHEN excluded.start_nanos < traces.start_nanos
+                                    THEN excluded.start_nanos ELSE traces.start_nanos END),
+             span_count = traces.span_count + excluded.span_count,
+             error_count = traces.error_count + excluded.error_count",
+        placeholders(summaries.len(), 10)
+    );
+    // Only placeholders are formatted into the statement; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for summary in summaries {
+        query = query
+            .bind(summary.trace_id.to_owned())
+            .bind(summary.named_by.service.clone())
+            .bind(summary.named_by.name.clone())
+            .bind(i64::from(summary.has_root))
+            .bind(summary.start)
+            .bind(summary.end)
+            .bind((summary.end - summary.start).max(0))
+            .bind(i64::try_from(summary.added).unwrap_or(i64::MAX))
+            .bind(i64::try_from(summary.failed).unwrap_or(i64::MAX))
+            .bind(now);
     }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -363,35 +395,5 @@ async fn insert_services(
         query = query.bind(trace_id.to_string()).bind(service.to_string());
     }
     query.execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Adds `added` new spans (`failed` of them failed) to the trace's counts and widens its
-/// bounds to take in `spans`.
-async fn merge_counts(
-    tx: &mut WriteTransaction,
-    trace_id: &str,
-    spans: &[Span],
-    added: usize,
-    failed: usize,
-) -> Result<(), sqlx::Error> {
-    let (start, end) = bounds(spans);
-    sqlx::query(
-        "UPDATE traces SET
-             start_nanos = CASE WHEN $2 < start_nanos THEN $2 ELSE start_nanos END,
-             end_nanos = CASE WHEN $3 > end_nanos THEN $3 ELSE end_nanos END,
-             duration_nanos = (CASE WHEN $3 > end_nanos THEN $3 ELSE end_nanos END)
-                            - (CASE WHEN $2 < start_nanos THEN $2 ELSE start_nanos END),
-             span_count = span_count + $4,
-             error_count = error_count + $5
-         WHERE trace_id = $1",
-    )
-    .bind(trace_id)
-    .bind(start)
-    .bind(end)
-    .bind(i64::try_from(added).unwrap_or(i64::MAX))
-    .bind(i64::try_from(failed).unwrap_or(i64::MAX))
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }

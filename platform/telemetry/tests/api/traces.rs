@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Value, json};
 use telemetry::{Application, Config, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -144,12 +144,27 @@ async fn a_trace_is_assembled_from_separate_exports(db: TestDatabase) {
     let decoded = ExportTraceServiceResponse::decode(answer.bytes().await.expect("body"))
         .expect("an OTLP answer");
     assert_eq!(decoded.partial_success, None);
+    // Until its root arrives, a trace is named by the earliest span seen.
+    let named = || async {
+        let (_, list) = app.get("/v1/traces").await;
+        (
+            list[0]["root_service"].clone(),
+            list[0]["root_name"].clone(),
+        )
+    };
+    assert_eq!(named().await, (json!("payments"), json!("POST /charges")));
     app.send(export(
         "gateway",
-        vec![
-            span(1, 1, None, "POST /api/orders", 0, 20, false),
-            span(1, 2, Some(1), "POST 127.0.0.1:7713", 1, 19, false),
-        ],
+        vec![span(1, 2, Some(1), "POST 127.0.0.1:7713", 1, 19, false)],
+    ))
+    .await;
+    assert_eq!(
+        named().await,
+        (json!("gateway"), json!("POST 127.0.0.1:7713"))
+    );
+    app.send(export(
+        "gateway",
+        vec![span(1, 1, None, "POST /api/orders", 0, 20, false)],
     ))
     .await;
     // The same spans again (an exporter retrying) count once.
