@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use std::io::Write;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::InstanceSpec;
@@ -162,7 +164,7 @@ impl Supervisor {
             .kill_on_drop(true)
             .spawn()?;
         let pid = child.id().unwrap_or(0);
-        let log = Arc::new(Mutex::new(None));
+        let log = Arc::new(std::sync::Mutex::new(None));
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(Arc::clone(self).pipe(stdout, pid, Arc::clone(&log)));
         }
@@ -213,16 +215,30 @@ impl Supervisor {
     }
 
     /// Copies a child's output to its log file and the terminal, and reports its address.
+    ///
+    /// Lines are written in batches: whatever the pipe holds is read, then written with one
+    /// write to the file and one to the terminal. Under load the services log thousands of
+    /// lines a second, and a write (and, through `tokio::fs`, a hand-off to a blocking thread)
+    /// per line made `up` one of the system's larger users of CPU.
     async fn pipe(
         self: Arc<Self>,
         output: impl AsyncRead + Unpin,
         pid: u32,
-        log: Arc<Mutex<Option<tokio::fs::File>>>,
+        log: Arc<std::sync::Mutex<Option<std::fs::File>>>,
     ) {
-        let mut lines = BufReader::new(output).lines();
-        while let Ok(Some(raw)) = lines.next_line().await {
-            self.append(&log, &raw).await;
-            let line = LogLine::parse(&raw);
+        let mut reader = BufReader::new(output);
+        let (mut raw, mut to_file, mut to_screen) = (String::new(), String::new(), String::new());
+        loop {
+            raw.clear();
+            match reader.read_line(&mut raw).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = raw.strip_suffix('\n').unwrap_or(&raw);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            to_file.push_str(text);
+            to_file.push('\n');
+            let line = LogLine::parse(text);
             if let Some(url) = line
                 .message()
                 .and_then(|m| m.strip_prefix(chassis::server::LISTENING_PREFIX))
@@ -248,33 +264,53 @@ impl Supervisor {
                     url: url.to_owned(),
                 });
             }
-            println!(
-                "{}",
-                self.console
-                    .render_log(&self.spec.id, self.spec.service.name(), self.width, &line)
-            );
-        }
-    }
-
-    async fn append(&self, log: &Mutex<Option<tokio::fs::File>>, line: &str) {
-        let mut file = log.lock().await;
-        if file.is_none() {
-            let opened = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log_path)
-                .await;
-            match opened {
-                Ok(opened) => *file = Some(opened),
-                Err(error) => {
-                    eprintln!("cannot write {}: {error}", self.log_path.display());
-                    return;
-                }
+            to_screen.push_str(&self.console.render_log(
+                &self.spec.id,
+                self.spec.service.name(),
+                self.width,
+                &line,
+            ));
+            to_screen.push('\n');
+            if reader.buffer().is_empty() {
+                self.write_out(&log, &mut to_file, &mut to_screen);
             }
         }
-        if let Some(file) = file.as_mut() {
-            let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+        self.write_out(&log, &mut to_file, &mut to_screen);
+    }
+
+    /// Appends `to_file` to the instance's log file and prints `to_screen`, emptying both.
+    fn write_out(
+        &self,
+        log: &std::sync::Mutex<Option<std::fs::File>>,
+        to_file: &mut String,
+        to_screen: &mut String,
+    ) {
+        if !to_file.is_empty()
+            && let Ok(mut file) = log.lock()
+        {
+            if file.is_none() {
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log_path)
+                {
+                    Ok(opened) => *file = Some(opened),
+                    Err(error) => {
+                        eprintln!("cannot write {}: {error}", self.log_path.display());
+                    }
+                }
+            }
+            if let Some(file) = file.as_mut() {
+                let _ = file.write_all(to_file.as_bytes());
+            }
         }
+        if !to_screen.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(to_screen.as_bytes());
+            let _ = out.flush();
+        }
+        to_file.clear();
+        to_screen.clear();
     }
 }
 
