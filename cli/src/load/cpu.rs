@@ -73,8 +73,8 @@ pub(crate) struct Usage {
 }
 
 /// Each service's CPU between `before` and `after`, busiest first, with the memory it holds
-/// at `after`. A process that started or
-/// ended during the run (a restart) is counted only where it appears in both.
+/// at `after`. A process that started or ended during the run (a restart) is counted only
+/// where it appears in both.
 pub(crate) fn usage(before: &Sample, after: &Sample, seconds: f64, journeys: u64) -> Vec<Usage> {
     let mut by_service: BTreeMap<&str, (usize, Duration, Memory)> = BTreeMap::new();
     for (key, end) in &after.used {
