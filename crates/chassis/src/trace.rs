@@ -31,8 +31,8 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError}
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SamplingDecision, SamplingResult, SdkTracer,
-    SdkTracerProvider, ShouldSample,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler,
+    SamplingDecision, SamplingResult, SdkTracer, SdkTracerProvider, ShouldSample,
 };
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -171,6 +171,7 @@ pub(crate) fn provider(
         .with_sampler(Sampler::ParentBased(Box::new(Entrances {
             ratio: sample_ratio,
         })))
+        .with_id_generator(TimeOrderedIds::default())
         .with_resource(resource)
         .with_span_processor(processor)
         .build();
@@ -211,6 +212,31 @@ impl ShouldSample for Entrances {
                 trace_state: TraceState::default(),
             },
         }
+    }
+}
+
+/// Trace ids that begin with the time they were made: 48 bits of Unix milliseconds, then 80
+/// random bits (the sampler's ratio reads the last 64). A trace store keys spans and traces by
+/// trace id; random ids put each new trace on a random page of every such index, so each
+/// batch of spans rewrote pages all over the file, while ids in time order fill the same few
+/// pages at the index's end, as ULIDs and UUIDv7 do (AWS X-Ray's trace ids also begin with the
+/// time). Span ids stay random.
+#[derive(Debug, Default)]
+struct TimeOrderedIds {
+    random: RandomIdGenerator,
+}
+
+impl IdGenerator for TimeOrderedIds {
+    fn new_trace_id(&self) -> TraceId {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        let random = u128::from_be_bytes(self.random.new_trace_id().to_bytes());
+        TraceId::from(((millis & ((1 << 48) - 1)) << 80) | (random >> 48))
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.random.new_span_id()
     }
 }
 
@@ -494,6 +520,37 @@ mod tests {
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| (*v).to_owned())
         }
+    }
+
+    #[test]
+    fn trace_ids_begin_with_the_time_and_end_at_random() {
+        let ids = TimeOrderedIds::default();
+        let millis = |id: TraceId| u128::from_be_bytes(id.to_bytes()) >> 80;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis())
+        };
+        let before = now();
+        let first = ids.new_trace_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = ids.new_trace_id();
+        let after = now();
+        assert!((before..=after).contains(&millis(first)), "{first}");
+        assert!(
+            first.to_bytes() < second.to_bytes(),
+            "{first} then {second}: not in time order"
+        );
+        // The sampler's ratio reads the last eight bytes: they must differ between ids made in
+        // the same millisecond, and cover the range rather than sit in one corner of it.
+        let tails: Vec<u64> = (0..64)
+            .map(|_| u128::from_be_bytes(ids.new_trace_id().to_bytes()) as u64)
+            .collect();
+        let distinct: std::collections::HashSet<_> = tails.iter().collect();
+        assert_eq!(distinct.len(), tails.len());
+        assert!(tails.iter().any(|t| *t < u64::MAX / 4));
+        assert!(tails.iter().any(|t| *t > u64::MAX / 4 * 3));
+        assert_ne!(ids.new_span_id(), SpanId::INVALID);
     }
 
     #[test]
