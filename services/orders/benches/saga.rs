@@ -103,10 +103,10 @@ async fn checkout(store: &Store, policy: &RetryPolicy) {
         started = store
             .save_saga(
                 &record,
+                &order,
                 &next,
                 Some(finished),
-                Some(OWNER),
-                now + 30_000,
+                Some((OWNER, now + 30_000)),
                 now,
             )
             .await

@@ -325,8 +325,10 @@ impl Runner {
             };
             inner.metrics.step(step, label, began.elapsed());
             match &outcome {
+                // Four a checkout: each is in the saga's log and its trace; the order's placing
+                // and its outcome are the lines at info.
                 Outcome::Done(_) => {
-                    tracing::info!(saga = %id, order_id = %order.id, %step, attempt, "step done");
+                    tracing::debug!(saga = %id, order_id = %order.id, %step, attempt, "step done");
                 }
                 Outcome::Refused(reason) => {
                     tracing::info!(saga = %id, order_id = %order.id, %step, attempt, reason, "step refused");
@@ -346,10 +348,10 @@ impl Runner {
             let Some(next_started) = store
                 .save_saga(
                     &record,
+                    order,
                     &next,
                     Some(finished),
-                    Some(&inner.owner),
-                    lease,
+                    Some((&inner.owner, lease)),
                     now,
                 )
                 .await?

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use axum::{Extension, Router};
 use contracts::events::{Envelope, Event};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -14,6 +14,7 @@ use crate::HttpError;
 use crate::db::{Db, WriteTransaction, from_millis, now_millis};
 use crate::error::Validation;
 use crate::extract::{Json, Query};
+use crate::server::middleware::Quiet;
 
 /// Writes `event` to the outbox of the transaction's database, as published by `source`. It
 /// becomes visible, to the feed or the relay, when the transaction commits, and never if it
@@ -195,11 +196,13 @@ pub(super) fn routes(db: Db, default_wait: Duration) -> Router {
 }
 
 /// `GET /internal/events?after=<position>&types=a,b&wait=10s&limit=100`: the events after
-/// `after`, in order. When there are none yet, waits up to `wait` for some (long poll).
+/// `after`, in order. When there are none yet, waits up to `wait` for some (long poll). Its
+/// consumers ask again as soon as they have an answer, so a page served is routine chatter in
+/// the log ([`Quiet`]); each event consumed is logged where it is handled.
 async fn feed(
     State(state): State<FeedState>,
     Query(query): Query<FeedQuery>,
-) -> Result<Json<FeedPage>, HttpError> {
+) -> Result<(Extension<Quiet>, Json<FeedPage>), HttpError> {
     let mut v = Validation::new();
     let after = query.after.unwrap_or(0);
     if after < 0 {
@@ -237,7 +240,7 @@ async fn feed(
             .await
             .map_err(HttpError::internal)?;
         if page.last_position > after || tokio::time::Instant::now() >= until {
-            return Ok(Json(page));
+            return Ok((Extension(Quiet), Json(page)));
         }
         tokio::time::sleep(POLL.min(until - tokio::time::Instant::now())).await;
     }

@@ -41,8 +41,9 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub String);
 
-/// Marks a response as routine chatter (heartbeats, watch polls): its access log line is
-/// written at debug level instead of info. Health probes and scrapes are always quiet.
+/// Marks a response as routine chatter (heartbeats, watch polls, event feed pages): its access
+/// log line is written at debug level instead of info. Health probes and scrapes are always
+/// quiet.
 #[derive(Debug, Clone, Copy)]
 pub struct Quiet;
 

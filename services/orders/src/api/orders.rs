@@ -451,10 +451,16 @@ pub async fn get(
     let until = tokio::time::Instant::now() + wait;
     let mut moves = state.runner.watch(&id);
     loop {
-        let (order, saga) = own_order(&state, &caller, &id).await?;
+        // While the checkout moves, only its saga is read (it names the customer, so the caller
+        // is checked on it); the order, with its lines and history, is read once, to answer.
+        let saga = state.store.saga_of_order(&id).await?;
         let settled = saga.as_ref().is_none_or(|r| !r.saga.status.is_active());
         if settled || tokio::time::Instant::now() >= until {
+            let order = order_of(&state, &caller, &id).await?;
             return Ok(Json(OrderView::from(order).with_checkout(saga.as_ref())));
+        }
+        if saga.as_ref().is_some_and(|r| !caller.may_see(&r.user_id)) {
+            return Err(no_order(&id));
         }
         tokio::select! {
             () = moves.next(|m| !m.status.is_active()) => {}
@@ -472,10 +478,20 @@ async fn own_order(
     // The saga first: the order's status changes in the same transaction as the saga's, so an
     // order read after a settled saga is settled too.
     let saga = state.store.saga_of_order(id).await?;
+    Ok((order_of(state, caller, id).await?, saga))
+}
+
+/// The order `id`, if the caller may see it.
+async fn order_of(state: &AppState, caller: &Caller, id: &str) -> Result<OrderRecord, HttpError> {
     match state.store.find(id).await? {
-        Some(order) if caller.may_see(&order.user_id) => Ok((order, saga)),
-        _ => Err(HttpError::not_found(format!("no order {id:?}"))),
+        Some(order) if caller.may_see(&order.user_id) => Ok(order),
+        _ => Err(no_order(id)),
     }
+}
+
+/// The 404 for an order that does not exist or is somebody else's: the two look the same.
+fn no_order(id: &str) -> HttpError {
+    HttpError::not_found(format!("no order {id:?}"))
 }
 
 /// How long `POST /orders/{id}/cancel` waits to hear whether the shipment could be stopped.
@@ -513,7 +529,7 @@ pub async fn cancel(
         let now = now_millis();
         if state
             .store
-            .save_saga(&record, &next, None, None, 0, now)
+            .save_saga(&record, &order, &next, None, None, now)
             .await?
             .is_none()
         {

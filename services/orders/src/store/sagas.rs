@@ -7,7 +7,7 @@ use contracts::money::Money;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
+use super::{OrderRecord, Store, StoreError};
 use crate::domain::{CANCELLED, CONFIRMED};
 use crate::saga::{STUCK_AFTER, Saga, Status, Step};
 
@@ -183,22 +183,28 @@ impl Store {
         Ok(position)
     }
 
-    /// Stores the saga's next state and the attempt's answer in one transaction, moving the
-    /// order to CONFIRMED or CANCELLED when the saga finishes. When the next step is due at
-    /// once and `owner` runs it, its attempt is recorded as started in the same transaction, and
-    /// its log position returned. The write only happens if the saga is still at
-    /// `current.version` and leased to `owner`; `None` otherwise (another instance took over,
-    /// and this one must stop).
+    /// Stores the saga's next state and the attempt's answer in one transaction, moving
+    /// `order` (the saga's) to CONFIRMED or CANCELLED when the saga finishes. `lease` is the
+    /// instance running the saga and until when it holds it; `None` writes as nobody's runner
+    /// (a customer's cancellation) and leaves the saga for a runner to take at once. When the
+    /// next step is due at once and the lease's owner runs it, its attempt is recorded as
+    /// started in the same transaction, and its log position returned. The write only happens
+    /// if the saga is still at `current.version` and leased to that owner; `None` otherwise
+    /// (another instance took over, and this one must stop).
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "orders.save_saga", otel.kind = "client", db.namespace = "orders", db.operation.name = "save_saga"))]
     pub async fn save_saga(
         &self,
         current: &SagaRecord,
+        order: &OrderRecord,
         next: &Saga,
         finished: Option<Finished<'_>>,
-        owner: Option<&str>,
-        lease_until: i64,
+        lease: Option<(&str, i64)>,
         now: i64,
     ) -> Result<Option<Option<i64>>, StoreError> {
+        let (owner, lease_until) = (
+            lease.map(|(owner, _)| owner),
+            lease.map_or(0, |(_, until)| until),
+        );
         let mut tx = self.db.begin_write().await?;
         // The answer came at `answered`; what this transaction writes happens when it holds
         // the write lock: the next attempt starts, and the order is confirmed or cancelled,
@@ -299,7 +305,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            publish_outcome(&mut tx, &next.order_id, status, reason).await?;
+            publish_outcome(&mut tx, order, status, reason).await?;
         }
         let started = match next.step {
             Some(step)
@@ -380,55 +386,42 @@ impl Store {
 }
 
 /// Publishes `orders.order.confirmed` or `orders.order.cancelled` for an order that just
-/// reached `status`, in the transaction that moved it.
+/// reached `status`, in the transaction that moved it. Its customer, lines and total never
+/// change once it is placed, so they come from the caller's copy, not from the database again.
 async fn publish_outcome(
     tx: &mut WriteTransaction,
-    order_id: &str,
+    order: &OrderRecord,
     status: &str,
     reason: String,
 ) -> Result<(), sqlx::Error> {
-    let order = sqlx::query("SELECT user_id, currency, total_minor FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let user_id: String = order.try_get("user_id")?;
-    let currency: String = order.try_get("currency")?;
     let money = |amount_minor: i64| Money {
         amount_minor,
-        currency: currency.clone(),
+        currency: order.currency.clone(),
     };
-    let total = money(order.try_get("total_minor")?);
     if status == CANCELLED {
         let cancelled = OrderCancelled {
-            order_id: order_id.to_owned(),
-            user_id,
+            order_id: order.id.clone(),
+            user_id: order.user_id.clone(),
             reason,
-            total,
+            total: money(order.total_minor),
         };
         chassis::events::publish(tx, crate::SERVICE, &cancelled).await?;
         return Ok(());
     }
-    let lines = sqlx::query(
-        "SELECT sku, name, unit_price_minor, quantity FROM order_lines WHERE order_id = $1 ORDER BY position",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(OrderLine {
-            sku: row.try_get("sku")?,
-            name: row.try_get("name")?,
-            quantity: row.try_get("quantity")?,
-            unit_price: money(row.try_get("unit_price_minor")?),
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let confirmed = OrderConfirmed {
-        order_id: order_id.to_owned(),
-        user_id,
-        lines,
-        total,
+        order_id: order.id.clone(),
+        user_id: order.user_id.clone(),
+        lines: order
+            .lines
+            .iter()
+            .map(|line| OrderLine {
+                sku: line.sku.clone(),
+                name: line.name.clone(),
+                quantity: line.quantity,
+                unit_price: money(line.unit_price_minor),
+            })
+            .collect(),
+        total: money(order.total_minor),
     };
     chassis::events::publish(tx, crate::SERVICE, &confirmed).await?;
     Ok(())

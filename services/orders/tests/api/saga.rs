@@ -8,7 +8,7 @@ use orders::Settings;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
-use crate::helpers::{ADMIN, ALICE, Neighbours, TestApp, order_body, problem, problem_answer};
+use crate::helpers::{ADMIN, ALICE, BOB, Neighbours, TestApp, order_body, problem, problem_answer};
 
 chassis::database_tests!(
     a_checkout_reserves_charges_ships_and_confirms,
@@ -401,7 +401,7 @@ async fn a_customer_cancels_a_confirmed_order(db: TestDatabase) {
             .send()
     };
     assert_eq!(
-        cancel(crate::helpers::BOB).await.expect("answers").status(),
+        cancel(BOB).await.expect("answers").status(),
         404,
         "not Bob's order"
     );
@@ -506,6 +506,16 @@ async fn a_pending_order_cannot_be_cancelled_yet() {
         .await
         .expect("answers");
     assert_eq!(early.status(), 409);
+    // Somebody else waiting on the moving checkout is refused at once, while it still moves.
+    let theirs = app.get(BOB, &format!("/orders/{id}?wait=10s")).await;
+    assert_eq!(theirs.status(), 404);
+    let now: Value = app
+        .get(ALICE, &format!("/orders/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(now["status"], "PENDING", "refused before it settled");
     assert_eq!(app.settled(ALICE, &id).await["status"], "CONFIRMED");
 }
 
