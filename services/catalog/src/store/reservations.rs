@@ -118,16 +118,18 @@ impl Store {
             return Err(error.into());
         }
         for line in lines {
+            // What is left to sell comes back with the hold: one statement, not a second read.
             let held = sqlx::query(
                 "UPDATE inventory SET reserved = reserved + $1
                  WHERE sku = $2 AND on_hand - reserved >= $1
-                   AND sku IN (SELECT sku FROM products WHERE deactivated_at IS NULL)",
+                   AND sku IN (SELECT sku FROM products WHERE deactivated_at IS NULL)
+                 RETURNING on_hand - reserved AS available",
             )
             .bind(line.quantity)
             .bind(line.sku.as_str())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if held.rows_affected() == 0 {
+            let Some(held) = held else {
                 let available = sqlx::query(
                     "SELECT i.on_hand - i.reserved AS available FROM inventory i JOIN products p ON p.sku = i.sku
                      WHERE i.sku = $1 AND p.deactivated_at IS NULL",
@@ -144,7 +146,8 @@ impl Store {
                         available: row.try_get::<i64, _>("available")?.max(0),
                     },
                 });
-            }
+            };
+            let available: i64 = held.try_get("available")?;
             sqlx::query(
                 "INSERT INTO reservation_lines (reservation_id, sku, quantity) VALUES ($1, $2, $3)",
             )
@@ -153,12 +156,6 @@ impl Store {
             .bind(line.quantity)
             .execute(&mut *tx)
             .await?;
-            let available: i64 =
-                sqlx::query("SELECT on_hand - reserved AS available FROM inventory WHERE sku = $1")
-                    .bind(line.sku.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("available")?;
             if available <= low_stock && available + line.quantity > low_stock {
                 let low = StockLow {
                     sku: line.sku.as_str().to_owned(),
@@ -282,30 +279,43 @@ impl Store {
     ) -> Result<Moved, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let moved = sqlx::query(
-            "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+            "UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
+             RETURNING id, idempotency_key, status, created_at, expires_at",
         )
         .bind(to)
         .bind(now)
         .bind(id)
         .bind(from)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if moved.rows_affected() == 1 {
-            let lines = sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku")
+        if let Some(moved) = moved {
+            let mut lines = Vec::new();
+            for line in sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku")
                 .bind(id)
                 .fetch_all(&mut *tx)
-                .await?;
-            for line in &lines {
+                .await?
+            {
+                let (sku, quantity): (String, i64) = (line.try_get("sku")?, line.try_get("quantity")?);
                 sqlx::query(per_line)
-                    .bind(line.try_get::<i64, _>("quantity")?)
-                    .bind(line.try_get::<String, _>("sku")?)
+                    .bind(quantity)
+                    .bind(sku.as_str())
                     .execute(&mut *tx)
                     .await?;
+                lines.push((sku, quantity));
             }
             tx.commit().await?;
-        } else {
-            tx.rollback().await?;
+            // The move answers for itself: what it wrote is what a read would find.
+            return Ok(Moved::Done(Reservation {
+                id: moved.try_get("id")?,
+                idempotency_key: moved.try_get("idempotency_key")?,
+                status: moved.try_get("status")?,
+                lines,
+                created_at: moved.try_get("created_at")?,
+                expires_at: moved.try_get("expires_at")?,
+            }));
         }
+        tx.rollback().await?;
+        // Nothing moved: it is missing, done already, or in a state that conflicts.
         Ok(match self.reservation(id).await? {
             None => Moved::NotFound,
             Some(reservation)
