@@ -106,12 +106,21 @@ impl Chrome {
         }
     }
 
+    /// Types `text` into the field, once it is there (30 s at most: the page may still be
+    /// on its way).
     async fn fill(&self, css: &str, text: &str) {
-        let field = self
-            .client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let field = loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(field) => break field,
+                Err(error) if Instant::now() >= deadline => {
+                    self.screenshot("failed").await;
+                    let page = self.client.source().await.unwrap_or_default();
+                    panic!("{css}: {error} at {}:\n{page}", self.path().await);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         field
             .clear()
             .await
@@ -241,12 +250,8 @@ async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() 
     chrome.screenshot("product").await;
     chrome.fill("#quantity", "2").await;
     chrome.click("form.buy button").await;
-    assert!(
-        chrome
-            .text("main .notice")
-            .await
-            .contains("Added MUG-STONE")
-    );
+    let added = chrome.wait_for("main .notice").await;
+    assert!(added.contains("Added MUG-STONE"), "{added}");
     chrome.screenshot("cart").await;
 
     // Checking out needs an account: sign up on the way, and land back at the checkout.
@@ -289,6 +294,9 @@ async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() 
     // A declined card: cancelled, with the reason on the page.
     chrome.open(&running, "/p/BOOK-RUST").await;
     chrome.click("form.buy button").await;
+    // Leaving before the cart has answered would cancel the adding (CI saw an empty cart).
+    let added = chrome.wait_for("main .notice").await;
+    assert!(added.contains("Added BOOK-RUST"), "{added}");
     chrome.open(&running, "/checkout").await;
     chrome.check_out("4000 0000 0000 0002").await;
     let status = chrome.wait_for("#order-status .status.cancelled").await;
