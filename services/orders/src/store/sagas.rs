@@ -251,18 +251,45 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        if let Some(finished) = finished {
-            sqlx::query(
-                "UPDATE saga_steps SET outcome = $1, detail = $2, finished_at = $3 WHERE saga_id = $4 AND position = $5",
-            )
-            .bind(finished.outcome)
-            .bind(finished.detail.map(str::to_owned))
-            .bind(answered)
-            .bind(&current.saga.id)
-            .bind(finished.position)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // The attempt's answer and, when the next step is due at once and this runner takes it,
+        // that attempt as started: one statement when there are both.
+        let next_start = match next.step {
+            Some(step)
+                if owner.is_some() && next.status.is_active() && next.next_attempt_at <= now =>
+            {
+                Some((step, i64::from(next.attempts) + 1))
+            }
+            _ => None,
+        };
+        let ran = current
+            .saga
+            .step
+            .map(|step| (step, i64::from(current.saga.attempts) + 1));
+        let started = match (finished, ran, next_start) {
+            (Some(finished), Some(ran), Some(start)) => Some(
+                finish_and_start(
+                    &mut tx,
+                    &current.saga.id,
+                    finished,
+                    ran,
+                    answered,
+                    start,
+                    now,
+                )
+                .await?,
+            ),
+            (finished, _, start) => {
+                if let Some(finished) = finished {
+                    finish(&mut tx, &current.saga.id, finished, answered).await?;
+                }
+                match start {
+                    Some((step, attempt)) => {
+                        Some(insert_started(&mut tx, &next.id, step, attempt, now).await?)
+                    }
+                    None => None,
+                }
+            }
+        };
         if next.reservation_id.is_some() && current.saga.reservation_id.is_none() {
             sqlx::query("UPDATE orders SET reservation_id = $1, updated_at = $2 WHERE id = $3")
                 .bind(next.reservation_id.clone())
@@ -307,17 +334,6 @@ impl Store {
             .await?;
             publish_outcome(&mut tx, order, status, reason).await?;
         }
-        let started = match next.step {
-            Some(step)
-                if owner.is_some() && next.status.is_active() && next.next_attempt_at <= now =>
-            {
-                Some(
-                    insert_started(&mut tx, &next.id, step, i64::from(next.attempts) + 1, now)
-                        .await?,
-                )
-            }
-            _ => None,
-        };
         tx.commit().await?;
         Ok(Some(started))
     }
@@ -425,6 +441,64 @@ async fn publish_outcome(
     };
     chassis::events::publish(tx, crate::SERVICE, &confirmed).await?;
     Ok(())
+}
+
+/// Records the answer of the attempt at `finished.position`.
+async fn finish(
+    tx: &mut WriteTransaction,
+    saga_id: &str,
+    finished: Finished<'_>,
+    answered: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE saga_steps SET outcome = $1, detail = $2, finished_at = $3 WHERE saga_id = $4 AND position = $5",
+    )
+    .bind(finished.outcome)
+    .bind(finished.detail.map(str::to_owned))
+    .bind(answered)
+    .bind(saga_id)
+    .bind(finished.position)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records the answer of the attempt at `finished.position` (which was `ran`: its step and
+/// attempt number) and the next attempt, `start`, as started right after it; returns the new
+/// attempt's log position. One statement, an upsert of both rows: the finished attempt's row
+/// exists, so only its outcome, detail and end are written, and the new one is inserted. The
+/// finished attempt is the saga's last (its runner holds the lease, and wrote it), so the next
+/// position is the one after it.
+async fn finish_and_start(
+    tx: &mut WriteTransaction,
+    saga_id: &str,
+    finished: Finished<'_>,
+    ran: (Step, i64),
+    answered: i64,
+    start: (Step, i64),
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let position = finished.position + 1;
+    sqlx::query(
+        "INSERT INTO saga_steps (saga_id, position, step, attempt, outcome, detail, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7), ($1, $8, $9, $10, 'started', NULL, $11, NULL)
+         ON CONFLICT (saga_id, position) DO UPDATE
+           SET outcome = excluded.outcome, detail = excluded.detail, finished_at = excluded.finished_at",
+    )
+    .bind(saga_id)
+    .bind(finished.position)
+    .bind(ran.0.as_str())
+    .bind(ran.1)
+    .bind(finished.outcome)
+    .bind(finished.detail.map(str::to_owned))
+    .bind(answered)
+    .bind(position)
+    .bind(start.0.as_str())
+    .bind(start.1)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(position)
 }
 
 /// Records an attempt at `step` as started; returns its log position.
