@@ -12,6 +12,7 @@
 use chassis::db::is_unique_violation;
 use contracts::events::StockLow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
 use crate::domain::Line;
@@ -210,14 +211,7 @@ impl Store {
         .iter()
         .map(|l| Ok((l.try_get("sku")?, l.try_get("quantity")?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(Some(Reservation {
-            id: row.try_get("id")?,
-            idempotency_key: row.try_get("idempotency_key")?,
-            status: row.try_get("status")?,
-            lines,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-        }))
+        Ok(Some(reservation_from(&row, lines)?))
     }
 
     /// Gives the units back (`to` is `released` or `expired`). Releasing a released or expired
@@ -305,14 +299,7 @@ impl Store {
             }
             tx.commit().await?;
             // The move answers for itself: what it wrote is what a read would find.
-            return Ok(Moved::Done(Reservation {
-                id: moved.try_get("id")?,
-                idempotency_key: moved.try_get("idempotency_key")?,
-                status: moved.try_get("status")?,
-                lines,
-                created_at: moved.try_get("created_at")?,
-                expires_at: moved.try_get("expires_at")?,
-            }));
+            return Ok(Moved::Done(reservation_from(&moved, lines)?));
         }
         tx.rollback().await?;
         // Nothing moved: it is missing, done already, or in a state that conflicts.
@@ -348,4 +335,17 @@ impl Store {
         }
         Ok(expired)
     }
+}
+
+/// A reservation from its row (`id, idempotency_key, status, created_at, expires_at`) and its
+/// lines.
+fn reservation_from(row: &AnyRow, lines: Vec<(String, i64)>) -> Result<Reservation, sqlx::Error> {
+    Ok(Reservation {
+        id: row.try_get("id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        status: row.try_get("status")?,
+        lines,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
 }
