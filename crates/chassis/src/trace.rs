@@ -228,9 +228,7 @@ struct TimeOrderedIds {
 
 impl IdGenerator for TimeOrderedIds {
     fn new_trace_id(&self) -> TraceId {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis());
+        let millis = u128::from(crate::db::now_millis().unsigned_abs());
         let random = u128::from_be_bytes(self.random.new_trace_id().to_bytes());
         TraceId::from(((millis & ((1 << 48) - 1)) << 80) | (random >> 48))
     }
@@ -526,11 +524,7 @@ mod tests {
     fn trace_ids_begin_with_the_time_and_end_at_random() {
         let ids = TimeOrderedIds::default();
         let millis = |id: TraceId| u128::from_be_bytes(id.to_bytes()) >> 80;
-        let now = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis())
-        };
+        let now = || u128::from(crate::db::now_millis().unsigned_abs());
         let before = now();
         let first = ids.new_trace_id();
         std::thread::sleep(Duration::from_millis(2));
