@@ -202,7 +202,9 @@ impl Endpoint {
 
     /// Whether the instance is being avoided.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > self.now()
+        // Most instances were never ejected: no need to read the clock for them.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > self.now()
     }
 
     /// Records the outcome of one request to this instance, one of `peers` (all instances of
@@ -268,31 +270,40 @@ impl Drop for Lease {
 /// Picks by power of two choices among `endpoints`, skipping `exclude` and ejected instances
 /// while any other remains. Pure apart from the random draw, so it is tested directly.
 pub fn pick(endpoints: &[Arc<Endpoint>], exclude: &[String]) -> Option<Arc<Endpoint>> {
-    let allowed: Vec<&Arc<Endpoint>> = endpoints
-        .iter()
-        .filter(|e| !exclude.contains(&e.id))
-        .collect();
-    let healthy: Vec<&Arc<Endpoint>> = allowed
-        .iter()
-        .copied()
-        .filter(|e| !e.is_ejected())
-        .collect();
+    // Counted, then the n-th found again: a pick on every request allocates no list.
+    let allowed = |e: &&Arc<Endpoint>| !exclude.contains(&e.id);
+    let healthy = |e: &&Arc<Endpoint>| allowed(e) && !e.is_ejected();
+    let mut count = endpoints.iter().filter(healthy).count();
     // All ejected: trying one beats failing outright; the ejection may be stale.
-    let candidates = if healthy.is_empty() { allowed } else { healthy };
-    match candidates.len() {
-        0 => None,
-        1 => Some(Arc::clone(candidates[0])),
+    let all_ejected = count == 0;
+    if all_ejected {
+        count = endpoints.iter().filter(allowed).count();
+    }
+    let nth = |n: usize| {
+        if all_ejected {
+            endpoints.iter().filter(allowed).nth(n)
+        } else {
+            endpoints.iter().filter(healthy).nth(n)
+        }
+    };
+    let chosen = match count {
+        0 => return None,
+        1 => nth(0),
         n => {
             let a = rand::random_range(0..n);
             let b = (a + rand::random_range(1..n)) % n;
-            let (first, second) = (candidates[a], candidates[b]);
-            Some(Arc::clone(if second.in_flight() < first.in_flight() {
-                second
-            } else {
-                first
-            }))
+            match (nth(a), nth(b)) {
+                (Some(first), Some(second)) if second.in_flight() < first.in_flight() => {
+                    Some(second)
+                }
+                (first, second) => first.or(second),
+            }
         }
-    }
+    };
+    // Another thread may have ejected one since the count: any allowed instance will do.
+    chosen
+        .or_else(|| endpoints.iter().find(allowed))
+        .map(Arc::clone)
 }
 
 /// The cached instances of one service.
@@ -353,7 +364,7 @@ struct Inner {
     dns: Option<DnsConfig>,
     /// Asks instances found by DNS who they are.
     transport: Transport,
-    services: Mutex<HashMap<String, Arc<ServiceCache>>>,
+    services: Mutex<foldhash::HashMap<String, Arc<ServiceCache>>>,
     epoch: Instant,
     /// Stops the watches when the last handle is dropped or the process shuts down.
     stop: CancellationToken,

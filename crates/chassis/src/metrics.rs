@@ -7,7 +7,7 @@
 
 pub mod red;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 

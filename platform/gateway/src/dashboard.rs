@@ -51,6 +51,7 @@ pub async fn dashboard(
 ) -> Result<Json<Dashboard>, HttpError> {
     let route = Route {
         prefix: "/api/dashboard".to_owned(),
+        label: Arc::from("/api/dashboard"),
         service: String::new(),
         rewrite: String::new(),
         auth: AuthMode::Required,

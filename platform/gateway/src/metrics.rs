@@ -2,7 +2,7 @@
 //! canary analysis compares), refused tokens by reason, rate limiting, retries, outlier
 //! ejections and circuit breakers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //! ([`crate::resilience`]). A 500 is passed on as it is: it may be the application's answer.
 //! Bodies are buffered (they are bounded by `http.body_limit`) so they can be sent again.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,17 +38,22 @@ use crate::resilience::{Admission, Breaker, BreakerState, ResilienceSettings, Re
 use crate::routes::{AuthMode, Match, Route, RouteTable};
 use crate::traffic::{self, Policies};
 
-/// Headers that describe one connection, never forwarded (RFC 9110, section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Whether `name` describes one connection, never forwarded (RFC 9110, section 7.6.1). A
+/// match on the name: cheaper than comparing `HeaderName`s, on every header of every request
+/// and response.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -181,11 +186,11 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
         Match::Found(route) => (
-            route.label().to_owned(),
+            Arc::clone(&route.label),
             forward(gateway, route, parts, body, peer).await,
         ),
         Match::MethodNotAllowed => (
-            "unmatched".to_owned(),
+            Arc::from("unmatched"),
             Err(HttpError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -198,7 +203,7 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Response {
             ))),
         ),
         Match::NotFound => (
-            "unmatched".to_owned(),
+            Arc::from("unmatched"),
             Err(HttpError::not_found(format!(
                 "no route for {}",
                 parts.uri.path()
@@ -295,7 +300,10 @@ async fn forward(
         secure,
     );
     let upstream = gateway.upstream(&route.service);
-    upstream.budget.deposit(Instant::now());
+    // One reading of the clock serves the budget, the breaker and the first attempt's timing;
+    // each attempt's end serves the next.
+    let mut now = Instant::now();
+    upstream.budget.deposit(now);
 
     // One snapshot of the instances serves the whole request: picks, retries and outlier checks.
     let mut peers = gateway
@@ -317,7 +325,7 @@ async fn forward(
     let mut last_response: Option<Response> = None;
     while tried.len() < gateway.max_attempts {
         let retry = !tried.is_empty();
-        let admitted = match upstream.admit(Instant::now()) {
+        let admitted = match upstream.admit(now) {
             Ok(admitted) => admitted,
             Err(wait) if !retry => {
                 gateway.metrics.circuit_rejected(&route.service);
@@ -344,7 +352,7 @@ async fn forward(
             break;
         };
         if retry {
-            let allowed = upstream.budget.withdraw(Instant::now());
+            let allowed = upstream.budget.withdraw(now);
             gateway.metrics.retry(&route.service, allowed);
             if !allowed {
                 tracing::warn!(service = %route.service, "retry budget spent; not retrying");
@@ -371,9 +379,10 @@ async fn forward(
             headers,
             body.clone(),
         )?;
-        let started = Instant::now();
+        let started = now;
         let outcome = tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
-        let elapsed = started.elapsed();
+        now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
         let status = match &outcome {
             Ok(Ok(response)) => response.status(),
             Ok(Err(_)) => StatusCode::BAD_GATEWAY,
@@ -387,6 +396,7 @@ async fn forward(
             &peers,
             admitted,
             !status.is_server_error(),
+            now,
         );
         match outcome {
             Ok(Ok(response)) => {
@@ -495,8 +505,9 @@ fn settle(
     peers: &[Arc<Endpoint>],
     admitted: Admitted<'_>,
     success: bool,
+    now: Instant,
 ) {
-    if let Some(state) = admitted.settle(success, Instant::now()) {
+    if let Some(state) = admitted.settle(success, now) {
         gateway.metrics.circuit_state(&route.service, state);
         tracing::warn!(service = %route.service, state = state.as_str(), "circuit breaker changed");
     }
@@ -658,7 +669,7 @@ fn upstream_headers(
     let dropped: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            HOP_BY_HOP.contains(name)
+            is_hop_by_hop(name)
                 || listed.contains(name)
                 || *name == header::AUTHORIZATION
                 || name.as_str().starts_with(IDENTITY_PREFIX)
@@ -769,10 +780,20 @@ fn rate_limit_headers(decision: &Decision) -> [(HeaderName, HeaderValue); 3] {
     ]
 }
 
+/// The upstream's response without its hop-by-hop headers. One pass over the (few) headers
+/// present: most responses have none to remove, and a lookup per name would hash each of them.
 fn downstream_response(response: http::Response<Body>) -> Response {
     let (mut parts, body) = response.into_parts();
-    for name in &HOP_BY_HOP {
-        parts.headers.remove(name);
+    if parts.headers.keys().any(is_hop_by_hop) {
+        let listed: Vec<HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name))
+            .cloned()
+            .collect();
+        for name in &listed {
+            parts.headers.remove(name);
+        }
     }
     Response::from_parts(parts, body)
 }
@@ -808,6 +829,44 @@ mod tests {
         assert_eq!(cookie(&headers, "bazaar_access"), Some("tok.en"));
         assert_eq!(cookie(&headers, "x"), None, "an empty cookie is no token");
         assert_eq!(cookie(&headers, "bazaar"), None, "names match whole");
+    }
+
+    #[test]
+    fn a_response_loses_its_hop_by_hop_headers_and_keeps_the_rest() {
+        let upstream = http::Response::builder()
+            .header(header::CONNECTION, "keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header(header::TRANSFER_ENCODING, "chunked")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", "abc")
+            .body(Body::empty())
+            .expect("a response");
+        let response = downstream_response(upstream);
+        let mut names: Vec<&str> = response.headers().keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "x-request-id"]);
+
+        let plain = http::Response::builder()
+            .header(header::CONTENT_LENGTH, "2")
+            .body(Body::empty())
+            .expect("a response");
+        assert_eq!(downstream_response(plain).headers().len(), 1);
+
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "x-connection", "tea", "upgrades"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The route table: which upstream service serves a path, and what a caller needs to reach it.
 //! Pure data and matching, no I/O.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::ConfigError;
@@ -81,6 +82,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
 pub struct Route {
     /// Prefix, without a trailing `/`.
     pub prefix: String,
+    /// The route's name in metrics, logs and rate-limit keys: its prefix, `/` for the root.
+    /// Shared, so a response names its route without copying it.
+    pub label: Arc<str>,
     /// Upstream service.
     pub service: String,
     /// Upstream replacement for the prefix.
@@ -113,9 +117,9 @@ impl Route {
             || self.prefix.starts_with("/.well-known/")
     }
 
-    /// The route's name in metrics, logs and rate-limit keys: its prefix, `/` for the root.
+    /// The route's name in metrics, logs and rate-limit keys ([`Route::label`]).
     pub fn label(&self) -> &str {
-        if self.is_root() { "/" } else { &self.prefix }
+        &self.label
     }
 
     fn matches_path(&self, path: &str) -> bool {
@@ -257,6 +261,11 @@ impl RouteTable {
                 methods.push(parsed);
             }
             routes.push(Route {
+                label: Arc::from(if prefix.is_empty() {
+                    "/"
+                } else {
+                    prefix.as_str()
+                }),
                 prefix,
                 service: config.service.clone(),
                 rewrite,

@@ -14,7 +14,7 @@
 //! gateway's path that was about a fifth of the instructions of a proxied request
 //! (docs/decisions.md, 2026-11-26).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +22,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use foldhash::HashMap;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};

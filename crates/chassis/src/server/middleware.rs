@@ -39,7 +39,7 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 /// Overrides the `route` label of a response's metrics and log line. The gateway sets it to the
 /// route table entry a request matched, since its own router has a single catch-all route.
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<str>);
 
 /// Marks a response as routine chatter (heartbeats, watch polls, event feed pages): its access
 /// log line is written at debug level instead of info. Health probes and scrapes are always
@@ -221,7 +221,7 @@ where
     let route = response
         .extensions()
         .get::<RouteLabel>()
-        .map(|label| label.0.as_str())
+        .map(|label| &*label.0)
         .or(matched.as_deref())
         .unwrap_or("unmatched");
     let status = response.status();

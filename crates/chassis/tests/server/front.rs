@@ -33,9 +33,7 @@ fn front() -> Front {
             .map(|info| info.0.ip().to_string())
             .unwrap_or_default();
         let mut response = format!("front saw {path} from {peer}").into_response();
-        response
-            .extensions_mut()
-            .insert(RouteLabel("front".to_owned()));
+        response.extensions_mut().insert(RouteLabel("front".into()));
         Ok::<Response, Infallible>(response)
     });
     Front {
