@@ -42,9 +42,10 @@ pub fn trace() -> Option<SpanContext> {
     CURRENT.try_with(|c| c.trace.clone()).ok().flatten()
 }
 
-/// Runs `future` as part of the request `context`.
-pub async fn scope<F: Future>(context: RequestContext, future: F) -> F::Output {
-    CURRENT.scope(context, future).await
+/// Runs `future` as part of the request `context`. The task-local future itself, not an
+/// `async fn` around it, which would hold `future` twice more.
+pub fn scope<F: Future>(context: RequestContext, future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(context, future)
 }
 
 /// A fresh request id: a UUIDv7, so ids sort by time.

@@ -26,6 +26,7 @@ use chassis::discovery::{Discovery, EJECTION, Endpoint, OutlierPolicy};
 use chassis::server::middleware::RouteLabel;
 use chassis::tls::Secure;
 use contracts::headers::{IDENTITY_PREFIX, USER_ID, USER_ROLES};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -168,292 +169,309 @@ pub fn service(
 + Sync
 + 'static {
     tower::service_fn(move |request| {
-        let gateway = Arc::clone(&gateway);
         // Boxed here, so the layers around it move a pointer, not a large future.
         let handled: BoxFuture<'static, Result<Response, Infallible>> =
-            Box::pin(async move { Ok(handle(&gateway, request).await) });
+            Box::pin(handle(Arc::clone(&gateway), request).map(Ok));
         handled
     })
 }
 
 /// Handles one proxied request.
-pub async fn handle(gateway: &Gateway, request: Request) -> Response {
+///
+/// `handle` and `forward` return their futures rather than being `async fn`s, which keep each
+/// argument twice (as the argument and as a local): the request's future is moved whole as
+/// it is boxed and wrapped, so every byte of it is paid on every request.
+pub fn handle(
+    gateway: Arc<Gateway>,
+    request: Request,
+) -> impl Future<Output = Response> + Send + 'static {
     // Set by the chassis on every connection; a request made in-process has no peer.
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
     let (parts, body) = request.into_parts();
-    let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
-        Match::Found(route) => (
-            Arc::clone(&route.label),
-            forward(gateway, route, parts, body, peer).await,
-        ),
-        Match::MethodNotAllowed => (
-            Arc::from("unmatched"),
-            Err(HttpError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-            )
-            .with_detail(format!(
-                "{} is not allowed on {}",
-                parts.method,
-                parts.uri.path()
-            ))),
-        ),
-        Match::NotFound => (
-            Arc::from("unmatched"),
-            Err(HttpError::not_found(format!(
-                "no route for {}",
-                parts.uri.path()
-            ))),
-        ),
-    };
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+    async move {
+        let gateway = &*gateway;
+        let (label, result) = match gateway.table.find(&parts.method, parts.uri.path()) {
+            Match::Found(route) => (
+                Arc::clone(&route.label),
+                forward(gateway, route, parts, body, peer).await,
+            ),
+            Match::MethodNotAllowed => (
+                Arc::from("unmatched"),
+                Err(HttpError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    "Method not allowed",
+                )
+                .with_detail(format!(
+                    "{} is not allowed on {}",
+                    parts.method,
+                    parts.uri.path()
+                ))),
+            ),
+            Match::NotFound => (
+                Arc::from("unmatched"),
+                Err(HttpError::not_found(format!(
+                    "no route for {}",
+                    parts.uri.path()
+                ))),
+            ),
+        };
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(RouteLabel(label));
+        response
+    }
 }
 
-async fn forward(
-    gateway: &Gateway,
-    route: &Route,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future (see `handle`)"
+)]
+fn forward<'a>(
+    gateway: &'a Gateway,
+    route: &'a Route,
     mut parts: http::request::Parts,
     body: Body,
     peer: SocketAddr,
-) -> Result<Response, HttpError> {
-    let identity = authenticate(gateway, route, &parts.headers).await?;
-    let decision = match route.rate_limit {
-        None => None,
-        Some(limit) => {
-            // `<route>|user:<id>` or `<route>|addr:<ip>`, built without the formatter.
-            let mut key = String::with_capacity(route.label().len() + 48);
-            key.push_str(route.label());
-            match &identity {
-                Some(identity) => {
-                    key.push_str("|user:");
-                    key.push_str(&identity.user_id);
-                }
-                None => {
-                    key.push_str("|addr:");
-                    push_ip(&mut key, peer.ip());
-                }
-            }
-            match gateway
-                .limiter
-                .take(&key, &limit, chassis::db::now_millis())
-                .await
-            {
-                Ok(decision) => Some(decision),
-                Err(error) => {
-                    gateway.metrics.rate_limit_store_error();
-                    let error = chassis::error::ErrorChain(&error).to_string();
-                    if gateway.limiter.on_error() == OnStoreError::Closed {
-                        tracing::error!(%error, "the rate-limit store failed; refusing the request");
-                        return Err(HttpError::unavailable(
-                            "rate limiting is unavailable; try again shortly",
-                            1,
-                        ));
+) -> impl Future<Output = Result<Response, HttpError>> + Send + 'a {
+    async move {
+        let identity = authenticate(gateway, route, &parts.headers).await?;
+        let decision = match route.rate_limit {
+            None => None,
+            Some(limit) => {
+                // `<route>|user:<id>` or `<route>|addr:<ip>`, built without the formatter.
+                let mut key = String::with_capacity(route.label().len() + 48);
+                key.push_str(route.label());
+                match &identity {
+                    Some(identity) => {
+                        key.push_str("|user:");
+                        key.push_str(&identity.user_id);
                     }
-                    tracing::warn!(%error, "the rate-limit store failed; letting the request through");
-                    None
+                    None => {
+                        key.push_str("|addr:");
+                        push_ip(&mut key, peer.ip());
+                    }
+                }
+                match gateway
+                    .limiter
+                    .take(&key, &limit, chassis::db::now_millis())
+                    .await
+                {
+                    Ok(decision) => Some(decision),
+                    Err(error) => {
+                        gateway.metrics.rate_limit_store_error();
+                        let error = chassis::error::ErrorChain(&error).to_string();
+                        if gateway.limiter.on_error() == OnStoreError::Closed {
+                            tracing::error!(%error, "the rate-limit store failed; refusing the request");
+                            return Err(HttpError::unavailable(
+                                "rate limiting is unavailable; try again shortly",
+                                1,
+                            ));
+                        }
+                        tracing::warn!(%error, "the rate-limit store failed; letting the request through");
+                        None
+                    }
                 }
             }
+        };
+        if let Some(decision) = decision.filter(|d| !d.allowed) {
+            gateway.metrics.rate_limited(route.label());
+            let retry_after = u64::try_from(decision.retry_after.as_millis().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut refused = HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            )
+            .with_detail(format!(
+                "this route allows {} requests at once; try again in {retry_after} s",
+                decision.limit
+            ))
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+            for (name, value) in rate_limit_headers(&decision) {
+                refused = refused.with_header(name, value);
+            }
+            return Err(refused);
         }
-    };
-    if let Some(decision) = decision.filter(|d| !d.allowed) {
-        gateway.metrics.rate_limited(route.label());
-        let retry_after = u64::try_from(decision.retry_after.as_millis().div_ceil(1000))
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut refused = HttpError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-        )
-        .with_detail(format!(
-            "this route allows {} requests at once; try again in {retry_after} s",
-            decision.limit
+        let body = read_body(gateway, body).await?;
+        let path = PathAndQuery::from_maybe_shared(Bytes::from(
+            route.upstream_path(parts.uri.path(), parts.uri.query()),
         ))
-        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
-        for (name, value) in rate_limit_headers(&decision) {
-            refused = refused.with_header(name, value);
-        }
-        return Err(refused);
-    }
-    let body = read_body(gateway, body).await?;
-    let path = PathAndQuery::from_maybe_shared(Bytes::from(
-        route.upstream_path(parts.uri.path(), parts.uri.query()),
-    ))
-    .map_err(|e| HttpError::bad_request(format!("the path cannot be forwarded: {e}")))?;
-    let secure = parts.extensions.get::<Secure>().is_some();
-    // A request that reached an upstream is sent again only when that cannot do something
-    // twice: its method is idempotent, or it carries a key the upstream deduplicates on.
-    let repeatable = parts.method.is_idempotent()
-        || parts
-            .headers
-            .contains_key(contracts::headers::IDEMPOTENCY_KEY);
-    let mut headers = upstream_headers(
-        std::mem::take(&mut parts.headers),
-        identity.as_ref(),
-        peer,
-        secure,
-    );
-    let upstream = gateway.upstream(&route.service);
-    // One reading of the clock serves the budget, the breaker and the first attempt's timing;
-    // each attempt's end serves the next.
-    let mut now = Instant::now();
-    upstream.budget.deposit(now);
+        .map_err(|e| HttpError::bad_request(format!("the path cannot be forwarded: {e}")))?;
+        let secure = parts.extensions.get::<Secure>().is_some();
+        // A request that reached an upstream is sent again only when that cannot do something
+        // twice: its method is idempotent, or it carries a key the upstream deduplicates on.
+        let repeatable = parts.method.is_idempotent()
+            || parts
+                .headers
+                .contains_key(contracts::headers::IDEMPOTENCY_KEY);
+        let mut headers = upstream_headers(
+            std::mem::take(&mut parts.headers),
+            identity.as_ref(),
+            peer,
+            secure,
+        );
+        let upstream = gateway.upstream(&route.service);
+        // One reading of the clock serves the budget, the breaker and the first attempt's timing;
+        // each attempt's end serves the next.
+        let mut now = Instant::now();
+        upstream.budget.deposit(now);
 
-    // One snapshot of the instances serves the whole request: picks, retries and outlier checks.
-    let mut peers = gateway
-        .discovery
-        .endpoints(&route.service)
-        .await
-        .unwrap_or_else(|_| Arc::from(Vec::new()));
-    if let Some(policy) = gateway.policies.get(&route.service) {
-        let side = traffic::choose(
-            &policy,
-            identity.as_ref().map(|i| i.user_id.as_str()),
-            headers.get(CANARY),
-            rand::random_range(0..100),
-        );
-        peers = traffic::instances(&peers, &policy, side).into();
-    }
-    let mut tried: Vec<String> = Vec::new();
-    let mut last_failure = String::new();
-    let mut last_response: Option<Response> = None;
-    while tried.len() < gateway.max_attempts {
-        let retry = !tried.is_empty();
-        let admitted = match upstream.admit(now) {
-            Ok(admitted) => admitted,
-            Err(wait) if !retry => {
-                gateway.metrics.circuit_rejected(&route.service);
-                let seconds = wait.as_millis().div_ceil(1000).max(1);
-                return Err(HttpError::unavailable(
-                    format!(
-                        "{} is failing; the gateway is not sending it requests for now",
-                        route.service
-                    ),
-                    u64::try_from(seconds).unwrap_or(u64::MAX),
-                )
-                .with_slug("circuit-open"));
-            }
-            Err(_) => break,
-        };
-        let Some(lease) = Discovery::pick_among(&peers, &tried) else {
-            if !retry {
-                return Err(HttpError::unavailable(
-                    format!("no healthy instance of {}", route.service),
-                    1,
-                )
-                .with_slug("no-upstream"));
-            }
-            break;
-        };
-        if retry {
-            let allowed = upstream.budget.withdraw(now);
-            gateway.metrics.retry(&route.service, allowed);
-            if !allowed {
-                tracing::warn!(service = %route.service, "retry budget spent; not retrying");
-                break;
-            }
+        // One snapshot of the instances serves the whole request: picks, retries and outlier checks.
+        let mut peers = gateway
+            .discovery
+            .endpoints(&route.service)
+            .await
+            .unwrap_or_else(|_| Arc::from(Vec::new()));
+        if let Some(policy) = gateway.policies.get(&route.service) {
+            let side = traffic::choose(
+                &policy,
+                identity.as_ref().map(|i| i.user_id.as_str()),
+                headers.get(CANARY),
+                rand::random_range(0..100),
+            );
+            peers = traffic::instances(&peers, &policy, side).into();
         }
-        let endpoint = Arc::clone(lease.endpoint());
-        // The last attempt there can be takes the headers; earlier ones send a copy, kept for
-        // the next. With one instance (or one attempt allowed) no copy is ever made.
-        let attempts_left = gateway
-            .max_attempts
-            .min(peers.len())
-            .saturating_sub(tried.len() + 1);
-        let headers = if attempts_left == 0 {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
-        };
-        let request = build_request(
-            &route.service,
-            &parts.method,
-            &endpoint,
-            &path,
-            headers,
-            body.clone(),
-        )?;
-        let started = now;
-        let outcome = tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
-        now = Instant::now();
-        let elapsed = now.saturating_duration_since(started);
-        let status = match &outcome {
-            Ok(Ok(response)) => response.status(),
-            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
-            Err(_) => StatusCode::GATEWAY_TIMEOUT,
-        };
-        record(gateway, route, &endpoint, status, elapsed);
-        settle(
-            gateway,
-            route,
-            &endpoint,
-            &peers,
-            admitted,
-            !status.is_server_error(),
-            now,
-        );
-        match outcome {
-            Ok(Ok(response)) => {
-                tracing::Span::current().record("upstream", endpoint.id.as_str());
-                let mut response = downstream_response(response);
-                if let Some(decision) = &decision {
-                    response.headers_mut().extend(rate_limit_headers(decision));
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_failure = String::new();
+        let mut last_response: Option<Response> = None;
+        while tried.len() < gateway.max_attempts {
+            let retry = !tried.is_empty();
+            let admitted = match upstream.admit(now) {
+                Ok(admitted) => admitted,
+                Err(wait) if !retry => {
+                    gateway.metrics.circuit_rejected(&route.service);
+                    let seconds = wait.as_millis().div_ceil(1000).max(1);
+                    return Err(HttpError::unavailable(
+                        format!(
+                            "{} is failing; the gateway is not sending it requests for now",
+                            route.service
+                        ),
+                        u64::try_from(seconds).unwrap_or(u64::MAX),
+                    )
+                    .with_slug("circuit-open"));
                 }
-                let unavailable = matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                );
-                if !(unavailable && repeatable) {
-                    return Ok(response);
-                }
-                tracing::warn!(instance = %endpoint.id, %status, "upstream unavailable; trying another");
-                last_response = Some(response);
-                tried.push(endpoint.id.clone());
-            }
-            Ok(Err(error)) => {
-                last_failure = format!("{}: {}", endpoint.id, chassis::error::ErrorChain(&error));
-                let retry = error.is_connect() || repeatable;
-                if error.is_connect() {
-                    endpoint.eject(EJECTION);
-                }
-                tracing::warn!(instance = %endpoint.id, error = %last_failure, retry, "upstream failed");
+                Err(_) => break,
+            };
+            let Some(lease) = Discovery::pick_among(&peers, &tried) else {
                 if !retry {
+                    return Err(HttpError::unavailable(
+                        format!("no healthy instance of {}", route.service),
+                        1,
+                    )
+                    .with_slug("no-upstream"));
+                }
+                break;
+            };
+            if retry {
+                let allowed = upstream.budget.withdraw(now);
+                gateway.metrics.retry(&route.service, allowed);
+                if !allowed {
+                    tracing::warn!(service = %route.service, "retry budget spent; not retrying");
                     break;
                 }
-                last_response = None;
-                tried.push(endpoint.id.clone());
             }
-            Err(_) => {
-                tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
-                return Err(HttpError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream-timeout",
-                    "Upstream timed out",
-                )
-                .with_detail(format!(
-                    "{} did not answer within {}",
-                    route.service,
-                    humantime::format_duration(route.timeout)
-                )));
+            let endpoint = Arc::clone(lease.endpoint());
+            // The last attempt there can be takes the headers; earlier ones send a copy, kept for
+            // the next. With one instance (or one attempt allowed) no copy is ever made.
+            let attempts_left = gateway
+                .max_attempts
+                .min(peers.len())
+                .saturating_sub(tried.len() + 1);
+            let headers = if attempts_left == 0 {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            let request = build_request(
+                &route.service,
+                &parts.method,
+                &endpoint,
+                &path,
+                headers,
+                body.clone(),
+            )?;
+            let started = now;
+            let outcome =
+                tokio::time::timeout(route.timeout, gateway.transport.send(request)).await;
+            now = Instant::now();
+            let elapsed = now.saturating_duration_since(started);
+            let status = match &outcome {
+                Ok(Ok(response)) => response.status(),
+                Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+                Err(_) => StatusCode::GATEWAY_TIMEOUT,
+            };
+            record(gateway, route, &endpoint, status, elapsed);
+            settle(
+                gateway,
+                route,
+                &endpoint,
+                &peers,
+                admitted,
+                !status.is_server_error(),
+                now,
+            );
+            match outcome {
+                Ok(Ok(response)) => {
+                    tracing::Span::current().record("upstream", endpoint.id.as_str());
+                    let mut response = downstream_response(response);
+                    if let Some(decision) = &decision {
+                        response.headers_mut().extend(rate_limit_headers(decision));
+                    }
+                    let unavailable = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    if !(unavailable && repeatable) {
+                        return Ok(response);
+                    }
+                    tracing::warn!(instance = %endpoint.id, %status, "upstream unavailable; trying another");
+                    last_response = Some(response);
+                    tried.push(endpoint.id.clone());
+                }
+                Ok(Err(error)) => {
+                    last_failure =
+                        format!("{}: {}", endpoint.id, chassis::error::ErrorChain(&error));
+                    let retry = error.is_connect() || repeatable;
+                    if error.is_connect() {
+                        endpoint.eject(EJECTION);
+                    }
+                    tracing::warn!(instance = %endpoint.id, error = %last_failure, retry, "upstream failed");
+                    if !retry {
+                        break;
+                    }
+                    last_response = None;
+                    tried.push(endpoint.id.clone());
+                }
+                Err(_) => {
+                    tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
+                    return Err(HttpError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream-timeout",
+                        "Upstream timed out",
+                    )
+                    .with_detail(format!(
+                        "{} did not answer within {}",
+                        route.service,
+                        humantime::format_duration(route.timeout)
+                    )));
+                }
             }
         }
+        if let Some(response) = last_response {
+            return Ok(response);
+        }
+        Err(
+            HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                .with_detail(format!("{} could not be reached", route.service))
+                .with_cause(last_failure),
+        )
     }
-    if let Some(response) = last_response {
-        return Ok(response);
-    }
-    Err(
-        HttpError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
-            .with_detail(format!("{} could not be reached", route.service))
-            .with_cause(last_failure),
-    )
 }
 
 /// Buffers the request body, at most `body_limit` bytes within `body_timeout` (the chassis

@@ -145,9 +145,18 @@ where
 }
 
 /// The middleware function; see the module docs.
-async fn observe<S>(observer: Arc<Observer>, mut request: Request, mut inner: S) -> Response
+///
+/// What can be done before the handler runs is done at once, and the future returned holds
+/// only what it needs afterwards: an `async fn` would keep the request and the inner service
+/// twice (as its arguments and as locals), and this future is moved whole as it is boxed.
+fn observe<S>(
+    observer: Arc<Observer>,
+    mut request: Request,
+    mut inner: S,
+) -> impl Future<Output = Response> + Send + 'static
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     let started = Instant::now();
     let _in_flight = observer.metrics.start();
@@ -213,29 +222,31 @@ where
         };
         with_problem_body(response)
     };
-    let mut response = context::scope(context, handle.instrument(span.clone())).await;
+    let handled = context::scope(context, handle.instrument(span.clone()));
+    async move {
+        let mut response = handled.await;
 
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|label| &*label.0)
-        .or(matched.as_deref())
-        .unwrap_or("unmatched");
-    let status = response.status();
-    let elapsed = started.elapsed();
-    observer
-        .metrics
-        .observe(&method, route, status.as_u16(), elapsed);
-    if crate::trace::enabled() {
-        // Named once the route is known: a proxy matches its own routes inside the span.
-        crate::trace::rename(&span, format!("{method} {route}"));
-        span.record("http.route", route);
-        crate::trace::record_status(&span, status.as_u16());
-    }
-    span.in_scope(|| {
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let route = response
+            .extensions()
+            .get::<RouteLabel>()
+            .map(|label| &*label.0)
+            .or(matched.as_deref())
+            .unwrap_or("unmatched");
+        let status = response.status();
+        let elapsed = started.elapsed();
+        observer
+            .metrics
+            .observe(&method, route, status.as_u16(), elapsed);
+        if crate::trace::enabled() {
+            // Named once the route is known: a proxy matches its own routes inside the span.
+            crate::trace::rename(&span, format!("{method} {route}"));
+            span.record("http.route", route);
+            crate::trace::record_status(&span, status.as_u16());
+        }
+        span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
         let quiet = routine || response.extensions().get::<Quiet>().is_some();
@@ -247,7 +258,8 @@ where
             tracing::info!(status = status.as_u16(), latency_ms, %path, route, "request finished");
         }
     });
-    response
+        response
+    }
 }
 
 /// Calls a service that cannot fail.
