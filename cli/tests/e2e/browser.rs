@@ -139,6 +139,25 @@ impl Chrome {
         }
     }
 
+    /// Waits (30 s at most) until the browser is at `expected`: a form's answer may still be
+    /// on its way when the click returns. Fails with the page it is on, which says why (a
+    /// form shown again with its error, say).
+    async fn arrives_at(&self, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let path = self.path().await;
+            if path == expected {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.screenshot("failed").await;
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("still at {path}, not {expected}:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
@@ -268,7 +287,7 @@ async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() 
     chrome.fill("#password", "a long enough password").await;
     chrome.fields_are_labelled().await;
     chrome.click("main form button[type=submit]").await;
-    assert_eq!(chrome.path().await, "/checkout");
+    chrome.arrives_at("/checkout").await;
     assert!(chrome.text("main").await.contains("2 items, $36.00"));
     chrome.screenshot("checkout").await;
 
@@ -366,7 +385,7 @@ async fn the_console_shows_a_canary_in_progress_in_chromium() {
     chrome.fill("#email", "admin@bazaar.example").await;
     chrome.fill("#password", "keys-to-the-shop").await;
     chrome.click("main form button[type=submit]").await;
-    assert_eq!(chrome.path().await, "/console");
+    chrome.arrives_at("/console").await;
     let release = chrome.wait_for("#releases article.release.canary h3").await;
     assert_eq!(release, "catalog: canary of 9.7.0 at 30 %");
     // Each version's row: version, role, instances, rate, errors, p50, p99.
