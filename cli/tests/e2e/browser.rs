@@ -275,7 +275,7 @@ async fn a_shopper_clicks_from_the_home_page_to_a_confirmed_order_in_chromium() 
 
     // Checking out needs an account: sign up on the way, and land back at the checkout.
     chrome.click("a.button[href='/checkout']").await;
-    assert_eq!(chrome.path().await, "/login?next=%2Fcheckout");
+    chrome.arrives_at("/login?next=%2Fcheckout").await;
     chrome.click("main a[href^='/signup']").await;
     chrome.fill("#name", "Grace").await;
     chrome
@@ -381,7 +381,7 @@ async fn the_console_shows_a_canary_in_progress_in_chromium() {
 
     let chrome = chrome(1280, 1600).await;
     chrome.open(&running, "/console").await;
-    assert_eq!(chrome.path().await, "/login?next=%2Fconsole");
+    chrome.arrives_at("/login?next=%2Fconsole").await;
     chrome.fill("#email", "admin@bazaar.example").await;
     chrome.fill("#password", "keys-to-the-shop").await;
     chrome.click("main form button[type=submit]").await;

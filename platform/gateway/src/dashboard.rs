@@ -49,9 +49,10 @@ pub async fn dashboard(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
 ) -> Result<Json<Dashboard>, HttpError> {
+    const PREFIX: &str = "/api/dashboard";
     let route = Route {
-        prefix: "/api/dashboard".to_owned(),
-        label: Arc::from("/api/dashboard"),
+        prefix: PREFIX.to_owned(),
+        label: Route::label_for(PREFIX),
         service: String::new(),
         rewrite: String::new(),
         auth: AuthMode::Required,

@@ -117,9 +117,15 @@ impl Route {
             || self.prefix.starts_with("/.well-known/")
     }
 
-    /// The route's name in metrics, logs and rate-limit keys ([`Route::label`]).
+    /// The route's name in metrics, logs and rate-limit keys (the `label` field).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The label of a route with `prefix` (without its trailing `/`): the prefix, `/` for the
+    /// root route.
+    pub fn label_for(prefix: &str) -> Arc<str> {
+        Arc::from(if prefix.is_empty() { "/" } else { prefix })
     }
 
     fn matches_path(&self, path: &str) -> bool {
@@ -261,11 +267,7 @@ impl RouteTable {
                 methods.push(parsed);
             }
             routes.push(Route {
-                label: Arc::from(if prefix.is_empty() {
-                    "/"
-                } else {
-                    prefix.as_str()
-                }),
+                label: Route::label_for(&prefix),
                 prefix,
                 service: config.service.clone(),
                 rewrite,
