@@ -48,6 +48,37 @@ impl Backend {
             None
         }
     }
+
+    /// The placeholders of a multi-row `VALUES` list: `rows` rows of `columns` values each,
+    /// to be bound in order, row by row. PostgreSQL numbers them (`($1, $2), ($3, $4)`);
+    /// SQLite gets anonymous ones (`(?, ?), (?, ?)`), which must then be the statement's only
+    /// placeholders.
+    ///
+    /// SQLite keeps a statement's named parameters (`$1` is one) in a list it searches from the
+    /// front, both when it parses the statement and each time sqlx asks a parameter's name to
+    /// bind it, so a statement's cost grows with the square of its `$n` count: binding 200
+    /// rows of spans took a quarter of the trace store's CPU (docs/decisions.md). Anonymous
+    /// parameters are numbered as they come, and bound in order without a search.
+    pub fn values_placeholders(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 6);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Self::Sqlite => sql.push('?'),
+                    Self::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + column + 1).to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
 }
 
 /// Why the database could not be opened.
@@ -171,11 +202,13 @@ impl Db {
                 let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(WriteTransaction {
                     tx,
+                    backend: self.backend,
                     _turn: Some(turn),
                 })
             }
             Backend::Postgres => Ok(WriteTransaction {
                 tx: self.pool.begin().await?,
+                backend: self.backend,
                 _turn: None,
             }),
         }
@@ -198,11 +231,17 @@ impl Db {
 #[derive(Debug)]
 pub struct WriteTransaction {
     tx: Transaction<'static, Any>,
+    backend: Backend,
     /// This process's turn to write, on SQLite; released with the transaction.
     _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTransaction {
+    /// Which engine this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
@@ -328,4 +367,23 @@ pub fn now_millis() -> i64 {
 /// Converts a stored time back to a UTC timestamp.
 pub fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn values_placeholders_are_numbered_on_postgres_and_anonymous_on_sqlite() {
+        assert_eq!(
+            Backend::Postgres.values_placeholders(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(
+            Backend::Sqlite.values_placeholders(2, 3),
+            "(?, ?, ?), (?, ?, ?)"
+        );
+        assert_eq!(Backend::Postgres.values_placeholders(1, 1), "($1)");
+        assert_eq!(Backend::Sqlite.values_placeholders(0, 4), "");
+    }
 }

@@ -239,19 +239,6 @@ const ATTEMPTS: u32 = 3;
 /// Rows per multi-row insert: well under SQLite's and PostgreSQL's limits on bound values.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// `($1, $2, …), ($k+1, …)` for `rows` rows of `columns` values.
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let values: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", row * columns + c))
-                .collect();
-            format!("({})", values.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What one batch adds to a trace's summary row.
 #[derive(Debug, Clone)]
 struct Summary<'a> {
@@ -319,7 +306,7 @@ async fn merge_summaries(
                                     THEN excluded.start_nanos ELSE traces.start_nanos END),
              span_count = traces.span_count + excluded.span_count,
              error_count = traces.error_count + excluded.error_count",
-        placeholders(summaries.len(), 10)
+        tx.backend().values_placeholders(summaries.len(), 10)
     );
     // Only placeholders are formatted into the statement; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -360,7 +347,7 @@ async fn insert_spans(
         "INSERT INTO spans (trace_id, span_id, start_nanos, body) VALUES {}
          ON CONFLICT (trace_id, span_id) DO NOTHING
          RETURNING trace_id, span_id",
-        placeholders(spans.len(), 4)
+        tx.backend().values_placeholders(spans.len(), 4)
     );
     // Only placeholders are formatted into the statement; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -388,7 +375,7 @@ async fn insert_services(
     let sql = format!(
         "INSERT INTO trace_services (trace_id, service) VALUES {}
          ON CONFLICT (trace_id, service) DO NOTHING",
-        placeholders(pairs.len(), 2)
+        tx.backend().values_placeholders(pairs.len(), 2)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (trace_id, service) in pairs {
