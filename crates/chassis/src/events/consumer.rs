@@ -161,15 +161,23 @@ impl Consumer {
             .unwrap_or_default();
         let types = types.join(",");
         let mut failures = 0u32;
+        // The stored cursor, while this loop knows it: each page's deliveries move it, so it is
+        // read again only at the start and after another instance moved it or a write failed,
+        // not once a page (a write transaction and a read where the page is often one event).
+        let mut known: Option<i64> = None;
         while !stop.is_cancelled() {
-            let cursor = match self.cursor(producer).await {
-                Ok(cursor) => cursor,
-                Err(error) => {
-                    tracing::warn!(producer, error = %ErrorChain(&error), "could not read the event cursor");
-                    pause(&stop, backoff(&mut failures)).await;
-                    continue;
-                }
+            let cursor = match known {
+                Some(cursor) => cursor,
+                None => match self.cursor(producer).await {
+                    Ok(cursor) => cursor,
+                    Err(error) => {
+                        tracing::warn!(producer, error = %ErrorChain(&error), "could not read the event cursor");
+                        pause(&stop, backoff(&mut failures)).await;
+                        continue;
+                    }
+                },
             };
+            known = Some(cursor);
             let wait = inner.config.feed_wait;
             let path = format!(
                 "/internal/events?after={cursor}&types={types}&wait={}ms",
@@ -217,12 +225,17 @@ impl Consumer {
                     }
                 }
             }
+            known = complete.then_some(at);
             // Events of types nobody here handles were left out of the page: move past them.
-            if complete
-                && page.last_position > at
-                && let Err(error) = self.skip(producer, at, page.last_position).await
-            {
-                tracing::warn!(producer, error = %ErrorChain(&error), "could not move the event cursor");
+            if complete && page.last_position > at {
+                known = match self.skip(producer, at, page.last_position).await {
+                    Ok(true) => Some(page.last_position),
+                    Ok(false) => None,
+                    Err(error) => {
+                        tracing::warn!(producer, error = %ErrorChain(&error), "could not move the event cursor");
+                        None
+                    }
+                };
             }
             inner.metrics.lag(
                 &inner.name,
@@ -254,11 +267,13 @@ impl Consumer {
             .and_then(|row| sqlx::Row::try_get(&row, "position"))
     }
 
-    /// Moves the cursor over events nobody here handles.
-    async fn skip(&self, producer: &str, from: i64, to: i64) -> Result<(), sqlx::Error> {
+    /// Moves the cursor over events nobody here handles; `false` when it was no longer at
+    /// `from` (another instance moved it).
+    async fn skip(&self, producer: &str, from: i64, to: i64) -> Result<bool, sqlx::Error> {
         let mut tx = self.inner.db.begin_write().await?;
-        move_cursor(&mut tx, &self.inner.name, producer, from, to).await?;
-        tx.commit().await
+        let moved = move_cursor(&mut tx, &self.inner.name, producer, from, to).await?;
+        tx.commit().await?;
+        Ok(moved)
     }
 
     /// Handles `event` until it succeeds, is found handled already, or has failed
