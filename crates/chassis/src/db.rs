@@ -1,7 +1,8 @@
 //! The service's own database: SQLite (a file per service, the default) or PostgreSQL, chosen by
 //! the URL, behind one sqlx `AnyPool` so every query is written once.
 //!
-//! Rules that keep one SQL code path valid on both: `$1` placeholders; ids as TEXT (UUIDv7
+//! Rules that keep one SQL code path valid on both: `$1` placeholders (except a long multi-row
+//! `VALUES` list, whose placeholders come from `Backend::values_placeholders`); ids as TEXT (UUIDv7
 //! strings); times as BIGINT milliseconds since the Unix epoch; no booleans (use nullable
 //! timestamps); `INSERT ... ON CONFLICT ... DO NOTHING` for idempotent inserts.
 //!
