@@ -4,7 +4,7 @@ pub mod sagas;
 
 use std::collections::HashMap;
 
-use chassis::db::{Db, is_unique_violation};
+use chassis::db::{Backend, Db, is_unique_violation};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -148,7 +148,10 @@ impl Store {
         }
         // Every line in one statement: a round trip to the database per line cost more than
         // the inserts themselves.
-        let mut lines = sqlx::query(sqlx::AssertSqlSafe(lines_insert(order.lines.len())));
+        let mut lines = sqlx::query(sqlx::AssertSqlSafe(lines_insert(
+            tx.backend(),
+            order.lines.len(),
+        )));
         for (position, line) in (0_i64..).zip(&order.lines) {
             lines = lines
                 .bind(&order.id)
@@ -328,28 +331,13 @@ impl Store {
 }
 
 /// `INSERT INTO order_lines … VALUES ($1, …, $7), ($8, …, $14), …` for `count` lines (at most
-/// [`crate::domain::MAX_LINES`], so 350 parameters, far below either engine's limit). Only
-/// placeholders are generated; the values are bound.
-fn lines_insert(count: usize) -> String {
-    use std::fmt::Write;
-    let mut sql = String::from(
-        "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor) VALUES ",
-    );
-    for line in 0..count {
-        let first = line * 7 + 1;
-        let _ = write!(
-            sql,
-            "{}(${first}, ${}, ${}, ${}, ${}, ${}, ${})",
-            if line == 0 { "" } else { ", " },
-            first + 1,
-            first + 2,
-            first + 3,
-            first + 4,
-            first + 5,
-            first + 6,
-        );
-    }
-    sql
+/// [`crate::domain::MAX_LINES`], so 350 parameters, far below either engine's limit), with
+/// `backend`'s placeholders. Only placeholders are generated; the values are bound.
+fn lines_insert(backend: Backend, count: usize) -> String {
+    format!(
+        "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor) VALUES {}",
+        backend.values_placeholders(count, 7)
+    )
 }
 
 fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
@@ -386,15 +374,16 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::lines_insert;
+    use chassis::db::Backend;
 
     #[test]
     fn lines_are_inserted_in_one_statement_with_seven_placeholders_each() {
         assert_eq!(
-            lines_insert(2),
+            lines_insert(Backend::Postgres, 2),
             "INSERT INTO order_lines (order_id, position, sku, name, unit_price_minor, quantity, line_total_minor) \
              VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
         );
-        let most = lines_insert(crate::domain::MAX_LINES);
+        let most = lines_insert(Backend::Postgres, crate::domain::MAX_LINES);
         assert!(most.ends_with("$344, $345, $346, $347, $348, $349, $350)"));
     }
 }
