@@ -7,12 +7,14 @@
 //! timestamps); `INSERT ... ON CONFLICT ... DO NOTHING` for idempotent inserts.
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL` (a killed process loses nothing
-//! committed). Transactions that write should start with [`Db::begin_write`]: on SQLite that is
+//! committed). Transactions that write start with [`Db::begin_write`]. On SQLite that is
 //! `BEGIN IMMEDIATE`, which takes the write lock up front instead of failing when two
-//! read-then-write transactions race, and the writers of one process queue on an async mutex
-//! first. SQLite admits one writer at a time anyway; queueing in-process hands the lock over at
-//! once, where SQLite's busy handler would sleep and retry (which put a 400 ms tail on writes
-//! under load). Other processes sharing the file still wait through the busy timeout.
+//! read-then-write transactions race, on the process's one write connection, which writers
+//! queue for on an async mutex. SQLite admits one writer at a time anyway; queueing in-process
+//! hands the lock over at once, where SQLite's busy handler would sleep and retry (which put a
+//! 400 ms tail on writes under load). Other processes sharing the file are waited for, without
+//! blocking, for up to five seconds. The write connection runs its statements in place, on the
+//! writing task, rather than on a thread of sqlx's: see [`writer`] for why. Reads use the pool.
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
@@ -20,14 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
+use tokio::sync::Mutex;
 
 use crate::config::DatabaseConfig;
+
+pub mod writer;
+
+pub use writer::WriteConn;
+use writer::{Inner, SqliteTransaction, Writer};
 
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +125,9 @@ fn sqlx_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// Queues this process's SQLite writers (see the module docs).
-    writer: Arc<Mutex<()>>,
+    /// On SQLite, the process's write connection; waiting for it queues this process's
+    /// writers (see the module docs).
+    writer: Option<Arc<Mutex<Writer>>>,
     backend: Backend,
 }
 
@@ -178,9 +185,19 @@ impl Db {
         for migrator in migrators {
             migrator.run(&pool).await?;
         }
+        let writer = match backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(sqlx_error("parsing the SQLite URL"))?;
+                let writer = Writer::open(options.get_filename())
+                    .map_err(sqlx_error("opening the SQLite write connection"))?;
+                Some(Arc::new(Mutex::new(writer)))
+            }
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
-            writer: Arc::new(Mutex::new(())),
+            writer,
             backend,
         })
     }
@@ -197,22 +214,17 @@ impl Db {
 
     /// Begins a transaction that will write. See the module docs for why this differs by engine.
     pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => {
-                let turn = Arc::clone(&self.writer).lock_owned().await;
-                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(WriteTransaction {
-                    tx,
-                    backend: self.backend,
-                    _turn: Some(turn),
-                })
+        let conn = match &self.writer {
+            Some(writer) => {
+                let turn = Arc::clone(writer).lock_owned().await;
+                Inner::Sqlite(SqliteTransaction::begin(turn).await?)
             }
-            Backend::Postgres => Ok(WriteTransaction {
-                tx: self.pool.begin().await?,
-                backend: self.backend,
-                _turn: None,
-            }),
-        }
+            None => Inner::Postgres(self.pool.begin().await?),
+        };
+        Ok(WriteTransaction {
+            conn: WriteConn(conn),
+            backend: self.backend,
+        })
     }
 
     /// A round trip to the database, for readiness checks.
@@ -227,14 +239,12 @@ impl Db {
     }
 }
 
-/// A transaction that writes; use it as a connection (`&mut *tx`), then commit or roll back.
-/// Dropping it rolls back.
+/// A transaction that writes; use it as an sqlx executor (`&mut *tx`, a [`WriteConn`]), then
+/// commit or roll back. Dropping it rolls back.
 #[derive(Debug)]
 pub struct WriteTransaction {
-    tx: Transaction<'static, Any>,
+    conn: WriteConn,
     backend: Backend,
-    /// This process's turn to write, on SQLite; released with the transaction.
-    _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTransaction {
@@ -245,26 +255,32 @@ impl WriteTransaction {
 
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        match self.conn.0 {
+            Inner::Sqlite(tx) => tx.commit(),
+            Inner::Postgres(tx) => tx.commit().await,
+        }
     }
 
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        match self.conn.0 {
+            Inner::Sqlite(tx) => tx.rollback(),
+            Inner::Postgres(tx) => tx.rollback().await,
+        }
     }
 }
 
 impl Deref for WriteTransaction {
-    type Target = AnyConnection;
+    type Target = WriteConn;
 
-    fn deref(&self) -> &AnyConnection {
-        &self.tx
+    fn deref(&self) -> &WriteConn {
+        &self.conn
     }
 }
 
 impl DerefMut for WriteTransaction {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+    fn deref_mut(&mut self) -> &mut WriteConn {
+        &mut self.conn
     }
 }
 
