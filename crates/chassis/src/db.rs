@@ -26,7 +26,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::config::DatabaseConfig;
 
@@ -189,8 +189,10 @@ impl Db {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(sqlx_error("parsing the SQLite URL"))?;
-                let writer = Writer::open(options.get_filename())
+                let checkpoint = Arc::new(Notify::new());
+                let writer = Writer::open(options.get_filename(), Arc::clone(&checkpoint))
                     .map_err(sqlx_error("opening the SQLite write connection"))?;
+                tokio::spawn(writer::checkpoints(pool.clone(), checkpoint));
                 Some(Arc::new(Mutex::new(writer)))
             }
             Backend::Postgres => None,

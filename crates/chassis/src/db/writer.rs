@@ -26,15 +26,23 @@ use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Either, Execute, Executor, Transaction};
 use sqlx_core::any::{AnyColumn, AnyValue, AnyValueKind};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 /// How long [`Writer::begin`] waits for another process that holds the file's write lock (as
 /// sqlx's connections wait, through SQLite's busy timeout).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Commits between two requests for a checkpoint: about as many pages of WAL as SQLite's own
+/// automatic checkpoint lets grow (1000), at a checkout's dozen pages a commit.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
+
 /// The process's write connection to its SQLite file.
 pub(crate) struct Writer {
     conn: Connection,
+    /// Commits since a checkpoint was last asked for.
+    commits: u32,
+    /// Wakes the checkpointer ([`checkpoints`]).
+    checkpoint: Arc<Notify>,
 }
 
 impl fmt::Debug for Writer {
@@ -46,7 +54,7 @@ impl fmt::Debug for Writer {
 impl Writer {
     /// Opens `path`, which exists and is in WAL mode already, with the settings sqlx gives its
     /// own connections: foreign keys enforced, `synchronous = NORMAL`.
-    pub(crate) fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    pub(crate) fn open(path: &Path, checkpoint: Arc<Notify>) -> Result<Self, sqlx::Error> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -54,11 +62,20 @@ impl Writer {
         .map_err(to_sqlx)?;
         // No busy handler: it would sleep on the runtime's thread. `begin` waits instead.
         conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-            .map_err(to_sqlx)?;
+        // No automatic checkpoint either: it would copy the WAL back into the database file,
+        // and sync it, inside a commit, on the runtime's thread. [`checkpoints`] does it on
+        // sqlx's pool instead.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
+        )
+        .map_err(to_sqlx)?;
         // Every statement a service writes, each prepared once.
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            commits: 0,
+            checkpoint,
+        })
     }
 
     /// `BEGIN IMMEDIATE`: takes the file's write lock now. Another process holding it (a
@@ -304,6 +321,12 @@ impl SqliteTransaction {
     pub(super) fn commit(mut self) -> Result<(), sqlx::Error> {
         self.writer.conn.execute_batch("COMMIT").map_err(to_sqlx)?;
         self.open = false;
+        let writer = &mut *self.writer;
+        writer.commits += 1;
+        if writer.commits >= COMMITS_PER_CHECKPOINT {
+            writer.commits = 0;
+            writer.checkpoint.notify_one();
+        }
         Ok(())
     }
 
@@ -398,6 +421,24 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
             Inner::Sqlite(_) => Box::pin(future::ready(Err(sqlx::Error::Protocol(
                 "a SQLite write transaction does not describe queries".to_owned(),
             )))),
+        }
+    }
+}
+
+/// Checkpoints the WAL of the database behind `pool` each time the writer asks, until the
+/// pool closes: `PASSIVE`, so the writer and the readers carry on meanwhile, on one of sqlx's
+/// connections, so the copying and syncing happen on its thread, not the runtime's.
+pub(super) async fn checkpoints(pool: sqlx::AnyPool, asked: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            () = asked.notified() => {}
+            () = pool.close_event() => return,
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %crate::error::ErrorChain(&error), "checkpointing the WAL failed; trying again after the next commits");
         }
     }
 }
