@@ -153,13 +153,17 @@ impl Db {
         let backend = Backend::from_url(url).ok_or(DbError::UnsupportedUrl)?;
         // Replicas sharing a SQLite file must not set it up or migrate it at the same time;
         // on PostgreSQL the migrator takes an advisory lock itself.
-        let _setup_lock = match backend {
-            Backend::Sqlite => Some(prepare_sqlite(url).await?),
+        // On SQLite, the held setup lock and the file the writer opens.
+        let (_setup_lock, sqlite_file) = match backend {
+            Backend::Sqlite => {
+                let (lock, file) = prepare_sqlite(url).await?;
+                (Some(lock), Some(file))
+            }
             Backend::Postgres if config.create_if_missing => {
                 create_postgres(url).await?;
-                None
+                (None, None)
             }
-            Backend::Postgres => None,
+            Backend::Postgres => (None, None),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
@@ -185,17 +189,15 @@ impl Db {
         for migrator in migrators {
             migrator.run(&pool).await?;
         }
-        let writer = match backend {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(sqlx_error("parsing the SQLite URL"))?;
+        let writer = match sqlite_file {
+            Some(file) => {
                 let checkpoint = Arc::new(Notify::new());
-                let writer = Writer::open(options.get_filename(), Arc::clone(&checkpoint))
+                let writer = Writer::open(&file, Arc::clone(&checkpoint))
                     .map_err(sqlx_error("opening the SQLite write connection"))?;
                 tokio::spawn(writer::checkpoints(pool.clone(), checkpoint));
                 Some(Arc::new(Mutex::new(writer)))
             }
-            Backend::Postgres => None,
+            None => None,
         };
         Ok(Self {
             pool,
@@ -301,8 +303,8 @@ fn statement_logging(options: AnyConnectOptions) -> AnyConnectOptions {
 
 /// Creates the SQLite file and its folder if missing and switches it to WAL, which is a property
 /// of the file and so needs setting only once, before the pool opens. Returns the held setup
-/// lock (`<file>.lock`): keep it until the migrations have run.
-async fn prepare_sqlite(url: &str) -> Result<std::fs::File, DbError> {
+/// lock (`<file>.lock`): keep it until the migrations have run; and the database file's path.
+async fn prepare_sqlite(url: &str) -> Result<(std::fs::File, std::path::PathBuf), DbError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(sqlx_error("parsing the SQLite URL"))?
         .create_if_missing(true)
@@ -337,7 +339,7 @@ async fn prepare_sqlite(url: &str) -> Result<std::fs::File, DbError> {
     conn.close()
         .await
         .map_err(sqlx_error("opening the SQLite database"))?;
-    Ok(lock)
+    Ok((lock, filename))
 }
 
 /// Creates the PostgreSQL database named in `url` if it does not exist. Two replicas may race
