@@ -14,7 +14,8 @@
 //! hands the lock over at once, where SQLite's busy handler would sleep and retry (which put a
 //! 400 ms tail on writes under load). Other processes sharing the file are waited for, without
 //! blocking, for up to five seconds. The write connection runs its statements in place, on the
-//! writing task, rather than on a thread of sqlx's: see [`writer`] for why. Reads use the pool.
+//! writing task, rather than on a thread of sqlx's: see [`writer`] for why. Short reads run in
+//! place too, on read connections of their own ([`Db::reader`]); long scans use sqlx's pool.
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
@@ -30,8 +31,11 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::config::DatabaseConfig;
 
+pub mod reader;
+mod sqlite;
 pub mod writer;
 
+pub use reader::Reader;
 pub use writer::WriteConn;
 use writer::{Inner, SqliteTransaction, Writer};
 
@@ -128,6 +132,8 @@ pub struct Db {
     /// On SQLite, the process's write connection; waiting for it queues this process's
     /// writers (see the module docs).
     writer: Option<Arc<Mutex<Writer>>>,
+    /// Where reads run: in place on SQLite, on the pool on PostgreSQL.
+    reader: Arc<Reader>,
     backend: Backend,
 }
 
@@ -189,24 +195,35 @@ impl Db {
         for migrator in migrators {
             migrator.run(&pool).await?;
         }
-        let writer = match sqlite_file {
+        let (writer, reader) = match sqlite_file {
             Some(file) => {
                 let checkpoint = Arc::new(Notify::new());
                 let writer = Writer::open(&file, Arc::clone(&checkpoint))
                     .map_err(sqlx_error("opening the SQLite write connection"))?;
+                let reader = Reader::sqlite(&file)
+                    .map_err(sqlx_error("opening a SQLite read connection"))?;
                 tokio::spawn(writer::checkpoints(pool.clone(), checkpoint));
-                Some(Arc::new(Mutex::new(writer)))
+                (Some(Arc::new(Mutex::new(writer))), reader)
             }
-            None => None,
+            None => (None, Reader::pool(pool.clone())),
         };
         Ok(Self {
             pool,
             writer,
+            reader: Arc::new(reader),
             backend,
         })
     }
 
-    /// The connection pool, for queries.
+    /// Where reads run, as an sqlx executor (`.fetch_optional(db.reader())`): on SQLite in
+    /// place, on the asking task, which suits short reads (see [`reader`]); on PostgreSQL, the
+    /// pool.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// sqlx's connection pool: for a long scan, which on SQLite runs on a connection's own
+    /// thread instead of the asking task's, and for what needs the pool itself.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

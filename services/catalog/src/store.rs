@@ -136,7 +136,7 @@ impl Store {
                     (SELECT COUNT(*) FROM products p WHERE p.category = c.slug AND p.deactivated_at IS NULL) AS product_count
              FROM categories c ORDER BY c.position, c.slug",
         )
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter()
             .map(|r| {
@@ -255,7 +255,7 @@ impl Store {
                 Bind::Int(number) => statement.bind(number),
             };
         }
-        let rows = statement.fetch_all(self.db.pool()).await?;
+        let rows = statement.fetch_all(self.db.reader()).await?;
         rows.iter().map(product_from_row).collect()
     }
 
@@ -267,7 +267,7 @@ impl Store {
         )))
         .bind(id_or_sku)
         .bind(id_or_sku.to_ascii_uppercase())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.as_ref().map(product_from_row).transpose()
     }

@@ -136,7 +136,7 @@ impl Store {
         .bind(QUEUED)
         .bind(now)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(from_row).collect()
     }
@@ -146,7 +146,7 @@ impl Store {
     pub async fn customer(&self, user_id: &str) -> Result<Option<Customer>, sqlx::Error> {
         let row = sqlx::query("SELECT email, name FROM customers WHERE user_id = $1")
             .bind(user_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db.reader())
             .await?;
         row.map(|r| {
             Ok(Customer {

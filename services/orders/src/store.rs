@@ -212,7 +212,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(key)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id")?;
@@ -230,7 +230,7 @@ impl Store {
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(self.complete(vec![order_from_row(&row)?]).await?.pop())
@@ -271,7 +271,7 @@ impl Store {
         }
         let rows = query
             .bind(i64::from(limit) + 1)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?;
         let orders = rows
             .iter()
@@ -299,7 +299,7 @@ impl Store {
             history_query = history_query.bind(order.id.clone());
         }
         let mut lines: HashMap<String, Vec<PricedLine>> = HashMap::new();
-        for row in lines_query.fetch_all(self.db.pool()).await? {
+        for row in lines_query.fetch_all(self.db.reader()).await? {
             lines
                 .entry(row.try_get("order_id")?)
                 .or_default()
@@ -312,7 +312,7 @@ impl Store {
                 });
         }
         let mut history: HashMap<String, Vec<StatusChange>> = HashMap::new();
-        for row in history_query.fetch_all(self.db.pool()).await? {
+        for row in history_query.fetch_all(self.db.reader()).await? {
             history
                 .entry(row.try_get("order_id")?)
                 .or_default()

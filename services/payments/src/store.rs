@@ -144,7 +144,7 @@ impl Store {
             "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.as_ref().map(method_from_row).transpose()
     }
@@ -156,7 +156,7 @@ impl Store {
             "SELECT {METHOD_COLUMNS} FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
         )))
         .bind(user_id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(method_from_row).collect()
     }
@@ -171,7 +171,7 @@ impl Store {
             "SELECT {CHARGE_COLUMNS}, c.request_hash FROM charges c WHERE c.idempotency_key = $1"
         )))
         .bind(key)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.map(|r| Ok((charge_from_row(&r)?, r.try_get("request_hash")?)))
             .transpose()
@@ -247,7 +247,7 @@ impl Store {
             "SELECT {CHARGE_COLUMNS} FROM charges c WHERE c.id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.as_ref().map(charge_from_row).transpose()
     }
@@ -262,7 +262,7 @@ impl Store {
             "SELECT {CHARGE_COLUMNS} FROM charges c WHERE c.order_id = $1 ORDER BY c.created_at, c.id"
         )))
         .bind(order_id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(charge_from_row).collect()
     }
@@ -358,7 +358,7 @@ impl Store {
              FROM ledger WHERE order_id = $1",
         )
         .bind(order_id)
-        .fetch_one(self.db.pool())
+        .fetch_one(self.db.reader())
         .await?;
         Ok(Balance {
             charged: row.try_get("charged")?,

@@ -125,7 +125,7 @@ impl Store {
         )
         .bind(sku)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(recommendation).collect()
     }

@@ -54,7 +54,7 @@ impl Store {
     pub async fn by_key(&self, key: &str) -> Result<Option<(Shipment, String)>, sqlx::Error> {
         let row = sqlx::query("SELECT id, request_hash FROM shipments WHERE idempotency_key = $1")
             .bind(key)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db.reader())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id")?;
@@ -116,7 +116,7 @@ impl Store {
             "SELECT {COLUMNS} FROM shipments WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut shipment = from_row(&row)?;
@@ -124,7 +124,7 @@ impl Store {
             "SELECT status, at FROM tracking_events WHERE shipment_id = $1 ORDER BY position",
         )
         .bind(id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?
         .iter()
         .map(|r| Ok((r.try_get("status")?, r.try_get("at")?)))
@@ -139,7 +139,7 @@ impl Store {
             "SELECT {COLUMNS} FROM shipments WHERE order_id = $1 ORDER BY created_at, id"
         )))
         .bind(order_id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(from_row).collect()
     }
@@ -207,7 +207,7 @@ impl Store {
             .bind(status)
             .bind(before)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?
             .iter()
             .map(|r| r.try_get("id"))

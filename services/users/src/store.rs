@@ -151,7 +151,7 @@ impl Store {
             "SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1"
         )))
         .bind(email_normalized)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
@@ -176,7 +176,7 @@ impl Store {
             )))
             .bind(key)
             .bind(since)
-            .fetch_one(self.db.pool())
+            .fetch_one(self.db.reader())
             .await?;
             *count = (row.try_get("failures")?, row.try_get("oldest")?);
         }
@@ -227,7 +227,7 @@ impl Store {
             "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
         )))
         .bind(id.to_string())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
@@ -289,7 +289,7 @@ impl Store {
             "SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.map(|r| {
             Ok(RefreshRecord {

@@ -1,36 +1,29 @@
 //! SQLite's writes, run in place: the process's one write connection, and the executor that
 //! runs sqlx queries on it.
 //!
-//! sqlx runs every SQLite connection on a thread of its own and hands each statement over and
-//! back, about 100–150 µs a statement here against some 15 µs of SQLite's own work. A writer
-//! holds SQLite's one write lock for the whole of its transaction, so under load those
-//! hand-offs, each waiting for a core, set the pace of every write in the process
-//! (docs/decisions.md, 2026-11-28). Writes therefore run on a connection of the chassis's own,
-//! in place, on the task that writes: a transaction of five statements is five calls into
-//! SQLite, not ten trips between threads. Reads keep sqlx's pool.
+//! A writer holds SQLite's one write lock for the whole of its transaction, so when each
+//! statement was handed to sqlx's SQLite thread and back, those hand-offs, each waiting for a
+//! core under load, set the pace of every write in the process (docs/decisions.md,
+//! 2026-11-28). Writes therefore run on a connection of the chassis's own, in place, on the
+//! task that writes ([`super::sqlite`]): a transaction of five statements is five calls into
+//! SQLite, not ten trips between threads.
 //!
 //! The statements are the same sqlx queries (`sqlx::query(..).bind(..).execute(&mut *tx)`):
-//! [`WriteConn`] is an sqlx executor for the `Any` driver, so a service writes each query once
-//! for both engines and cannot tell which runs it.
+//! [`WriteConn`] is an sqlx executor for the `Any` driver.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::future::{self, BoxFuture};
-use futures_util::stream::{self, BoxStream, StreamExt};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
-use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
-use sqlx::error::{DatabaseError, ErrorKind};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use rusqlite::{Connection, OpenFlags};
+use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::{Either, Execute, Executor, Transaction};
-use sqlx_core::any::{AnyColumn, AnyValue, AnyValueKind};
 use tokio::sync::{Notify, OwnedMutexGuard};
 
-/// How long [`Writer::begin`] waits for another process that holds the file's write lock (as
-/// sqlx's connections wait, through SQLite's busy timeout).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+use super::sqlite::{self, Statement, first_row, step_stream, to_sqlx, unsupported};
 
 /// Commits between two requests for a checkpoint: about as many pages of WAL as SQLite's own
 /// automatic checkpoint lets grow (1000), at a checkout's dozen pages a commit.
@@ -79,216 +72,11 @@ impl Writer {
     }
 
     /// `BEGIN IMMEDIATE`: takes the file's write lock now. Another process holding it (a
-    /// replica sharing the file) is waited for asynchronously, up to [`BUSY_TIMEOUT`].
+    /// replica sharing the file) is waited for asynchronously, up to [`sqlite::BUSY_TIMEOUT`].
     async fn begin(&mut self) -> Result<(), sqlx::Error> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match self.conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => return Ok(()),
-                Err(error)
-                    if error.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-                        && started.elapsed() < BUSY_TIMEOUT =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(error) => return Err(to_sqlx(error)),
-            }
-        }
-    }
-
-    /// Runs one statement with `arguments` and returns its rows (at most `limit`), then its
-    /// result, in the order sqlx's own drivers yield them.
-    fn run(
-        &self,
-        sql: &str,
-        arguments: Vec<AnyValueKind>,
-        limit: usize,
-    ) -> Result<Vec<Either<AnyQueryResult, AnyRow>>, sqlx::Error> {
-        let mut statement = self.conn.prepare_cached(sql).map_err(to_sqlx)?;
-        // `$n` and `?n` take the n-th argument; a bare `?` takes the next one.
-        let mut next = 0;
-        for index in 1..=statement.parameter_count() {
-            let position = match statement.parameter_name(index) {
-                None => {
-                    next += 1;
-                    next
-                }
-                Some(name) => name
-                    .strip_prefix(['$', '?'])
-                    .and_then(|digits| digits.parse::<usize>().ok())
-                    .ok_or_else(|| {
-                        sqlx::Error::Protocol(format!("unsupported SQL parameter {name}"))
-                    })?,
-            };
-            let value = position
-                .checked_sub(1)
-                .and_then(|i| arguments.get(i))
-                .ok_or_else(|| {
-                    sqlx::Error::Protocol(format!(
-                        "parameter {position} has no argument ({} given)",
-                        arguments.len()
-                    ))
-                })?;
-            statement
-                .raw_bind_parameter(index, Bound(value))
-                .map_err(to_sqlx)?;
-        }
-        let writes = !statement.readonly();
-        let names: Arc<sqlx_core::HashMap<_, _>> = Arc::new(
-            statement
-                .column_names()
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| (name.to_owned().into(), i))
-                .collect(),
-        );
-        let mut out = Vec::new();
-        {
-            let mut rows = statement.raw_query();
-            while out.len() < limit {
-                let Some(row) = rows.next().map_err(to_sqlx)? else {
-                    break;
-                };
-                out.push(Either::Right(any_row(row, &names)?));
-            }
-        }
-        out.push(Either::Left(AnyQueryResult {
-            rows_affected: if writes { self.conn.changes() } else { 0 },
-            last_insert_id: Some(self.conn.last_insert_rowid()),
-        }));
-        Ok(out)
-    }
-}
-
-/// One row as the `Any` driver's, each value typed by what SQLite stored.
-fn any_row(
-    row: &rusqlite::Row<'_>,
-    names: &Arc<sqlx_core::HashMap<sqlx_core::ext::ustr::UStr, usize>>,
-) -> Result<AnyRow, sqlx::Error> {
-    let count = row.as_ref().column_count();
-    let mut columns = Vec::with_capacity(count);
-    let mut values = Vec::with_capacity(count);
-    for ordinal in 0..count {
-        let kind = match row.get_ref(ordinal).map_err(to_sqlx)? {
-            ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
-            ValueRef::Integer(n) => AnyValueKind::BigInt(n),
-            ValueRef::Real(x) => AnyValueKind::Double(x),
-            ValueRef::Text(bytes) => AnyValueKind::Text(Arc::new(
-                String::from_utf8(bytes.to_vec()).map_err(|e| sqlx::Error::ColumnDecode {
-                    index: ordinal.to_string(),
-                    source: Box::new(e),
-                })?,
-            )),
-            ValueRef::Blob(bytes) => AnyValueKind::Blob(Arc::new(bytes.to_vec())),
-        };
-        let type_info = AnyTypeInfo {
-            kind: match kind {
-                AnyValueKind::Null(_) => AnyTypeInfoKind::Null,
-                AnyValueKind::BigInt(_) => AnyTypeInfoKind::BigInt,
-                AnyValueKind::Double(_) => AnyTypeInfoKind::Double,
-                AnyValueKind::Blob(_) => AnyTypeInfoKind::Blob,
-                _ => AnyTypeInfoKind::Text,
-            },
-        };
-        let name = row.as_ref().column_name(ordinal).map_err(to_sqlx)?;
-        columns.push(AnyColumn {
-            ordinal,
-            name: name.to_owned().into(),
-            type_info,
-        });
-        values.push(AnyValue { kind });
-    }
-    Ok(AnyRow {
-        column_names: Arc::clone(names),
-        columns,
-        values,
-    })
-}
-
-/// An argument of an sqlx query, bound as SQLite stores it (as sqlx's SQLite driver does:
-/// booleans and every integer width as INTEGER).
-struct Bound<'a>(&'a AnyValueKind);
-
-impl ToSql for Bound<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self.0 {
-            AnyValueKind::Null(_) => ValueRef::Null,
-            AnyValueKind::Bool(b) => ValueRef::Integer(i64::from(*b)),
-            AnyValueKind::SmallInt(n) => ValueRef::Integer(i64::from(*n)),
-            AnyValueKind::Integer(n) => ValueRef::Integer(i64::from(*n)),
-            AnyValueKind::BigInt(n) => ValueRef::Integer(*n),
-            AnyValueKind::Real(x) => ValueRef::Real(f64::from(*x)),
-            AnyValueKind::Double(x) => ValueRef::Real(*x),
-            AnyValueKind::Text(s) => ValueRef::Text(s.as_bytes()),
-            AnyValueKind::TextSlice(s) => ValueRef::Text(s.as_bytes()),
-            AnyValueKind::Blob(b) => ValueRef::Blob(b),
-            other => {
-                return Err(rusqlite::Error::ToSqlConversionFailure(
-                    format!("no SQLite type for {other:?}").into(),
-                ));
-            }
-        }))
-    }
-}
-
-/// An error of SQLite's, as sqlx reports database errors: `is_unique_violation` and the
-/// other kinds answer as they do for sqlx's own SQLite driver.
-#[derive(Debug, thiserror::Error)]
-#[error("(code: {code}) {message}")]
-struct SqliteWriteError {
-    /// SQLite's extended result code.
-    code: i32,
-    message: String,
-}
-
-impl DatabaseError for SqliteWriteError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(self.code.to_string().into())
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> ErrorKind {
-        use rusqlite::ffi;
-        match self.code {
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
-                ErrorKind::UniqueViolation
-            }
-            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
-            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
-            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
-        }
-    }
-}
-
-/// rusqlite's error as sqlx's: SQLite's own errors as database errors, the rest as protocol
-/// errors (a statement the writer cannot run).
-fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
-    match error {
-        rusqlite::Error::SqliteFailure(failure, message) => {
-            sqlx::Error::Database(Box::new(SqliteWriteError {
-                code: failure.extended_code,
-                message: message.unwrap_or_else(|| failure.to_string()),
-            }))
-        }
-        other => sqlx::Error::Protocol(other.to_string()),
+        // Borrowed mutably, so the future stays `Send` (a connection is not `Sync`).
+        let conn = &mut self.conn;
+        sqlite::until_not_busy(move || conn.execute_batch("BEGIN IMMEDIATE").map_err(to_sqlx)).await
     }
 }
 
@@ -363,10 +151,9 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
     {
         match &mut self.0 {
             Inner::Postgres(tx) => (&mut **tx).fetch_many(query),
-            Inner::Sqlite(tx) => match run(&tx.writer, query, usize::MAX) {
-                Ok(steps) => stream::iter(steps.into_iter().map(Ok)).boxed(),
-                Err(error) => stream::once(future::ready(Err(error))).boxed(),
-            },
+            Inner::Sqlite(tx) => {
+                step_stream(Statement::take(query).and_then(|s| s.run(&tx.writer.conn, usize::MAX)))
+            }
         }
     }
 
@@ -381,13 +168,8 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
         match &mut self.0 {
             Inner::Postgres(tx) => (&mut **tx).fetch_optional(query),
             Inner::Sqlite(tx) => {
-                let row = run(&tx.writer, query, 1).map(|steps| {
-                    steps.into_iter().find_map(|step| match step {
-                        Either::Right(row) => Some(row),
-                        Either::Left(_) => None,
-                    })
-                });
-                Box::pin(future::ready(row))
+                let row = Statement::take(query).and_then(|s| s.run(&tx.writer.conn, 1));
+                Box::pin(std::future::ready(row.map(first_row)))
             }
         }
     }
@@ -402,10 +184,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
     {
         match &mut self.0 {
             Inner::Postgres(tx) => (&mut **tx).prepare_with(sql, parameters),
-            Inner::Sqlite(_) => Box::pin(future::ready(Err(sqlx::Error::Protocol(
-                "a SQLite write transaction runs queries; it does not hand out prepared statements"
-                    .to_owned(),
-            )))),
+            Inner::Sqlite(_) => unsupported("hand out prepared statements"),
         }
     }
 
@@ -418,9 +197,7 @@ impl<'c> Executor<'c> for &'c mut WriteConn {
     {
         match &mut self.0 {
             Inner::Postgres(tx) => (&mut **tx).describe(sql),
-            Inner::Sqlite(_) => Box::pin(future::ready(Err(sqlx::Error::Protocol(
-                "a SQLite write transaction does not describe queries".to_owned(),
-            )))),
+            Inner::Sqlite(_) => unsupported("describe queries"),
         }
     }
 }
@@ -441,20 +218,6 @@ pub(super) async fn checkpoints(pool: sqlx::AnyPool, asked: Arc<Notify>) {
             tracing::warn!(error = %crate::error::ErrorChain(&error), "checkpointing the WAL failed; trying again after the next commits");
         }
     }
-}
-
-/// Runs `query` on the writer.
-fn run<'q, E: Execute<'q, Any>>(
-    writer: &Writer,
-    mut query: E,
-    limit: usize,
-) -> Result<Vec<Either<AnyQueryResult, AnyRow>>, sqlx::Error> {
-    let arguments = query
-        .take_arguments()
-        .map_err(sqlx::Error::Encode)?
-        .map(|arguments| arguments.values.0)
-        .unwrap_or_default();
-    writer.run(query.sql().as_str(), arguments, limit)
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ impl Consumer {
         sqlx::query("SELECT position FROM event_cursors WHERE consumer = $1 AND producer = $2")
             .bind(&self.inner.name)
             .bind(producer)
-            .fetch_one(db.pool())
+            .fetch_one(db.reader())
             .await
             .and_then(|row| sqlx::Row::try_get(&row, "position"))
     }

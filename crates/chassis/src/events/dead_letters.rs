@@ -128,7 +128,7 @@ async fn replay(
     )))
     .bind(&id)
     .bind(&consumer.inner.name)
-    .fetch_optional(db.pool())
+    .fetch_optional(db.reader())
     .await
     .map_err(HttpError::internal)?
     .ok_or_else(not_found)?;

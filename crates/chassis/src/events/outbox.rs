@@ -87,10 +87,10 @@ pub async fn read_feed(
     )
     .bind(after)
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await?;
     let head: i64 = sqlx::query("SELECT position FROM event_outbox_head WHERE singleton = 1")
-        .fetch_one(db.pool())
+        .fetch_one(db.reader())
         .await?
         .try_get("position")?;
     let mut last_position = after;
@@ -116,7 +116,7 @@ pub(super) async fn unpublished(db: &Db, limit: i64) -> Result<Vec<Envelope>, sq
          FROM event_outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
     )
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await?;
     rows.iter().map(envelope_from_row).collect()
 }

@@ -184,7 +184,7 @@ impl Store {
         let row =
             sqlx::query("SELECT id, request_hash FROM reservations WHERE idempotency_key = $1")
                 .bind(key)
-                .fetch_optional(self.db.pool())
+                .fetch_optional(self.db.reader())
                 .await?;
         let Some(row) = row else { return Ok(None) };
         if row.try_get::<String, _>("request_hash")? != request_hash {
@@ -199,14 +199,14 @@ impl Store {
     pub async fn reservation(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
         let row = sqlx::query("SELECT id, idempotency_key, status, created_at, expires_at FROM reservations WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db.reader())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let lines = sqlx::query(
             "SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku",
         )
         .bind(id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?
         .iter()
         .map(|l| Ok((l.try_get("sku")?, l.try_get("quantity")?)))
@@ -322,7 +322,7 @@ impl Store {
             .bind(HELD)
             .bind(now)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?;
         let mut expired = 0;
         for row in due {

@@ -87,7 +87,7 @@ impl Store {
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1"
         )))
         .bind(order_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.as_ref().map(saga_from_row).transpose()
     }
@@ -99,7 +99,7 @@ impl Store {
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         row.as_ref().map(saga_from_row).transpose()
     }
@@ -123,7 +123,7 @@ impl Store {
         .bind(owner)
         .bind(now)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter()
             .map(|r| r.try_get("id").map_err(StoreError::from))
@@ -345,7 +345,7 @@ impl Store {
             "SELECT step, attempt, outcome, detail, started_at, finished_at FROM saga_steps WHERE saga_id = $1 ORDER BY position",
         )
         .bind(saga_id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter()
             .map(|row| {
@@ -377,7 +377,7 @@ impl Store {
             "SELECT {SAGA_COLUMNS} FROM sagas WHERE {filter} ORDER BY created_at LIMIT $1"
         )))
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         rows.iter().map(saga_from_row).collect()
     }
