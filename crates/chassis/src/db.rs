@@ -408,8 +408,34 @@ pub fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Backend;
+pub(crate) mod tests {
+    use sqlx::Row;
+
+    use super::{Backend, Db};
+    use crate::testing::TestDatabase;
+
+    /// A database with one table, `items`, for the reader's and the writer's tests.
+    pub(crate) async fn open_with_items(test_db: &TestDatabase) -> Db {
+        let db = Db::connect_with(&test_db.url(), &Default::default(), &[])
+            .await
+            .expect("the database opens");
+        sqlx::query(
+            "CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL, note TEXT, x DOUBLE PRECISION)",
+        )
+        .execute(db.pool())
+        .await
+        .expect("the table is created");
+        db
+    }
+
+    /// How many rows `items` holds, as the reader sees it.
+    pub(crate) async fn count(db: &Db) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM items")
+            .fetch_one(db.reader())
+            .await
+            .expect("counting")
+            .get("n")
+    }
 
     #[test]
     fn values_placeholders_are_numbered_on_postgres_and_anonymous_on_sqlite() {

@@ -193,19 +193,9 @@ mod tests {
     use futures_util::TryStreamExt;
     use sqlx::Row;
 
-    use crate::db::{Backend, Db};
+    use crate::db::Backend;
+    use crate::db::tests::{count, open_with_items as open};
     use crate::testing::TestDatabase;
-
-    async fn open(test_db: &TestDatabase) -> Db {
-        let db = Db::connect_with(&test_db.url(), &Default::default(), &[])
-            .await
-            .expect("the database opens");
-        sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL, note TEXT)")
-            .execute(db.pool())
-            .await
-            .expect("the table is created");
-        db
-    }
 
     /// Reads see what was committed, and only that, typed as sqlx's drivers give it; a
     /// statement with many rows streams them all.
@@ -279,12 +269,7 @@ mod tests {
             .await
             .expect_err("a write on a read connection is refused");
         assert!(matches!(refused, sqlx::Error::Database(_)), "{refused:?}");
-        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM items")
-            .fetch_one(db.reader())
-            .await
-            .expect("counting")
-            .get("n");
-        assert_eq!(count, 0);
+        assert_eq!(count(&db).await, 0);
     }
 
     crate::database_tests!(

@@ -224,29 +224,9 @@ pub(super) async fn checkpoints(pool: sqlx::AnyPool, asked: Arc<Notify>) {
 mod tests {
     use sqlx::Row;
 
-    use crate::db::{Db, is_unique_violation};
+    use crate::db::is_unique_violation;
+    use crate::db::tests::{count, open_with_items as open};
     use crate::testing::TestDatabase;
-
-    async fn open(test_db: &TestDatabase) -> Db {
-        let db = Db::connect_with(&test_db.url(), &Default::default(), &[])
-            .await
-            .expect("the database opens");
-        sqlx::query(
-            "CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL, note TEXT, x DOUBLE PRECISION)",
-        )
-        .execute(db.pool())
-        .await
-        .expect("the table is created");
-        db
-    }
-
-    async fn count(db: &Db) -> i64 {
-        sqlx::query("SELECT COUNT(*) AS n FROM items")
-            .fetch_one(db.pool())
-            .await
-            .expect("counting")
-            .get("n")
-    }
 
     /// Placeholders numbered out of order take their arguments by number, rows come back typed
     /// as sqlx's own drivers give them, and a commit is what the pool's readers then see.
