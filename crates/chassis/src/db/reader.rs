@@ -1,5 +1,5 @@
 //! Reads on the request path: on SQLite, run in place on read connections of the chassis's own
-//! ([`super::sqlite`]); on PostgreSQL, on sqlx's pool.
+//! (`chassis::db::sqlite`); on PostgreSQL, on sqlx's pool.
 //!
 //! A read handed to sqlx's SQLite thread and back costs two thread wake-ups, each waiting for a
 //! core under load, around some 15 µs of SQLite's own work: 17 % of the orders service's CPU

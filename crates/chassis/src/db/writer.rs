@@ -5,7 +5,7 @@
 //! statement was handed to sqlx's SQLite thread and back, those hand-offs, each waiting for a
 //! core under load, set the pace of every write in the process (docs/decisions.md,
 //! 2026-11-28). Writes therefore run on a connection of the chassis's own, in place, on the
-//! task that writes ([`super::sqlite`]): a transaction of five statements is five calls into
+//! task that writes (`chassis::db::sqlite`): a transaction of five statements is five calls into
 //! SQLite, not ten trips between threads.
 //!
 //! The statements are the same sqlx queries (`sqlx::query(..).bind(..).execute(&mut *tx)`):
