@@ -15,15 +15,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::{AnyPool, Either, Execute, Executor};
 
-use super::sqlite::{self, Statement, Steps, first_row, step_stream, to_sqlx, unsupported};
+use super::sqlite::{self, Statement, Steps, first_row, step_stream, unsupported};
 
 /// Idle read connections kept for the next reads; more are closed when returned.
 const IDLE_CONNECTIONS: usize = 4;
@@ -73,19 +72,9 @@ struct Readers {
 }
 
 impl Readers {
-    /// A read connection: it can change nothing (`query_only`), and has no busy handler, which
-    /// would sleep on the runtime's thread ([`sqlite::until_not_busy`] waits instead).
+    /// A read connection: it can change nothing (`query_only`).
     fn open(&self) -> Result<Connection, sqlx::Error> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(to_sqlx)?;
-        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
-        conn.execute_batch("PRAGMA query_only = ON;")
-            .map_err(to_sqlx)?;
-        conn.set_prepared_statement_cache_capacity(256);
-        Ok(conn)
+        sqlite::open(&self.path, "PRAGMA query_only = ON;")
     }
 
     fn take(&self) -> Option<Connection> {

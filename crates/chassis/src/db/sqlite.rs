@@ -8,13 +8,14 @@
 //! sqlx binds it, and its rows and results come back as the `Any` driver's, so a service writes
 //! each query once for both engines and cannot tell which runs it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ToSql};
+use rusqlite::{Connection, OpenFlags, ToSql};
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Either, Execute};
@@ -24,6 +25,22 @@ use sqlx_core::any::{AnyColumn, AnyValue, AnyValueKind};
 /// connections wait, through SQLite's busy timeout). The waiting is asynchronous: the
 /// connections have no busy handler, which would sleep on the runtime's thread.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the SQLite file at `path` (which exists, in WAL mode) for running statements in
+/// place, then applies `pragmas`. The connection has no busy handler, which would sleep on the
+/// runtime's thread ([`until_not_busy`] waits instead), and prepares each statement a service
+/// runs once.
+pub(super) fn open(path: &Path, pragmas: &str) -> Result<Connection, sqlx::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(to_sqlx)?;
+    conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
+    conn.execute_batch(pragmas).map_err(to_sqlx)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
 
 /// What a statement gives back, in the order sqlx's own drivers yield it: its rows, then its
 /// result.

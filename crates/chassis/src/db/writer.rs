@@ -14,11 +14,10 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::{Either, Execute, Executor, Transaction};
 use tokio::sync::{Notify, OwnedMutexGuard};
@@ -48,22 +47,13 @@ impl Writer {
     /// Opens `path`, which exists and is in WAL mode already, with the settings sqlx gives its
     /// own connections: foreign keys enforced, `synchronous = NORMAL`.
     pub(crate) fn open(path: &Path, checkpoint: Arc<Notify>) -> Result<Self, sqlx::Error> {
-        let conn = Connection::open_with_flags(
+        // No automatic checkpoint: it would copy the WAL back into the database file, and sync
+        // it, inside a commit, on the runtime's thread. [`checkpoints`] does it on sqlx's pool
+        // instead. (`begin` waits for other processes' write locks.)
+        let conn = sqlite::open(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(to_sqlx)?;
-        // No busy handler: it would sleep on the runtime's thread. `begin` waits instead.
-        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
-        // No automatic checkpoint either: it would copy the WAL back into the database file,
-        // and sync it, inside a commit, on the runtime's thread. [`checkpoints`] does it on
-        // sqlx's pool instead.
-        conn.execute_batch(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
-        )
-        .map_err(to_sqlx)?;
-        // Every statement a service writes, each prepared once.
-        conn.set_prepared_statement_cache_capacity(256);
+        )?;
         Ok(Self {
             conn,
             commits: 0,
