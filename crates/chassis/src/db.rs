@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::any::{
+    AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult, install_default_drivers,
+};
 use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::query::Query;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use tokio::sync::{Mutex, Notify};
@@ -246,6 +249,19 @@ impl Db {
             conn: WriteConn(conn),
             backend: self.backend,
         })
+    }
+
+    /// Runs one statement that writes as a transaction of its own, queued like any other
+    /// ([`Db::begin_write`]). A write sent to [`Db::pool`] instead would, on SQLite, bypass the
+    /// writers' queue and meet SQLite's busy handler.
+    pub async fn execute(
+        &self,
+        query: Query<'_, Any, AnyArguments>,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// A round trip to the database, for readiness checks.

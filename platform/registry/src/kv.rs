@@ -104,7 +104,7 @@ impl KvStore {
         check_cas(cas, current.as_ref())?;
         let index = self.index.current() + 1;
         let create_index = current.as_ref().map_or(index, |e| e.create_index);
-        sqlx::query(
+        self.db.execute(sqlx::query(
             "INSERT INTO kv (key, value, create_index, modify_index) VALUES ($1, $2, $3, $4)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, modify_index = excluded.modify_index",
         )
@@ -112,7 +112,7 @@ impl KvStore {
         .bind(value)
         .bind(index_to_db(create_index))
         .bind(index_to_db(index))
-        .execute(self.db.pool())
+        )
         .await?;
         let entry = KvEntry {
             key: key.to_owned(),
@@ -137,9 +137,8 @@ impl KvStore {
         if current.is_none() {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM kv WHERE key = $1")
-            .bind(key)
-            .execute(self.db.pool())
+        self.db
+            .execute(sqlx::query("DELETE FROM kv WHERE key = $1").bind(key))
             .await?;
         {
             let mut keys = self.write();

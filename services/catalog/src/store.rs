@@ -159,7 +159,7 @@ impl Store {
         description: &str,
         position: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.db.execute(sqlx::query(
             "INSERT INTO categories (slug, name, description, position) VALUES ($1, $2, $3, $4)
              ON CONFLICT (slug) DO NOTHING",
         )
@@ -167,7 +167,7 @@ impl Store {
         .bind(name)
         .bind(description)
         .bind(position)
-        .execute(self.db.pool())
+        )
         .await?;
         Ok(())
     }
@@ -312,7 +312,7 @@ impl Store {
     /// Replaces a product's editable fields; `false` if there is no such product.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.update", otel.kind = "client", db.namespace = "catalog", db.operation.name = "update"))]
     pub async fn update(&self, product: &ProductRecord, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = self.db.execute(sqlx::query(
             "UPDATE products SET name = $1, name_lower = $2, description = $3, price_minor = $4, currency = $5,
                     category = $6, image_url = $7,
                     deactivated_at = CASE WHEN $8 = 1 THEN NULL ELSE COALESCE(deactivated_at, $9) END,
@@ -329,7 +329,7 @@ impl Store {
         .bind(i64::from(product.active))
         .bind(now)
         .bind(&product.id)
-        .execute(self.db.pool())
+        )
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -337,10 +337,13 @@ impl Store {
     /// Adds `quantity` units to a sku's stock; `false` if there is no such sku.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "catalog.restock", otel.kind = "client", db.namespace = "catalog", db.operation.name = "restock"))]
     pub async fn restock(&self, sku: &str, quantity: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE inventory SET on_hand = on_hand + $1 WHERE sku = $2")
-            .bind(quantity)
-            .bind(sku)
-            .execute(self.db.pool())
+        let done = self
+            .db
+            .execute(
+                sqlx::query("UPDATE inventory SET on_hand = on_hand + $1 WHERE sku = $2")
+                    .bind(quantity)
+                    .bind(sku),
+            )
             .await?;
         Ok(done.rows_affected() == 1)
     }

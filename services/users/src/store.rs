@@ -213,9 +213,8 @@ impl Store {
     /// Forgets the failed logins of `account` (it just logged in).
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.clear_login_failures", otel.kind = "client", db.namespace = "users", db.operation.name = "clear_login_failures"))]
     pub async fn clear_login_failures(&self, account: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_failures WHERE account = $1")
-            .bind(account)
-            .execute(self.db.pool())
+        self.db
+            .execute(sqlx::query("DELETE FROM login_failures WHERE account = $1").bind(account))
             .await?;
         Ok(())
     }
@@ -242,7 +241,7 @@ impl Store {
         email_normalized: &str,
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let result = sqlx::query(
+        let result = self.db.execute(sqlx::query(
             "UPDATE users SET name = $1, email = $2, email_normalized = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(name)
@@ -250,7 +249,7 @@ impl Store {
         .bind(email_normalized)
         .bind(now)
         .bind(id.to_string())
-        .execute(self.db.pool())
+        )
         .await;
         match result {
             Ok(done) if done.rows_affected() == 0 => Ok(None),
@@ -264,7 +263,7 @@ impl Store {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.insert_refresh", otel.kind = "client", db.namespace = "users", db.operation.name = "insert_refresh"))]
     pub async fn insert_refresh(&self, token: &NewRefresh<'_>) -> Result<String, StoreError> {
         let id = Uuid::now_v7().to_string();
-        sqlx::query(
+        self.db.execute(sqlx::query(
             "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, issued_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -274,7 +273,7 @@ impl Store {
         .bind(token.token_hash)
         .bind(token.now)
         .bind(token.expires_at)
-        .execute(self.db.pool())
+        )
         .await?;
         Ok(id)
     }
@@ -343,12 +342,12 @@ impl Store {
     /// Revokes every live token of a login; returns how many.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "users.revoke_family", otel.kind = "client", db.namespace = "users", db.operation.name = "revoke_family"))]
     pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let done = self.db.execute(sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(family_id)
-        .execute(self.db.pool())
+        )
         .await?;
         Ok(done.rows_affected())
     }

@@ -336,8 +336,69 @@ mod tests {
         assert_eq!(total, 6);
     }
 
+    /// `Db::execute` is a transaction of its own: it waits for the open writer, and a statement
+    /// that fails leaves nothing.
+    async fn a_single_write_waits_its_turn_and_commits_alone(test_db: TestDatabase) {
+        let db = open(&test_db).await;
+        let mut tx = db.begin_write().await.expect("a write transaction");
+        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await
+            .expect("the first insert");
+        let racing = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.execute(
+                    sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+                        .bind("a")
+                        .bind(2_i64),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !racing.is_finished(),
+            "the single write waits for the open one"
+        );
+        tx.commit().await.expect("the commit");
+        let refused = racing
+            .await
+            .expect("the racing task")
+            .expect_err("the same key again is refused");
+        assert!(is_unique_violation(&refused), "{refused:?}");
+        let n: i64 = sqlx::query("SELECT n FROM items WHERE id = $1")
+            .bind("a")
+            .fetch_one(db.reader())
+            .await
+            .expect("reading")
+            .get("n");
+        assert_eq!(n, 1, "the refused write changed nothing");
+
+        let done = db
+            .execute(
+                sqlx::query("UPDATE items SET n = n + $1 WHERE id = $2")
+                    .bind(5_i64)
+                    .bind("a"),
+            )
+            .await
+            .expect("a single update");
+        assert_eq!(done.rows_affected(), 1);
+        assert_eq!(count(&db).await, 1);
+        let n: i64 = sqlx::query("SELECT n FROM items WHERE id = $1")
+            .bind("a")
+            .fetch_one(db.reader())
+            .await
+            .expect("reading")
+            .get("n");
+        assert_eq!(n, 6, "the update is committed");
+    }
+
     crate::database_tests!(
         writes_bind_by_number_and_read_typed_rows,
         failures_and_abandoned_transactions_leave_nothing,
+        a_single_write_waits_its_turn_and_commits_alone,
     );
 }
