@@ -66,13 +66,7 @@ pub fn init(
     let mut layers = vec![lines];
     match endpoint {
         Some(endpoint) if !crate::trace::enabled() => {
-            let tracer = crate::trace::provider(
-                service,
-                &endpoint,
-                trace.sample_ratio,
-                trace.start_traces,
-                transport,
-            )?;
+            let tracer = crate::trace::provider(service, &endpoint, trace, transport)?;
             layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)

@@ -5,8 +5,9 @@
 //! event carries its producer's context in the envelope, and the consumer's span continues it
 //! (and links to it). Spans are made with `tracing` and turned into OpenTelemetry spans by
 //! `tracing-opentelemetry`, sampled parent-based (a request whose caller recorded it is
-//! recorded; a new trace is recorded with probability `trace.sample_ratio`, and only where
-//! work enters: a request or an event, never a poll), and exported in batches over OTLP/HTTP.
+//! recorded; a new trace is recorded with probability `trace.sample_ratio`, at most
+//! `trace.max_new_per_second` a second, and only where work enters: a request or an event,
+//! never a poll), and exported in batches over OTLP/HTTP.
 //!
 //! Without an endpoint (`trace.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables)
 //! nothing is recorded, and nothing costs more than reading one header: the incoming
@@ -62,6 +63,11 @@ pub struct TraceConfig {
     /// Share of new traces recorded, 0 to 1. A request whose caller recorded its trace is
     /// recorded whatever this says, so a trace is whole or absent.
     pub sample_ratio: f64,
+    /// Most new traces this instance records a second, with bursts up to as many; beyond it a
+    /// new trace is not recorded (its context still travels). 0: no limit. Bounds what tracing
+    /// costs under load, where every trace recorded is some fifty spans for the trace store to
+    /// keep, while a demo or a test, far below it, has every trace recorded.
+    pub max_new_per_second: u32,
     /// Whether a request or event that arrives outside any trace starts one. `bazaar up`
     /// leaves it on at the gateway only: traces begin where requests enter the system, and
     /// the polling between services (event feeds, watches) stays out of the store. Health
@@ -74,6 +80,7 @@ impl Default for TraceConfig {
         Self {
             endpoint: None,
             sample_ratio: 1.0,
+            max_new_per_second: 100,
             start_traces: true,
         }
     }
@@ -138,11 +145,10 @@ pub fn enabled() -> bool {
 pub(crate) fn provider(
     service: &ServiceInfo,
     endpoint: &str,
-    sample_ratio: f64,
-    start_traces: bool,
+    config: &TraceConfig,
     transport: Transport,
 ) -> Result<SdkTracer, ConfigError> {
-    STARTS_TRACES.store(start_traces, Ordering::Relaxed);
+    STARTS_TRACES.store(config.start_traces, Ordering::Relaxed);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(Collector::new(transport))
@@ -168,9 +174,10 @@ pub(crate) fn provider(
         .with_batch_config(batches.build())
         .build();
     let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Entrances {
-            ratio: sample_ratio,
-        })))
+        .with_sampler(Sampler::ParentBased(Box::new(Entrances::new(
+            config.sample_ratio,
+            config.max_new_per_second,
+        ))))
         .with_id_generator(TimeOrderedIds::default())
         .with_resource(resource)
         .with_span_processor(processor)
@@ -182,7 +189,7 @@ pub(crate) fn provider(
 }
 
 /// Which spans may begin a trace: a request served or an event consumed (server and consumer
-/// spans), with probability `ratio`. A span with no parent of another kind is work no request
+/// spans), with probability `ratio`, at most `budget` a second. A span with no parent of another kind is work no request
 /// or event asked for, such as a worker polling its table for due rows or a service seeding
 /// its data: recorded, those made most of the traces of an idle system, ten a second, and
 /// pushed the checkouts out of `bazaar trace` and the console. Work a request set going
@@ -191,6 +198,58 @@ pub(crate) fn provider(
 struct Entrances {
     /// Share of entrances recorded.
     ratio: f64,
+    /// New traces recorded a second, as a token bucket (shared by clones); `None`: no limit.
+    budget: Option<std::sync::Arc<std::sync::Mutex<Budget>>>,
+}
+
+impl Entrances {
+    fn new(ratio: f64, max_per_second: u32) -> Self {
+        Self {
+            ratio,
+            budget: (max_per_second > 0)
+                .then(|| std::sync::Arc::new(std::sync::Mutex::new(Budget::full(max_per_second)))),
+        }
+    }
+
+    /// Takes one new trace from the budget; `false` when this second's are spent.
+    fn spend(&self) -> bool {
+        match &self.budget {
+            None => true,
+            Some(budget) => budget
+                .lock()
+                .map(|mut budget| budget.take(std::time::Instant::now()))
+                .unwrap_or(true),
+        }
+    }
+}
+
+/// A token bucket of new traces: `rate` a second, holding at most `rate`.
+#[derive(Debug)]
+struct Budget {
+    rate: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    fn full(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.at = self.at.max(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 impl ShouldSample for Entrances {
@@ -204,8 +263,23 @@ impl ShouldSample for Entrances {
         links: &[Link],
     ) -> SamplingResult {
         match span_kind {
-            SpanKind::Server | SpanKind::Consumer => Sampler::TraceIdRatioBased(self.ratio)
-                .should_sample(parent_context, trace_id, name, span_kind, attributes, links),
+            SpanKind::Server | SpanKind::Consumer => {
+                let result = Sampler::TraceIdRatioBased(self.ratio).should_sample(
+                    parent_context,
+                    trace_id,
+                    name,
+                    span_kind,
+                    attributes,
+                    links,
+                );
+                match result.decision {
+                    SamplingDecision::RecordAndSample if !self.spend() => SamplingResult {
+                        decision: SamplingDecision::Drop,
+                        ..result
+                    },
+                    _ => result,
+                }
+            }
             SpanKind::Client | SpanKind::Producer | SpanKind::Internal => SamplingResult {
                 decision: SamplingDecision::Drop,
                 attributes: Vec::new(),
@@ -548,6 +622,65 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_gives_its_rate_a_second_with_bursts_up_to_it() {
+        let start = std::time::Instant::now();
+        let mut budget = Budget {
+            rate: 4.0,
+            tokens: 4.0,
+            at: start,
+        };
+        let taken = (0..10).filter(|_| budget.take(start)).count();
+        assert_eq!(taken, 4, "a burst takes the whole budget and no more");
+        let half = start + Duration::from_millis(500);
+        let taken = (0..10).filter(|_| budget.take(half)).count();
+        assert_eq!(taken, 2, "half a second gives half the rate back");
+        let later = half + Duration::from_secs(60);
+        let taken = (0..10).filter(|_| budget.take(later)).count();
+        assert_eq!(taken, 4, "an idle minute refills no more than the rate");
+        assert!(
+            !budget.take(half),
+            "a clock read out of order gives nothing back"
+        );
+    }
+
+    #[test]
+    fn entrances_start_traces_within_the_budget_only() {
+        let decide = |sampler: &Entrances, kind: SpanKind| {
+            sampler
+                .should_sample(None, TraceId::from(7_u128), "request", &kind, &[], &[])
+                .decision
+        };
+        let limited = Entrances::new(1.0, 3);
+        let decisions: Vec<SamplingDecision> =
+            (0..5).map(|_| decide(&limited, SpanKind::Server)).collect();
+        assert_eq!(
+            decisions,
+            [
+                SamplingDecision::RecordAndSample,
+                SamplingDecision::RecordAndSample,
+                SamplingDecision::RecordAndSample,
+                SamplingDecision::Drop,
+                SamplingDecision::Drop,
+            ]
+        );
+        assert_eq!(
+            decide(&limited, SpanKind::Internal),
+            SamplingDecision::Drop,
+            "a poll starts no trace"
+        );
+        let unlimited = Entrances::new(1.0, 0);
+        assert!(
+            (0..1000).all(
+                |_| decide(&unlimited, SpanKind::Consumer) == SamplingDecision::RecordAndSample
+            )
+        );
+        // Traces the ratio leaves out spend nothing of the budget.
+        let none = Entrances::new(0.0, 1);
+        assert_eq!(decide(&none, SpanKind::Server), SamplingDecision::Drop);
+        assert!(none.spend(), "the budget is still whole");
+    }
+
+    #[test]
     fn the_endpoint_comes_from_the_config_then_the_standard_variables() -> anyhow::Result<()> {
         let config = TraceConfig::default();
         assert_eq!(config.resolved_endpoint(env(&[]))?, None);
@@ -639,7 +772,7 @@ mod tests {
 
     #[test]
     fn only_requests_and_events_begin_traces_and_children_follow_their_parent() {
-        let sampler = Sampler::ParentBased(Box::new(Entrances { ratio: 1.0 }));
+        let sampler = Sampler::ParentBased(Box::new(Entrances::new(1.0, 0)));
         let decide = |parent: Option<&Context>, kind: SpanKind| {
             sampler
                 .should_sample(parent, TraceId::from(7_u128), "span", &kind, &[], &[])
@@ -677,7 +810,7 @@ mod tests {
             assert_eq!(decide(Some(&unrecorded), kind), SamplingDecision::Drop);
         }
         // The ratio still applies to entrances.
-        let none = Entrances { ratio: 0.0 };
+        let none = Entrances::new(0.0, 0);
         let result = none.should_sample(
             None,
             TraceId::from(7_u128),

@@ -46,6 +46,7 @@ async fn one_request_across_two_services_is_one_trace() -> anyhow::Result<()> {
         &TraceConfig {
             endpoint: Some(format!("http://{collector}/v1/traces")),
             sample_ratio: 1.0,
+            max_new_per_second: 0,
             // As every service but the gateway under `bazaar up`: continue traces, start none.
             start_traces: false,
         },

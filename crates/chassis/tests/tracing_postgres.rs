@@ -38,6 +38,7 @@ async fn a_call_after_a_postgresql_query_stays_in_the_trace() -> anyhow::Result<
         &TraceConfig {
             endpoint: Some(format!("http://{collector}/v1/traces")),
             sample_ratio: 1.0,
+            max_new_per_second: 0,
             start_traces: false,
         },
         Transport::http(),
