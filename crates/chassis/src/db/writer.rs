@@ -213,10 +213,34 @@ pub(super) async fn checkpoints(pool: sqlx::AnyPool, asked: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use sqlx::Row;
+    use sqlx::any::AnyQueryResult;
 
-    use crate::db::is_unique_violation;
     use crate::db::tests::{count, open_with_items as open};
+    use crate::db::{Db, WriteTransaction, is_unique_violation};
     use crate::testing::TestDatabase;
+
+    /// Inserts item `id` with `n` in `tx`.
+    async fn insert(
+        tx: &mut WriteTransaction,
+        id: &str,
+        n: i64,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+            .bind(id)
+            .bind(n)
+            .execute(&mut **tx)
+            .await
+    }
+
+    /// Item `id`'s `n`, as the reader sees it.
+    async fn n_of(db: &Db, id: &str) -> i64 {
+        sqlx::query("SELECT n FROM items WHERE id = $1")
+            .bind(id)
+            .fetch_one(db.reader())
+            .await
+            .expect("reading")
+            .get("n")
+    }
 
     /// Placeholders numbered out of order take their arguments by number, rows come back typed
     /// as sqlx's own drivers give them, and a commit is what the pool's readers then see.
@@ -281,12 +305,7 @@ mod tests {
     async fn failures_and_abandoned_transactions_leave_nothing(test_db: TestDatabase) {
         let db = open(&test_db).await;
         let mut tx = db.begin_write().await.expect("a write transaction");
-        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
-            .bind("a")
-            .bind(1_i64)
-            .execute(&mut *tx)
-            .await
-            .expect("the first insert");
+        insert(&mut tx, "a", 1).await.expect("the first insert");
         let duplicate = sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
             .bind("a")
             .bind(2_i64)
@@ -341,12 +360,7 @@ mod tests {
     async fn a_single_write_waits_its_turn_and_commits_alone(test_db: TestDatabase) {
         let db = open(&test_db).await;
         let mut tx = db.begin_write().await.expect("a write transaction");
-        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
-            .bind("a")
-            .bind(1_i64)
-            .execute(&mut *tx)
-            .await
-            .expect("the first insert");
+        insert(&mut tx, "a", 1).await.expect("the first insert");
         let racing = tokio::spawn({
             let db = db.clone();
             async move {
@@ -369,12 +383,7 @@ mod tests {
             .expect("the racing task")
             .expect_err("the same key again is refused");
         assert!(is_unique_violation(&refused), "{refused:?}");
-        let n: i64 = sqlx::query("SELECT n FROM items WHERE id = $1")
-            .bind("a")
-            .fetch_one(db.reader())
-            .await
-            .expect("reading")
-            .get("n");
+        let n = n_of(&db, "a").await;
         assert_eq!(n, 1, "the refused write changed nothing");
 
         let done = db
@@ -387,12 +396,7 @@ mod tests {
             .expect("a single update");
         assert_eq!(done.rows_affected(), 1);
         assert_eq!(count(&db).await, 1);
-        let n: i64 = sqlx::query("SELECT n FROM items WHERE id = $1")
-            .bind("a")
-            .fetch_one(db.reader())
-            .await
-            .expect("reading")
-            .get("n");
+        let n = n_of(&db, "a").await;
         assert_eq!(n, 6, "the update is committed");
     }
 
