@@ -14,9 +14,9 @@
 //! `traceparent` is passed on unchanged to the calls a request makes, so a process that does
 //! not export does not cut the trace in two.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -189,9 +189,9 @@ pub(crate) fn provider(
 }
 
 /// Which spans may begin a trace: a request served or an event consumed (server and consumer
-/// spans), with probability `ratio`, at most `budget` a second. A span with no parent of another kind is work no request
-/// or event asked for, such as a worker polling its table for due rows or a service seeding
-/// its data: recorded, those made most of the traces of an idle system, ten a second, and
+/// spans), with probability `ratio`, at most `budget` a second. A span with no parent of
+/// another kind is work no request or event asked for, such as a worker polling its table for
+/// due rows or a service seeding its data: recorded, those made most of the traces of an idle system, ten a second, and
 /// pushed the checkouts out of `bazaar trace` and the console. Work a request set going
 /// carries the request's context ([`resume`]), so it stays in the request's trace.
 #[derive(Debug, Clone)]
@@ -199,7 +199,7 @@ struct Entrances {
     /// Share of entrances recorded.
     ratio: f64,
     /// New traces recorded a second, as a token bucket (shared by clones); `None`: no limit.
-    budget: Option<std::sync::Arc<std::sync::Mutex<Budget>>>,
+    budget: Option<Arc<Mutex<Budget>>>,
 }
 
 impl Entrances {
@@ -207,7 +207,7 @@ impl Entrances {
         Self {
             ratio,
             budget: (max_per_second > 0)
-                .then(|| std::sync::Arc::new(std::sync::Mutex::new(Budget::full(max_per_second)))),
+                .then(|| Arc::new(Mutex::new(Budget::full(max_per_second)))),
         }
     }
 
@@ -217,7 +217,7 @@ impl Entrances {
             None => true,
             Some(budget) => budget
                 .lock()
-                .map(|mut budget| budget.take(std::time::Instant::now()))
+                .map(|mut budget| budget.take(Instant::now()))
                 .unwrap_or(true),
         }
     }
@@ -228,7 +228,7 @@ impl Entrances {
 struct Budget {
     rate: f64,
     tokens: f64,
-    at: std::time::Instant,
+    at: Instant,
 }
 
 impl Budget {
@@ -236,11 +236,11 @@ impl Budget {
         Self {
             rate: f64::from(rate),
             tokens: f64::from(rate),
-            at: std::time::Instant::now(),
+            at: Instant::now(),
         }
     }
 
-    fn take(&mut self, now: std::time::Instant) -> bool {
+    fn take(&mut self, now: Instant) -> bool {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.rate);
         self.at = self.at.max(now);
@@ -623,7 +623,7 @@ mod tests {
 
     #[test]
     fn the_budget_gives_its_rate_a_second_with_bursts_up_to_it() {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let mut budget = Budget {
             rate: 4.0,
             tokens: 4.0,
