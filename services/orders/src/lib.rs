@@ -11,6 +11,7 @@
 //! - [`domain`]: request rules and pricing (no I/O).
 //! - [`saga`]: the checkout saga's state machine (no I/O).
 //! - [`runner`]: runs sagas against the neighbours, durably.
+//! - [`waiters`]: requests waiting on a saga, woken by its moves.
 //! - [`clients`]: the catalog and the cart, over HTTP.
 //! - [`store`]: the SQL.
 //! - [`api`]: the HTTP routes.
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod runner;
 pub mod saga;
 pub mod store;
+pub mod waiters;
 
 use std::net::SocketAddr;
 use std::time::Duration;

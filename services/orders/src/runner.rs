@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -33,6 +33,7 @@ use crate::domain::Requested;
 use crate::saga::{Outcome, RetryPolicy, Saga, Status, Step};
 use crate::store::sagas::{Finished, SagaRecord};
 use crate::store::{OrderRecord, Store, StoreError};
+use crate::waiters::{Move, Moves, Waiters};
 
 /// How long a lease lasts past the current attempt; another instance may take the saga over
 /// after that.
@@ -70,8 +71,8 @@ struct Inner {
     neighbours: Neighbours,
     policy: RetryPolicy,
     owner: String,
-    /// Every move of a saga, for requests waiting on an order.
-    moves: broadcast::Sender<Move>,
+    /// Requests waiting on an order, woken by its saga's moves.
+    waiters: Waiters,
     slots: Arc<Semaphore>,
     /// Sagas this instance is running now.
     running: Mutex<HashSet<String>>,
@@ -102,7 +103,7 @@ impl Runner {
                 neighbours,
                 policy,
                 owner,
-                moves: broadcast::channel(1024).0,
+                waiters: Waiters::default(),
                 slots: Arc::new(Semaphore::new(CONCURRENCY)),
                 running: Mutex::default(),
                 metrics,
@@ -179,19 +180,15 @@ impl Runner {
             tokio::time::timeout(Duration::from_secs(5), self.inner.slots.acquire_many(all)).await;
     }
 
-    /// A watch on the sagas this instance moves. Take it before reading an order, then
-    /// [`Moves::next`] cannot miss a move made after the read.
+    /// A watch on the moves this instance makes of `order_id`'s saga. Take it before reading
+    /// the order, then [`Moves::next`] cannot miss a move made after the read.
     pub fn watch(&self, order_id: &str) -> Moves {
-        Moves {
-            order_id: order_id.to_owned(),
-            receiver: self.inner.moves.subscribe(),
-        }
+        self.inner.waiters.watch(order_id)
     }
 
-    /// Tells waiters that `saga` moved.
+    /// Tells whoever waits on its order that `saga` moved.
     pub fn notify(&self, saga: &Saga) {
-        // No receiver is not an error: nobody is waiting.
-        let _ = self.inner.moves.send(Move {
+        self.inner.waiters.announce(Move {
             order_id: saga.order_id.clone(),
             status: saga.status,
             step: saga.step,
@@ -595,54 +592,11 @@ impl Runner {
     }
 }
 
-/// A saga's new place, as announced to waiters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Move {
-    /// The order.
-    pub order_id: String,
-    /// The saga's status now.
-    pub status: Status,
-    /// The step it runs next.
-    pub step: Option<Step>,
-}
-
 /// A saga stored a moment ago with its order, leased to this instance.
 #[derive(Debug)]
 struct Placed {
     record: SagaRecord,
     order: OrderRecord,
-}
-
-/// Moves of one order's saga, as seen by this instance.
-#[derive(Debug)]
-pub struct Moves {
-    order_id: String,
-    receiver: broadcast::Receiver<Move>,
-}
-
-/// How often a waiter looks again anyway: another instance may be running the saga, and its
-/// moves are not announced here.
-const LOOK_AGAIN: Duration = Duration::from_millis(250);
-
-impl Moves {
-    /// Returns when the saga may have made a move the waiter wants: this instance made one
-    /// (`wanted` says which count), some announcements were missed, or 250 ms passed.
-    pub async fn next(&mut self, wanted: impl Fn(&Move) -> bool) {
-        let wait = async {
-            loop {
-                match self.receiver.recv().await {
-                    Ok(m) if m.order_id == self.order_id && wanted(&m) => return,
-                    Ok(_) => {}
-                    // Missed some: one of them may be ours.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LOOK_AGAIN, wait).await;
-    }
 }
 
 /// A neighbour's answer, sorted by what the saga does with it.
