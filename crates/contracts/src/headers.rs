@@ -12,6 +12,10 @@ pub const USER_ID: &str = "x-bazaar-user-id";
 pub const USER_ROLES: &str = "x-bazaar-user-roles";
 /// Every header whose name starts with this prefix is reserved for the gateway.
 pub const IDENTITY_PREFIX: &str = "x-bazaar-user-";
+/// How long the caller waits for the answer, in milliseconds. The gateway sets it on every
+/// request it forwards, from the route's deadline, replacing any value a client sent; a
+/// request that may wait on purpose (a long poll) answers before it runs out.
+pub const TIMEOUT_MS: &str = "x-bazaar-timeout-ms";
 /// Names the key of a command that is safe to repeat (see DESIGN.md, "Checkout saga").
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Media type of RFC 9457 error bodies.

@@ -60,6 +60,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
+const TIMEOUT_HEADER: HeaderName = HeaderName::from_static(contracts::headers::TIMEOUT_MS);
 const USER_ROLES_HEADER: HeaderName = HeaderName::from_static(USER_ROLES);
 const CANARY: HeaderName = HeaderName::from_static(contracts::release::CANARY_HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -313,6 +314,11 @@ fn forward<'a>(
             identity.as_ref(),
             peer,
             secure,
+        );
+        // Each attempt waits this long: an upstream that may wait on purpose answers first.
+        headers.insert(
+            TIMEOUT_HEADER,
+            HeaderValue::from(u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX)),
         );
         let upstream = gateway.upstream(&route.service);
         // One reading of the clock serves the budget, the breaker and the first attempt's timing;

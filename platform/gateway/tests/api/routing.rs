@@ -19,6 +19,7 @@ async fn rewrites_paths_and_passes_queries_and_bodies() {
         .post(stack.at("/api/echo/items/7?color=red"))
         .json(&json!({"n": 1}))
         .header("x-request-id", "trace-me-42")
+        .header("x-bazaar-timeout-ms", "999999")
         .send()
         .await
         .expect("answers")
@@ -31,6 +32,10 @@ async fn rewrites_paths_and_passes_queries_and_bodies() {
     assert_eq!(
         answer["headers"]["x-request-id"], "trace-me-42",
         "the request id travels on"
+    );
+    assert_eq!(
+        answer["headers"]["x-bazaar-timeout-ms"], "10000",
+        "the upstream learns the route's deadline (the default 10 s), not the client's claim"
     );
 }
 

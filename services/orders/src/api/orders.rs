@@ -412,17 +412,36 @@ async fn cart_items(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GetParams {
-    /// Wait up to this long (`10s`, at most 30 s) for the checkout to settle.
+    /// Wait up to this long (`10s`, at most 30 s) for the checkout to settle; the wait ends
+    /// before the caller's deadline (through the gateway, after 9 s at most).
     wait: Option<String>,
 }
 
 /// Longest `?wait=`.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a request may wait on purpose: `wanted`, but no longer than nine tenths of what
+/// its caller waits for the answer (`x-bazaar-timeout-ms`, which the gateway sends from the
+/// route's deadline). The last tenth is for reading the order and sending it: a wait as long
+/// as the gateway's deadline would be answered, under load, just after the gateway gave up
+/// with a 504.
+fn wait_within(wanted: Duration, headers: &HeaderMap) -> Duration {
+    let caller = headers
+        .get(contracts::headers::TIMEOUT_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    match caller {
+        Some(caller) => wanted.min(caller - caller / 10),
+        None => wanted,
+    }
+}
+
 /// `GET /orders/{id}`: the caller's own order, or any for an admin; 404 otherwise, so ids of
 /// other people's orders cannot be probed. With `?wait=10s`, answers once the checkout saga has
 /// settled (the order is CONFIRMED or CANCELLED and nothing is being undone) or the wait is over,
-/// whichever comes first.
+/// whichever comes first. The wait ends early enough for the caller's deadline (see
+/// [`wait_within`]): through the gateway, after 9 s at most; look again if still pending.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = String, Path, description = "The order's id"), GetParams),
     responses(
         (status = 200, description = "The order", body = OrderView),
@@ -433,6 +452,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<GetParams>,
+    headers: HeaderMap,
 ) -> Result<Json<OrderView>, HttpError> {
     let wait = match params.wait.as_deref() {
         None => Duration::ZERO,
@@ -448,7 +468,7 @@ pub async fn get(
                 v.into_error()
             })?,
     };
-    let until = tokio::time::Instant::now() + wait;
+    let until = tokio::time::Instant::now() + wait_within(wait, &headers);
     let mut moves = state.runner.watch(&id);
     loop {
         // While the checkout moves, only its saga is read (it names the customer, so the caller
@@ -511,6 +531,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (order, saga) = own_order(&state, &caller, &id).await?;
     let Some(record) = saga else {
@@ -543,7 +564,7 @@ pub async fn cancel(
         state.runner.run(next.id.clone());
     }
     // The shipment decides: wait until the saga is past cancelling it.
-    let until = tokio::time::Instant::now() + CANCEL_WAIT;
+    let until = tokio::time::Instant::now() + wait_within(CANCEL_WAIT, &headers);
     loop {
         let (order, saga) = own_order(&state, &caller, &id).await?;
         let at_shipment = saga.as_ref().is_some_and(|r| {
@@ -633,4 +654,39 @@ pub async fn list(
     };
     let items: Vec<OrderView> = orders.into_iter().map(OrderView::from).collect();
     Ok(Json(Page { items, next_cursor }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            contracts::headers::TIMEOUT_MS,
+            http::HeaderValue::from_str(value).expect("a header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_wait_ends_a_tenth_before_the_callers_deadline() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(wait_within(ten, &HeaderMap::new()), ten, "no deadline sent");
+        assert_eq!(
+            wait_within(ten, &with_timeout("10000")),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            wait_within(Duration::from_secs(2), &with_timeout("10000")),
+            Duration::from_secs(2),
+            "a shorter wait is kept"
+        );
+        assert_eq!(wait_within(ten, &with_timeout("0")), Duration::ZERO);
+        assert_eq!(
+            wait_within(ten, &with_timeout("soon")),
+            ten,
+            "a value that is not milliseconds is ignored"
+        );
+    }
 }

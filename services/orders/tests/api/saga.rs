@@ -519,6 +519,40 @@ async fn a_pending_order_cannot_be_cancelled_yet() {
     assert_eq!(app.settled(ALICE, &id).await["status"], "CONFIRMED");
 }
 
+#[tokio::test]
+async fn a_long_poll_answers_before_its_callers_deadline() {
+    let (_neighbours, app, id) = checkout_where(
+        "POST",
+        "^/charges$",
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"id": "ch-1"}))
+            .set_delay(Duration::from_millis(1500)),
+        None,
+    )
+    .await;
+    // The gateway waits 500 ms for this answer: the poll ends in 450, the order still pending.
+    let started = std::time::Instant::now();
+    let polled = app
+        .as_user(
+            app.http
+                .get(app.at(&format!("/orders/{id}?wait=10s")))
+                .header("x-bazaar-timeout-ms", "500"),
+            ALICE,
+        )
+        .send()
+        .await
+        .expect("answers");
+    let took = started.elapsed();
+    assert_eq!(polled.status(), 200);
+    let order: Value = polled.json().await.expect("json");
+    assert_eq!(order["status"], "PENDING");
+    assert!(
+        took >= Duration::from_millis(440) && took < Duration::from_millis(1400),
+        "answered after {took:?}, not at the wait's 10 s nor at once"
+    );
+    assert_eq!(app.settled(ALICE, &id).await["status"], "CONFIRMED");
+}
+
 async fn an_unfinished_saga_resumes_when_the_service_starts_again(db: TestDatabase) {
     // The first run finds the catalog unable to reserve, and stops while retrying.
     let down = Neighbours::start().await;
