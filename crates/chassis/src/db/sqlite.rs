@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture};
 use futures_util::stream::{self, BoxStream, StreamExt};
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
@@ -37,6 +38,12 @@ pub(super) fn open(path: &Path, pragmas: &str) -> Result<Connection, sqlx::Error
     )
     .map_err(to_sqlx)?;
     conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
+    // Plans that do not look at bound values. Otherwise SQLite plans some statements for the
+    // values bound the first time (a `LIMIT $2`, say) and, since another binding could want
+    // another plan, parses and plans them again on every run: the cache of prepared
+    // statements was then no cache at all for them.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(to_sqlx)?;
     conn.execute_batch(pragmas).map_err(to_sqlx)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -302,5 +309,51 @@ pub(super) fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
             }))
         }
         other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+    use sqlx::Any;
+
+    use super::*;
+
+    /// A statement whose plan could depend on what is bound (a `LIMIT`, a `LIKE` pattern) is
+    /// still parsed once: run again with other values, it is not prepared again.
+    #[test]
+    fn a_statement_is_prepared_once_whatever_is_bound() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("plans.db");
+        Connection::open(&path)
+            .and_then(|setup| {
+                setup.execute_batch(
+                    "PRAGMA journal_mode = WAL;
+                     CREATE TABLE t (n INTEGER PRIMARY KEY, word TEXT NOT NULL);
+                     CREATE INDEX t_word ON t (word);
+                     WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 20)
+                     INSERT INTO t SELECT n, 'w' || n FROM k;",
+                )
+            })
+            .expect("a database with twenty rows");
+        let conn = open(&path, "PRAGMA query_only = ON;").expect("opens");
+        let sql = "SELECT n FROM t WHERE n > $1 AND word LIKE $2 ORDER BY n LIMIT $3";
+        for (after, pattern, limit, rows) in [
+            (0_i64, "w%", 1_i64, 1),
+            (5, "w1%", 50, 10),
+            (15, "w%", 3, 3),
+        ] {
+            let query = sqlx::query::<Any>(sql)
+                .bind(after)
+                .bind(pattern)
+                .bind(limit);
+            let steps = Statement::take(query)
+                .expect("the arguments")
+                .run(&conn, usize::MAX)
+                .expect("the statement runs");
+            assert_eq!(steps.len() - 1, rows, "rows after {after} like {pattern}");
+        }
+        let cached = conn.prepare_cached(sql).expect("the cached statement");
+        assert_eq!(cached.get_status(StatementStatus::RePrepare), 0);
     }
 }
