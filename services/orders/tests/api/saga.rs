@@ -486,9 +486,9 @@ async fn a_shipped_order_cannot_be_cancelled() {
     );
 }
 
-#[tokio::test]
-async fn a_pending_order_cannot_be_cancelled_yet() {
-    let (_neighbours, app, id) = checkout_where(
+/// A checkout whose charge takes 1.5 s, so the order stays PENDING that long.
+async fn checkout_charging_slowly() -> (Neighbours, TestApp, String) {
+    checkout_where(
         "POST",
         "^/charges$",
         ResponseTemplate::new(201)
@@ -496,7 +496,12 @@ async fn a_pending_order_cannot_be_cancelled_yet() {
             .set_delay(Duration::from_millis(1500)),
         None,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_pending_order_cannot_be_cancelled_yet() {
+    let (_neighbours, app, id) = checkout_charging_slowly().await;
     let early = app
         .as_user(
             app.http.post(app.at(&format!("/orders/{id}/cancel"))),
@@ -521,15 +526,7 @@ async fn a_pending_order_cannot_be_cancelled_yet() {
 
 #[tokio::test]
 async fn a_long_poll_answers_before_its_callers_deadline() {
-    let (_neighbours, app, id) = checkout_where(
-        "POST",
-        "^/charges$",
-        ResponseTemplate::new(201)
-            .set_body_json(json!({"id": "ch-1"}))
-            .set_delay(Duration::from_millis(1500)),
-        None,
-    )
-    .await;
+    let (_neighbours, app, id) = checkout_charging_slowly().await;
     // The gateway waits 500 ms for this answer: the poll ends in 450, the order still pending.
     let started = std::time::Instant::now();
     let polled = app
