@@ -441,7 +441,7 @@ fn wait_within(wanted: Duration, headers: &HeaderMap) -> Duration {
 /// other people's orders cannot be probed. With `?wait=10s`, answers once the checkout saga has
 /// settled (the order is CONFIRMED or CANCELLED and nothing is being undone) or the wait is over,
 /// whichever comes first. The wait ends early enough for the caller's deadline (see
-/// [`wait_within`]): through the gateway, after 9 s at most; look again if still pending.
+/// `wait_within`): through the gateway, after 9 s at most; look again if still pending.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = String, Path, description = "The order's id"), GetParams),
     responses(
         (status = 200, description = "The order", body = OrderView),
