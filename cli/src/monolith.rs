@@ -146,6 +146,7 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
     drain(tasks).await;
     let _ = std::fs::remove_file(state::run_file(&args.data_dir));
     chassis::trace::shutdown().await;
+    chassis::telemetry::flush();
     code
 }
 

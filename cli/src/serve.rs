@@ -27,7 +27,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let served = serve(service, &loader, shutdown, None).await;
     // The spans of the last requests, before the process goes.
     chassis::trace::shutdown().await;
-    match served {
+    let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(error)) => usage_error(&error),
         Err(error) => {
@@ -35,7 +35,10 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
             eprintln!("error: {}", chassis::error::ErrorChain(&error));
             ExitCode::FAILURE
         }
-    }
+    };
+    // And the last log lines.
+    chassis::telemetry::flush();
+    code
 }
 
 /// Runs `service` as `loader` configures it until `shutdown`; with `exchange`, it calls (and

@@ -7,6 +7,9 @@
 //! shows a colored summary on the terminal, so the JSON shape here is a contract with the CLI:
 //! `timestamp`, `level`, `message`, `service`, `instance` always exist.
 
+mod batch;
+
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -15,9 +18,17 @@ use crate::ServiceInfo;
 use crate::config::{ConfigError, LogConfig, LogFormat};
 use crate::trace::TraceConfig;
 
+/// Spans that only describe a trace: a database call (`db`), an outgoing call (`call`), an
+/// event published (`publish`). The log layer does not see them: their fields (`db.*`,
+/// `peer.service`, `url.path`, ...) are the trace's, and a request opens many of them, each
+/// formatted for the log when it opens and whenever a field is recorded (docs/decisions.md).
+/// A line written inside one still carries the fields of the request, event or saga around it.
+pub const TRACE_ONLY_SPANS: [&str; 3] = ["db", "call", "publish"];
+
 /// Installs the process-wide subscriber: log lines as `log` says, and spans to the trace
 /// exporter when `trace` names one (see [`crate::trace`]). Call once, early in `main`, inside
-/// the Tokio runtime; call [`crate::trace::shutdown`] at the end.
+/// the Tokio runtime (log lines are then written in batches, see [`flush`]); call
+/// [`crate::trace::shutdown`] and [`flush`] at the end.
 ///
 /// Spans go out through `transport` (presenting the service's certificate when the trace
 /// store is behind mTLS).
@@ -36,25 +47,12 @@ pub fn init(
     EnvFilter::try_new(&log.level).map_err(invalid)?;
     trace.validate()?;
     let endpoint = trace.resolved_endpoint(|key| std::env::var(key).ok())?;
-    // Start and stop lines are always written (see `server::LIFECYCLE`).
-    let filter = || {
-        EnvFilter::try_new(format!("{},{}=info", log.level, crate::server::LIFECYCLE))
-            .map_err(invalid)
-    };
+    let filter = || filter(&log.level).map_err(invalid);
+    let stdout = batch::BatchedStdout::start();
     let lines = match log.format {
-        LogFormat::Json => {
-            let mut layer = json_subscriber::fmt::layer()
-                .with_target(true)
-                .flatten_event(true)
-                .with_current_span(false)
-                .flatten_span_list_on_top_level(true);
-            let inner = layer.inner_layer_mut();
-            inner.add_static_field("service", service.name.clone().into());
-            inner.add_static_field("version", service.version.clone().into());
-            inner.add_static_field("instance", service.instance_id.clone().into());
-            layer.with_filter(filter()?).boxed()
-        }
+        LogFormat::Json => json_lines(service, stdout).with_filter(filter()?).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(stdout)
             .with_target(false)
             .compact()
             .with_filter(filter()?)
@@ -91,4 +89,114 @@ pub fn init(
     // Already installed: a test binary or a second service in one process. Keep the first.
     drop(tracing_subscriber::registry().with(layers).try_init());
     Ok(())
+}
+
+/// Which lines and spans the log layer sees: those at `level` or above (start and stop lines
+/// always, see `server::LIFECYCLE`), and no [`TRACE_ONLY_SPANS`].
+fn filter<S>(
+    level: &str,
+) -> Result<
+    impl tracing_subscriber::layer::Filter<S> + use<S>,
+    tracing_subscriber::filter::ParseError,
+> {
+    let levels = EnvFilter::try_new(format!("{level},{}=info", crate::server::LIFECYCLE))?;
+    let for_logs = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && TRACE_ONLY_SPANS.contains(&meta.name()))
+    });
+    Ok(levels.and(for_logs))
+}
+
+/// JSON lines to `writer`, each with the process's service, version and instance, and the
+/// fields of the spans it was written in.
+fn json_lines<S, W>(service: &ServiceInfo, writer: W) -> json_subscriber::fmt::Layer<S, W>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    let mut layer = json_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(true)
+        .flatten_event(true)
+        .with_current_span(false)
+        .flatten_span_list_on_top_level(true);
+    let inner = layer.inner_layer_mut();
+    inner.add_static_field("service", service.name.clone().into());
+    inner.add_static_field("version", service.version.clone().into());
+    inner.add_static_field("instance", service.instance_id.clone().into());
+    layer
+}
+
+/// Writes out the log lines still waiting in this process's batch. Call last before the
+/// process exits: lines logged after it are written on the next batch, or not at all.
+pub fn flush() {
+    batch::flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Lines written into a buffer the test keeps.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl MakeWriter<'_> for Captured {
+        type Writer = Self;
+
+        fn make_writer(&self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn a_line_carries_its_request_and_not_the_spans_of_the_trace() {
+        let captured = Captured::default();
+        let service = ServiceInfo {
+            name: "orders".into(),
+            version: "0.1.0".into(),
+            instance_id: "orders-1".into(),
+        };
+        let lines = json_lines(&service, captured.clone())
+            .with_filter(filter("info").expect("a valid level"));
+        let subscriber = tracing_subscriber::registry().with(lines);
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", request_id = "r-1", route = "/orders");
+            let _request = request.enter();
+            let db = tracing::info_span!("db", db.operation.name = "insert");
+            let _db = db.enter();
+            let call = tracing::info_span!("call", peer.service = "catalog");
+            let _call = call.enter();
+            tracing::warn!(attempt = 2, "slow");
+            tracing::debug!("below the level");
+        });
+        let written = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = written
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{written}");
+        let line = &lines[0];
+        assert_eq!(line["message"], "slow");
+        assert_eq!(line["attempt"], 2);
+        assert_eq!(line["request_id"], "r-1");
+        assert_eq!(line["route"], "/orders");
+        assert_eq!(line["instance"], "orders-1");
+        assert!(line.get("db.operation.name").is_none(), "{line}");
+        assert!(line.get("peer.service").is_none(), "{line}");
+    }
 }
