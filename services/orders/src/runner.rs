@@ -325,13 +325,13 @@ impl Runner {
                 // Four a checkout: each is in the saga's log and its trace; the order's placing
                 // and its outcome are the lines at info.
                 Outcome::Done(_) => {
-                    tracing::debug!(saga = %id, order_id = %order.id, %step, attempt, "step done");
+                    tracing::debug!(%step, attempt, "step done");
                 }
                 Outcome::Refused(reason) => {
-                    tracing::info!(saga = %id, order_id = %order.id, %step, attempt, reason, "step refused");
+                    tracing::info!(%step, attempt, reason, "step refused");
                 }
                 Outcome::Failed(error) => {
-                    tracing::warn!(saga = %id, order_id = %order.id, %step, attempt, error, "step failed; will retry");
+                    tracing::warn!(%step, attempt, error, "step failed; will retry");
                 }
             }
             let now = now_millis();
@@ -353,7 +353,7 @@ impl Runner {
                 )
                 .await?
             else {
-                tracing::info!(saga = %id, "another instance took the saga over");
+                tracing::info!("another instance took the saga over");
                 return Ok(());
             };
             started = next_started;
@@ -363,7 +363,10 @@ impl Runner {
                 self.notify(&next);
                 return Ok(());
             } else if next.status == Status::Compensating && saga.status == Status::Running {
-                tracing::info!(saga = %id, order_id = %order.id, reason = next.reason.as_deref().unwrap_or_default(), "compensating");
+                tracing::info!(
+                    reason = next.reason.as_deref().unwrap_or_default(),
+                    "compensating"
+                );
             }
             self.notify(&next);
             record = SagaRecord {
@@ -375,21 +378,29 @@ impl Runner {
         }
     }
 
+    /// Logs and counts a finished saga; called in its span, whose fields name the saga and
+    /// the order.
     async fn finished(&self, record: &SagaRecord, next: &Saga, now: i64) {
         let seconds = Duration::from_millis(now.saturating_sub(record.created_at).unsigned_abs());
         self.inner.metrics.finished(next.status, seconds);
         match next.status {
             Status::Confirmed if record.saga.status == Status::Running => {
-                tracing::info!(saga = %next.id, order_id = %next.order_id, "order confirmed");
+                tracing::info!("order confirmed");
                 if record.from_cart {
                     self.empty_cart(record).await;
                 }
             }
             Status::Confirmed => {
-                tracing::info!(saga = %next.id, order_id = %next.order_id, reason = next.last_error.as_deref().unwrap_or_default(), "cancellation refused; the order stays confirmed");
+                tracing::info!(
+                    reason = next.last_error.as_deref().unwrap_or_default(),
+                    "cancellation refused; the order stays confirmed"
+                );
             }
             _ => {
-                tracing::info!(saga = %next.id, order_id = %next.order_id, reason = next.reason.as_deref().unwrap_or_default(), "order cancelled");
+                tracing::info!(
+                    reason = next.reason.as_deref().unwrap_or_default(),
+                    "order cancelled"
+                );
             }
         }
     }

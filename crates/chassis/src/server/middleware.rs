@@ -188,7 +188,9 @@ where
         "request",
         request_id = %request_id,
         method = %method,
-        route = matched.as_deref().unwrap_or("unmatched"),
+        // Unknown until the answer when no route of the router matched: a proxy names the
+        // route table entry it matched (`RouteLabel`), recorded at the end.
+        route = matched.as_deref(),
         // Filled by proxies (the gateway) with the instance that served the request.
         upstream = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -246,18 +248,21 @@ where
             span.record("http.route", route);
             crate::trace::record_status(&span, status.as_u16());
         }
-        span.in_scope(|| {
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
-        let quiet = routine || response.extensions().get::<Quiet>().is_some();
-        if quiet {
-            tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
-        } else if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), latency_ms, %path, route, "request finished");
-        } else {
-            tracing::info!(status = status.as_u16(), latency_ms, %path, route, "request finished");
+        if matched.is_none() {
+            span.record("route", route);
         }
-    });
+        span.in_scope(|| {
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            // Probes, scrapes and heartbeats arrive every few seconds; keep them out of the default log.
+            let quiet = routine || response.extensions().get::<Quiet>().is_some();
+            if quiet {
+                tracing::debug!(status = status.as_u16(), latency_ms, %path, "request finished");
+            } else if status.is_server_error() {
+                tracing::warn!(status = status.as_u16(), latency_ms, %path, "request finished");
+            } else {
+                tracing::info!(status = status.as_u16(), latency_ms, %path, "request finished");
+            }
+        });
         response
     }
 }
@@ -353,4 +358,55 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     HttpError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    #[test]
+    fn a_proxy_s_access_line_names_its_route_once() {
+        let (subscriber, captured) = crate::telemetry::capture::subscriber("info");
+        let _subscriber = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let observer = Observer::new(
+            HttpMetrics::register(&mut Registry::default()),
+            &HttpConfig::default(),
+            true,
+        );
+        // Answers as a proxy does: no router matched the request, the answer names the route.
+        let proxy = tower::service_fn(|_request: Request| async {
+            let mut response = Response::new(Body::from("ok"));
+            response
+                .extensions_mut()
+                .insert(RouteLabel(Arc::from("/api/orders")));
+            Ok::<_, Infallible>(response)
+        });
+        let request = Request::get("/api/orders/7")
+            .body(Body::empty())
+            .expect("a request");
+        let response = runtime
+            .block_on(
+                ObserveLayer(Arc::new(observer))
+                    .layer(proxy)
+                    .oneshot(request),
+            )
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let lines = captured.lines();
+        let (text, line) = lines
+            .iter()
+            .find(|(_, line)| line["message"] == "request finished")
+            .expect("an access line");
+        assert_eq!(text.matches("\"route\":").count(), 1, "{text}");
+        assert_eq!(line["route"], "/api/orders");
+        assert_eq!(line["path"], "/api/orders/7");
+        assert_eq!(line["status"], 200);
+    }
 }
