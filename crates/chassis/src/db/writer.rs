@@ -24,9 +24,11 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::sqlite::{self, Statement, first_row, step_stream, to_sqlx, unsupported};
 
-/// Commits between two requests for a checkpoint: about as many pages of WAL as SQLite's own
-/// automatic checkpoint lets grow (1000), at a checkout's dozen pages a commit.
-const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// Commits between two requests for a checkpoint: a few thousand pages of WAL at a
+/// checkout's dozen pages a commit (a few MB). A checkpoint copies each page it finds once,
+/// however many commits changed it, so the hot pages (the sagas, the outbox, the ends of
+/// their indexes) are copied once per checkpoint: the fewer checkpoints, the fewer copies.
+const COMMITS_PER_CHECKPOINT: u32 = 256;
 
 /// The process's write connection to its SQLite file.
 pub(crate) struct Writer {
