@@ -146,11 +146,14 @@ pub(crate) mod capture {
     pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
     impl Captured {
+        /// Everything written.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+        }
+
         /// Each line written, parsed, with its text.
         pub(crate) fn lines(&self) -> Vec<(String, serde_json::Value)> {
-            let bytes = self.0.lock().expect("lock").clone();
-            String::from_utf8(bytes)
-                .expect("utf-8")
+            self.text()
                 .lines()
                 .map(|line| {
                     let parsed = serde_json::from_str(line).expect("a JSON line");

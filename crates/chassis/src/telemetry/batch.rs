@@ -187,38 +187,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_task_writes_a_batch_after_its_first_line_waits() {
         let batch = Arc::new(Batch::default());
-        let out = Arc::new(Mutex::new(Vec::new()));
+        let out = crate::telemetry::capture::Captured::default();
         let task = tokio::spawn(write_batches(Arc::clone(&batch), {
-            let out = Arc::clone(&out);
-            move || Shared(Arc::clone(&out))
+            let out = out.clone();
+            move || out.clone()
         }));
-        let written = || out.lock().expect("lock").clone();
+        let written = || out.text();
         batch.append(b"line\n", &mut Vec::new()).expect("appended");
         tokio::time::sleep(GATHER / 2).await;
         assert!(written().is_empty(), "still gathering");
         tokio::time::sleep(GATHER).await;
-        assert_eq!(written(), b"line\n", "written out after GATHER");
+        assert_eq!(written(), "line\n", "written out after GATHER");
         batch.append(b"last\n", &mut Vec::new()).expect("appended");
         task.abort();
         let _ = task.await;
         assert_eq!(
             written(),
-            b"line\nlast\n",
+            "line\nlast\n",
             "what is left, when the task is dropped"
         );
-    }
-
-    /// A writer into a buffer the test keeps.
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }
