@@ -25,9 +25,9 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use super::sqlite::{self, Statement, first_row, step_stream, to_sqlx, unsupported};
 
 /// Commits between two requests for a checkpoint: up to about 2,500 pages of WAL (10 MB) at
-/// the seven to ten pages a checkout's commits write. A checkpoint copies each page it finds once,
-/// however many commits changed it, so the hot pages (the sagas, the outbox, the ends of
-/// their indexes) are copied once per checkpoint: the fewer checkpoints, the fewer copies.
+/// the seven to ten pages a checkout's commits write. A checkpoint copies each page it finds
+/// once, however many commits changed it, so the hot pages (the sagas, the outbox, the ends
+/// of their indexes) are copied once per checkpoint: the fewer checkpoints, the fewer copies.
 const COMMITS_PER_CHECKPOINT: u32 = 256;
 
 /// The process's write connection to its SQLite file.
