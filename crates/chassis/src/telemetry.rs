@@ -8,6 +8,7 @@
 //! `timestamp`, `level`, `message`, `service`, `instance` always exist.
 
 mod batch;
+mod lines;
 
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -50,7 +51,9 @@ pub fn init(
     let filter = || filter(&log.level).map_err(invalid);
     let stdout = batch::BatchedStdout::start();
     let lines = match log.format {
-        LogFormat::Json => json_lines(service, stdout).with_filter(filter()?).boxed(),
+        LogFormat::Json => lines::JsonLines::new(service, stdout)
+            .with_filter(filter()?)
+            .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(stdout)
             .with_target(false)
@@ -104,26 +107,6 @@ fn filter<S>(
         !(meta.is_span() && TRACE_ONLY_SPANS.contains(&meta.name()))
     });
     Ok(levels.and(for_logs))
-}
-
-/// JSON lines to `writer`, each with the process's service, version and instance, and the
-/// fields of the spans it was written in.
-fn json_lines<S, W>(service: &ServiceInfo, writer: W) -> json_subscriber::fmt::Layer<S, W>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
-{
-    let mut layer = json_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_target(true)
-        .flatten_event(true)
-        .with_current_span(false)
-        .flatten_span_list_on_top_level(true);
-    let inner = layer.inner_layer_mut();
-    inner.add_static_field("service", service.name.clone().into());
-    inner.add_static_field("version", service.version.clone().into());
-    inner.add_static_field("instance", service.instance_id.clone().into());
-    layer
 }
 
 /// Writes out the log lines still waiting in this process's batch. Call last before the
@@ -190,8 +173,8 @@ pub(crate) mod capture {
             version: "0.1.0".into(),
             instance_id: "orders-1".into(),
         };
-        let lines =
-            json_lines(&service, captured.clone()).with_filter(filter(level).expect("a level"));
+        let lines = lines::JsonLines::new(&service, captured.clone())
+            .with_filter(filter(level).expect("a level"));
         (tracing_subscriber::registry().with(lines), captured)
     }
 }
