@@ -24,10 +24,12 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::sqlite::{self, Statement, first_row, step_stream, to_sqlx, unsupported};
 
-/// Commits between two requests for a checkpoint: up to about 2,500 pages of WAL (10 MB) at
-/// the seven to ten pages a checkout's commits write. A checkpoint copies each page it finds
-/// once, however many commits changed it, so the hot pages (the sagas, the outbox, the ends
-/// of their indexes) are copied once per checkpoint: the fewer checkpoints, the fewer copies.
+/// Commits between two requests for a checkpoint: about 2,800 frames of WAL (11 MB) at the
+/// eight to eleven pages each of orders' commits writes under checkout load. A checkpoint
+/// copies each page it finds once, however many commits changed it, so the hot pages (the
+/// sagas, the outbox, the ends of their indexes) are copied once per checkpoint: the fewer
+/// checkpoints, the fewer copies. (The WAL starts over only when a write begins with all of
+/// it copied, which writes that never pause do not allow: BENCHMARKS.md, "What is left".)
 const COMMITS_PER_CHECKPOINT: u32 = 256;
 
 /// The process's write connection to its SQLite file.
