@@ -376,7 +376,7 @@ fn forward<'a>(
                 let allowed = upstream.budget.withdraw(now);
                 gateway.metrics.retry(&route.service, allowed);
                 if !allowed {
-                    tracing::warn!(service = %route.service, "retry budget spent; not retrying");
+                    tracing::warn!(upstream_service = %route.service, "retry budget spent; not retrying");
                     break;
                 }
             }
@@ -436,7 +436,7 @@ fn forward<'a>(
                     if !(unavailable && repeatable) {
                         return Ok(response);
                     }
-                    tracing::warn!(instance = %endpoint.id, %status, "upstream unavailable; trying another");
+                    tracing::warn!(upstream = %endpoint.id, %status, "upstream unavailable; trying another");
                     last_response = Some(response);
                     tried.push(endpoint.id.clone());
                 }
@@ -447,7 +447,7 @@ fn forward<'a>(
                     if error.is_connect() {
                         endpoint.eject(EJECTION);
                     }
-                    tracing::warn!(instance = %endpoint.id, error = %last_failure, retry, "upstream failed");
+                    tracing::warn!(upstream = %endpoint.id, error = %last_failure, retry, "upstream failed");
                     if !retry {
                         break;
                     }
@@ -455,7 +455,7 @@ fn forward<'a>(
                     tried.push(endpoint.id.clone());
                 }
                 Err(_) => {
-                    tracing::warn!(instance = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
+                    tracing::warn!(upstream = %endpoint.id, timeout = ?route.timeout, "upstream timed out");
                     return Err(HttpError::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream-timeout",
@@ -533,14 +533,14 @@ fn settle(
 ) {
     if let Some(state) = admitted.settle(success, now) {
         gateway.metrics.circuit_state(&route.service, state);
-        tracing::warn!(service = %route.service, state = state.as_str(), "circuit breaker changed");
+        tracing::warn!(upstream_service = %route.service, state = state.as_str(), "circuit breaker changed");
     }
     if let Some(ejection) = endpoint.record_outcome(success, &gateway.outliers, peers) {
         gateway
             .metrics
             .outlier_ejected(&route.service, &endpoint.id);
         tracing::warn!(
-            instance = %endpoint.id,
+            upstream = %endpoint.id,
             ejection = %humantime::format_duration(ejection),
             "instance failed repeatedly; ejected"
         );

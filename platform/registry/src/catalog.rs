@@ -203,7 +203,7 @@ impl Catalog {
             .collect();
         for id in &removed {
             if let Some(entry) = state.instances.remove(id) {
-                tracing::info!(instance = %id, service = %entry.instance.service, "critical for too long; removed");
+                tracing::info!(instance_id = %id, service_name = %entry.instance.service, "critical for too long; removed");
                 self.changed(&mut state, &entry.instance.service);
             }
         }
@@ -233,7 +233,7 @@ impl Catalog {
         entry.instance.status = status;
         entry.critical_since = (status == HealthStatus::Critical).then_some(now);
         let service = entry.instance.service.clone();
-        tracing::info!(instance = id, %service, ?status, output = entry.instance.output.as_deref(), "health changed");
+        tracing::info!(instance_id = id, service_name = %service, ?status, output = entry.instance.output.as_deref(), "health changed");
         self.changed(state, &service);
         status
     }

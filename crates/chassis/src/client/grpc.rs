@@ -129,7 +129,7 @@ impl GrpcClient {
                         }
                     }
                 }
-                tracing::debug!(service, instance = %endpoint.id, "retrying the gRPC call elsewhere");
+                tracing::debug!(upstream_service = service, upstream = %endpoint.id, "retrying the gRPC call elsewhere");
                 tried.push(endpoint.id.clone());
                 drop(lease);
                 tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! The event's fields come first, then those of the spans it happened in, innermost first; a
-//! name is written once, by the innermost that has it. Span fields whose name holds a dot
+//! name is written once, by the innermost that has it. The line's own keys ([`LINE_KEYS`])
+//! are never a field's: a field named like one is left out, so name it otherwise
+//! (`instance_id`, `upstream`). Span fields whose name holds a dot
 //! (`otel.kind`, `http.route`, `messaging.operation.type`) follow OpenTelemetry's conventions
 //! for the trace and are left out of the line.
 //!
@@ -32,6 +34,16 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::ServiceInfo;
+
+/// The keys every line has, written by the layer itself.
+const LINE_KEYS: [&str; 6] = [
+    "timestamp",
+    "level",
+    "target",
+    "service",
+    "version",
+    "instance",
+];
 
 /// Writes each event as a JSON line to `W`.
 pub(crate) struct JsonLines<W> {
@@ -148,6 +160,7 @@ impl Line {
     fn clear(&mut self) {
         self.text.clear();
         self.written.clear();
+        self.written.extend(LINE_KEYS);
         self.log_target = None;
     }
 }
@@ -380,6 +393,30 @@ mod tests {
         );
         assert!(text.starts_with("{\"timestamp\""), "{text}");
         assert!(captured.text().ends_with("}\n"), "one line, ended");
+    }
+
+    #[test]
+    fn a_field_named_like_a_key_of_the_line_leaves_the_line_s_own_value() {
+        let (subscriber, captured) = subscriber("info");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", service = "users", level = 3);
+            let _entered = span.enter();
+            tracing::info!(instance = "users-7", target = "elsewhere", "registered");
+        });
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let (text, line) = &lines[0];
+        for key in super::LINE_KEYS {
+            assert_eq!(
+                text.matches(&format!("\"{key}\":")).count(),
+                1,
+                "{key}: {text}"
+            );
+        }
+        assert_eq!(line["service"], "orders");
+        assert_eq!(line["instance"], "orders-1");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["target"], module_path!());
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub async fn register(
         may_act_for(caller.as_deref(), &previous)?;
     }
     let instance = state.catalog.register(&id, registration, Instant::now());
-    tracing::info!(instance = %id, service = %instance.service, address = %instance.address, version = %instance.version, "registered");
+    tracing::info!(instance_id = %id, service_name = %instance.service, address = %instance.address, service_version = %instance.version, "registered");
     Ok(Json(instance).into_response())
 }
 
@@ -77,7 +77,7 @@ pub async fn deregister(
         may_act_for(caller.as_deref(), &service)?;
     }
     if state.catalog.deregister(&id) {
-        tracing::info!(instance = %id, "deregistered");
+        tracing::info!(instance_id = %id, "deregistered");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(HttpError::not_found(format!("no instance {id:?}")))
