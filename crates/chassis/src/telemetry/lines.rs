@@ -80,15 +80,11 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<SpanFields>() {
-            Some(fields) => values.record(&mut Visitor(fields)),
-            None => {
-                let mut fields = SpanFields::default();
-                values.record(&mut Visitor(&mut fields));
-                extensions.insert(fields);
-            }
+        // Every span this layer sees got its fields in `on_new_span`.
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(&mut Visitor(fields));
         }
     }
 
