@@ -203,10 +203,16 @@ impl Db {
                 let checkpoint = Arc::new(Notify::new());
                 let writer = Writer::open(&file, Arc::clone(&checkpoint))
                     .map_err(sqlx_error("opening the SQLite write connection"))?;
+                let writer = Arc::new(Mutex::new(writer));
                 let reader = Reader::sqlite(&file)
                     .map_err(sqlx_error("opening a SQLite read connection"))?;
-                tokio::spawn(writer::checkpoints(pool.clone(), checkpoint));
-                (Some(Arc::new(Mutex::new(writer))), reader)
+                tokio::spawn(writer::checkpoints(
+                    pool.clone(),
+                    Arc::downgrade(&writer),
+                    checkpoint,
+                    writer::RESTART_FRAMES,
+                ));
+                (Some(writer), reader)
             }
             None => (None, Reader::pool(pool.clone())),
         };
