@@ -204,7 +204,7 @@ impl Db {
                 let writer = Writer::open(&file, Arc::clone(&checkpoint))
                     .map_err(sqlx_error("opening the SQLite write connection"))?;
                 let writer = Arc::new(Mutex::new(writer));
-                let reader = Reader::sqlite(&file)
+                let reader = Reader::sqlite(&file, Arc::downgrade(&writer))
                     .map_err(sqlx_error("opening a SQLite read connection"))?;
                 tokio::spawn(writer::checkpoints(
                     pool.clone(),

@@ -4,8 +4,9 @@
 //! A read handed to sqlx's SQLite thread and back costs two thread wake-ups, each waiting for a
 //! core under load, around some 15 µs of SQLite's own work: 17 % of the orders service's CPU
 //! under checkout load went to those threads after the writes had moved in place
-//! (docs/decisions.md, 2026-11-28). [`Reader`] runs a read on the task that asks for it, on an
-//! idle connection of its own (it opens one when none is idle: the process runs one task at a
+//! (docs/decisions.md, 2026-11-28). [`Reader`] runs a read on the task that asks for it: on the
+//! writer's connection when no write holds it, whose page cache stays warm, or else on an idle
+//! read connection of its own (it opens one when none is idle: the process runs one task at a
 //! time, so it seldom holds more than one).
 //!
 //! In place means the task's thread is busy until the statement is done. That is right for a
@@ -14,15 +15,17 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, Weak};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use rusqlite::Connection;
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::{AnyPool, Either, Execute, Executor};
+use tokio::sync::Mutex as AsyncMutex;
 
 use super::sqlite::{self, Statement, Steps, first_row, step_stream, unsupported};
+use super::writer::Writer;
 
 /// Idle read connections kept for the next reads; more are closed when returned.
 const IDLE_CONNECTIONS: usize = 4;
@@ -47,10 +50,15 @@ impl fmt::Debug for Reader {
 }
 
 impl Reader {
-    /// Reads from the SQLite file at `path` (which exists, in WAL mode), in place.
-    pub(super) fn sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+    /// Reads from the SQLite file at `path` (which exists, in WAL mode), in place, on
+    /// `writer`'s connection when no write holds it.
+    pub(super) fn sqlite(
+        path: &Path,
+        writer: Weak<AsyncMutex<Writer>>,
+    ) -> Result<Self, sqlx::Error> {
         let readers = Readers {
             path: path.to_path_buf(),
+            writer,
             idle: Mutex::new(Vec::new()),
         };
         // Open one now, so a file that cannot be read fails at start, not on a request.
@@ -65,9 +73,11 @@ impl Reader {
     }
 }
 
-/// SQLite read connections, idle ones kept for reuse.
+/// SQLite read connections, idle ones kept for reuse, and the process's writer.
 struct Readers {
     path: PathBuf,
+    /// The write connection, which a read uses when no write holds it ([`Readers::run`]).
+    writer: Weak<AsyncMutex<Writer>>,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -92,7 +102,21 @@ impl Readers {
     }
 
     /// Runs `statement` on an idle connection, returning at most `limit` rows.
+    ///
+    /// The writer's connection goes first, when no write holds it and the statement only
+    /// reads. Its page cache stays warm: no other connection writes (unless replicas share
+    /// the file). A read connection instead finds the file changed at nearly every read under
+    /// writes, drops its whole cache and reads each page it needs again: a system call and
+    /// a look-up in the WAL per page.
     fn run(&self, statement: &Statement, limit: usize) -> Result<Steps, sqlx::Error> {
+        if let Some(writer) = self.writer.upgrade()
+            && let Ok(writer) = writer.try_lock()
+        {
+            let prepared = statement.prepare(writer.conn())?;
+            if prepared.readonly() {
+                return sqlite::steps(prepared, writer.conn(), limit);
+            }
+        }
         let conn = match self.take() {
             Some(conn) => conn,
             None => self.open()?,
@@ -244,8 +268,8 @@ mod tests {
         );
     }
 
-    /// On SQLite the read connections can change nothing: a write sent to the reader by
-    /// mistake is refused instead of bypassing the writers' queue.
+    /// On SQLite the reader changes nothing, even on the idle writer's connection: a write
+    /// sent to the reader by mistake is refused instead of bypassing the writers' queue.
     async fn the_reader_refuses_writes_on_sqlite(test_db: TestDatabase) {
         let db = open(&test_db).await;
         if db.backend() != Backend::Sqlite {
@@ -261,9 +285,27 @@ mod tests {
         assert_eq!(count(&db).await, 0);
     }
 
+    /// While a write holds the writer, reads go on, on a read connection, and see only what
+    /// is committed; once it commits, the next read (on the writer's connection when
+    /// SQLite's) sees it.
+    async fn reads_go_on_beside_an_open_write(test_db: TestDatabase) {
+        let db = open(&test_db).await;
+        let mut tx = db.begin_write().await.expect("a write transaction");
+        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(1_i64)
+            .execute(&mut *tx)
+            .await
+            .expect("the insert");
+        assert_eq!(count(&db).await, 0, "the open write is not seen");
+        tx.commit().await.expect("the commit");
+        assert_eq!(count(&db).await, 1, "the committed write is seen");
+    }
+
     crate::database_tests!(
         reads_see_commits_and_type_their_rows,
         the_reader_refuses_writes_on_sqlite,
+        reads_go_on_beside_an_open_write,
     );
 
     /// Reads from many threads at once each get a connection of their own, and every one

@@ -16,7 +16,7 @@ use futures_util::future::{self, BoxFuture};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, ToSql};
+use rusqlite::{CachedStatement, Connection, OpenFlags, ToSql};
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::{Either, Execute};
@@ -74,6 +74,15 @@ impl Statement {
 
     /// Runs the statement on `conn` and returns its rows (at most `limit`), then its result.
     pub(super) fn run(&self, conn: &Connection, limit: usize) -> Result<Steps, sqlx::Error> {
+        let statement = self.prepare(conn)?;
+        steps(statement, conn, limit)
+    }
+
+    /// The statement prepared on `conn` (from its cache) with its arguments bound.
+    pub(super) fn prepare<'c>(
+        &self,
+        conn: &'c Connection,
+    ) -> Result<CachedStatement<'c>, sqlx::Error> {
         let mut statement = conn.prepare_cached(self.sql.as_str()).map_err(to_sqlx)?;
         // `$n` and `?n` take the n-th argument; a bare `?` takes the next one.
         let mut next = 0;
@@ -103,31 +112,41 @@ impl Statement {
                 .raw_bind_parameter(index, Bound(value))
                 .map_err(to_sqlx)?;
         }
-        let writes = !statement.readonly();
-        let names: Arc<sqlx_core::HashMap<_, _>> = Arc::new(
-            statement
-                .column_names()
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| (name.to_owned().into(), i))
-                .collect(),
-        );
-        let mut out = Vec::new();
-        {
-            let mut rows = statement.raw_query();
-            while out.len() < limit {
-                let Some(row) = rows.next().map_err(to_sqlx)? else {
-                    break;
-                };
-                out.push(Either::Right(any_row(row, &names)?));
-            }
-        }
-        out.push(Either::Left(AnyQueryResult {
-            rows_affected: if writes { conn.changes() } else { 0 },
-            last_insert_id: Some(conn.last_insert_rowid()),
-        }));
-        Ok(out)
+        Ok(statement)
     }
+}
+
+/// Runs a prepared `statement` of `conn` and returns its rows (at most `limit`), then its
+/// result.
+pub(super) fn steps(
+    mut statement: CachedStatement<'_>,
+    conn: &Connection,
+    limit: usize,
+) -> Result<Steps, sqlx::Error> {
+    let writes = !statement.readonly();
+    let names: Arc<sqlx_core::HashMap<_, _>> = Arc::new(
+        statement
+            .column_names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| (name.to_owned().into(), i))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    {
+        let mut rows = statement.raw_query();
+        while out.len() < limit {
+            let Some(row) = rows.next().map_err(to_sqlx)? else {
+                break;
+            };
+            out.push(Either::Right(any_row(row, &names)?));
+        }
+    }
+    out.push(Either::Left(AnyQueryResult {
+        rows_affected: if writes { conn.changes() } else { 0 },
+        last_insert_id: Some(conn.last_insert_rowid()),
+    }));
+    Ok(out)
 }
 
 /// Runs `attempt` until it is not refused for a lock another connection holds, sleeping

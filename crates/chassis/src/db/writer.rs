@@ -79,6 +79,11 @@ impl Writer {
         })
     }
 
+    /// The connection, for a read while no write holds it (`super::reader`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// `BEGIN IMMEDIATE`: takes the file's write lock now. Another process holding it (a
     /// replica sharing the file) is waited for asynchronously, up to [`sqlite::BUSY_TIMEOUT`].
     async fn begin(&mut self) -> Result<(), sqlx::Error> {
