@@ -103,13 +103,15 @@ impl Readers {
 
     /// Runs `statement` on an idle connection, returning at most `limit` rows.
     ///
-    /// The writer's connection goes first, when no write holds it and the statement only
-    /// reads. Its page cache stays warm: no other connection writes (unless replicas share
-    /// the file). A read connection instead finds the file changed at nearly every read under
-    /// writes, drops its whole cache and reads each page it needs again: a system call and
-    /// a look-up in the WAL per page.
+    /// The writer's connection goes first, when no write holds it and the statement is a
+    /// query that only reads. Its page cache stays warm: no other connection writes (unless
+    /// replicas share the file). A read connection instead finds the file changed at nearly
+    /// every read under writes, drops its whole cache and reads each page it needs again: a
+    /// system call and a look-up in the WAL per page. Anything else (a write, a `PRAGMA`, a
+    /// `BEGIN`) goes to a read connection, which can change nothing.
     fn run(&self, statement: &Statement, limit: usize) -> Result<Steps, sqlx::Error> {
-        if let Some(writer) = self.writer.upgrade()
+        if statement.is_query()
+            && let Some(writer) = self.writer.upgrade()
             && let Ok(writer) = writer.try_lock()
         {
             let prepared = statement.prepare(writer.conn())?;

@@ -78,6 +78,19 @@ impl Statement {
         steps(statement, conn, limit)
     }
 
+    /// Whether the statement is a query (`SELECT`, or `WITH` before one): not a transaction's
+    /// control, nor a `PRAGMA` that changes a connection, which SQLite also calls read-only.
+    pub(super) fn is_query(&self) -> bool {
+        let keyword = self
+            .sql
+            .as_str()
+            .trim_start()
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or_default();
+        keyword.eq_ignore_ascii_case("select") || keyword.eq_ignore_ascii_case("with")
+    }
+
     /// The statement prepared on `conn` (from its cache) with its arguments bound.
     pub(super) fn prepare<'c>(
         &self,
@@ -337,6 +350,35 @@ mod tests {
     use sqlx::Any;
 
     use super::*;
+
+    /// Only a `SELECT` (or a `WITH` before one) counts as a query; a transaction's control
+    /// and a `PRAGMA`, which SQLite calls read-only, do not.
+    #[test]
+    fn queries_are_selects() {
+        let is_query = |sql: &'static str| {
+            Statement::take(sqlx::query::<Any>(sql))
+                .expect("taken")
+                .is_query()
+        };
+        for sql in [
+            "SELECT 1",
+            "  select n FROM t",
+            "\nWITH k AS (SELECT 1) SELECT * FROM k",
+            "select(1)",
+        ] {
+            assert!(is_query(sql), "{sql}");
+        }
+        for sql in [
+            "BEGIN",
+            "PRAGMA query_only = ON",
+            "INSERT INTO t VALUES (1)",
+            "SAVEPOINT s",
+            "selected",
+            "",
+        ] {
+            assert!(!is_query(sql), "{sql}");
+        }
+    }
 
     /// A statement whose plan could depend on what is bound (a `LIMIT`, a `LIKE` pattern) is
     /// still parsed once: run again with other values, it is not prepared again.
