@@ -232,11 +232,11 @@ pub async fn create(
     };
 
     let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
-    let prices = state
-        .catalog
-        .prices(&skus)
-        .await
-        .map_err(catalog_unavailable)?;
+    // The prices and who the customer is are two independent calls: asked at once, the order
+    // waits for the slower one only.
+    let (prices, customer) =
+        tokio::join!(state.catalog.prices(&skus), state.users.customer(&caller));
+    let prices = prices.map_err(catalog_unavailable)?;
     let priced =
         domain::price(&items, |sku| prices.get(sku).cloned()).map_err(|error| match error {
             PricingError::NotForSale { index, sku } => {
@@ -258,7 +258,7 @@ pub async fn create(
         })?;
 
     // Who the order is for: an account deleted since the token was issued cannot order.
-    let customer = match state.users.customer(&caller).await {
+    let customer = match customer {
         CustomerLookup::Found(customer) => Some(customer),
         CustomerLookup::Gone => {
             return Err(
