@@ -432,8 +432,9 @@ pub fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 pub(crate) mod tests {
     use sqlx::Row;
+    use sqlx::any::AnyQueryResult;
 
-    use super::{Backend, Db};
+    use super::{Backend, Db, WriteTransaction};
     use crate::testing::TestDatabase;
 
     /// A database with one table, `items`, for the reader's and the writer's tests.
@@ -448,6 +449,19 @@ pub(crate) mod tests {
         .await
         .expect("the table is created");
         db
+    }
+
+    /// Inserts item `id` with `n` in `tx`.
+    pub(crate) async fn insert(
+        tx: &mut WriteTransaction,
+        id: &str,
+        n: i64,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+            .bind(id)
+            .bind(n)
+            .execute(&mut **tx)
+            .await
     }
 
     /// How many rows `items` holds, as the reader sees it.

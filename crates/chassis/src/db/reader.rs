@@ -209,7 +209,7 @@ mod tests {
     use sqlx::Row;
 
     use crate::db::Backend;
-    use crate::db::tests::{count, open_with_items as open};
+    use crate::db::tests::{count, insert, open_with_items as open};
     use crate::testing::TestDatabase;
 
     /// Reads see what was committed, and only that, typed as sqlx's drivers give it; a
@@ -293,12 +293,7 @@ mod tests {
     async fn reads_go_on_beside_an_open_write(test_db: TestDatabase) {
         let db = open(&test_db).await;
         let mut tx = db.begin_write().await.expect("a write transaction");
-        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
-            .bind("a")
-            .bind(1_i64)
-            .execute(&mut *tx)
-            .await
-            .expect("the insert");
+        insert(&mut tx, "a", 1).await.expect("the insert");
         assert_eq!(count(&db).await, 0, "the open write is not seen");
         tx.commit().await.expect("the commit");
         assert_eq!(count(&db).await, 1, "the committed write is seen");
@@ -317,12 +312,7 @@ mod tests {
         let test_db = TestDatabase::sqlite();
         let db = open(&test_db).await;
         let mut tx = db.begin_write().await.expect("a write transaction");
-        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
-            .bind("a")
-            .bind(7_i64)
-            .execute(&mut *tx)
-            .await
-            .expect("the insert");
+        insert(&mut tx, "a", 7).await.expect("the insert");
         tx.commit().await.expect("the commit");
         let reads = (0..64).map(|_| {
             let db = db.clone();

@@ -285,7 +285,6 @@ async fn passive_checkpoint(
 #[cfg(test)]
 mod tests {
     use sqlx::Row;
-    use sqlx::any::AnyQueryResult;
 
     use std::sync::Arc;
 
@@ -293,22 +292,9 @@ mod tests {
     use tokio::sync::{Mutex, Notify};
 
     use super::{Inner, SqliteTransaction, WriteConn, Writer, checkpoints};
-    use crate::db::tests::{count, open_with_items as open};
+    use crate::db::tests::{count, insert, open_with_items as open};
     use crate::db::{Backend, Db, WriteTransaction, is_unique_violation};
     use crate::testing::TestDatabase;
-
-    /// Inserts item `id` with `n` in `tx`.
-    async fn insert(
-        tx: &mut WriteTransaction,
-        id: &str,
-        n: i64,
-    ) -> Result<AnyQueryResult, sqlx::Error> {
-        sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
-            .bind(id)
-            .bind(n)
-            .execute(&mut **tx)
-            .await
-    }
 
     /// Item `id`'s `n`, as the reader sees it.
     async fn n_of(db: &Db, id: &str) -> i64 {
