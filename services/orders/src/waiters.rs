@@ -15,9 +15,19 @@ use tokio::sync::watch;
 
 use crate::saga::{Status, Step};
 
-/// How often a waiter looks again anyway: another instance may be running the saga, and its
-/// moves are not announced here.
+/// When a waiter first looks again anyway: another instance may be running the saga, and its
+/// moves are not announced here. Each later look waits twice as long as the one before, up to
+/// [`LOOK_AGAIN_AT_MOST`].
+///
+/// Every look is a read of the saga. Looking four times a second for as long as a wait lasts
+/// made an overload feed itself: with a backlog of checkouts, thousands of waiters' looks took
+/// half of orders' CPU (docs/decisions.md, 2026-12-07), and the sagas they waited on fell
+/// further behind.
 pub const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+/// The longest a waiter goes without looking again: a saga another instance runs is seen
+/// settled at most this long after it settled.
+pub const LOOK_AGAIN_AT_MOST: Duration = Duration::from_secs(2);
 
 /// A saga's new place, as announced to waiters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +62,7 @@ impl Waiters {
         };
         Moves {
             order_id: order_id.to_owned(),
+            looks: 0,
             receiver,
             waiters: self.clone(),
         }
@@ -76,14 +87,16 @@ impl Waiters {
 #[derive(Debug)]
 pub struct Moves {
     order_id: String,
+    /// Looks again taken so far: the next waits `LOOK_AGAIN` times two to this power.
+    looks: u32,
     receiver: watch::Receiver<Option<Move>>,
     waiters: Waiters,
 }
 
 impl Moves {
     /// Returns when the saga may have made a move the waiter wants: this instance made one
-    /// (`wanted` says which count; between two looks only the latest move is seen), or
-    /// [`LOOK_AGAIN`] passed.
+    /// (`wanted` says which count; between two looks only the latest move is seen), or it is
+    /// time to look again ([`LOOK_AGAIN`], then twice as long each time).
     pub async fn next(&mut self, wanted: impl Fn(&Move) -> bool) {
         let wait = async {
             // The sender lives while this receiver does (it is removed only when its last
@@ -101,7 +114,12 @@ impl Moves {
             }
             std::future::pending::<()>().await;
         };
-        let _ = tokio::time::timeout(LOOK_AGAIN, wait).await;
+        let pause = LOOK_AGAIN
+            .saturating_mul(1 << self.looks.min(4))
+            .min(LOOK_AGAIN_AT_MOST);
+        if tokio::time::timeout(pause, wait).await.is_err() {
+            self.looks = self.looks.saturating_add(1);
+        }
     }
 }
 
@@ -193,6 +211,33 @@ mod tests {
             !woken(&mut late, |_| true).await,
             "a watch taken after a move starts from it"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_looks_again_less_and_less_often_up_to_a_bound() {
+        let waiters = Waiters::default();
+        let mut moves = waiters.watch("o-1");
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            let start = tokio::time::Instant::now();
+            moves.next(|_| true).await;
+            pauses.push(start.elapsed().as_millis());
+        }
+        assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(
+            LOOK_AGAIN_AT_MOST.as_millis(),
+            2000,
+            "the bound the pauses stop at"
+        );
+        // A wanted move still wakes it at once, however long it would have waited.
+        let announcer = waiters.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            announcer.announce(moved("o-1", Status::Confirmed));
+        });
+        let start = tokio::time::Instant::now();
+        moves.next(|_| true).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
     }
 
     #[test]

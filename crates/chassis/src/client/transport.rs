@@ -90,7 +90,11 @@ impl Transport {
             inner: Inner::Http(Pool::new(PoolSettings {
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(30),
-                max_idle: 64,
+                // As many as a burst may have opened: each one closed for want of room is a
+                // TLS handshake (a millisecond of CPU at each end) the next burst pays again.
+                // Under an overload that churn took an eighth of orders' CPU when only 64 were
+                // kept (docs/decisions.md, 2026-12-07). Unused ones still go after 30 s.
+                max_idle: 1024,
                 identity,
             })),
         }
