@@ -2,10 +2,12 @@
 //! the instance in its service's color; and the colors themselves, off when the output is not a
 //! terminal or `NO_COLOR` is set.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anstyle::{AnsiColor, Style};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 /// Fields every line has, shown in fixed places rather than as `key=value`.
 /// `name` is the name of the span a line was written in (`request`).
@@ -93,22 +95,18 @@ impl Console {
         let Some(fields) = &line.fields else {
             return format!("{name} {}", line.raw);
         };
-        let time = fields
-            .get("timestamp")
-            .and_then(Value::as_str)
+        let timestamp = line.text("timestamp");
+        let time = timestamp
+            .as_deref()
             .and_then(|t| t.get(11..19))
             .unwrap_or("--:--:--");
-        let level = fields
-            .get("level")
-            .and_then(Value::as_str)
-            .unwrap_or("INFO");
-        let level = match level {
+        let level = match line.text("level").as_deref().unwrap_or("INFO") {
             "ERROR" => self.red("ERROR"),
             "WARN" => self.yellow(" WARN"),
             "INFO" => self.green(" INFO"),
             other => self.dim(&format!("{other:>5}")),
         };
-        let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
+        let message = line.message().unwrap_or_default();
         let extras = extras(fields);
         let extras = if extras.is_empty() {
             String::new()
@@ -119,27 +117,46 @@ impl Console {
     }
 }
 
-/// A line a child wrote, parsed once.
+/// A line a child wrote, parsed once. Its fields are borrowed from the line, not copied: `up`
+/// reads every line every child writes (thousands a second under load), and copying each
+/// field into a `serde_json::Value` was most of its CPU.
 #[derive(Debug)]
 pub(crate) struct LogLine<'a> {
     /// The line as written.
     pub(crate) raw: &'a str,
-    /// Its fields, when it is a JSON object (all chassis log lines are).
-    pub(crate) fields: Option<Map<String, Value>>,
+    /// Its fields, as JSON text by name, when it is a JSON object (all chassis log lines are;
+    /// a line with a name written with escapes, which no chassis line has, is shown as it is).
+    fields: Option<BTreeMap<&'a str, &'a RawValue>>,
 }
 
 impl<'a> LogLine<'a> {
     pub(crate) fn parse(raw: &'a str) -> Self {
-        let fields = match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(fields)) => Some(fields),
-            _ => None,
-        };
-        Self { raw, fields }
+        Self {
+            raw,
+            fields: serde_json::from_str(raw).ok(),
+        }
+    }
+
+    /// The field `name` when it is a string, unescaped (copied only if it has escapes).
+    pub(crate) fn text(&self, name: &str) -> Option<Cow<'a, str>> {
+        text(self.fields.as_ref()?.get(name)?)
     }
 
     /// The `message` field.
-    pub(crate) fn message(&self) -> Option<&str> {
-        self.fields.as_ref()?.get("message")?.as_str()
+    pub(crate) fn message(&self) -> Option<Cow<'a, str>> {
+        self.text("message")
+    }
+}
+
+/// A JSON string's text, borrowed when it has no escapes; `None` for any other value.
+fn text(value: &RawValue) -> Option<Cow<'_, str>> {
+    let json = value.get();
+    if !json.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(json) {
+        Ok(text) => Some(Cow::Borrowed(text)),
+        Err(_) => serde_json::from_str::<String>(json).ok().map(Cow::Owned),
     }
 }
 
@@ -153,14 +170,15 @@ fn for_traces(key: &str) -> bool {
         || key == "trace_id"
 }
 
-/// The fields beyond the fixed ones, as `key=value` in key order.
-fn extras(fields: &Map<String, Value>) -> String {
+/// The fields beyond the fixed ones, as `key=value` in key order: a string as its text, any
+/// other value as its JSON.
+fn extras(fields: &BTreeMap<&str, &RawValue>) -> String {
     fields
         .iter()
-        .filter(|(key, _)| !FIXED.contains(&key.as_str()) && !for_traces(key))
-        .map(|(key, value)| match value {
-            Value::String(text) => format!("{key}={text}"),
-            other => format!("{key}={other}"),
+        .filter(|(key, _)| !FIXED.contains(key) && !for_traces(key))
+        .map(|(key, value)| match text(value) {
+            Some(text) => format!("{key}={text}"),
+            None => format!("{key}={}", value.get()),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -178,6 +196,20 @@ mod tests {
     }
 
     #[test]
+    fn unescapes_strings_and_shows_other_values_as_their_json() {
+        let line = r#"{"timestamp":"2026-11-25T15:43:08.123Z","level":"WARN","message":"no \"sku\" named caf\u00e9","target":"t","retry":true,"error":null,"path":"a\\b","limits":{"max":3}}"#;
+        let parsed = LogLine::parse(line);
+        assert_eq!(parsed.message().as_deref(), Some(r#"no "sku" named café"#));
+        assert_eq!(parsed.text("retry"), None, "not a string");
+        assert_eq!(parsed.text("missing"), None);
+        let rendered = Console::plain().render_log("orders-1", "orders", 8, &parsed);
+        assert_eq!(
+            rendered,
+            r#"15:43:08 orders-1  WARN no "sku" named café error=null limits={"max":3} path=a\b retry=true"#
+        );
+    }
+
+    #[test]
     fn shows_other_lines_as_they_are() {
         let rendered = Console::plain().render_log(
             "users-1",
@@ -186,5 +218,7 @@ mod tests {
             &LogLine::parse("thread 'main' panicked"),
         );
         assert_eq!(rendered, "users-1  thread 'main' panicked");
+        let array = Console::plain().render_log("users-1", "users", 8, &LogLine::parse("[1,2]"));
+        assert_eq!(array, "users-1  [1,2]", "JSON, but not an object");
     }
 }

@@ -103,25 +103,22 @@ impl Filter {
             return false;
         }
         let line = LogLine::parse(&entry.raw);
-        let field = |name: &str| {
-            line.fields
-                .as_ref()
-                .and_then(|f| f.get(name))
-                .and_then(|v| v.as_str())
-        };
         if let Some(trace) = &self.trace_id
-            && field("trace_id") != Some(trace.as_str())
+            && line.text("trace_id").as_deref() != Some(trace.as_str())
         {
             return false;
         }
         if let Some(request) = &self.request_id
-            && field("request_id") != Some(request.as_str())
+            && line.text("request_id").as_deref() != Some(request.as_str())
         {
             return false;
         }
         if let Some(minimum) = self.level {
             // A line that is not JSON is the process's own stderr (a panic): shown as an error.
-            let level = field("level").map_or(Some(LogLevel::Error), LogLevel::parse);
+            let level = line
+                .text("level")
+                .as_deref()
+                .map_or(Some(LogLevel::Error), LogLevel::parse);
             if level.is_none_or(|level| level < minimum) {
                 return false;
             }
@@ -189,11 +186,8 @@ impl Source {
                 continue;
             }
             let time = LogLine::parse(&raw)
-                .fields
-                .as_ref()
-                .and_then(|f| f.get("timestamp"))
-                .and_then(|t| t.as_str())
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .text("timestamp")
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                 .map_or(self.last_time, |t| t.with_timezone(&Utc));
             self.last_time = time;
             let entry = Entry {
@@ -269,6 +263,7 @@ fn merge(mut sources: Vec<&mut Source>, filter: &Filter) -> Vec<Entry> {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
     use std::io::Write;
 
     use super::*;
@@ -315,7 +310,7 @@ mod tests {
             .map(|e| {
                 LogLine::parse(&e.raw)
                     .message()
-                    .map_or_else(|| e.raw.clone(), str::to_owned)
+                    .map_or_else(|| e.raw.clone(), Cow::into_owned)
             })
             .collect()
     }

@@ -239,10 +239,9 @@ impl Supervisor {
             to_file.push_str(text);
             to_file.push('\n');
             let line = LogLine::parse(text);
-            if let Some(url) = line
-                .message()
-                .and_then(|m| m.strip_prefix(chassis::server::LISTENING_PREFIX))
-            {
+            let message = line.message();
+            let message = message.as_deref().unwrap_or_default();
+            if let Some(url) = message.strip_prefix(chassis::server::LISTENING_PREFIX) {
                 if let Ok(mut ports) = self.ports.lock() {
                     ports.http = port_of(url).or(ports.http);
                     ports.listened = true;
@@ -252,10 +251,7 @@ impl Supervisor {
                     url: url.to_owned(),
                     pid,
                 });
-            } else if let Some(url) = line
-                .message()
-                .and_then(|m| m.strip_prefix(chassis::server::TLS_LISTENING_PREFIX))
-            {
+            } else if let Some(url) = message.strip_prefix(chassis::server::TLS_LISTENING_PREFIX) {
                 if let Ok(mut ports) = self.ports.lock() {
                     ports.tls = port_of(url).or(ports.tls);
                 }
