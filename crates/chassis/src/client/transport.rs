@@ -91,9 +91,9 @@ impl Transport {
                 connect_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(30),
                 // As many as a burst may have opened: each one closed for want of room is a
-                // TLS handshake (a millisecond of CPU at each end) the next burst pays again.
-                // Under an overload that churn took an eighth of orders' CPU when only 64 were
-                // kept (docs/decisions.md, 2026-12-07). Unused ones still go after 30 s.
+                // TLS handshake, with its signatures, that the next burst pays again at both
+                // ends. Under an overload that churn took an eighth of orders' CPU when only 64
+                // were kept (docs/decisions.md, 2026-12-07). Unused ones still go after 30 s.
                 max_idle: 1024,
                 identity,
             })),
