@@ -230,6 +230,7 @@ pub(crate) async fn rate_limit(demo: &Demo) -> Result<Verdict, String> {
     demo.say.step(&format!(
         "{burst} log-in attempts at once from one address (POST /api/auth/login: 300 a minute, bursts of 100)"
     ));
+    let store_errors_before = store_errors(demo).await;
     let asks = attempts[..burst].iter().map(|credentials| {
         demo.shop
             .send(Ask::post("/api/auth/login", None, credentials))
@@ -255,6 +256,17 @@ pub(crate) async fn rate_limit(demo: &Demo) -> Result<Verdict, String> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    // With a shared store (Redis), a check it cannot answer in time is decided by the gateway
+    // alone (gateway.ratelimit_on_error, "local" unless configured): say so, or a burst that
+    // behaved differently would be a mystery.
+    if let (Some(before), Some(after)) = (store_errors_before, store_errors(demo).await)
+        && after > before
+    {
+        demo.say.step(&format!(
+            "{} checks found the shared store (Redis) slow or down: the gateway decided those with its own buckets, or as gateway.ratelimit_on_error says",
+            after - before
+        ));
+    }
     let mut verdict = Verdict::new();
     let Some(limited) = limited else {
         verdict.check(false, "no request was limited");
@@ -313,6 +325,21 @@ pub(crate) async fn rate_limit(demo: &Demo) -> Result<Verdict, String> {
         ),
     );
     Ok(verdict)
+}
+
+/// Rate-limit checks the gateways' shared store could not answer, summed over the gateways;
+/// `None` when their metrics cannot be read.
+async fn store_errors(demo: &Demo) -> Option<u64> {
+    let texts = demo.remote.gateway_metrics().await.ok()?;
+    let total: f64 = texts
+        .iter()
+        .flat_map(|text| chassis::metrics::red::samples(text))
+        .filter(|s| s.name == "bazaar_gateway_rate_limit_store_errors_total")
+        .map(|s| s.value)
+        .sum();
+    // A counter's value is a whole number.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(total as u64)
 }
 
 /// A transport presenting `service`'s certificate from `up`'s PKI folder.

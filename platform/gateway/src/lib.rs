@@ -90,7 +90,8 @@ pub struct Settings {
     pub dashboard_part_timeout: Duration,
     /// Prefix of rate-limit keys in Redis.
     pub ratelimit_prefix: String,
-    /// When Redis cannot be asked: `open` (let requests through) or `closed` (503).
+    /// When Redis cannot be asked: `local` (decide with this gateway's own buckets), `open`
+    /// (let requests through) or `closed` (503).
     pub ratelimit_on_error: ratelimit::OnStoreError,
     /// Retry budget, circuit breakers and outlier ejection.
     pub resilience: resilience::ResilienceSettings,
@@ -118,7 +119,7 @@ impl Default for Settings {
             ratelimit_store: "local".to_owned(),
             ratelimit_prefix: "bazaar:ratelimit:".to_owned(),
             dashboard_part_timeout: Duration::from_millis(500),
-            ratelimit_on_error: ratelimit::OnStoreError::Open,
+            ratelimit_on_error: ratelimit::OnStoreError::Local,
             resilience: resilience::ResilienceSettings::default(),
             tls: None,
             redirect_to_https: false,
@@ -275,6 +276,10 @@ impl Application {
                     }
                 }
             });
+        let connecting = {
+            let gateway = Arc::clone(&self.gateway);
+            tokio::spawn(async move { gateway.limiter.connect().await })
+        };
         let policies = self.gateway.discovery.registry().cloned().map(|registry| {
             let gateway = Arc::clone(&self.gateway);
             let mut weighted: Vec<String> = Vec::new();
@@ -329,6 +334,7 @@ impl Application {
             .await;
         shutdown.cancel();
         self.shutdown.cancel();
+        connecting.abort();
         let _ = refresher.await;
         if let Some(policies) = policies {
             let _ = policies.await;

@@ -255,24 +255,29 @@ fn forward<'a>(
                         push_ip(&mut key, peer.ip());
                     }
                 }
-                match gateway
-                    .limiter
-                    .take(&key, &limit, chassis::db::now_millis())
-                    .await
-                {
+                let now = chassis::db::now_millis();
+                match gateway.limiter.take(&key, &limit, now).await {
                     Ok(decision) => Some(decision),
                     Err(error) => {
                         gateway.metrics.rate_limit_store_error();
                         let error = chassis::error::ErrorChain(&error).to_string();
-                        if gateway.limiter.on_error() == OnStoreError::Closed {
-                            tracing::error!(%error, "the rate-limit store failed; refusing the request");
-                            return Err(HttpError::unavailable(
-                                "rate limiting is unavailable; try again shortly",
-                                1,
-                            ));
+                        match gateway.limiter.on_error() {
+                            OnStoreError::Local => {
+                                tracing::warn!(%error, "the rate-limit store failed; deciding with this gateway's own buckets");
+                                Some(gateway.limiter.take_locally(&key, &limit, now))
+                            }
+                            OnStoreError::Open => {
+                                tracing::warn!(%error, "the rate-limit store failed; letting the request through");
+                                None
+                            }
+                            OnStoreError::Closed => {
+                                tracing::error!(%error, "the rate-limit store failed; refusing the request");
+                                return Err(HttpError::unavailable(
+                                    "rate limiting is unavailable; try again shortly",
+                                    1,
+                                ));
+                            }
                         }
-                        tracing::warn!(%error, "the rate-limit store failed; letting the request through");
-                        None
                     }
                 }
             }

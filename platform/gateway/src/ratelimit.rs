@@ -176,6 +176,9 @@ pub struct RedisStore {
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     prefix: String,
     script: redis::Script,
+    /// This gateway's own buckets, for checks Redis does not answer in time
+    /// ([`OnStoreError::Local`]).
+    fallback: LocalStore,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -194,12 +197,13 @@ impl RedisStore {
             connection: tokio::sync::OnceCell::new(),
             prefix: prefix.to_owned(),
             script: redis::Script::new(TAKE),
+            fallback: LocalStore::default(),
         })
     }
 
-    /// Takes a token for `key`.
-    pub async fn take(&self, key: &str, limit: &Limit) -> Result<Decision, redis::RedisError> {
-        let mut connection = self
+    /// The connection, made on first use (or by [`RedisStore::connect`]).
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+        let connection = self
             .connection
             .get_or_try_init(|| {
                 // Fail fast: a rate-limit check must never hold a request up for long.
@@ -209,8 +213,19 @@ impl RedisStore {
                     .set_number_of_retries(1);
                 redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
             })
-            .await?
-            .clone();
+            .await?;
+        Ok(connection.clone())
+    }
+
+    /// Connects now, so the first burst of requests does not also wait for the connection
+    /// (and fail open together if making it is slow).
+    pub async fn connect(&self) -> Result<(), redis::RedisError> {
+        self.connection().await.map(drop)
+    }
+
+    /// Takes a token for `key`.
+    pub async fn take(&self, key: &str, limit: &Limit) -> Result<Decision, redis::RedisError> {
+        let mut connection = self.connection().await?;
         let (allowed, left): (i64, String) = self
             .script
             .key(format!("{}{key}", self.prefix))
@@ -227,8 +242,11 @@ impl RedisStore {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnStoreError {
-    /// Let the request through (the default: an outage of Redis is not an outage of the shop).
+    /// Decide with this gateway's own buckets (the default): the limit still holds, per
+    /// gateway instead of across them, and an outage of Redis is not an outage of the shop.
     #[default]
+    Local,
+    /// Let the request through.
     Open,
     /// Refuse it with 503.
     Closed,
@@ -258,10 +276,32 @@ impl Limiter {
         }
     }
 
+    /// Connects to the shared store, if there is one; a store that is down is not an error
+    /// here (each check tries again).
+    pub async fn connect(&self) {
+        if let Self::Redis(store, _) = self
+            && let Err(error) = store.connect().await
+        {
+            tracing::warn!(
+                error = %chassis::error::ErrorChain(&error),
+                "the rate-limit store is not reachable yet"
+            );
+        }
+    }
+
+    /// Takes a token for `key` from this gateway's own buckets: the decision when the shared
+    /// store failed and [`OnStoreError::Local`] is the policy.
+    pub fn take_locally(&self, key: &str, limit: &Limit, now: i64) -> Decision {
+        match self {
+            Self::Local(store) => store.take(key, limit, now),
+            Self::Redis(store, _) => store.fallback.take(key, limit, now),
+        }
+    }
+
     /// What to do when the store fails.
     pub fn on_error(&self) -> OnStoreError {
         match self {
-            Self::Local(_) => OnStoreError::Open,
+            Self::Local(_) => OnStoreError::Local,
             Self::Redis(_, policy) => *policy,
         }
     }
@@ -339,5 +379,27 @@ mod tests {
             store.take("b", &l, 1).allowed,
             "another caller has its own bucket"
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_at_start_is_tried_again_at_each_check() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = dead.local_addr().expect("an address");
+        drop(dead);
+        let store = RedisStore::new(&format!("redis://{address}"), "test:").expect("a Redis URL");
+        assert!(store.connect().await.is_err(), "nothing listens there");
+        let limiter = Limiter::Redis(Box::new(store), OnStoreError::Open);
+        let one_a_second = limit(1, 1000, None);
+        // Not an error for the gateway's start: it logs, and each check tries again.
+        limiter.connect().await;
+        assert!(limiter.take("a", &one_a_second, 0).await.is_err());
+        // Something listens there now (and never answers): the next check connects to it.
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .expect("binds again");
+        let (check, accepted) =
+            tokio::join!(limiter.take("a", &one_a_second, 0), listener.accept());
+        assert!(accepted.is_ok(), "the check connected");
+        assert!(check.is_err(), "and got no answer in time");
     }
 }

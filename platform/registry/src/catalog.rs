@@ -1,8 +1,10 @@
 //! The instances the registry knows, in memory, with the rules that move their health.
 //!
 //! An instance registers itself once it is listening, so it starts `passing`. It turns
-//! `critical` when its HTTP check fails or its TTL runs out without a heartbeat, turns `passing`
-//! again on the next good check or heartbeat, and is removed once it has been critical for
+//! `critical` when nothing listens at its health URL any more, when its HTTP check fails
+//! `failures_before_critical` times in a row (one slow answer under a burst is not a dead
+//! instance), or when its TTL runs out without a heartbeat; it turns `passing` again on the
+//! next good check or heartbeat, and is removed once it has been critical for
 //! `deregister_after`. Every change of membership or health bumps the [`Index`] and records it
 //! as the service's index, which blocking queries compare against.
 //!
@@ -24,8 +26,10 @@ struct Entry {
     last_heartbeat: Instant,
     /// The TTL ran out and no heartbeat came since.
     ttl_expired: bool,
-    /// Why the last HTTP check failed, if it did.
+    /// Why the HTTP checks make the instance critical, if they do.
     check_failure: Option<String>,
+    /// HTTP checks failed since the last one that passed.
+    failures_in_a_row: u32,
     critical_since: Option<Instant>,
     /// When the next HTTP check is due; the first waits one interval, so an instance is not
     /// checked before it has heard back from its own registration.
@@ -38,6 +42,16 @@ struct State {
     instances: BTreeMap<String, Entry>,
     /// Index of the last change per service; kept after the last instance leaves.
     service_index: HashMap<String, u64>,
+}
+
+/// Why an HTTP check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// Nothing listens there (the connection was refused): the process is gone, so the
+    /// instance turns critical at once.
+    Unreachable(String),
+    /// No answer in time, or not a success: it counts towards `failures_before_critical`.
+    Unhealthy(String),
 }
 
 /// A health check that is due.
@@ -55,16 +69,24 @@ pub struct Catalog {
     state: Mutex<State>,
     index: Arc<Index>,
     check_interval: Duration,
+    failures_before_critical: u32,
     deregister_after: Duration,
 }
 
 impl Catalog {
-    /// An empty catalog sharing `index` with the KV store.
-    pub fn new(index: Arc<Index>, check_interval: Duration, deregister_after: Duration) -> Self {
+    /// An empty catalog sharing `index` with the KV store (`failures_before_critical` is at
+    /// least 1; 0 counts as 1).
+    pub fn new(
+        index: Arc<Index>,
+        check_interval: Duration,
+        failures_before_critical: u32,
+        deregister_after: Duration,
+    ) -> Self {
         Self {
             state: Mutex::new(State::default()),
             index,
             check_interval,
+            failures_before_critical: failures_before_critical.max(1),
             deregister_after,
         }
     }
@@ -101,6 +123,7 @@ impl Catalog {
             last_heartbeat: now,
             ttl_expired: false,
             check_failure: None,
+            failures_in_a_row: 0,
             critical_since: None,
             next_check: now + self.check_interval,
             checking: false,
@@ -161,14 +184,40 @@ impl Catalog {
     }
 
     /// Records the outcome of an HTTP check of `id`: `None` if it passed, or why it failed.
-    pub fn record_check(&self, id: &str, failure: Option<String>, now: Instant) {
+    pub fn record_check(&self, id: &str, failure: Option<CheckFailure>, now: Instant) {
         let mut state = self.lock();
         let Some(entry) = state.instances.get_mut(id) else {
             return;
         };
         entry.checking = false;
         entry.next_check = now + self.check_interval;
-        entry.check_failure = failure;
+        match failure {
+            None => {
+                entry.failures_in_a_row = 0;
+                entry.check_failure = None;
+            }
+            Some(failure) => {
+                entry.failures_in_a_row = entry.failures_in_a_row.saturating_add(1);
+                let (why, at_once) = match failure {
+                    CheckFailure::Unreachable(why) => (why, true),
+                    CheckFailure::Unhealthy(why) => (why, false),
+                };
+                if at_once
+                    || entry.check_failure.is_some()
+                    || entry.failures_in_a_row >= self.failures_before_critical
+                {
+                    entry.check_failure = Some(why);
+                } else {
+                    tracing::info!(
+                        instance_id = id,
+                        failed = entry.failures_in_a_row,
+                        before_critical = self.failures_before_critical,
+                        output = %why,
+                        "health check failed; still passing"
+                    );
+                }
+            }
+        }
         self.settle(&mut state, id, now);
     }
 
@@ -319,6 +368,7 @@ mod tests {
         Catalog::new(
             Arc::new(Index::new(0)),
             Duration::from_secs(2),
+            3,
             Duration::from_secs(10),
         )
     }
@@ -372,7 +422,7 @@ mod tests {
         catalog.register("users-1", registration("users", None), t0);
         catalog.record_check(
             "users-1",
-            Some("connection refused".into()),
+            Some(CheckFailure::Unreachable("connection refused".into())),
             t0 + Duration::from_secs(2),
         );
         let (_, instances) = catalog.service("users", false);
@@ -390,10 +440,38 @@ mod tests {
         let catalog = catalog();
         let t0 = Instant::now();
         catalog.register("users-1", registration("users", None), t0);
-        catalog.record_check("users-1", Some("503".into()), t0);
+        catalog.record_check(
+            "users-1",
+            Some(CheckFailure::Unreachable("refused".into())),
+            t0,
+        );
+        assert!(catalog.service("users", true).1.is_empty());
         catalog.record_check("users-1", None, t0 + Duration::from_secs(1));
         assert_eq!(catalog.service("users", true).1.len(), 1);
         assert!(catalog.expire(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn slow_answers_turn_an_instance_critical_only_when_they_keep_coming() {
+        let catalog = catalog();
+        let t0 = Instant::now();
+        catalog.register("users-1", registration("users", None), t0);
+        let slow = || Some(CheckFailure::Unhealthy("no answer within 1s".into()));
+        let at = |s| t0 + Duration::from_secs(s);
+        let passing = || catalog.service("users", true).1.len();
+        catalog.record_check("users-1", slow(), at(2));
+        catalog.record_check("users-1", slow(), at(4));
+        assert_eq!(passing(), 1, "two misses in a row are not a dead instance");
+        catalog.record_check("users-1", None, at(6));
+        catalog.record_check("users-1", slow(), at(8));
+        catalog.record_check("users-1", slow(), at(10));
+        assert_eq!(passing(), 1, "a good check starts the count again");
+        catalog.record_check("users-1", slow(), at(12));
+        assert_eq!(passing(), 0, "the third in a row");
+        let (_, instances) = catalog.service("users", false);
+        assert_eq!(instances[0].output.as_deref(), Some("no answer within 1s"));
+        catalog.record_check("users-1", None, at(14));
+        assert_eq!(passing(), 1, "one good check brings it back");
     }
 
     #[test]
@@ -418,7 +496,11 @@ mod tests {
         let mut canary = registration("users", None);
         canary.version = "1.1.0".into();
         catalog.register("users-2", canary, t0);
-        catalog.record_check("users-2", Some("down".into()), t0);
+        catalog.record_check(
+            "users-2",
+            Some(CheckFailure::Unreachable("down".into())),
+            t0,
+        );
         let services = catalog.services();
         assert_eq!(services.len(), 1);
         assert_eq!((services[0].passing, services[0].total), (1, 2));

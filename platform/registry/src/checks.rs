@@ -12,7 +12,7 @@ use chassis::client::Transport;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, DueCheck};
+use crate::catalog::{Catalog, CheckFailure, DueCheck};
 
 /// How often the sweep runs.
 pub const SWEEP: Duration = Duration::from_millis(250);
@@ -36,16 +36,36 @@ pub fn spawn(
 
 async fn check(catalog: Arc<Catalog>, transport: Transport, due: DueCheck, timeout: Duration) {
     let failure = match http::Request::get(&due.url).body(Body::empty()) {
-        Err(error) => Some(format!("invalid health URL: {error}")),
+        Err(error) => Some(CheckFailure::Unreachable(format!(
+            "invalid health URL: {error}"
+        ))),
         Ok(request) => match tokio::time::timeout(timeout, transport.send(request)).await {
-            Err(_) => Some(format!(
+            Err(_) => Some(CheckFailure::Unhealthy(format!(
                 "no answer within {}",
                 humantime::format_duration(timeout)
-            )),
-            Ok(Err(error)) => Some(chassis::error::ErrorChain(&error).to_string()),
+            ))),
+            Ok(Err(error)) => {
+                let why = chassis::error::ErrorChain(&error).to_string();
+                Some(if refused(&error) {
+                    CheckFailure::Unreachable(why)
+                } else {
+                    CheckFailure::Unhealthy(why)
+                })
+            }
             Ok(Ok(response)) if response.status().is_success() => None,
-            Ok(Ok(response)) => Some(format!("health check answered {}", response.status())),
+            Ok(Ok(response)) => Some(CheckFailure::Unhealthy(format!(
+                "health check answered {}",
+                response.status()
+            ))),
         },
     };
     catalog.record_check(&due.id, failure, Instant::now());
+}
+
+/// Whether `error` comes from a refused connection: nothing listens at that port.
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }

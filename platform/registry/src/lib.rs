@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::config::ServiceConfig;
+use chassis::config::{ConfigError, ServiceConfig};
 use chassis::db::Db;
 use chassis::{Server, ServiceInfo, StartError};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,9 @@ pub struct Settings {
     /// How long a health check may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub check_timeout: Duration,
+    /// Failed checks in a row that turn an instance critical; a refused connection (nothing
+    /// listening) turns it critical at once.
+    pub failures_before_critical: u32,
     /// How long an instance may stay critical before it is removed.
     #[serde(with = "humantime_serde")]
     pub deregister_after: Duration,
@@ -65,6 +68,7 @@ impl Default for Settings {
         Self {
             check_interval: Duration::from_secs(2),
             check_timeout: Duration::from_secs(1),
+            failures_before_critical: 3,
             deregister_after: Duration::from_secs(30),
             max_wait: Duration::from_secs(300),
         }
@@ -82,6 +86,14 @@ pub struct Application {
 impl Application {
     /// Opens the database, loads the KV store and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        if config.settings.failures_before_critical == 0 {
+            return Err(ConfigError::invalid(
+                "registry.failures_before_critical",
+                0,
+                "must be at least 1",
+            )
+            .into());
+        }
         let info = ServiceInfo::new(SERVICE, env!("CARGO_PKG_VERSION"), &config.chassis);
         let db = Db::connect(
             &config.chassis.database_url(SERVICE),
@@ -95,6 +107,7 @@ impl Application {
         let catalog = catalog::Catalog::new(
             Arc::clone(kv.index()),
             config.settings.check_interval,
+            config.settings.failures_before_critical,
             config.settings.deregister_after,
         );
         let state = api::AppState {

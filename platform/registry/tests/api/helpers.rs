@@ -20,6 +20,7 @@ pub(crate) fn fast_settings() -> Settings {
     Settings {
         check_interval: Duration::from_millis(100),
         check_timeout: Duration::from_millis(500),
+        failures_before_critical: 3,
         deregister_after: Duration::from_millis(600),
         max_wait: Duration::from_secs(10),
     }

@@ -204,6 +204,72 @@ async fn failing_health_checks_remove_the_instance() {
 }
 
 #[tokio::test]
+async fn a_bad_spell_does_not_pull_an_instance_but_a_dead_one_goes_at_once() {
+    let registry = TestRegistry::spawn(fast_settings()).await;
+    // Two failed checks, then good ones: below `failures_before_critical` (3).
+    let flaky = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&flaky)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&flaky)
+        .await;
+    // Nothing listens here.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let dead_url = format!("http://{}/health/ready", dead.local_addr().expect("addr"));
+    drop(dead);
+    registry
+        .register(
+            "users-flaky",
+            &registration("users", &format!("{}/health/ready", flaky.uri()), None),
+        )
+        .await;
+    registry
+        .register("users-dead", &registration("users", &dead_url, None))
+        .await;
+
+    let status = |all: &Value, id: &str| {
+        all["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == id).cloned())
+            .unwrap_or(Value::Null)
+    };
+    // The dead one turns critical at its first check (one interval: 100 ms)...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = registry.get_json("/v1/services/users?passing=false").await;
+        let dead = status(&all, "users-dead");
+        if dead["status"] == "critical" {
+            assert!(
+                dead["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("refused")),
+                "{dead}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "users-dead never turned critical"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while the flaky one stays passing through its two failures and after.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let all = registry.get_json("/v1/services/users?passing=false").await;
+        assert_eq!(status(&all, "users-flaky")["status"], "passing", "{all}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let checks = flaky.received_requests().await.map_or(0, |r| r.len());
+    assert!(checks >= 3, "its failures were checked: {checks} checks");
+}
+
+#[tokio::test]
 async fn blocking_query_returns_as_soon_as_the_service_changes() {
     let registry = TestRegistry::spawn(fast_settings()).await;
     let instance = healthy_instance().await;
@@ -258,4 +324,24 @@ async fn blocking_query_returns_as_soon_as_the_service_changes() {
     );
     assert!(body["index"].as_u64().is_some_and(|i| i > index));
     assert_eq!(body["instances"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn a_threshold_of_no_failures_is_refused_by_name() {
+    let db = chassis::testing::TestDatabase::sqlite();
+    let mut chassis = chassis::config::ChassisConfig::with_port(0);
+    chassis.database.url = Some(db.url());
+    chassis.discovery.registry = None;
+    let settings = registry::Settings {
+        failures_before_critical: 0,
+        ..fast_settings()
+    };
+    let error = registry::Application::build(registry::Config { chassis, settings })
+        .await
+        .expect_err("refused");
+    let text = chassis::error::ErrorChain(&error).to_string();
+    assert!(
+        text.contains("registry.failures_before_critical") && text.contains("at least 1"),
+        "{text}"
+    );
 }
