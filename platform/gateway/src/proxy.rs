@@ -258,20 +258,20 @@ fn forward<'a>(
                 let now = chassis::db::now_millis();
                 match gateway.limiter.take(&key, &limit, now).await {
                     Ok(decision) => Some(decision),
-                    Err(error) => {
+                    Err(failure) => {
                         gateway.metrics.rate_limit_store_error();
-                        let error = chassis::error::ErrorChain(&error).to_string();
+                        let error = chassis::error::ErrorChain(&failure).to_string();
                         match gateway.limiter.on_error() {
                             OnStoreError::Local => {
-                                tracing::warn!(%error, "the rate-limit store failed; deciding with this gateway's own buckets");
-                                Some(gateway.limiter.take_locally(&key, &limit, now))
+                                tracing::warn!(%error, "deciding with this gateway's own buckets");
+                                Some(failure.own)
                             }
                             OnStoreError::Open => {
-                                tracing::warn!(%error, "the rate-limit store failed; letting the request through");
+                                tracing::warn!(%error, "letting the request through");
                                 None
                             }
                             OnStoreError::Closed => {
-                                tracing::error!(%error, "the rate-limit store failed; refusing the request");
+                                tracing::error!(%error, "refusing the request");
                                 return Err(HttpError::unavailable(
                                     "rate limiting is unavailable; try again shortly",
                                     1,

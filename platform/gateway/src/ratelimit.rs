@@ -176,9 +176,9 @@ pub struct RedisStore {
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     prefix: String,
     script: redis::Script,
-    /// This gateway's own buckets, for checks Redis does not answer in time
-    /// ([`OnStoreError::Local`]).
-    fallback: LocalStore,
+    /// This gateway's own buckets: every check takes a token here too, so they are current
+    /// when Redis does not answer in time ([`OnStoreError::Local`]).
+    own: LocalStore,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -197,7 +197,7 @@ impl RedisStore {
             connection: tokio::sync::OnceCell::new(),
             prefix: prefix.to_owned(),
             script: redis::Script::new(TAKE),
-            fallback: LocalStore::default(),
+            own: LocalStore::default(),
         })
     }
 
@@ -261,18 +261,29 @@ pub enum Limiter {
     Redis(Box<RedisStore>, OnStoreError),
 }
 
+/// The shared store did not answer a check.
+#[derive(Debug, thiserror::Error)]
+#[error("the rate-limit store did not answer")]
+pub struct StoreFailure {
+    /// Why.
+    #[source]
+    pub error: redis::RedisError,
+    /// What this gateway's own bucket decided.
+    pub own: Decision,
+}
+
 impl Limiter {
     /// Takes a token for `key`.
-    pub async fn take(
-        &self,
-        key: &str,
-        limit: &Limit,
-        now: i64,
-    ) -> Result<Decision, redis::RedisError> {
+    pub async fn take(&self, key: &str, limit: &Limit, now: i64) -> Result<Decision, StoreFailure> {
         match self {
             Self::Local(store) => Ok(store.take(key, limit, now)),
-            // Boxed, so the local store's callers do not carry the Redis call's future.
-            Self::Redis(store, _) => Box::pin(store.take(key, limit)).await,
+            Self::Redis(store, _) => {
+                let own = store.own.take(key, limit, now);
+                // Boxed, so the local store's callers do not carry the Redis call's future.
+                Box::pin(store.take(key, limit))
+                    .await
+                    .map_err(|error| StoreFailure { error, own })
+            }
         }
     }
 
@@ -286,15 +297,6 @@ impl Limiter {
                 error = %chassis::error::ErrorChain(&error),
                 "the rate-limit store is not reachable yet"
             );
-        }
-    }
-
-    /// Takes a token for `key` from this gateway's own buckets: the decision when the shared
-    /// store failed and [`OnStoreError::Local`] is the policy.
-    pub fn take_locally(&self, key: &str, limit: &Limit, now: i64) -> Decision {
-        match self {
-            Self::Local(store) => store.take(key, limit, now),
-            Self::Redis(store, _) => store.fallback.take(key, limit, now),
         }
     }
 
@@ -401,5 +403,36 @@ mod tests {
             tokio::join!(limiter.take("a", &one_a_second, 0), listener.accept());
         assert!(accepted.is_ok(), "the check connected");
         assert!(check.is_err(), "and got no answer in time");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis at 127.0.0.1:6379"]
+    async fn the_gateways_own_buckets_follow_the_checks_redis_answers() {
+        let prefix = format!("test:{}:", std::process::id());
+        let store = RedisStore::new("redis://127.0.0.1:6379", &prefix).expect("a Redis URL");
+        let limiter = Limiter::Redis(Box::new(store), OnStoreError::Local);
+        let three = limit(3, 3_600_000, None);
+        let key = format!("own-{}", chassis::db::now_millis());
+        for _ in 0..3 {
+            let decision = limiter.take(&key, &three, 0).await.expect("Redis answers");
+            assert!(decision.allowed);
+        }
+        let Limiter::Redis(store, _) = &limiter else {
+            unreachable!("made above")
+        };
+        assert!(
+            !store.own.take(&key, &three, 0).allowed,
+            "a check Redis failed now would be refused here too"
+        );
+        let client = redis::Client::open("redis://127.0.0.1:6379").expect("a Redis URL");
+        let mut redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis answers");
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{prefix}{key}"))
+            .query_async(&mut redis)
+            .await
+            .expect("deleted");
     }
 }
