@@ -81,7 +81,7 @@ async fn discovery() {
 
 #[tokio::test]
 async fn rate_limit() {
-    holds("rate-limit", &["429", "Retry-After"]).await;
+    holds("rate-limit", &["429", "Retry-After", "locked nobody out"]).await;
 }
 
 #[tokio::test]
