@@ -125,6 +125,12 @@ macro_rules! database_tests {
     };
 }
 
+/// A local address nothing listens on (a port bound, then let go): connecting is refused.
+pub fn dead_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    listener.local_addr().expect("an address")
+}
+
 /// Waits until the service at `base_url` is ready, panicking after `within`.
 pub async fn wait_ready(base_url: &str, within: Duration) {
     assert!(

@@ -385,9 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_that_is_down_at_start_is_tried_again_at_each_check() {
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-        let address = dead.local_addr().expect("an address");
-        drop(dead);
+        let address = chassis::testing::dead_address();
         let store = RedisStore::new(&format!("redis://{address}"), "test:").expect("a Redis URL");
         assert!(store.connect().await.is_err(), "nothing listens there");
         let limiter = Limiter::Redis(Box::new(store), OnStoreError::Open);

@@ -78,10 +78,7 @@ pub(crate) async fn spawn_echo(name: &'static str) -> String {
 
 /// An address nothing listens on.
 pub(crate) async fn dead_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
-    url
+    format!("http://{}", chassis::testing::dead_address())
 }
 
 impl Stack {

@@ -6,6 +6,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{TestRegistry, fast_settings, registration};
 
+/// Instance `id` in a listing of `/v1/services/…`.
+fn instance(listing: &Value, id: &str) -> Option<Value> {
+    listing["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["id"] == id).cloned())
+}
+
 async fn healthy_instance() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -182,10 +189,8 @@ async fn failing_health_checks_remove_the_instance() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let all = registry.get_json("/v1/services/users?passing=false").await;
-        let bad_entry = all["instances"]
-            .as_array()
-            .and_then(|a| a.iter().find(|i| i["id"] == "users-bad").cloned());
-        let entry = bad_entry.expect("users-bad is listed until it has been critical for a while");
+        let entry = instance(&all, "users-bad")
+            .expect("users-bad is listed until it has been critical for a while");
         if entry["status"] == "critical" {
             assert!(
                 entry["output"].as_str().is_some_and(|o| o.contains("503")),
@@ -219,9 +224,7 @@ async fn a_bad_spell_does_not_pull_an_instance_but_a_dead_one_goes_at_once() {
         .mount(&flaky)
         .await;
     // Nothing listens here.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let dead_url = format!("http://{}/health/ready", dead.local_addr().expect("addr"));
-    drop(dead);
+    let dead_url = format!("http://{}/health/ready", chassis::testing::dead_address());
     registry
         .register(
             "users-flaky",
@@ -232,17 +235,11 @@ async fn a_bad_spell_does_not_pull_an_instance_but_a_dead_one_goes_at_once() {
         .register("users-dead", &registration("users", &dead_url, None))
         .await;
 
-    let status = |all: &Value, id: &str| {
-        all["instances"]
-            .as_array()
-            .and_then(|a| a.iter().find(|i| i["id"] == id).cloned())
-            .unwrap_or(Value::Null)
-    };
     // The dead one turns critical at its first check (one interval: 100 ms)...
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let all = registry.get_json("/v1/services/users?passing=false").await;
-        let dead = status(&all, "users-dead");
+        let dead = instance(&all, "users-dead").unwrap_or(Value::Null);
         if dead["status"] == "critical" {
             assert!(
                 dead["output"]
@@ -262,7 +259,8 @@ async fn a_bad_spell_does_not_pull_an_instance_but_a_dead_one_goes_at_once() {
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         let all = registry.get_json("/v1/services/users?passing=false").await;
-        assert_eq!(status(&all, "users-flaky")["status"], "passing", "{all}");
+        let entry = instance(&all, "users-flaky").unwrap_or(Value::Null);
+        assert_eq!(entry["status"], "passing", "{all}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let checks = flaky.received_requests().await.map_or(0, |r| r.len());
