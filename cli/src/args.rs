@@ -148,6 +148,11 @@ pub(crate) struct LoadArgs {
     /// Stop after this many journeys (or at --duration, whichever comes first).
     #[arg(long, value_name = "N")]
     pub(crate) journeys: Option<u64>,
+    /// Journeys run this long first, at the same rate or with the same customers, and are
+    /// left out of the report (one line says what they measured): the system's connections,
+    /// pools and caches grow to the load before the measuring starts.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) warmup: std::time::Duration,
     /// Weights of the journeys (TOML, `[weights]`); a shop's day by default.
     #[arg(long, value_name = "FILE")]
     pub(crate) scenario: Option<PathBuf>,

@@ -33,8 +33,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
-use self::journeys::Shop;
-use self::report::Report;
+use self::journeys::{Shop, warming_up};
+use self::report::{Report, WarmUp};
 use self::scenario::{Scenario, Weights};
 use self::stats::Stats;
 use crate::args::{EXIT_USAGE, LoadArgs, at_least};
@@ -107,6 +107,12 @@ fn check(args: &LoadArgs) -> Result<(Mode, Scenario), String> {
         Duration::from_secs(1),
         "a run lasts at least",
     )?;
+    if args.warmup > Duration::from_secs(3600) {
+        return Err(format!(
+            "--warmup {}: expected at most an hour",
+            humantime::format_duration(args.warmup)
+        ));
+    }
     at_least(
         "--every",
         args.every,
@@ -164,12 +170,20 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
         .await?,
     );
     println!(
-        "{} for {}{}…",
+        "{} for {}{}{}…",
         mode.describe(),
         humantime::format_duration(args.duration),
         args.journeys
             .map(|n| format!(" or {n} journeys"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if args.warmup.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", after a warm-up of {}",
+                humantime::format_duration(args.warmup)
+            )
+        }
     );
     // The processes of a system started here, whose CPU time can be read.
     let local = args
@@ -177,14 +191,23 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
         .is_none()
         .then(|| state::running(&args.data_dir))
         .flatten();
-    let cpu_before = local.as_ref().map(cpu::Sample::take);
     let interrupted = chassis::server::shutdown_on_signal();
     let seed = args.seed.unwrap_or_else(rand::random);
     let started = Instant::now();
+    let measure_from = started + args.warmup;
+    // The CPU is counted from the end of the warm-up.
+    let cpu_before = tokio::spawn({
+        let local = local.clone();
+        async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            local.as_ref().map(cpu::Sample::take)
+        }
+    });
     let done = CancellationToken::new();
     let progress = tokio::spawn(progress(Arc::clone(&shop), args.every, done.clone()));
     let limits = Limits {
-        until: started + args.duration,
+        measure_from,
+        until: measure_from + args.duration,
         journeys: args.journeys.unwrap_or(u64::MAX),
         started: Arc::new(AtomicU64::new(0)),
         interrupted,
@@ -195,13 +218,24 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
         }
         Mode::Closed { users } => closed_loop(&shop, &scenario, users, seed, &limits).await,
     };
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = measure_from.elapsed().as_secs_f64();
     let cpu_after = local.as_ref().map(cpu::Sample::take);
+    // Interrupted during the warm-up, nothing was measured.
+    let cpu_before = if Instant::now() >= measure_from {
+        cpu_before.await.ok().flatten()
+    } else {
+        cpu_before.abort();
+        None
+    };
     done.cancel();
-    let mut total = progress.await.unwrap_or_default();
+    let (mut total, mut warm) = progress.await.unwrap_or_default();
     total.merge(&shop.take_window());
     total.merge(&generator_errors);
+    warm.merge(&shop.take_warm_window());
     let mut report = Report::new(mode.describe(), gateway, seconds, &total);
+    if !args.warmup.is_zero() {
+        report.warmup = Some(WarmUp::of(args.warmup, &warm));
+    }
     if let (Some(before), Some(after)) = (&cpu_before, &cpu_after) {
         report.cpu = cpu::usage(before, after, seconds, total.journeys_finished());
         report.memory = Some(after.memory());
@@ -216,21 +250,30 @@ async fn load(args: &LoadArgs, mode: Mode, scenario: Scenario) -> Result<Report,
     Ok(report)
 }
 
-/// When to stop starting journeys.
+/// When the measuring starts, and when to stop starting journeys.
 #[derive(Debug)]
 struct Limits {
+    /// The end of the warm-up: journeys that start before it are not measured.
+    measure_from: Instant,
     until: Instant,
+    /// Measured journeys at most.
     journeys: u64,
     started: Arc<AtomicU64>,
     interrupted: CancellationToken,
 }
 
 impl Limits {
-    /// Claims the start of one more journey; false once the run is over.
-    fn claim(&self) -> bool {
-        Instant::now() < self.until
+    /// Claims the start of one more journey at `at` (its intended start in an open loop);
+    /// false once the run is over.
+    fn claim(&self, at: Instant) -> bool {
+        at < self.until
             && !self.interrupted.is_cancelled()
-            && self.started.fetch_add(1, Ordering::Relaxed) < self.journeys
+            && (self.warming_up(at) || self.started.fetch_add(1, Ordering::Relaxed) < self.journeys)
+    }
+
+    /// Whether a journey starting at `at` is one of the warm-up's.
+    fn warming_up(&self, at: Instant) -> bool {
+        at < self.measure_from
     }
 }
 
@@ -254,7 +297,7 @@ async fn open_loop(
             () = limits.interrupted.cancelled() => break,
             () = tokio::time::sleep_until(intended.into()) => {}
         }
-        if intended >= limits.until || !limits.claim() {
+        if !limits.claim(intended) {
             break;
         }
         while journeys.try_join_next().is_some() {}
@@ -265,9 +308,15 @@ async fn open_loop(
         let journey = scenario.draw(&mut rng);
         let mut journey_rng = StdRng::seed_from_u64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let (shop, in_flight) = (Arc::clone(shop), Arc::clone(&in_flight));
+        let warm = limits.warming_up(intended);
         in_flight.fetch_add(1, Ordering::Relaxed);
         journeys.spawn(async move {
-            shop.take(journey, &mut journey_rng, intended).await;
+            let taken = shop.take(journey, &mut journey_rng, intended);
+            if warm {
+                warming_up(taken).await;
+            } else {
+                taken.await;
+            }
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -298,15 +347,25 @@ async fn closed_loop(
         let (shop, scenario) = (Arc::clone(shop), scenario.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(user));
         let limits = Limits {
+            measure_from: limits.measure_from,
             until: limits.until,
             journeys: limits.journeys,
             started: Arc::clone(&limits.started),
             interrupted: limits.interrupted.clone(),
         };
         customers.spawn(async move {
-            while limits.claim() {
+            loop {
+                let now = Instant::now();
+                if !limits.claim(now) {
+                    break;
+                }
                 let journey = scenario.draw(&mut rng);
-                shop.take(journey, &mut rng, Instant::now()).await;
+                let taken = shop.take(journey, &mut rng, now);
+                if limits.warming_up(now) {
+                    warming_up(taken).await;
+                } else {
+                    taken.await;
+                }
             }
         });
     }
@@ -314,24 +373,32 @@ async fn closed_loop(
     Stats::default()
 }
 
-/// Prints a line every `every` from the window's measurements; returns the whole run's.
-async fn progress(shop: Arc<Shop>, every: Duration, done: CancellationToken) -> Stats {
+/// Prints a line every `every` from the window's measurements (the warm-up's, marked, while
+/// the run's has none); returns the whole run's, and the warm-up's.
+async fn progress(shop: Arc<Shop>, every: Duration, done: CancellationToken) -> (Stats, Stats) {
     let started = Instant::now();
-    let mut total = Stats::default();
+    let (mut total, mut warm) = (Stats::default(), Stats::default());
     let mut last = Instant::now();
     loop {
         tokio::select! {
-            () = done.cancelled() => return total,
+            () = done.cancelled() => return (total, warm),
             () = tokio::time::sleep(every) => {}
         }
-        let window = shop.take_window();
+        let measured = shop.take_window();
+        let warming = shop.take_warm_window();
+        warm.merge(&warming);
+        let (window, mark) = if measured.requests() == 0 && warming.requests() > 0 {
+            (warming, "  (warm-up)")
+        } else {
+            (measured, "")
+        };
         let seconds = last.elapsed().as_secs_f64();
         last = Instant::now();
         let requests = window.requests();
         let all = window.all_requests();
         let rate = |n: u64| n as f64 / seconds.max(1e-9);
         println!(
-            "  {:>5.0} s  {:>8.1} journeys/s  {:>8.1} req/s  {:>6.2} % errors  p50 {:>7.1} ms  p99 {:>7.1} ms  {:>6.1} confirmed/s",
+            "  {:>5.0} s  {:>8.1} journeys/s  {:>8.1} req/s  {:>6.2} % errors  p50 {:>7.1} ms  p99 {:>7.1} ms  {:>6.1} confirmed/s{mark}",
             started.elapsed().as_secs_f64(),
             rate(window.journeys_done()),
             rate(requests),
@@ -344,6 +411,43 @@ async fn progress(shop: Arc<Shop>, every: Duration, done: CancellationToken) -> 
             all.ms_at(0.99),
             rate(window.to_confirmed.count()),
         );
-        total.merge(&window);
+        if mark.is_empty() {
+            total.merge(&window);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Journeys of the warm-up start whatever `--journeys` says and are not counted against it;
+    /// the measured ones are, until the run's end.
+    #[test]
+    fn the_warmup_is_neither_measured_nor_counted_against_the_journeys() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let limits = Limits {
+            measure_from: now + second,
+            until: now + 2 * second,
+            journeys: 2,
+            started: Arc::new(AtomicU64::new(0)),
+            interrupted: CancellationToken::new(),
+        };
+        for _ in 0..5 {
+            assert!(limits.claim(now), "a warm-up journey starts");
+        }
+        assert!(limits.warming_up(now));
+        let later = now + second + Duration::from_millis(500);
+        assert!(!limits.warming_up(now + second));
+        assert!(limits.claim(now + second) && limits.claim(later));
+        assert!(!limits.claim(later), "two measured journeys at most");
+        let limits = Limits {
+            journeys: u64::MAX,
+            ..limits
+        };
+        assert!(!limits.claim(now + 2 * second), "the run is over");
+        limits.interrupted.cancel();
+        assert!(!limits.claim(now), "interrupted, nothing starts");
     }
 }

@@ -91,4 +91,47 @@ fn a_closed_and_an_open_loop_run_report_every_journey_without_errors() {
             .as_str()
             .is_some_and(|m| m.contains("open loop"))
     );
+
+    // With a warm-up first: the schedule runs on through it, and only what follows is counted.
+    let (report, printed) = load(
+        &running,
+        &[
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--scenario",
+            &scenario,
+        ],
+    );
+    assert_eq!(report["errors"], serde_json::json!({}), "{printed}");
+    let measured = report["journeys"]["browse"]["count"].as_u64().unwrap_or(0);
+    assert!((36..=41).contains(&measured), "40 measured: {printed}");
+    let warm = report["warmup"]["journeys"].as_u64().unwrap_or(0);
+    assert!((18..=20).contains(&warm), "20 in the warm-up: {printed}");
+    assert_eq!(report["warmup"]["failed"], 0, "{printed}");
+    assert!(
+        (report["seconds"].as_f64().unwrap_or(0.0) - 2.0).abs() < 0.5,
+        "the measured seconds: {printed}"
+    );
+    assert!(
+        printed.contains("Warm-up, left out below: 1 s, "),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_warmup_longer_than_an_hour_is_refused_by_name() {
+    let output = Command::new(BIN)
+        .args(["load", "--warmup", "2h", "--gateway", "http://127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("--warmup 2h: expected at most an hour"),
+        "{stderr}"
+    );
 }

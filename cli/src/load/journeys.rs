@@ -23,6 +23,23 @@ const STOCK: i64 = 1_000_000;
 /// Longest wait for an order to settle.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
+tokio::task_local! {
+    /// Set on a journey that started during the warm-up (`--warmup`): what it measures goes to
+    /// the warm-up's own stats, not the run's. A task-local, so that every request the journey
+    /// makes, however deep, is filed with it.
+    static WARMING_UP: ();
+}
+
+/// Runs `journey` as one of the warm-up's.
+pub(crate) async fn warming_up<F: Future>(journey: F) -> F::Output {
+    WARMING_UP.scope((), journey).await
+}
+
+/// Whether the running journey is one of the warm-up's.
+fn warming() -> bool {
+    WARMING_UP.try_with(|()| ()).is_ok()
+}
+
 /// A customer account of the run.
 #[derive(Debug)]
 struct Account {
@@ -42,6 +59,8 @@ pub(crate) struct Shop {
     categories: Vec<String>,
     /// Measurements since the last progress line.
     window: Mutex<Stats>,
+    /// The warm-up's measurements since the last progress line.
+    warm_window: Mutex<Stats>,
     /// Orders seen confirmed (the first [`KEEP_CONFIRMED`]), to sample their sagas.
     confirmed: Mutex<Vec<String>>,
 }
@@ -98,6 +117,7 @@ impl Shop {
             buyable,
             categories,
             window: Mutex::new(Stats::default()),
+            warm_window: Mutex::new(Stats::default()),
             confirmed: Mutex::new(Vec::new()),
         })
     }
@@ -120,8 +140,22 @@ impl Shop {
             .unwrap_or_default()
     }
 
+    /// What the warm-up measured since the last call, handed over.
+    pub(crate) fn take_warm_window(&self) -> Stats {
+        self.warm_window
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
+
+    /// Files a measurement with the run's, or the warm-up's when the journey is one of those.
     fn record(&self, change: impl FnOnce(&mut Stats)) {
-        if let Ok(mut window) = self.window.lock() {
+        let window = if warming() {
+            &self.warm_window
+        } else {
+            &self.window
+        };
+        if let Ok(mut window) = window.lock() {
             change(&mut window);
         }
     }
@@ -323,7 +357,8 @@ impl Shop {
                 Some("confirmed") => {
                     let took = placing.elapsed();
                     self.record(|s| s.to_confirmed.record(took));
-                    if let Ok(mut confirmed) = self.confirmed.lock()
+                    if !warming()
+                        && let Ok(mut confirmed) = self.confirmed.lock()
                         && confirmed.len() < KEEP_CONFIRMED
                     {
                         confirmed.push(id.to_owned());

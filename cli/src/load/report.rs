@@ -58,6 +58,51 @@ pub(crate) struct Report {
     pub(crate) cpu: Vec<Usage>,
     /// The memory the system's processes hold at the end of the run, when it runs here.
     pub(crate) memory: Option<Memory>,
+    /// What the warm-up measured, when there was one (`--warmup`); left out of the rest.
+    pub(crate) warmup: Option<WarmUp>,
+}
+
+/// The journeys of the warm-up, which run before the measuring starts.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WarmUp {
+    pub(crate) seconds: f64,
+    pub(crate) journeys: u64,
+    pub(crate) failed: u64,
+    pub(crate) journey_ms: Option<Percentiles>,
+    pub(crate) order_to_confirmed_ms: Option<Percentiles>,
+}
+
+impl WarmUp {
+    pub(crate) fn of(took: std::time::Duration, stats: &Stats) -> Self {
+        Self {
+            seconds: took.as_secs_f64(),
+            journeys: stats.journeys_finished(),
+            failed: stats.failed_journeys(),
+            journey_ms: stats.all_journeys().summary(),
+            order_to_confirmed_ms: stats.to_confirmed.summary(),
+        }
+    }
+}
+
+impl fmt::Display for WarmUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Warm-up, left out below: {:.0} s, {} journeys, {} failed",
+            self.seconds, self.journeys, self.failed
+        )?;
+        if let Some(p) = &self.journey_ms {
+            write!(f, "; journeys p50 {:.1} ms, p99 {:.1}", p.p50, p.p99)?;
+        }
+        if let Some(p) = &self.order_to_confirmed_ms {
+            write!(
+                f,
+                "; placed → CONFIRMED p50 {:.1} ms, p99 {:.1}",
+                p.p50, p.p99
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Report {
@@ -87,6 +132,7 @@ impl Report {
             checkout_breakdown: Vec::new(),
             cpu: Vec::new(),
             memory: None,
+            warmup: None,
         }
     }
 }
@@ -129,6 +175,9 @@ impl fmt::Display for Report {
             "Load report: {:.0} s, {}, against {}",
             self.seconds, self.mode, self.gateway
         )?;
+        if let Some(warmup) = &self.warmup {
+            writeln!(f, "{warmup}")?;
+        }
         writeln!(f)?;
         write!(
             f,
@@ -270,8 +319,14 @@ mod tests {
             resident_kib: 300_000,
             proportional_kib: 90_000,
         });
+        let mut warm = Stats::default();
+        warm.journey("checkout", Duration::from_millis(80), false);
+        warm.journey("checkout", Duration::from_millis(90), true);
+        warm.to_confirmed.record(Duration::from_millis(70));
+        report.warmup = Some(WarmUp::of(Duration::from_secs(5), &warm));
         let text = report.to_string();
         for expected in [
+            "Warm-up, left out below: 5 s, 2 journeys, 1 failed; journeys p50 80.1 ms, p99 90.0; placed → CONFIRMED p50 70.0 ms, p99 70.0",
             "WHERE THE CPU GOES",
             "12.50",
             "browse",
@@ -288,5 +343,6 @@ mod tests {
         assert!((report.endpoints["GET /api/products"].per_second - 1.5).abs() < 1e-9);
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["endpoints"]["POST /api/orders"]["errors"], 1);
+        assert_eq!(json["warmup"]["journeys"], 2);
     }
 }

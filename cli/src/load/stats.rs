@@ -143,6 +143,20 @@ impl Stats {
         all
     }
 
+    /// Every journey's time together.
+    pub(crate) fn all_journeys(&self) -> Latencies {
+        let mut all = Latencies::default();
+        for series in self.journeys.values() {
+            all.add(&series.latencies);
+        }
+        all
+    }
+
+    /// Journeys that failed.
+    pub(crate) fn failed_journeys(&self) -> u64 {
+        self.journeys.values().map(|s| s.errors).sum()
+    }
+
     /// Adds `other` in.
     pub(crate) fn merge(&mut self, other: &Stats) {
         for (name, series) in &other.endpoints {
