@@ -111,7 +111,17 @@ struct Shared {
     service: String,
     client: Arc<rustls::ClientConfig>,
     server: Arc<rustls::ServerConfig>,
+    /// Client configurations by peer ([`Identity::client_config_for`]).
+    by_peer: Mutex<foldhash::HashMap<Box<str>, Arc<rustls::ClientConfig>>>,
 }
+
+/// Peers whose client configurations (and TLS sessions) are kept; past this many the map
+/// starts over, so instances that come and go on new ports do not grow it for ever.
+const PEERS_KEPT: usize = 256;
+
+/// TLS sessions kept per peer, to resume: a server hands out two tickets per connection, and
+/// each is used once.
+const SESSIONS_PER_PEER: usize = 32;
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -167,6 +177,7 @@ impl Identity {
                 service,
                 client: Arc::new(client),
                 server: Arc::new(server),
+                by_peer: Mutex::default(),
             }),
         }))
     }
@@ -195,6 +206,38 @@ impl Identity {
         let mut config = (*self.shared.client).clone();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+
+    /// [`Identity::client_config`] for connections to `peer` (`host:port`), with a cache of
+    /// TLS sessions of its own, so that a new connection to the peer resumes a session (no
+    /// certificates sent, signed or checked again) instead of a full handshake.
+    ///
+    /// rustls keys its session cache by server name alone, and services on one machine share
+    /// `127.0.0.1`: with one cache, a new connection offered the ticket of whichever service
+    /// was dialled last, and every other service refused it (a full handshake: two signatures
+    /// and four verifications between the two ends).
+    pub fn client_config_for(&self, peer: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut key = String::from(peer);
+        for protocol in alpn {
+            key.push(' ');
+            key.push_str(&String::from_utf8_lossy(protocol));
+        }
+        let mut by_peer = self
+            .shared
+            .by_peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(config) = by_peer.get(key.as_str()) {
+            return Arc::clone(config);
+        }
+        if by_peer.len() >= PEERS_KEPT {
+            by_peer.clear();
+        }
+        let mut config = (*self.client_config(alpn)).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_PEER);
+        let config = Arc::new(config);
+        by_peer.insert(key.into(), Arc::clone(&config));
+        config
     }
 
     /// The server side: presents this identity and completes a handshake only with clients

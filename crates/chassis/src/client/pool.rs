@@ -276,7 +276,8 @@ pub(crate) async fn dial(
     };
     let stream = tokio::time::timeout(
         connect_timeout,
-        tokio_rustls::TlsConnector::from(identity.client_config(alpn)).connect(name, stream),
+        tokio_rustls::TlsConnector::from(identity.client_config_for(authority.as_str(), alpn))
+            .connect(name, stream),
     )
     .await
     .map_err(|elapsed| failed(Box::new(elapsed)))?
@@ -652,6 +653,69 @@ mod tests {
             .ok_or_else(|| anyhow::anyhow!("a closed port answered"))?;
         assert!(error.is_connect(), "{error:?}");
         assert!(error.to_string().contains(&address.to_string()), "{error}");
+        Ok(())
+    }
+
+    /// An mTLS listener of `service` that shakes hands, says one byte (so the client reads the
+    /// session tickets sent after the handshake) and holds the connection open.
+    async fn mtls_peer(ca: &crate::tls::DevCa, service: &str) -> anyhow::Result<Authority> {
+        let (config, _) = ca.issue_workload(service, Duration::from_secs(3600))?;
+        let identity = Identity::load(&config)?.ok_or_else(|| anyhow::anyhow!("mTLS is off"))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let authority: Authority = listener.local_addr()?.to_string().parse()?;
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await
+                        && tls.write_all(b"!").await.is_ok()
+                    {
+                        let _ = tls.read(&mut [0; 1]).await;
+                    }
+                });
+            }
+        });
+        Ok(authority)
+    }
+
+    /// Services on one machine share its address; a new connection to each still resumes a
+    /// session with that service, not a full handshake, however the dials interleave.
+    #[tokio::test]
+    async fn new_mtls_connections_resume_a_session_with_their_own_peer() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ca = crate::tls::DevCa::open(dir.path())?;
+        let (config, _) = ca.issue_workload("orders", Duration::from_secs(3600))?;
+        let client = Identity::load(&config)?.ok_or_else(|| anyhow::anyhow!("mTLS is off"))?;
+        let peers = [
+            (mtls_peer(&ca, "catalog").await?, "catalog"),
+            (mtls_peer(&ca, "payments").await?, "payments"),
+        ];
+        let mut kinds = Vec::new();
+        for round in 0..3 {
+            for (authority, service) in &peers {
+                let (stream, answered) = dial(
+                    authority,
+                    Some((&client, &[])),
+                    Some(service),
+                    Duration::from_secs(2),
+                )
+                .await?;
+                assert_eq!(answered.as_deref(), Some(*service), "round {round}");
+                let Either::Right(mut tls) = stream else {
+                    anyhow::bail!("a plain connection to an mTLS peer");
+                };
+                // The tickets come after the handshake, with the peer's first byte.
+                assert_eq!(tls.read_u8().await?, b'!');
+                kinds.push(tls.get_ref().1.handshake_kind());
+            }
+        }
+        use rustls::HandshakeKind::{Full, Resumed};
+        assert_eq!(
+            kinds,
+            [Full, Full, Resumed, Resumed, Resumed, Resumed].map(Some),
+            "catalog, payments, catalog, payments, ..."
+        );
         Ok(())
     }
 
