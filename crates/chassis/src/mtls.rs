@@ -13,7 +13,9 @@
 //! Certificates are short-lived: whoever issues them (`bazaar up`, cert-manager) writes new
 //! files before the old ones expire, and the [`Identity`] picks them up on its next handshake
 //! after `mtls.reload_every`, with no restart. Connections already open keep the certificate
-//! they were made with.
+//! they were made with, and so does a new connection that resumes a TLS session with the same
+//! peer ([`Identity::client_config_for`]): it rests on the full handshake that made the session,
+//! no more than a day before (rustls's lifetime for the sessions a server keeps).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
