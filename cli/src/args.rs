@@ -145,7 +145,8 @@ pub(crate) struct LoadArgs {
     /// How long journeys keep starting.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = duration)]
     pub(crate) duration: std::time::Duration,
-    /// Stop after this many journeys (or at --duration, whichever comes first).
+    /// Stop after this many journeys (or at --duration, whichever comes first); the warm-up's
+    /// are not counted.
     #[arg(long, value_name = "N")]
     pub(crate) journeys: Option<u64>,
     /// Journeys run this long first, at the same rate or with the same customers, and are
