@@ -40,6 +40,14 @@ fn warming() -> bool {
     WARMING_UP.try_with(|()| ()).is_ok()
 }
 
+/// What `window` holds, handed over.
+fn take(window: &Mutex<Stats>) -> Stats {
+    window
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default()
+}
+
 /// A customer account of the run.
 #[derive(Debug)]
 struct Account {
@@ -134,18 +142,12 @@ impl Shop {
 
     /// What was measured since the last call, handed over.
     pub(crate) fn take_window(&self) -> Stats {
-        self.window
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default()
+        take(&self.window)
     }
 
     /// What the warm-up measured since the last call, handed over.
     pub(crate) fn take_warm_window(&self) -> Stats {
-        self.warm_window
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default()
+        take(&self.warm_window)
     }
 
     /// Files a measurement with the run's, or the warm-up's when the journey is one of those.

@@ -136,20 +136,12 @@ impl Stats {
 
     /// Every request's latency together.
     pub(crate) fn all_requests(&self) -> Latencies {
-        let mut all = Latencies::default();
-        for series in self.endpoints.values() {
-            all.add(&series.latencies);
-        }
-        all
+        together(self.endpoints.values())
     }
 
     /// Every journey's time together.
     pub(crate) fn all_journeys(&self) -> Latencies {
-        let mut all = Latencies::default();
-        for series in self.journeys.values() {
-            all.add(&series.latencies);
-        }
-        all
+        together(self.journeys.values())
     }
 
     /// Journeys that failed.
@@ -174,6 +166,15 @@ impl Stats {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
     }
+}
+
+/// The latencies of every series in one histogram.
+fn together<'a>(series: impl Iterator<Item = &'a Series>) -> Latencies {
+    let mut all = Latencies::default();
+    for series in series {
+        all.add(&series.latencies);
+    }
+    all
 }
 
 #[cfg(test)]
