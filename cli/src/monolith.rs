@@ -18,9 +18,11 @@ use chassis::client::Transport;
 use chassis::config::{Loader, Sources};
 use chassis::inproc::Exchange;
 use clap::Parser;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::args::{Cli, Command, EXIT_USAGE, MonolithArgs, Service};
+use crate::serve::InProcess;
 use crate::state::{self, InstanceState, RunState};
 
 /// The services, in the order they start: the registry first, the gateway last.
@@ -59,15 +61,20 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
         eprintln!("error: cannot create {}: {error}", args.data_dir.display());
         return ExitCode::FAILURE;
     }
-    let url = |service: Service| format!("http://127.0.0.1:{}", ports[&service]);
-    let registry = url(Service::Registry);
     let shutdown = chassis::server::shutdown_on_signal();
     let exchange = Exchange::new();
     let mut tasks = JoinSet::new();
-    let mut instances = Vec::new();
+    let mut urls = BTreeMap::new();
     for tier in TIERS {
+        let registry = urls.get(&Service::Registry).cloned();
+        let mut listening = Vec::new();
         for &service in tier {
-            let argv = argv(service, ports[&service], &args.data_dir, &registry);
+            let argv = argv(
+                service,
+                ports[&service],
+                &args.data_dir,
+                registry.as_deref(),
+            );
             let Ok(Cli {
                 command: Command::Serve(serve),
             }) = Cli::try_parse_from(&argv)
@@ -82,29 +89,42 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let (stop, exchange) = (shutdown.clone(), exchange.clone());
+            let (told, address) = oneshot::channel();
+            let in_process = InProcess {
+                exchange: exchange.clone(),
+                listening: told,
+            };
+            let stop = shutdown.clone();
             tasks.spawn(async move {
-                let served = crate::serve::serve(service, &loader, stop, Some(exchange)).await;
+                let served = crate::serve::serve(service, &loader, stop, Some(in_process)).await;
                 (service, served)
             });
-            instances.push(InstanceState {
-                id: format!("{}-1", service.name()),
-                service: service.name().to_owned(),
-                url: url(service),
-                pid: std::process::id(),
-                https: None,
-            });
+            listening.push((service, address));
         }
+        // Each service binds its own port (0: the system picks one, so no other process can
+        // take it between a choice and the bind) and says which; then it must get ready.
         let probe = Transport::http();
-        for &service in tier {
-            let address = url(service);
-            let ready = chassis::health::wait_until_ready(&probe, &address, Some(READY_WITHIN));
+        for (service, address) in listening {
+            let started = async {
+                let Ok(address) = address.await else {
+                    // It ended before listening: `tasks` says how.
+                    return std::future::pending().await;
+                };
+                let url = format!("http://{address}");
+                let ready = chassis::health::wait_until_ready(&probe, &url, Some(READY_WITHIN));
+                ready.await.then_some(url)
+            };
             tokio::select! {
-                ready = ready => if !ready {
-                    eprintln!("error: {} did not get ready within {READY_WITHIN:?}", service.name());
-                    shutdown.cancel();
-                    drain(tasks).await;
-                    return ExitCode::FAILURE;
+                started = started => match started {
+                    Some(url) => {
+                        urls.insert(service, url);
+                    }
+                    None => {
+                        eprintln!("error: {} did not get ready within {READY_WITHIN:?}", service.name());
+                        shutdown.cancel();
+                        drain(tasks).await;
+                        return ExitCode::FAILURE;
+                    }
                 },
                 Some(ended) = tasks.join_next() => {
                     report(ended);
@@ -115,6 +135,17 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
             }
         }
     }
+    let url = |service: Service| urls[&service].clone();
+    let registry = url(Service::Registry);
+    let instances = services()
+        .map(|service| InstanceState {
+            id: format!("{}-1", service.name()),
+            service: service.name().to_owned(),
+            url: url(service),
+            pid: std::process::id(),
+            https: None,
+        })
+        .collect();
     let gateway = url(Service::Gateway);
     let run = RunState {
         pid: std::process::id(),
@@ -150,15 +181,13 @@ pub(crate) async fn run(args: MonolithArgs) -> ExitCode {
     code
 }
 
-/// Every service's port: from `base` as `up` assigns them, or free ones when `base` is 0.
+/// Every service's port: from `base` as `up` assigns them, or 0 (the system picks one as the
+/// service binds) when `base` is 0.
 fn ports(base: u16) -> Result<BTreeMap<Service, u16>, String> {
     let mut ports = BTreeMap::new();
     for service in services() {
         let port = if base == 0 {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|e| format!("no free port: {e}"))?
+            0
         } else {
             let offset = chassis::ports::offset(service.name()).unwrap_or(0);
             base.checked_add(offset)
@@ -176,8 +205,14 @@ fn ports(base: u16) -> Result<BTreeMap<Service, u16>, String> {
 }
 
 /// The `bazaar serve` command line of `service`, as `up` would write it for a plain-HTTP
-/// system on one machine (demo data seeded, no trace export).
-fn argv(service: Service, port: u16, data_dir: &std::path::Path, registry: &str) -> Vec<String> {
+/// system on one machine (demo data seeded, no trace export); every service but the registry
+/// is told where the `registry` is.
+fn argv(
+    service: Service,
+    port: u16,
+    data_dir: &std::path::Path,
+    registry: Option<&str>,
+) -> Vec<String> {
     let mut argv: Vec<String> = [
         "bazaar",
         "serve",
@@ -191,7 +226,7 @@ fn argv(service: Service, port: u16, data_dir: &std::path::Path, registry: &str)
     ]
     .map(str::to_owned)
     .to_vec();
-    if service != Service::Registry {
+    if let Some(registry) = registry {
         argv.extend(["--registry".to_owned(), registry.to_owned()]);
     }
     match service {
@@ -229,33 +264,35 @@ mod tests {
 
     #[test]
     fn every_service_gets_the_port_up_would_give_it() {
-        let ports = ports(7700).expect("ports");
-        assert_eq!(ports[&Service::Gateway], 7700);
-        assert_eq!(ports[&Service::Registry], 7701);
-        assert_eq!(ports[&Service::Cart], 7718);
-        let free = ports_free();
-        assert_eq!(free.len(), 10);
-    }
-
-    fn ports_free() -> BTreeMap<Service, u16> {
-        ports(0).expect("free ports")
+        let given = ports(7700).expect("ports");
+        assert_eq!(given[&Service::Gateway], 7700);
+        assert_eq!(given[&Service::Registry], 7701);
+        assert_eq!(given[&Service::Cart], 7718);
+        let picked_on_bind = ports(0).expect("ports");
+        assert_eq!(picked_on_bind.len(), 10);
+        assert!(picked_on_bind.values().all(|&port| port == 0));
     }
 
     #[test]
     fn each_service_is_served_as_up_would_serve_it() {
-        let argv = argv(
+        let users = argv(
             Service::Users,
             7711,
             std::path::Path::new("/d"),
-            "http://127.0.0.1:7701",
+            Some("http://127.0.0.1:7701"),
         );
         assert_eq!(
-            argv.join(" "),
+            users.join(" "),
             "bazaar serve users --instance-id users-1 --port 7711 --data-dir /d --registry http://127.0.0.1:7701 --set users.seed_demo=true"
         );
         assert!(matches!(
-            Cli::try_parse_from(&argv).map(|c| c.command),
+            Cli::try_parse_from(&users).map(|c| c.command),
             Ok(Command::Serve(_))
         ));
+        let registry = argv(Service::Registry, 0, std::path::Path::new("/d"), None);
+        assert_eq!(
+            registry.join(" "),
+            "bazaar serve registry --instance-id registry-1 --port 0 --data-dir /d"
+        );
     }
 }

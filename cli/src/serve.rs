@@ -2,6 +2,7 @@
 //! file, `BAZAAR_*` variables and flags. Bad configuration exits with code 64 and one line
 //! naming the key and the value.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use chassis::config::{ChassisConfig, ConfigError, Loader, Override, Sources, check_url_scheme};
@@ -41,114 +42,117 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     code
 }
 
-/// Runs `service` as `loader` configures it until `shutdown`; with `exchange`, it calls (and
-/// is called by) the other services of this process in place ([`chassis::inproc`]).
+/// What a service run inside `bazaar monolith` shares with the process.
+pub(crate) struct InProcess {
+    /// Where it calls (and is called by) the other services in place ([`chassis::inproc`]).
+    pub(crate) exchange: chassis::inproc::Exchange,
+    /// Told the address it listens on, once it does (its port may be 0 until then).
+    pub(crate) listening: tokio::sync::oneshot::Sender<SocketAddr>,
+}
+
+/// Runs `service` as `loader` configures it until `shutdown`; `in_process` when it is one of
+/// the monolith's services rather than a process of its own.
 pub(crate) async fn serve(
     service: Service,
     loader: &Loader,
     shutdown: CancellationToken,
-    exchange: Option<chassis::inproc::Exchange>,
+    in_process: Option<InProcess>,
 ) -> Result<(), StartError> {
+    let (exchange, listening) = in_process.map(|p| (p.exchange, p.listening)).unzip();
     let prepare = |service: Service, chassis: &mut ChassisConfig| {
         chassis.exchange.clone_from(&exchange);
         prepare(service, chassis)
+    };
+    let announce = |address: SocketAddr| {
+        if let Some(listening) = listening {
+            // Nobody waiting is no reason to stop serving.
+            let _ = listening.send(address);
+        }
     };
     match service {
         Service::Registry => {
             let mut config = registry::Config::load(loader, registry::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            registry::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = registry::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Telemetry => {
             let mut config = telemetry::Config::load(loader, telemetry::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            telemetry::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = telemetry::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Users => {
             let mut config = users::Config::load(loader, users::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            users::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = users::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Catalog => {
             let mut config = catalog::Config::load(loader, catalog::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            catalog::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = catalog::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Orders => {
             let mut config = orders::Config::load(loader, orders::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            orders::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = orders::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Payments => {
             let mut config = payments::Config::load(loader, payments::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            payments::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = payments::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Shipping => {
             let mut config = shipping::Config::load(loader, shipping::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            shipping::Application::build(config)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = shipping::Application::build(config).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Notifications => {
             let mut config = notifications::Config::load(loader, notifications::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            notifications::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = notifications::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Recommendations => {
             let mut config = recommendations::Config::load(loader, recommendations::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            recommendations::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = recommendations::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Web => {
             let mut config = web::Config::load(loader, web::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            web::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = web::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Cart => {
             let mut config = cart::Config::load(loader, cart::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            cart::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = cart::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
         Service::Gateway => {
             let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
             prepare(service, &mut config.chassis)?;
-            gateway::Application::build(config, &shutdown)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            let application = gateway::Application::build(config, &shutdown).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
         }
     }
 }

@@ -24,10 +24,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest wait for `up` to stop after Ctrl-C.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// A `bazaar up` child process.
+/// A `bazaar up` child process (or a `bazaar monolith`, which writes the same `run.json`).
 #[derive(Debug)]
 pub(crate) struct Up {
     child: Child,
+    /// `up` or `monolith`.
+    command: &'static str,
     data_dir: PathBuf,
     log: PathBuf,
 }
@@ -40,17 +42,32 @@ impl Up {
         extra: &[String],
         env: &[(&str, String)],
     ) -> Result<Self, String> {
+        Self::launch("up", data_dir, extra, env).await
+    }
+
+    /// Starts `bazaar monolith` in `data_dir` on free ports with `env`, and waits until every
+    /// service in it is ready.
+    pub(crate) async fn monolith(data_dir: &Path, env: &[(&str, String)]) -> Result<Self, String> {
+        Self::launch("monolith", data_dir, &[], env).await
+    }
+
+    async fn launch(
+        command: &'static str,
+        data_dir: &Path,
+        extra: &[String],
+        env: &[(&str, String)],
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find the bazaar executable: {e}"))?;
-        let log = data_dir.with_extension("up.log");
+        let log = Self::log_of(command, data_dir);
         let output = std::fs::File::create(&log)
             .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
         let errors = output
             .try_clone()
             .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
-        let mut command = Command::new(exe);
-        command
-            .arg("up")
+        let mut child = Command::new(exe);
+        child
+            .arg(command)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--base-port", "0"])
@@ -61,13 +78,14 @@ impl Up {
             .stderr(errors)
             .kill_on_drop(true);
         for (name, value) in env {
-            command.env(name, value);
+            child.env(name, value);
         }
-        let child = command
+        let child = child
             .spawn()
-            .map_err(|e| format!("cannot start bazaar up: {e}"))?;
+            .map_err(|e| format!("cannot start bazaar {command}: {e}"))?;
         let mut up = Self {
             child,
+            command,
             data_dir: data_dir.to_owned(),
             log,
         };
@@ -81,7 +99,8 @@ impl Up {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
-                    "bazaar up stopped ({status}); its output is in {}:\n{}",
+                    "bazaar {} stopped ({status}); its output is in {}:\n{}",
+                    self.command,
                     self.log.display(),
                     tail(&self.log, 20)
                 ));
@@ -91,8 +110,10 @@ impl Up {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "bazaar up did not start within {START_TIMEOUT:?}; its output is in {}",
-                    self.log.display()
+                    "bazaar {} did not start within {START_TIMEOUT:?}; its output is in {}:\n{}",
+                    self.command,
+                    self.log.display(),
+                    tail(&self.log, 20)
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -113,7 +134,17 @@ impl Up {
             .ok_or_else(|| "bazaar up stopped".to_owned())
     }
 
-    /// Stops `up` as Ctrl-C would, and waits for it.
+    /// Where its output goes: beside `data_dir`, named for the command.
+    fn log_of(command: &str, data_dir: &Path) -> PathBuf {
+        data_dir.with_extension(format!("{command}.log"))
+    }
+
+    /// Its output so far.
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Stops it as Ctrl-C would, and waits for it.
     pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGINT);

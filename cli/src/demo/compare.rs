@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
@@ -128,54 +128,6 @@ async fn measure(data_dir: &Path, duration: Duration, say: &Narrator) -> Result<
     Ok(side)
 }
 
-/// A `bazaar monolith` child process.
-struct Monolith {
-    child: tokio::process::Child,
-}
-
-impl Monolith {
-    async fn start(data_dir: &Path) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-        let log =
-            std::fs::File::create(data_dir.join("monolith.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(exe)
-            .args(["monolith", "--base-port", "0", "--data-dir"])
-            .arg(data_dir)
-            .env("OTEL_SDK_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("bazaar monolith: {e}"))?;
-        let pid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while crate::state::running(data_dir).is_none_or(|s| Some(s.pid) != pid) {
-            if Instant::now() > deadline {
-                return Err("bazaar monolith did not start within 2 minutes".to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(Self { child })
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
 /// A fresh directory for one side.
 fn scratch(side: &str) -> PathBuf {
     std::env::temp_dir().join(format!("bazaar-compare-{}-{side}", std::process::id()))
@@ -188,7 +140,8 @@ pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, S
         "Starting the monolith: every service in one process, calls in place (bazaar monolith, {})",
         one.display()
     ));
-    let monolith = Monolith::start(&one).await?;
+    let monolith = Up::monolith(&one, &[("OTEL_SDK_DISABLED", "true".to_owned())]).await?;
+    let monolith_log = monolith.log().to_owned();
     say.step(&format!(
         "{CUSTOMERS} customers place orders and wait for each to be confirmed, for {}",
         humantime::format_duration(duration)
@@ -196,6 +149,7 @@ pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, S
     let measured = measure(&one, duration, say).await;
     monolith.stop().await;
     let _ = std::fs::remove_dir_all(&one);
+    let _ = std::fs::remove_file(monolith_log);
     let monolith = measured?;
 
     say.step(&format!(
@@ -209,10 +163,11 @@ pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, S
     )
     .await?;
     say.step("The same load");
+    let up_log = up.log().to_owned();
     let measured = measure(&many, duration, say).await;
     up.stop().await;
     let _ = std::fs::remove_dir_all(&many);
-    let _ = std::fs::remove_file(many.with_extension("up.log"));
+    let _ = std::fs::remove_file(up_log);
     let microservices = measured?;
 
     println!();

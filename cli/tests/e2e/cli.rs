@@ -71,6 +71,26 @@ fn up_refuses_bad_flags_before_starting_anything() {
 }
 
 #[test]
+fn a_monolith_whose_port_is_taken_stops_and_names_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let registry = taken.local_addr().expect("address").port();
+    // The registry's port is the base port's + 1 (the gateway's is the base port).
+    let base = (registry - 1).to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let (code, message) = run(&["monolith", "--base-port", &base, "--data-dir", data], &[]);
+    assert_eq!(code, Some(1), "{message}");
+    assert!(
+        message.contains(&format!("registry failed: binding 127.0.0.1:{registry}")),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("run.json").exists(),
+        "nothing says it is running"
+    );
+}
+
+#[test]
 fn release_commands_name_the_bad_flag_before_calling_anything() {
     let nowhere = ["--registry", "http://127.0.0.1:9"];
     let cases: [(&[&str], &str); 6] = [
