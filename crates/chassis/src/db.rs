@@ -14,7 +14,8 @@
 //! hands the lock over at once, where SQLite's busy handler would sleep and retry (which put a
 //! 400 ms tail on writes under load). Other processes sharing the file are waited for, without
 //! blocking, for up to five seconds. The write connection runs its statements in place, on the
-//! writing task, rather than on a thread of sqlx's: see [`writer`] for why. Short reads run in
+//! writing task, rather than on a thread of sqlx's: see [`writer`] for why; the writes that
+//! finish in one turn of the runtime share one commit there. Short reads run in
 //! place too, on read connections of their own ([`Db::reader`]); long scans use sqlx's pool.
 
 use std::ops::{Deref, DerefMut};
@@ -299,7 +300,7 @@ impl WriteTransaction {
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.conn.0 {
-            Inner::Sqlite(tx) => tx.commit(),
+            Inner::Sqlite(tx) => tx.commit().await,
             Inner::Postgres(tx) => tx.commit().await,
         }
     }

@@ -103,8 +103,8 @@ impl Readers {
 
     /// Runs `statement` on an idle connection, returning at most `limit` rows.
     ///
-    /// The writer's connection goes first, when no write holds it and the statement is a
-    /// query that only reads. Its page cache stays warm: no other connection writes (unless
+    /// The writer's connection goes first, when no write holds it, no commit is pending on it
+    /// (what it would see is not committed yet) and the statement is a query that only reads. Its page cache stays warm: no other connection writes (unless
     /// replicas share the file). A read connection instead finds the file changed at nearly
     /// every read under writes, drops its whole cache and reads each page it needs again: a
     /// system call and a look-up in the WAL per page. Anything else (a write, a `PRAGMA`, a
@@ -113,10 +113,11 @@ impl Readers {
         if statement.is_query()
             && let Some(writer) = self.writer.upgrade()
             && let Ok(writer) = writer.try_lock()
+            && let Some(conn) = writer.idle_conn()
         {
-            let prepared = statement.prepare(writer.conn())?;
+            let prepared = statement.prepare(conn)?;
             if prepared.readonly() {
-                return sqlite::steps(prepared, writer.conn(), limit);
+                return sqlite::steps(prepared, conn, limit);
             }
         }
         let conn = match self.take() {

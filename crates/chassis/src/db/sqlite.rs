@@ -332,6 +332,20 @@ impl DatabaseError for SqliteError {
 
 /// rusqlite's error as sqlx's: SQLite's own errors as database errors, the rest as protocol
 /// errors (a statement the writer cannot run).
+/// `error` again, for each of several writes it concerns (the writes of one commit).
+pub(super) fn copy(error: &sqlx::Error) -> sqlx::Error {
+    match error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<SqliteError>())
+    {
+        Some(e) => sqlx::Error::Database(Box::new(SqliteError {
+            code: e.code,
+            message: e.message.clone(),
+        })),
+        None => sqlx::Error::Protocol(error.to_string()),
+    }
+}
+
 pub(super) fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
     match error {
         rusqlite::Error::SqliteFailure(failure, message) => {

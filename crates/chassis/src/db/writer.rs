@@ -10,6 +10,17 @@
 //!
 //! The statements are the same sqlx queries (`sqlx::query(..).bind(..).execute(&mut *tx)`):
 //! [`WriteConn`] is an sqlx executor for the `Any` driver.
+//!
+//! **Group commit.** Each SQLite commit appends every page it changed to the WAL, and the
+//! writes of one service change the same few pages (the ends of its tables and indexes), so
+//! two commits write those pages twice. The writes that finish in one turn of the runtime
+//! therefore commit together: a write runs behind a savepoint of its own inside a
+//! transaction the writer keeps open; its commit releases the savepoint and waits; a task
+//! that runs once the turn's other ready tasks have had theirs ([`flush_soon`]) commits the
+//! transaction and tells every write in it. A write still commits or rolls back alone (its
+//! savepoint), and its caller hears of its commit only once it is durable, so nobody sees a
+//! write that could still be lost; if the shared commit fails, every write in it is told so.
+//! Reads never run on the writer's connection while a group is open ([`super::reader`]).
 
 use std::fmt;
 use std::path::Path;
@@ -21,9 +32,14 @@ use futures_util::stream::BoxStream;
 use rusqlite::Connection;
 use sqlx::any::{Any, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::{Either, Execute, Executor, Row, Transaction};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
 use super::sqlite::{self, Statement, first_row, step_stream, to_sqlx, unsupported};
+
+/// The savepoint each write runs behind, inside the group's transaction.
+const SAVEPOINT: &str = "SAVEPOINT bazaar_write";
+const RELEASE: &str = "RELEASE bazaar_write";
+const ROLLBACK_TO: &str = "ROLLBACK TO bazaar_write; RELEASE bazaar_write";
 
 /// Commits between two requests for a checkpoint: about 2,800 frames of WAL (11 MB) at the
 /// eight to eleven pages each of orders' commits writes under checkout load. A checkpoint
@@ -53,6 +69,19 @@ pub(crate) struct Writer {
     commits: u32,
     /// Wakes the checkpointer ([`checkpoints`]).
     checkpoint: Arc<Notify>,
+    /// The transaction open for the writes of this turn, if any.
+    group: Option<Group>,
+}
+
+/// What a shared commit tells the writes in it: nothing yet, then its outcome.
+type Outcome = Option<Result<(), Arc<sqlx::Error>>>;
+
+/// The writes sharing the open transaction.
+struct Group {
+    /// Writes released into the transaction, waiting for its commit.
+    released: usize,
+    /// Told the outcome of the commit.
+    outcome: watch::Sender<Outcome>,
 }
 
 impl fmt::Debug for Writer {
@@ -76,21 +105,130 @@ impl Writer {
             conn,
             commits: 0,
             checkpoint,
+            group: None,
         })
     }
 
-    /// The connection, for a read while no write holds it (`super::reader`).
-    pub(super) fn conn(&self) -> &Connection {
-        &self.conn
+    /// The connection, for a read while no write holds it and no transaction is open
+    /// (`super::reader`): only then does it see what is committed and nothing else.
+    pub(super) fn idle_conn(&self) -> Option<&Connection> {
+        self.conn.is_autocommit().then_some(&self.conn)
     }
 
-    /// `BEGIN IMMEDIATE`: takes the file's write lock now. Another process holding it (a
-    /// replica sharing the file) is waited for asynchronously, up to [`sqlite::BUSY_TIMEOUT`].
+    /// Starts a write behind its savepoint: in the open transaction, or in a new one (`BEGIN
+    /// IMMEDIATE`, which takes the file's write lock now; another process holding it, a
+    /// replica sharing the file, is waited for asynchronously, up to
+    /// [`sqlite::BUSY_TIMEOUT`]).
     async fn begin(&mut self) -> Result<(), sqlx::Error> {
-        // Borrowed mutably, so the future stays `Send` (a connection is not `Sync`).
-        let conn = &mut self.conn;
-        sqlite::until_not_busy(move || conn.execute_batch("BEGIN IMMEDIATE").map_err(to_sqlx)).await
+        if self.group.is_some() && self.conn.is_autocommit() {
+            // An error SQLite answers by rolling back the whole transaction ended it.
+            self.end_group(Err(lost()));
+        }
+        if self.group.is_none() {
+            // Borrowed mutably, so the future stays `Send` (a connection is not `Sync`).
+            let conn = &mut self.conn;
+            sqlite::until_not_busy(move || conn.execute_batch("BEGIN IMMEDIATE").map_err(to_sqlx))
+                .await?;
+            self.group = Some(Group {
+                released: 0,
+                outcome: watch::Sender::new(None),
+            });
+        }
+        if let Err(error) = self.conn.execute_batch(SAVEPOINT) {
+            self.end_if_unreleased();
+            return Err(to_sqlx(error));
+        }
+        Ok(())
     }
+
+    /// Ends the current write, keeping what it wrote for the group's commit: the receiver
+    /// then tells the commit's outcome, and `true` says this is the group's first release
+    /// (whose writer is to ask for the commit).
+    fn release(&mut self) -> Result<(watch::Receiver<Outcome>, bool), sqlx::Error> {
+        if let Err(error) = self.conn.execute_batch(RELEASE) {
+            let error = to_sqlx(error);
+            self.undo();
+            return Err(error);
+        }
+        match &mut self.group {
+            Some(group) => {
+                group.released += 1;
+                Ok((group.outcome.subscribe(), group.released == 1))
+            }
+            None => Err(sqlite::copy(&lost())),
+        }
+    }
+
+    /// Undoes the current write, leaving the group's other writes as they are.
+    fn undo(&mut self) {
+        if self.conn.is_autocommit() {
+            // SQLite rolled the whole transaction back already (some errors do).
+            self.end_group(Err(lost()));
+            return;
+        }
+        if let Err(error) = self.conn.execute_batch(ROLLBACK_TO) {
+            tracing::error!(%error, "rolling back a write failed; rolling back the writes grouped with it");
+            self.end_group(Err(Arc::new(to_sqlx(error))));
+            return;
+        }
+        self.end_if_unreleased();
+    }
+
+    /// Rolls the open transaction back if no write waits for its commit.
+    fn end_if_unreleased(&mut self) {
+        if self.group.as_ref().is_some_and(|g| g.released == 0) {
+            self.end_group(Err(lost()));
+        }
+    }
+
+    /// Commits the open transaction, if any, and tells every write in it the outcome.
+    fn flush(&mut self) {
+        if self.group.is_none() {
+            return;
+        }
+        if self.conn.is_autocommit() {
+            self.end_group(Err(lost()));
+            return;
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.commits += 1;
+                if self.commits >= COMMITS_PER_CHECKPOINT {
+                    self.commits = 0;
+                    self.checkpoint.notify_one();
+                }
+                self.end_group(Ok(()));
+            }
+            Err(error) => self.end_group(Err(Arc::new(to_sqlx(error)))),
+        }
+    }
+
+    /// Closes the group with `outcome`, rolling its transaction back unless it committed.
+    fn end_group(&mut self, outcome: Result<(), Arc<sqlx::Error>>) {
+        if outcome.is_err()
+            && !self.conn.is_autocommit()
+            && let Err(error) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(%error, "rolling back a write transaction failed");
+        }
+        if let Some(group) = self.group.take() {
+            group.outcome.send_replace(Some(outcome));
+        }
+    }
+}
+
+/// Why a write's commit did not happen when SQLite gave no error of its own.
+fn lost() -> Arc<sqlx::Error> {
+    Arc::new(sqlx::Error::Protocol(
+        "the transaction was rolled back before it committed (a write grouped with this one failed)".to_owned(),
+    ))
+}
+
+/// Commits the writer's open transaction once the other tasks ready in this turn of the
+/// runtime have run: those that write join it first.
+async fn flush_soon(writer: Arc<Mutex<Writer>>) {
+    tokio::task::yield_now().await;
+    writer.lock().await.flush();
 }
 
 /// What a write transaction runs its statements on: the SQLite writer, in place, or a
@@ -118,35 +256,38 @@ impl SqliteTransaction {
         Ok(Self { writer, open: true })
     }
 
-    /// Commits; on failure the transaction is rolled back.
-    pub(super) fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.writer.conn.execute_batch("COMMIT").map_err(to_sqlx)?;
+    /// Commits, with the other writes of this turn: returns once the commit is made. On
+    /// failure nothing of this write is kept.
+    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        // Released or undone: either way no longer this write's to roll back.
         self.open = false;
-        let writer = &mut *self.writer;
-        writer.commits += 1;
-        if writer.commits >= COMMITS_PER_CHECKPOINT {
-            writer.commits = 0;
-            writer.checkpoint.notify_one();
+        let (mut outcome, first) = self.writer.release()?;
+        if first {
+            tokio::spawn(flush_soon(Arc::clone(OwnedMutexGuard::mutex(&self.writer))));
         }
-        Ok(())
+        // The next write may go ahead, into the same transaction.
+        drop(self);
+        match outcome.wait_for(Option::is_some).await.as_deref() {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(error))) => Err(sqlite::copy(error)),
+            Ok(None) | Err(_) => Err(sqlite::copy(&lost())),
+        }
     }
 
-    /// Rolls back.
+    /// Rolls back this write.
     pub(super) fn rollback(mut self) -> Result<(), sqlx::Error> {
         self.open = false;
-        self.writer.conn.execute_batch("ROLLBACK").map_err(to_sqlx)
+        self.writer.undo();
+        Ok(())
     }
 }
 
 impl Drop for SqliteTransaction {
     fn drop(&mut self) {
         // A transaction abandoned half-way (an error, a cancelled request) leaves nothing
-        // behind. SQLite may have rolled back already (some errors end the transaction).
-        if self.open
-            && !self.writer.conn.is_autocommit()
-            && let Err(error) = self.writer.conn.execute_batch("ROLLBACK")
-        {
-            tracing::error!(%error, "rolling back an abandoned write transaction failed");
+        // behind.
+        if self.open {
+            self.writer.undo();
         }
     }
 }
@@ -258,7 +399,10 @@ async fn checkpoint(
         return Ok(());
     };
     let waited = Instant::now();
-    let _turn = writer.lock().await;
+    let mut turn = writer.lock().await;
+    // The writes waiting in an open transaction commit first: the next write then begins a
+    // transaction after the copy, which is what starts the WAL over.
+    turn.flush();
     let held = Instant::now();
     let (frames, copied) = passive_checkpoint(&mut conn).await?;
     tracing::debug!(
@@ -290,6 +434,7 @@ mod tests {
 
     use secrecy::ExposeSecret;
     use tokio::sync::{Mutex, Notify};
+    use tokio::task::JoinHandle;
 
     use super::{Inner, SqliteTransaction, WriteConn, Writer, checkpoints};
     use crate::db::tests::{count, insert, open_with_items as open};
@@ -527,6 +672,139 @@ mod tests {
             wal < 6 * 1024 * 1024,
             "the WAL grew to {wal} bytes: it did not start over"
         );
+    }
+
+    /// The commits `db`'s writer has made (since its last checkpoint: none in these tests).
+    async fn commits(db: &Db) -> u32 {
+        db.writer
+            .as_ref()
+            .expect("a SQLite writer")
+            .lock()
+            .await
+            .commits
+    }
+
+    /// The ids in `items`, as the reader sees them.
+    async fn ids(db: &Db) -> Vec<String> {
+        sqlx::query("SELECT id FROM items ORDER BY id")
+            .fetch_all(db.reader())
+            .await
+            .expect("reading")
+            .iter()
+            .map(|row| row.get("id"))
+            .collect()
+    }
+
+    /// A write as a task: inserts `id`, then commits, rolls back, or is dropped unfinished.
+    fn write(db: &Db, id: &'static str, end: &'static str) -> JoinHandle<Result<(), String>> {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut tx = db.begin_write().await.map_err(|e| e.to_string())?;
+            insert(&mut tx, id, 1).await.map_err(|e| e.to_string())?;
+            match end {
+                "commit" => tx.commit().await.map_err(|e| e.to_string()),
+                "rollback" => tx.rollback().await.map_err(|e| e.to_string()),
+                _ => {
+                    drop(tx);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// The writes ready in one turn of the runtime share one SQLite commit, and each still
+    /// stands alone: one rolled back, one dropped and one refused (its key taken by a write
+    /// of the same group) leave nothing, and the others are all kept.
+    #[tokio::test]
+    async fn the_writes_of_one_turn_commit_together_and_each_rolls_back_alone() {
+        let test_db = TestDatabase::sqlite();
+        let db = open(&test_db).await;
+        let writes = [
+            write(&db, "a", "commit"),
+            write(&db, "b", "rollback"),
+            write(&db, "c", "drop"),
+            write(&db, "a", "commit"),
+            write(&db, "e", "commit"),
+        ];
+        let mut ends = Vec::new();
+        for write in writes {
+            ends.push(write.await.expect("the task"));
+        }
+        assert_eq!(ends[0], Ok(()));
+        assert_eq!(ends[1], Ok(()));
+        assert_eq!(ends[2], Ok(()));
+        assert!(
+            ends[3].as_ref().is_err_and(|e| e.contains("UNIQUE")),
+            "{:?}",
+            ends[3]
+        );
+        assert_eq!(ends[4], Ok(()));
+        assert_eq!(ids(&db).await, ["a", "e"]);
+        assert_eq!(commits(&db).await, 1, "one commit for the turn");
+
+        // A write alone commits alone, and the writer's connection reads again once idle.
+        db.execute(sqlx::query("UPDATE items SET n = 5 WHERE id = 'e'"))
+            .await
+            .expect("an update");
+        assert_eq!(commits(&db).await, 2);
+        assert_eq!(n_of(&db, "e").await, 5);
+    }
+
+    /// A write hears of its commit only once it is made: a read meanwhile, even in the same
+    /// turn, sees nothing of it (it does not run on the writer's connection, which would).
+    #[tokio::test]
+    async fn a_write_waiting_for_its_commit_is_not_seen() {
+        let test_db = TestDatabase::sqlite();
+        let db = open(&test_db).await;
+        let committed = write(&db, "a", "commit");
+        let seen = tokio::spawn({
+            let db = db.clone();
+            async move { count(&db).await }
+        });
+        assert_eq!(seen.await.expect("the read"), 0, "read before the commit");
+        assert_eq!(committed.await.expect("the write"), Ok(()));
+        assert_eq!(count(&db).await, 1);
+    }
+
+    /// When the shared commit fails, every write in it is told so and none is kept; the
+    /// writer then goes on with the next. (A deferred constraint is what SQLite checks at the
+    /// commit: one write breaking it fails its group. The services' schemas defer none.)
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_write_in_it() {
+        let test_db = TestDatabase::sqlite();
+        let db = open(&test_db).await;
+        sqlx::query(
+            "CREATE TABLE notes (item TEXT NOT NULL REFERENCES items (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(db.pool())
+        .await
+        .expect("the table is created");
+        let orphan = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin_write().await.map_err(|e| e.to_string())?;
+                sqlx::query("INSERT INTO notes (item) VALUES ('nobody')")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())
+            }
+        });
+        let innocent = write(&db, "a", "commit");
+        let refused = orphan.await.expect("the task");
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("FOREIGN KEY")),
+            "{refused:?}"
+        );
+        let grouped = innocent.await.expect("the task");
+        assert!(
+            grouped.as_ref().is_err_and(|e| e.contains("FOREIGN KEY")),
+            "{grouped:?}"
+        );
+        assert_eq!(commits(&db).await, 0);
+        assert_eq!(count(&db).await, 0);
+        assert_eq!(write(&db, "c", "commit").await.expect("the task"), Ok(()));
+        assert_eq!(ids(&db).await, ["c"]);
     }
 
     crate::database_tests!(
