@@ -16,7 +16,7 @@
 //! two commits write those pages twice. The writes that finish in one turn of the runtime
 //! therefore commit together: a write runs behind a savepoint of its own inside a
 //! transaction the writer keeps open; its commit releases the savepoint and waits; a task
-//! that runs once the turn's other ready tasks have had theirs ([`flush_soon`]) commits the
+//! that runs once the turn's other ready tasks have had theirs (`flush_soon`) commits the
 //! transaction and tells every write in it. A write still commits or rolls back alone (its
 //! savepoint), and its caller hears of its commit only once it is durable, so nobody sees a
 //! write that could still be lost; if the shared commit fails, every write in it is told so.
