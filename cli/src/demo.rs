@@ -140,9 +140,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
         Err(error) => Err(error),
     };
     if let Some(up) = up {
-        up.stop().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let _ = std::fs::remove_file(data_dir.with_extension("up.log"));
+        up.stop_and_remove().await;
     }
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

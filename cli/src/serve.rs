@@ -69,91 +69,30 @@ pub(crate) async fn serve(
             let _ = listening.send(address);
         }
     };
+    // Every service starts the same way: its configuration, the checks all share, its
+    // application (some take the shutdown token for their background work), then serving.
+    macro_rules! start {
+        ($service:ident $(, $shutdown:expr)?) => {{
+            let mut config = $service::Config::load(loader, $service::SERVICE)?;
+            prepare(service, &mut config.chassis)?;
+            let application = $service::Application::build(config $(, $shutdown)?).await?;
+            announce(application.local_addr());
+            application.run_until_stopped(shutdown).await
+        }};
+    }
     match service {
-        Service::Registry => {
-            let mut config = registry::Config::load(loader, registry::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = registry::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Telemetry => {
-            let mut config = telemetry::Config::load(loader, telemetry::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = telemetry::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Users => {
-            let mut config = users::Config::load(loader, users::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = users::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Catalog => {
-            let mut config = catalog::Config::load(loader, catalog::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = catalog::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Orders => {
-            let mut config = orders::Config::load(loader, orders::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = orders::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Payments => {
-            let mut config = payments::Config::load(loader, payments::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = payments::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Shipping => {
-            let mut config = shipping::Config::load(loader, shipping::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = shipping::Application::build(config).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Notifications => {
-            let mut config = notifications::Config::load(loader, notifications::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = notifications::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Recommendations => {
-            let mut config = recommendations::Config::load(loader, recommendations::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = recommendations::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Web => {
-            let mut config = web::Config::load(loader, web::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = web::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Cart => {
-            let mut config = cart::Config::load(loader, cart::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = cart::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
-        Service::Gateway => {
-            let mut config = gateway::Config::load(loader, gateway::SERVICE)?;
-            prepare(service, &mut config.chassis)?;
-            let application = gateway::Application::build(config, &shutdown).await?;
-            announce(application.local_addr());
-            application.run_until_stopped(shutdown).await
-        }
+        Service::Registry => start!(registry),
+        Service::Telemetry => start!(telemetry),
+        Service::Users => start!(users),
+        Service::Catalog => start!(catalog),
+        Service::Orders => start!(orders, &shutdown),
+        Service::Payments => start!(payments),
+        Service::Shipping => start!(shipping),
+        Service::Notifications => start!(notifications, &shutdown),
+        Service::Recommendations => start!(recommendations, &shutdown),
+        Service::Web => start!(web, &shutdown),
+        Service::Cart => start!(cart, &shutdown),
+        Service::Gateway => start!(gateway, &shutdown),
     }
 }
 

@@ -139,9 +139,13 @@ impl Up {
         data_dir.with_extension(format!("{command}.log"))
     }
 
-    /// Its output so far.
-    pub(crate) fn log(&self) -> &Path {
-        &self.log
+    /// Stops it, then deletes its data directory and its output: for a system started only
+    /// for the command at hand.
+    pub(crate) async fn stop_and_remove(self) {
+        let (data_dir, log) = (self.data_dir.clone(), self.log.clone());
+        self.stop().await;
+        let _ = std::fs::remove_dir_all(data_dir);
+        let _ = std::fs::remove_file(log);
     }
 
     /// Stops it as Ctrl-C would, and waits for it.

@@ -141,15 +141,12 @@ pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, S
         one.display()
     ));
     let monolith = Up::monolith(&one, &[("OTEL_SDK_DISABLED", "true".to_owned())]).await?;
-    let monolith_log = monolith.log().to_owned();
     say.step(&format!(
         "{CUSTOMERS} customers place orders and wait for each to be confirmed, for {}",
         humantime::format_duration(duration)
     ));
     let measured = measure(&one, duration, say).await;
-    monolith.stop().await;
-    let _ = std::fs::remove_dir_all(&one);
-    let _ = std::fs::remove_file(monolith_log);
+    monolith.stop_and_remove().await;
     let monolith = measured?;
 
     say.step(&format!(
@@ -163,11 +160,8 @@ pub(crate) async fn run(say: &Narrator, duration: Duration) -> Result<Verdict, S
     )
     .await?;
     say.step("The same load");
-    let up_log = up.log().to_owned();
     let measured = measure(&many, duration, say).await;
-    up.stop().await;
-    let _ = std::fs::remove_dir_all(&many);
-    let _ = std::fs::remove_file(up_log);
+    up.stop_and_remove().await;
     let microservices = measured?;
 
     println!();
