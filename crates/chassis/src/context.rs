@@ -42,6 +42,13 @@ pub fn trace() -> Option<SpanContext> {
     CURRENT.try_with(|c| c.trace.clone()).ok().flatten()
 }
 
+/// Whether the current request's trace is being recorded (sampled), without copying its position.
+pub fn trace_sampled() -> bool {
+    CURRENT
+        .try_with(|c| c.trace.as_ref().is_some_and(SpanContext::is_sampled))
+        .unwrap_or(false)
+}
+
 /// Runs `future` as part of the request `context`. The task-local future itself, not an
 /// `async fn` around it, which would hold `future` twice more.
 pub fn scope<F: Future>(context: RequestContext, future: F) -> impl Future<Output = F::Output> {

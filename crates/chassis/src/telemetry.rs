@@ -61,9 +61,6 @@ pub fn init(
             .with_filter(filter()?)
             .boxed(),
     };
-    // Spans are recorded at info whatever the log level: quiet logs still give whole traces.
-    // Of the log lines written inside them, only warnings and errors become span events: the
-    // rest are in the logs, under the same trace id, and would double every export.
     let mut layers = vec![lines];
     match endpoint {
         Some(endpoint) if !crate::trace::enabled() => {
@@ -74,14 +71,12 @@ pub fn init(
                     .with_location(false)
                     .with_threads(false)
                     .with_tracked_inactivity(false)
-                    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                        let wanted = if meta.is_span() {
-                            tracing::Level::INFO
-                        } else {
-                            tracing::Level::WARN
-                        };
-                        *meta.level() <= wanted
-                    }))
+                    // Nothing here reads OpenTelemetry's thread-local current context: parents
+                    // come from tracing's own span stack, and propagation from `span.context()`.
+                    // Activating it on every enter and exit of every span (each poll of an
+                    // instrumented future) cost a busy service a few percent of its CPU.
+                    .with_context_activation(false)
+                    .with_filter(for_traces())
                     .boxed(),
             );
         }
@@ -92,6 +87,40 @@ pub fn init(
     // Already installed: a test binary or a second service in one process. Keep the first.
     drop(tracing_subscriber::registry().with(layers).try_init());
     Ok(())
+}
+
+/// Which spans and lines the trace layer sees. Spans at info whatever the log level: quiet logs
+/// still give whole traces. Of the log lines written inside them, only warnings and errors
+/// become span events: the rest are in the logs, under the same trace id, and would double
+/// every export. The [`TRACE_ONLY_SPANS`] only where the work is recorded
+/// ([`crate::trace::recording`]): in a trace not sampled they would be built, timed and
+/// dropped, and neither layer wanting one, it is not made at all (docs/decisions.md).
+fn for_traces<S>() -> impl tracing_subscriber::layer::Filter<S> {
+    use tracing::Level;
+    use tracing::subscriber::Interest;
+    tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+        if meta.is_span() {
+            *meta.level() <= Level::INFO
+                && (!TRACE_ONLY_SPANS.contains(&meta.name()) || crate::trace::recording())
+        } else {
+            *meta.level() <= Level::WARN
+        }
+    })
+    // Asked once per callsite: only those spans are decided each time one opens.
+    .with_callsite_filter(|meta| {
+        let wanted = if meta.is_span() {
+            Level::INFO
+        } else {
+            Level::WARN
+        };
+        if *meta.level() > wanted {
+            Interest::never()
+        } else if meta.is_span() && TRACE_ONLY_SPANS.contains(&meta.name()) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    })
 }
 
 /// Which lines and spans the log layer sees: those at `level` or above (start and stop lines

@@ -140,6 +140,14 @@ pub fn enabled() -> bool {
     PROVIDER.get().is_some()
 }
 
+/// Whether the work of the current task is recorded: this process exports spans, and the
+/// request, event or saga it serves is in a sampled trace. Otherwise the spans that only
+/// describe a trace ([`TRACE_ONLY_SPANS`](crate::telemetry::TRACE_ONLY_SPANS)) are not made at
+/// all, and calls and events carry the request's own position on.
+pub fn recording() -> bool {
+    enabled() && crate::context::trace_sampled()
+}
+
 /// A tracer exporting to `endpoint`, its resource naming this instance. The caller adds
 /// [`layer`] of it to the subscriber.
 pub(crate) fn provider(
@@ -391,7 +399,7 @@ pub fn resume(span: &tracing::Span, traceparent: Option<&str>) -> Option<SpanCon
 /// The `traceparent` an event published now carries: a producer span's, child of the current
 /// span, when spans are recorded; else the current request's position, passed through.
 pub fn publishing(kind: &str) -> Option<String> {
-    if enabled()
+    if recording()
         && tracing::Span::current()
             .context()
             .span()
@@ -481,7 +489,7 @@ pub fn inject(context: &SpanContext, headers: &mut HeaderMap) {
 /// `None` (and the request's trace position passed through) outside a recorded request, so
 /// heartbeats and exports do not start traces of their own.
 pub fn outgoing<B>(request: &mut Request<B>) -> Option<tracing::Span> {
-    if !enabled() {
+    if !recording() {
         if let Some(position) = crate::context::trace() {
             inject(&position, request.headers_mut());
         }
