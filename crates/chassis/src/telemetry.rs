@@ -76,7 +76,7 @@ pub fn init(
                     // Activating it on every enter and exit of every span (each poll of an
                     // instrumented future) cost a busy service a few percent of its CPU.
                     .with_context_activation(false)
-                    .with_filter(for_traces())
+                    .with_filter(for_traces(crate::trace::recording))
                     .boxed(),
             );
         }
@@ -95,13 +95,14 @@ pub fn init(
 /// every export. The [`TRACE_ONLY_SPANS`] only where the work is recorded
 /// ([`crate::trace::recording`]): in a trace not sampled they would be built, timed and
 /// dropped, and neither layer wanting one, it is not made at all (docs/decisions.md).
-fn for_traces<S>() -> impl tracing_subscriber::layer::Filter<S> {
+/// `recording` is [`crate::trace::recording`] but in tests.
+fn for_traces<S>(recording: fn() -> bool) -> impl tracing_subscriber::layer::Filter<S> {
     use tracing::Level;
     use tracing::subscriber::Interest;
-    tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+    tracing_subscriber::filter::dynamic_filter_fn(move |meta, _| {
         if meta.is_span() {
             *meta.level() <= Level::INFO
-                && (!TRACE_ONLY_SPANS.contains(&meta.name()) || crate::trace::recording())
+                && (!TRACE_ONLY_SPANS.contains(&meta.name()) || recording())
         } else {
             *meta.level() <= Level::WARN
         }
@@ -210,6 +211,77 @@ pub(crate) mod capture {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// The names of the spans a layer was shown, in order.
+    #[derive(Clone, Default)]
+    struct Opened(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Opened {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if let Ok(mut opened) = self.0.lock() {
+                opened.push(attrs.metadata().name().to_owned());
+            }
+        }
+    }
+
+    fn request_in_trace(flags: TraceFlags) -> crate::context::RequestContext {
+        crate::context::RequestContext {
+            request_id: "r-1".into(),
+            path: "/orders".into(),
+            trace: Some(SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(9),
+                flags,
+                true,
+                TraceState::default(),
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_spans_that_only_describe_a_trace_are_made_in_a_sampled_one_only() {
+        let opened = Opened::default();
+        let subscriber = tracing_subscriber::registry().with(
+            opened
+                .clone()
+                .with_filter(for_traces(crate::context::trace_sampled)),
+        );
+        let _default = tracing::subscriber::set_default(subscriber);
+        let work = || async {
+            let _request = tracing::info_span!("saga step", step = "reserve").entered();
+            let _db = tracing::info_span!("db", db.operation.name = "insert").entered();
+            let _call = tracing::info_span!("call", peer.service = "catalog").entered();
+            let _publish = tracing::info_span!("publish").entered();
+            let _below = tracing::debug_span!("detail").entered();
+        };
+        crate::context::scope(request_in_trace(TraceFlags::SAMPLED), work()).await;
+        crate::context::scope(request_in_trace(TraceFlags::NOT_SAMPLED), work()).await;
+        work().await;
+        let opened = opened.0.lock().map(|o| o.clone()).unwrap_or_default();
+        assert_eq!(
+            opened,
+            [
+                "saga step",
+                "db",
+                "call",
+                "publish",
+                "saga step",
+                "saga step"
+            ]
+        );
+    }
+
     #[test]
     fn a_line_carries_its_request_and_not_the_spans_of_the_trace() {
         let (subscriber, captured) = super::capture::subscriber("info");
