@@ -7,7 +7,9 @@
 //! `tracing-opentelemetry`, sampled parent-based (a request whose caller recorded it is
 //! recorded; a new trace is recorded with probability `trace.sample_ratio`, at most
 //! `trace.max_new_per_second` a second, and only where work enters: a request or an event,
-//! never a poll), and exported in batches over OTLP/HTTP.
+//! never a poll), and exported in batches over OTLP/HTTP. In a trace not sampled, only the
+//! spans where work enters are made (they decide, and carry the trace on); the database, call
+//! and publish spans inside them are not ([`recording`]).
 //!
 //! Without an endpoint (`trace.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables)
 //! nothing is recorded, and nothing costs more than reading one header: the incoming
